@@ -1,0 +1,173 @@
+"""One typed settings object for every stage: a YAML file plus FLEETMEDIC_* environment variables.
+
+Precedence, lowest first: defaults, the file (``--config`` or ``FLEETMEDIC_CONFIG``), then the
+environment. Nested settings use a double underscore in the environment, e.g.
+``FLEETMEDIC_SECURITY__SASL_MECHANISM=PLAIN``; lists are comma separated
+(``FLEETMEDIC_BOOTSTRAP_SERVERS=a:9092,b:9092``). An invalid setting fails at start with its
+name (or file and line) and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from .yamlfile import ConfigFileError, load_model
+
+ENV_PREFIX = "FLEETMEDIC_"
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):([0-9]{1,5})$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecuritySettings(_Strict):
+    """Passed through to kafka-python as-is (its option names)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SecuritySettings":
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+            self.sasl_plain_username and self.sasl_plain_password
+        ):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username and sasl_plain_password")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise ValueError(f"{name}: no such file: {value}")
+        return self
+
+    def kafka_kwargs(self) -> dict:
+        out: dict = {"security_protocol": self.security_protocol}
+        for name in ("sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        for name in ("sasl_plain_password", "ssl_password"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name).get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            out["ssl_check_hostname"] = self.ssl_check_hostname
+        return out
+
+
+class BrokerSettings(_Strict):
+    """The embedded single-node broker (`fleetmedic broker start`)."""
+
+    port: int = Field(19092, ge=1, le=65535)
+    controller_port: int = Field(19093, ge=1, le=65535)
+    data_dir: Path = Path(".fleetmedic/kafka")
+    jar_cache: Path = Path(os.path.expanduser("~/.cache/fleetmedic/kafka-jars"))
+    heap: str = Field("512m", pattern=r"^[0-9]+[kmgKMG]$")
+    start_timeout_s: float = Field(90.0, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "BrokerSettings":
+        if self.port == self.controller_port:
+            raise ValueError("port and controller_port must differ")
+        return self
+
+
+class TopicSettings(_Strict):
+    partitions: int = Field(6, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=32)
+    retention_hours: float = Field(168.0, gt=0)
+    deadletter_retention_hours: float = Field(720.0, gt=0)
+    remediation_retention_hours: float = Field(24 * 90, gt=0)
+
+
+class Settings(_Strict):
+    bootstrap_servers: list[str] = ["127.0.0.1:19092"]
+    topic_prefix: str = Field("fleetmedic.", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    client_id: str = Field("fleetmedic", pattern=r"^[A-Za-z0-9._-]+$")
+    # Records larger than this are not decoded: they go to the dead-letter topic instead.
+    max_record_bytes: int = Field(1_000_000, ge=1024)
+    security: SecuritySettings = SecuritySettings()
+    broker: BrokerSettings = BrokerSettings()
+    topics: TopicSettings = TopicSettings()
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hostports(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one host:port is needed")
+        for item in value:
+            m = _HOSTPORT.match(item)
+            if not m or not 0 < int(m.group(2)) < 65536:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    def kafka_kwargs(self) -> dict:
+        """Connection options shared by every kafka-python client."""
+        return {"bootstrap_servers": list(self.bootstrap_servers), **self.security.kafka_kwargs()}
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it and says why."""
+
+
+# FLEETMEDIC_CONFIG names the file; FLEETMEDIC_KAFKA_BOOTSTRAP points the test suite at a broker.
+_NOT_SETTINGS = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "KAFKA_BOOTSTRAP"}
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict:
+    """FLEETMEDIC_A__B=v  →  {"a": {"b": "v"}}."""
+    environ = os.environ if environ is None else environ
+    out: dict = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"{name}: conflicts with another FLEETMEDIC_ variable")
+        node[path[-1]] = value
+    return out
+
+
+def _env_name(loc: tuple) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings; raises SettingsError naming the bad setting (env var or file:line)."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    overrides = env_overrides(environ)
+    if path:
+        try:
+            return load_model(path, Settings, overrides)
+        except ConfigFileError as exc:
+            raise SettingsError(str(exc)) from exc
+    try:
+        return Settings.model_validate(overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            lines.append(f"{_env_name(loc) if loc else 'settings'}: {err['msg']}")
+        raise SettingsError("\n".join(lines)) from exc

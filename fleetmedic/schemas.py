@@ -1,0 +1,203 @@
+"""The wire contracts: one pydantic v2 model per record kind, each with a schema version.
+
+Every record on every topic is UTF-8 JSON validated by one of these models. Floats are finite:
+NaN and infinity are not JSON and are rejected; a metric value that could not be read is
+`null`. Timestamps are event time, timezone-aware, UTC. `fleetmedic schemas export DIR` writes
+the JSON Schemas (committed under `schemas/`) for producers in other languages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime, timezone
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)
+
+
+# An aware datetime, normalised to UTC so equal instants serialise to equal bytes.
+EventTime = Annotated[AwareDatetime, AfterValidator(_utc), Field(description="timezone-aware, UTC")]
+# Host names travel into playbook variables: keep them to a safe alphabet.
+Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Scalar = Union[str, int, float, bool, None]
+
+
+class Contract(BaseModel):
+    """Base of every record on the wire."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    topic: ClassVar[str]  # topic name without the configured prefix
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def key(self) -> bytes:
+        """The partitioning key: the host, so one host's records stay in order."""
+        return self.host.encode()  # type: ignore[attr-defined]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class MetricBatch(Contract):
+    """One scrape of one host: many named values at one event time."""
+
+    topic: ClassVar[str] = "metrics.v1"
+    host: Host
+    time: EventTime
+    source: Name = Field(description="exporter that produced it: host, gpu, prom, sim, ...")
+    labels: dict[Name, str] = Field(default_factory=dict, description="host-level labels, e.g. host class")
+    values: dict[Name, float | None] = Field(description="series name → value; null when it could not be read")
+    counters: list[Name] = Field(default_factory=list, description="names in `values` that are monotonic counters")
+
+
+class LogEvent(Contract):
+    """One log line with its parsed fields (`kind` = "raw" when no parser knew it)."""
+
+    topic: ClassVar[str] = "logs.v1"
+    host: Host
+    time: EventTime
+    source: Name = Field(description="file path, nvml, journal, sim, ...")
+    line: Annotated[str, StringConstraints(max_length=65536)]
+    kind: Name = "raw"
+    severity: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    fields: dict[Name, Scalar] = Field(default_factory=dict)
+
+
+class SourceRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    topic: Name
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    series: list[Name] = Field(default_factory=list)
+    values: list[float | None] = Field(default_factory=list)
+    window_start: EventTime | None = None
+    window_end: EventTime | None = None
+    sources: list[SourceRange] = Field(default_factory=list)
+    details: dict[Name, Scalar] = Field(default_factory=dict)
+
+
+ActionClass = Literal["none", "restart_app", "reset_gpu", "drain_and_reset", "reboot", "rma", "contact_support"]
+
+
+class Incident(Contract):
+    """One lifecycle step of an incident; open, update and resolve are separate records."""
+
+    topic: ClassVar[str] = "incidents.v1"
+    id: Name = Field(description="derived from the fingerprint and the opening event time")
+    fingerprint: Name = Field(description="host + kind + subject: one fault is one incident")
+    host: Host
+    kind: Name
+    subject: Name
+    status: Literal["open", "update", "resolve"]
+    severity: Literal["info", "warning", "critical"]
+    detector: Name
+    time: EventTime
+    opened_at: EventTime
+    score: float | None = None
+    threshold: float | None = None
+    model_version: Name | None = None
+    action_class: ActionClass | None = None
+    summary: Annotated[str, StringConstraints(max_length=4096)] = ""
+    labels: dict[Name, str] = Field(default_factory=dict)
+    evidence: Evidence = Field(default_factory=Evidence)
+
+
+class RunSummary(BaseModel):
+    """What ansible-runner reported for one playbook run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    failed_tasks: list[str] = Field(default_factory=list)
+
+
+RemediationStatus = Literal[
+    "planned", "claimed", "skipped", "awaiting_approval", "running",
+    "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated",
+]
+
+
+class Remediation(Contract):
+    """One decision or outcome of the remediator: the audit trail."""
+
+    topic: ClassVar[str] = "remediations.v1"
+    id: Name
+    incident_id: Name
+    fingerprint: Name
+    host: Host
+    action: Name
+    playbook: Name | None = None
+    status: RemediationStatus
+    reason: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    gate: Name | None = None
+    step: int = Field(0, ge=0, description="escalation step (0 = first action)")
+    time: EventTime
+    started_at: EventTime | None = None
+    finished_at: EventTime | None = None
+    rc: int | None = None
+    extra_vars: dict[Name, Scalar] = Field(default_factory=dict)
+    run: RunSummary | None = None
+
+
+DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation"]
+
+
+class DeadLetter(Contract):
+    """A record that could not be decoded or validated, kept with its reason and original bytes."""
+
+    topic: ClassVar[str] = "deadletter.v1"
+    source_topic: Name
+    source_partition: int = Field(ge=0)
+    source_offset: int = Field(ge=0)
+    source_timestamp_ms: int | None = None
+    source_key_b64: str | None = None
+    consumer_group: Name
+    kind: DeadLetterKind
+    error: Annotated[str, StringConstraints(max_length=8192)]
+    original_b64: str = Field(description="the original value, base64; cut to a bounded size when `truncated`")
+    original_size: int = Field(ge=0)
+    original_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    truncated: bool
+    time: EventTime = Field(description="when it was dead-lettered (wall clock)")
+
+    def key(self) -> bytes | None:  # type: ignore[override]
+        return base64.b64decode(self.source_key_b64) if self.source_key_b64 is not None else None
+
+    @classmethod
+    def of(cls, *, topic: str, partition: int, offset: int, timestamp_ms: int | None, key: bytes | None,
+           value: bytes, group: str, kind: DeadLetterKind, error: str, keep_bytes: int) -> "DeadLetter":
+        value = value or b""
+        return cls(
+            source_topic=topic, source_partition=partition, source_offset=offset,
+            source_timestamp_ms=timestamp_ms,
+            source_key_b64=base64.b64encode(key).decode() if key is not None else None,
+            consumer_group=group, kind=kind, error=error[:8192],
+            original_b64=base64.b64encode(value[:keep_bytes]).decode(),
+            original_size=len(value), original_sha256=hashlib.sha256(value).hexdigest(),
+            truncated=len(value) > keep_bytes, time=datetime.now(timezone.utc),
+        )
+
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "metric_batch": MetricBatch,
+    "log_event": LogEvent,
+    "incident": Incident,
+    "remediation": Remediation,
+    "dead_letter": DeadLetter,
+}

@@ -1,0 +1,72 @@
+"""Every topic of the design, from one configuration, created idempotently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka.admin import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError
+
+from .config import Settings
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # without the prefix
+    partitions: int
+    configs: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    t = settings.topics
+    retention = lambda hours: {"retention.ms": str(int(hours * HOUR_MS))}  # noqa: E731
+    big = {"max.message.bytes": str(max(settings.max_record_bytes * 2, 1_048_588))}
+    return [
+        TopicSpec("metrics.v1", t.partitions, {**retention(t.retention_hours), **big}),
+        TopicSpec("logs.v1", t.partitions, {**retention(t.retention_hours), **big}),
+        TopicSpec("incidents.v1", t.partitions, retention(t.remediation_retention_hours)),
+        TopicSpec("remediations.v1", t.partitions, retention(t.remediation_retention_hours)),
+        TopicSpec("approvals.v1", 1, retention(t.remediation_retention_hours)),
+        TopicSpec("deadletter.v1", t.partitions, {**retention(t.deadletter_retention_hours), **big}),
+        # Detector state snapshots: only the newest per key matters.
+        TopicSpec("state.v1", t.partitions, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                                              "segment.ms": str(HOUR_MS)}),
+    ]
+
+
+def topic_name(settings: Settings, name: str) -> str:
+    return settings.topic_prefix + name
+
+
+def admin_client(settings: Settings, **overrides) -> KafkaAdminClient:
+    return KafkaAdminClient(client_id=f"{settings.client_id}-admin", **settings.kafka_kwargs(), **overrides)
+
+
+def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> dict[str, str]:
+    """Create every missing topic; existing ones are left as they are. Returns name → 'created' | 'exists'."""
+    own = admin is None
+    admin = admin or admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        result: dict[str, str] = {}
+        wanted = {}
+        for spec in topic_specs(settings):
+            name = topic_name(settings, spec.name)
+            if name in existing:
+                result[name] = "exists"
+            else:
+                wanted[name] = {"num_partitions": spec.partitions,
+                                "replication_factor": settings.topics.replication_factor,
+                                "configs": spec.configs}
+        if wanted:
+            try:
+                admin.create_topics(wanted, wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass  # created by someone else between list and create: same outcome
+            result.update({name: "created" for name in wanted})
+        return result
+    finally:
+        if own:
+            admin.close()

@@ -1,0 +1,1 @@
+"""remediator stage (see DESIGN.md)."""

@@ -1,0 +1,67 @@
+"""The real broker for the whole session, in this order of preference:
+
+1. FLEETMEDIC_KAFKA_BOOTSTRAP, when set (a broker someone already runs);
+2. a testcontainers Kafka (KRaft) where a Docker engine answers;
+3. the embedded broker from Apache Kafka's Maven jars (`fleetmedic broker`), on free ports.
+
+Each test gets its own topic prefix, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from fleetmedic.broker import EmbeddedBroker
+from fleetmedic.config import BrokerSettings, Settings, TopicSettings
+from fleetmedic.topics import create_topics
+
+from kafka_helpers import free_port
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # no engine, no socket, no permission: all mean "no Docker here"
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    given = os.environ.get("FLEETMEDIC_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(),
+                                           data_dir=tmp_path_factory.mktemp("kafka")))
+    broker.start(progress=lambda m: None)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def make_settings(bootstrap: str, **overrides) -> Settings:
+    base = dict(bootstrap_servers=[bootstrap], topic_prefix=f"t{uuid.uuid4().hex[:10]}.", client_id="fm-test",
+                topics=TopicSettings(partitions=3))
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def settings(kafka_bootstrap) -> Settings:
+    """Settings with a fresh topic prefix, all topics created."""
+    s = make_settings(kafka_bootstrap)
+    create_topics(s)
+    return s
