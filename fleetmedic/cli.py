@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
+
+
+# Each stage adds its own commands: a module with `register(subparsers)`, whose handlers take
+# the parsed args (call `settings_from(args)` for the settings) and return an exit code.
+STAGE_CLIS: list[str] = []
+
+
+def settings_from(args):
+    """The settings for a command's parsed args (--config, then FLEETMEDIC_* variables)."""
+    from .config import load_settings
+
+    return load_settings(args.config)
 
 
 def _settings(args):
@@ -117,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "what arrived and what went to the dead-letter topic.")
     p.add_argument("--seconds", type=float, default=10.0)
     p.set_defaults(func=cmd_demo)
+
+    for module in STAGE_CLIS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

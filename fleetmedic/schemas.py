@@ -194,10 +194,37 @@ class DeadLetter(Contract):
         )
 
 
+class Approval(Contract):
+    """A human's answer to an action that needs approval (`fleetmedic approve ID`)."""
+
+    topic: ClassVar[str] = "approvals.v1"
+    remediation_id: Name = Field(description="the id of the awaiting_approval remediation record")
+    host: Host
+    decision: Literal["approve", "deny"]
+    by: Name
+    comment: Annotated[str, StringConstraints(max_length=4096)] = ""
+    time: EventTime
+    expires_at: EventTime | None = None
+
+
+class DetectorState(Contract):
+    """A snapshot of detector state for one key, on the compacted state topic (newest wins)."""
+
+    topic: ClassVar[str] = "state.v1"
+    host: Host = Field(description="the host (or partition owner) whose state this is")
+    detector: Name
+    state_version: int = Field(ge=1, description="format of `state`, owned by the detector")
+    time: EventTime = Field(description="event time the state reflects")
+    source_offsets: dict[Name, int] = Field(default_factory=dict, description="'topic:partition' → next offset")
+    state_b64: str = Field(description="the detector's serialised state, base64")
+
+
 CONTRACTS: dict[str, type[Contract]] = {
     "metric_batch": MetricBatch,
     "log_event": LogEvent,
     "incident": Incident,
     "remediation": Remediation,
     "dead_letter": DeadLetter,
+    "approval": Approval,
+    "detector_state": DetectorState,
 }

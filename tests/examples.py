@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
-from fleetmedic.schemas import (DeadLetter, Evidence, Incident, LogEvent, MetricBatch, Remediation, RunSummary,
+from fleetmedic.schemas import (Approval, DeadLetter, DetectorState, Evidence, Incident, LogEvent, MetricBatch, Remediation, RunSummary,
                                 SourceRange)
 
 T0 = datetime(2026, 11, 25, 4, 0, 0, tzinfo=timezone.utc)
@@ -36,4 +36,8 @@ def examples() -> list:
         DeadLetter.of(topic="fleetmedic.metrics.v1", partition=1, offset=9, timestamp_ms=1, key=b"gpu-node-07",
                       value=b"\x00\x01garbage", group="detectors", kind="not_json", error="not JSON",
                       keep_bytes=1024),
+        Approval(remediation_id="rem-1", host="gpu-node-07", decision="approve", by="alice", time=T0,
+                 expires_at=T0 + timedelta(hours=1)),
+        DetectorState(host="gpu-node-07", detector="ewma", state_version=1, time=T0,
+                      source_offsets={"fleetmedic.metrics.v1:2": 118}, state_b64="AAEC"),
     ]
