@@ -87,6 +87,7 @@ def series_plot(name: str, s: Series, review: HostReview, spans) -> str:
     ax.plot(s.times, mean, color="#78909c", lw=0.8)
     ax.plot(s.times, s.values, color="#1565c0", lw=1.1, label=name)
     _mark_events(ax, review, spans)
+    ax.set_xlim(_t(review.start), _t(review.end))
     ax.set_title(name, loc="left", fontsize=10)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     ax.grid(alpha=0.3)

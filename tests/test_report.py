@@ -72,3 +72,34 @@ def test_incident_report_shows_series_logs_lifecycle_and_decisions(settings, tmp
         assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page  # opens offline
     assert "node-b" not in page
+
+
+def test_report_renders_in_headless_chromium(settings, tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    import matplotlib.image as mpimg
+    import pytest
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
+    _record_an_incident(settings)
+    page = tmp_path / "inc.html"
+    monkeypatch.setenv("FLEETMEDIC_BOOTSTRAP_SERVERS", settings.bootstrap_servers[0])
+    monkeypatch.setenv("FLEETMEDIC_TOPIC_PREFIX", settings.topic_prefix)
+    assert main(["report", "--incident", "inc-node-a-temp", "-o", str(page)]) == 0
+    shot = tmp_path / "inc.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,1600",
+                    f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[0] == 1600 and pixels.shape[1] == 1280
+    # Something was drawn: the page is not one flat colour, and the plots' blue line is there.
+    assert pixels[..., :3].std() > 0.05
+    blue = (pixels[..., 2] > 0.6) & (pixels[..., 0] < 0.2) & (pixels[..., 1] < 0.5)
+    assert blue.sum() > 200
+    keep = __import__("os").environ.get("KEEP_REPORT_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
