@@ -27,8 +27,9 @@ models count values, not seconds.
 
 Two entry points that compute exactly the same numbers:
 
-- ``SurpriseRecordBank``: state for many series as numpy arrays; ``update(rows, t, x)`` scores
-  and learns one value for each of several series at once (the live engine's hot path).
+- ``SurpriseRecordBank``: state for many series as numpy arrays; ``update(rows, values, times)``
+  scores and learns one value for each of several series at once (the live engine's hot path;
+  it follows the engine's scorer interface: ``grow``, ``update``, ``details``, ``state_fields``).
 - ``SurpriseRecord``: one series, River-like ``score_one`` / ``learn_one`` (a bank of one).
 
 >>> det = SurpriseRecord(warmup=20, season_buckets=0)
@@ -47,7 +48,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FEATURES = ("level", "season", "density")
+FEATURES = ("level", "shift", "season", "density")
 _TINY = 1e-12
 
 
@@ -56,7 +57,8 @@ class SurpriseRecordParams:
     """Parameters of the surprise-record detector (one configuration for every series)."""
 
     alpha_level: float = 0.01
-    alpha_fast: float = 0.3
+    alpha_fast: float = 0.05
+    alpha_shift: float = 0.05
     alpha_density_short: float = 0.02
     alpha_density_long: float = 0.002
     season_period_s: int = 86400
@@ -65,10 +67,10 @@ class SurpriseRecordParams:
     season_min_cycles: int = 3
     record_decay: float = 0.9999
     warmup: int = 150
-    threshold: float = 0.56
+    threshold: float = 0.548
 
     def __post_init__(self):
-        for name in ("alpha_level", "alpha_fast", "alpha_density_short", "alpha_density_long", "alpha_season"):
+        for name in ("alpha_level", "alpha_fast", "alpha_shift", "alpha_density_short", "alpha_density_long", "alpha_season"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -102,7 +104,7 @@ class SurpriseRecordBank:
         fresh = {
             "count_": np.zeros(capacity, np.int64),
             "mean_": np.zeros(capacity), "var_": np.zeros(capacity),
-            "fast_": np.zeros(capacity), "prev_": np.zeros(capacity),
+            "fast_": np.zeros(capacity), "slow_": np.zeros(capacity), "prev_": np.zeros(capacity),
             "dens_short_": np.zeros(capacity), "dens_long_": np.zeros(capacity),
             "season_mean_": np.zeros((capacity, b)), "season_dev_": np.zeros((capacity, b)),
             "season_count_": np.zeros((capacity, b), np.int32),
@@ -124,16 +126,36 @@ class SurpriseRecordBank:
         self.n_series += n
         return rows
 
-    def update(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # The live engine's scorer interface (detectors/engine.py): grow, update, details,
+    # state_fields, nbytes_per_slot; a slot is a row here.
+    state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
+                    "season_mean_", "season_dev_", "season_count_", "record_", "feature_count_")
+
+    @property
+    def nbytes_per_slot(self) -> int:
+        return sum(getattr(self, f)[:1].nbytes for f in self.state_fields)
+
+    def grow(self, n: int) -> None:
+        """Make sure rows 0..n-1 exist."""
+        if n > self.n_series:
+            self.add_series(n - self.n_series)
+
+    def details(self, slot: int) -> dict:
+        return {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6),
+                "records": {f: round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot])}}
+
+    def update(self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score, then learn, one value per series. ``rows`` must not repeat within a call.
 
-        ``t`` is event time in seconds since the epoch, ``x`` the values. Returns
-        ``(score in [0, 1), alarm bool)`` per row.
+        ``times`` is event time in seconds since the epoch. Returns per row
+        ``(score in [0, 1), alarm = score >= threshold, clear = score < 0.5)``; "clear" means
+        "below every record", the engine's hysteresis signal.
         """
         p = self.params
         rows = np.asarray(rows, dtype=np.int64)
-        t = np.asarray(t, dtype=np.int64)
-        x = np.asarray(x, dtype=float)
+        t = np.asarray(times, dtype=float).astype(np.int64)
+        x = np.asarray(values, dtype=float)
         score = np.zeros(len(rows))
         ok = np.isfinite(x)
         if not ok.all():
@@ -142,28 +164,32 @@ class SurpriseRecordBank:
         mean = np.where(first, x, self.mean_[rows])
         var = self.var_[rows]
         fast = np.where(first, x, self.fast_[rows])
+        slow = np.where(first, x, self.slow_[rows])
         prev = np.where(first, x, self.prev_[rows])
         dens_s, dens_l = self.dens_short_[rows], self.dens_long_[rows]
 
         scale = np.sqrt(var) + 1e-6 * np.abs(mean) + _TINY
         step = np.abs(x - prev)
         fast_new = fast + p.alpha_fast * (x - fast)
+        slow_new = slow + p.alpha_shift * (x - slow)
         dens_s_new = dens_s + p.alpha_density_short * (step - dens_s)
 
         surprise = np.zeros((len(rows), len(FEATURES)))
         valid = np.zeros_like(surprise, dtype=bool)
         surprise[:, 0] = np.abs(x - mean) / scale
         valid[:, 0] = ~first
+        surprise[:, 1] = np.abs(slow_new - mean) / scale
+        valid[:, 1] = ~first
         if p.season_buckets:
             width = p.season_period_s // p.season_buckets
             bucket = (t % p.season_period_s) // width
             s_mean = self.season_mean_[rows, bucket]
             s_dev = self.season_dev_[rows, bucket]
             s_count = self.season_count_[rows, bucket]
-            surprise[:, 1] = np.abs(fast_new - s_mean) / (s_dev + 0.01 * scale + _TINY)
-            valid[:, 1] = s_count >= p.season_min_cycles
-        surprise[:, 2] = np.where(dens_l > 0, dens_s_new / (dens_l + _TINY), 0.0)
-        valid[:, 2] = ~first
+            surprise[:, 2] = np.abs(fast_new - s_mean) / (s_dev + 0.01 * scale + _TINY)
+            valid[:, 2] = s_count >= p.season_min_cycles
+        surprise[:, 3] = np.where(dens_l > 0, dens_s_new / (dens_l + _TINY), 0.0)
+        valid[:, 3] = ~first
 
         # Records: train-only, then record-setting, then scoring (per feature).
         fcount = self.feature_count_[rows] + valid
@@ -181,6 +207,7 @@ class SurpriseRecordBank:
         self.mean_[rows] = mean + p.alpha_level * diff
         self.var_[rows] = np.where(first, 0.0, (1 - p.alpha_level) * (var + p.alpha_level * diff * diff))
         self.fast_[rows] = fast_new
+        self.slow_[rows] = slow_new
         self.prev_[rows] = x
         self.dens_short_[rows] = np.where(first, 0.0, dens_s_new)
         self.dens_long_[rows] = np.where(first, 0.0, dens_l + p.alpha_density_long * (step - dens_l))
@@ -196,7 +223,7 @@ class SurpriseRecordBank:
             score = sub
         else:
             score[ok] = sub
-        return score, score >= p.threshold
+        return score, score >= p.threshold, score < 0.5
 
     def run_series(self, t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run whole series at once: ``t`` and ``values`` are [n_steps, n_series] (NaN pads)."""
@@ -206,7 +233,7 @@ class SurpriseRecordBank:
         scores = np.zeros(values.shape)
         alarms = np.zeros(values.shape, dtype=bool)
         for i in range(values.shape[0]):
-            scores[i], alarms[i] = self.update(rows, t[i], values[i])
+            scores[i], alarms[i], _ = self.update(rows, values[i], t[i])
         return scores, alarms
 
 
@@ -228,14 +255,14 @@ class SurpriseRecord:
 
     def score_one(self, t: int, x: float) -> float:
         """The anomaly score the next ``update(t, x)`` would return, without learning."""
-        score, _ = self._copy_bank().update(self._row, [t], [x])
+        score, _, _ = self._copy_bank().update(self._row, [x], [t])
         return float(score[0])
 
     def learn_one(self, t: int, x: float) -> "SurpriseRecord":
-        self.bank.update(self._row, [t], [x])
+        self.bank.update(self._row, [x], [t])
         return self
 
     def update(self, t: int, x: float) -> tuple[float, bool]:
         """Score, then learn; returns ``(score, alarm)``."""
-        score, alarm = self.bank.update(self._row, [t], [x])
+        score, alarm, _ = self.bank.update(self._row, [x], [t])
         return float(score[0]), bool(alarm[0])
