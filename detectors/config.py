@@ -72,6 +72,20 @@ class StaticRuleConfig(SeriesRuleConfig):
         return self
 
 
+class UnivariateRuleConfig(SeriesRuleConfig):
+    """B2's surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
+
+    params: dict[str, float | int] = Field(default_factory=dict,
+                                           description="SurpriseRecordParams fields, e.g. threshold, warmup")
+
+    @model_validator(mode="after")
+    def _params(self) -> "UnivariateRuleConfig":
+        from .univariate import SurpriseRecordParams
+
+        SurpriseRecordParams(**self.params)  # unknown names and bad values fail here, with the line
+        return self
+
+
 class LogRulesConfig(_Strict):
     enabled: bool = True
     burst_window_s: float = Field(180.0, gt=0, description="XIDs on a host closer than this are one burst")
@@ -81,6 +95,7 @@ class LogRulesConfig(_Strict):
 class DetectorConfig(_Strict):
     ewma: list[EwmaRuleConfig] = Field(default_factory=list)
     static: list[StaticRuleConfig] = Field(default_factory=list)
+    univariate: list[UnivariateRuleConfig] = Field(default_factory=list)
     log_rules: LogRulesConfig = LogRulesConfig()
     late_tolerance_s: float = Field(120.0, ge=0, description="records older than the host's newest by more "
                                                              "than this are counted and dropped")
@@ -89,7 +104,7 @@ class DetectorConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "DetectorConfig":
-        names = [r.name for r in (*self.ewma, *self.static)]
+        names = [r.name for r in (*self.ewma, *self.static, *self.univariate)]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")

@@ -47,7 +47,7 @@ from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Received
 
-from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig
+from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
 from .incidents import make_incident, source
 from .lifecycle import PENDING, Lifecycle, grown
@@ -59,8 +59,41 @@ STATE_DETECTOR = "engine"
 STATE_VERSION = 1
 
 
+class UnivariateScorer:
+    """B2's `SurpriseRecordBank` behind the scorer interface: breach = its alarm, clear = no alarm."""
+
+    def __init__(self, **params):
+        from .univariate import SurpriseRecordBank
+
+        self.bank = SurpriseRecordBank(capacity=64, **params)
+        self.threshold = self.bank.params.threshold
+        self.state_fields = tuple(n for n in vars(self.bank) if n.endswith("_"))
+
+    def __getattr__(self, name):  # the state arrays, for checkpoints
+        if name.endswith("_") and "bank" in self.__dict__:
+            return getattr(self.bank, name)
+        raise AttributeError(name)
+
+    def grow(self, n: int) -> None:
+        if n > self.bank.n_series:
+            self.bank.add_series(n - self.bank.n_series)
+        self.state_fields = tuple(k for k in vars(self.bank) if k.endswith("_"))
+
+    def update(self, slots, values, times):
+        score, alarm = self.bank.update(slots, times, values)
+        return score, alarm, ~alarm
+
+    def details(self, slot: int) -> dict:
+        return {"count": int(self.bank.count_[slot])}
+
+
 class SeriesRule:
-    """One configured per-series rule: a scorer plus the alert lifecycle, over its own slots."""
+    """One configured per-series rule: a scorer plus the alert lifecycle, over its own slots.
+
+    `run_series(times, values)` runs one whole series through a fresh rule and returns the
+    scores and the alarms exactly as the live engine raises them (alarm = the value at which an
+    incident opens): `fleetmedic detect csv` uses it.
+    """
 
     def __init__(self, cfg, scorer, max_gap_s: float, detector: str, threshold: float):
         self.cfg = cfg
@@ -79,7 +112,26 @@ class SeriesRule:
         if isinstance(cfg, StaticRuleConfig):
             return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
                        f"static:{cfg.name}", cfg.threshold)
+        if isinstance(cfg, UnivariateRuleConfig):
+            scorer = UnivariateScorer(**cfg.params)
+            return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.threshold)
         raise TypeError(f"no per-series rule for {type(cfg).__name__}")
+
+    def run_series(self, times, values) -> tuple[np.ndarray, np.ndarray]:
+        """A whole series, value by value in order (NaN = gap): (scores, alarms) per value."""
+        times = np.asarray(times, np.float64)
+        values = np.asarray(values, np.float64)
+        slot = np.array([self.new_slot()])
+        scores = np.zeros(len(values))
+        alarms = np.zeros(len(values), bool)
+        for i in range(len(values)):
+            if np.isnan(values[i]):
+                continue
+            score, breach, clear = self.scorer.update(slot, values[i:i + 1], times[i:i + 1])
+            opened, _, _ = self.lifecycle.step(slot, times[i:i + 1], breach, clear, np.array([i]))
+            scores[i] = score[0]
+            alarms[i] = opened.size > 0
+        return scores, alarms
 
     def new_slot(self) -> int:
         slot = self.n
@@ -91,7 +143,7 @@ class SeriesRule:
     def slot_state(self, slot: int) -> list:
         arrays = [getattr(self.scorer, f) for f in self.scorer.state_fields]
         arrays += [getattr(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
-        return [a[slot].item() for a in arrays]
+        return [a[slot].tolist() for a in arrays]
 
     def load_slot(self, slot: int, values: list) -> None:
         names = [(self.scorer, f) for f in self.scorer.state_fields]
@@ -144,7 +196,8 @@ class Engine:
 
     def __init__(self, config: DetectorConfig):
         self.config = config
-        self.rules = [SeriesRule.from_config(c, config.max_gap_s) for c in (*config.static, *config.ewma)]
+        self.rules = [SeriesRule.from_config(c, config.max_gap_s)
+                      for c in (*config.static, *config.ewma, *config.univariate)]
         self.rule_local = [np.zeros(0, np.int32) for _ in self.rules]  # global slot → rule slot (-1: none)
         self.rule_global = [np.zeros(0, np.int64) for _ in self.rules]  # rule slot → global slot
         self.logs = LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s) \
