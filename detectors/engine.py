@@ -59,34 +59,6 @@ STATE_DETECTOR = "engine"
 STATE_VERSION = 1
 
 
-class UnivariateScorer:
-    """B2's `SurpriseRecordBank` behind the scorer interface: breach = its alarm, clear = no alarm."""
-
-    def __init__(self, **params):
-        from .univariate import SurpriseRecordBank
-
-        self.bank = SurpriseRecordBank(capacity=64, **params)
-        self.threshold = self.bank.params.threshold
-        self.state_fields = tuple(n for n in vars(self.bank) if n.endswith("_"))
-
-    def __getattr__(self, name):  # the state arrays, for checkpoints
-        if name.endswith("_") and "bank" in self.__dict__:
-            return getattr(self.bank, name)
-        raise AttributeError(name)
-
-    def grow(self, n: int) -> None:
-        if n > self.bank.n_series:
-            self.bank.add_series(n - self.bank.n_series)
-        self.state_fields = tuple(k for k in vars(self.bank) if k.endswith("_"))
-
-    def update(self, slots, values, times):
-        score, alarm = self.bank.update(slots, times, values)
-        return score, alarm, ~alarm
-
-    def details(self, slot: int) -> dict:
-        return {"count": int(self.bank.count_[slot])}
-
-
 class SeriesRule:
     """One configured per-series rule: a scorer plus the alert lifecycle, over its own slots.
 
@@ -113,8 +85,10 @@ class SeriesRule:
             return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
                        f"static:{cfg.name}", cfg.threshold)
         if isinstance(cfg, UnivariateRuleConfig):
-            scorer = UnivariateScorer(**cfg.params)
-            return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.threshold)
+            from .univariate import SurpriseRecordBank  # B2's scorer follows the same interface
+
+            scorer = SurpriseRecordBank(capacity=64, **cfg.params)
+            return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.params.threshold)
         raise TypeError(f"no per-series rule for {type(cfg).__name__}")
 
     def run_series(self, times, values) -> tuple[np.ndarray, np.ndarray]:
