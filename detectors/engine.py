@@ -233,7 +233,7 @@ class Engine:
     # -- processing -----------------------------------------------------------------------------
     def process(self, batch: list[Received]) -> list[Incident]:
         """Records in offset order → the incident records they cause (open, update, resolve)."""
-        out: list[Incident] = []
+        out: list[tuple[tuple, Incident]] = []
         rounds: dict[int, list[_Row]] = defaultdict(list)
         rank: dict[str, int] = defaultdict(int)
         tolerance = self.config.late_tolerance_s
@@ -257,7 +257,7 @@ class Engine:
                     self.stats.dropped_late += 1
                 elif self.logs:
                     hs.log_max_time = max(hs.log_max_time, t)
-                    self._emit(out, self.logs.process(record, item.topic, item.partition, item.offset), emit)
+                    self._emit(out, self.logs.process(record, item.topic, item.partition, item.offset), item, emit)
                 continue
             if t < hs.max_time - tolerance:
                 self.stats.dropped_late += 1
@@ -267,7 +267,7 @@ class Engine:
             if self.logs and record.host in self.logs.bursts:
                 # Metrics close a quiet burst only once they are past it by the late tolerance too,
                 # so a log event within the tolerance still lands in its burst.
-                self._emit(out, self.logs.expire(record.host, hs.max_time - tolerance), emit)
+                self._emit(out, self.logs.expire(record.host, hs.max_time - tolerance), item, emit)
             if record.labels and record.labels != hs.labels:
                 hs.labels = dict(record.labels)
             slots, is_counter = self._layout(hs, record)
@@ -276,11 +276,14 @@ class Engine:
             rank[record.host] += 1
         for k in range(len(rounds)):
             self._round(rounds[k], out)
-        return out
+        # In input order (per source partition), so batch boundaries do not change the output order.
+        out.sort(key=lambda pair: pair[0])
+        return [incident for _, incident in out]
 
-    def _emit(self, out: list, incidents: list, emit: bool) -> None:
+    def _emit(self, out: list, incidents: list, item: Received, emit: bool) -> None:
         if emit:
-            out.extend(incidents)
+            key = (item.topic, item.partition, item.offset)
+            out.extend((key, incident) for incident in incidents)
             self.stats.incidents += len(incidents)
         else:
             self.stats.suppressed += len(incidents)
@@ -329,11 +332,11 @@ class Engine:
             for j in opened:
                 row = rows[rr[j]]
                 self._emit(out, [self._series_incident(rule, int(ls[j]), row, "open", float(t[j]), float(t[j]),
-                                                       float(v[j]), float(score[j]))], row.emit)
+                                                       float(v[j]), float(score[j]))], row.item, row.emit)
             for j, opened_at in zip(resolved, since):
                 row = rows[rr[j]]
                 self._emit(out, [self._series_incident(rule, int(ls[j]), row, "resolve", float(t[j]),
-                                                       float(opened_at), float(v[j]), float(score[j]))], row.emit)
+                                                       float(opened_at), float(v[j]), float(score[j]))], row.item, row.emit)
 
     def _series_incident(self, rule: SeriesRule, local: int, row: _Row, status: str, t: float, opened_at: float,
                          value: float, score: float) -> Incident:
