@@ -261,9 +261,23 @@ def evaluate(corpus: Corpus, profile: Profile, threshold: float | None = None) -
     return ProfileResult(profile.name, threshold, raw, normalise(raw, corpus.n_windows, profile), per_file)
 
 
-def read_series(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps as datetime64[s], values as float) of a ``timestamp,value`` CSV."""
-    ts, vals = [], []
+@dataclass
+class Series:
+    """One ``timestamp,value`` file: the timestamps as written, as datetime64[s], and the values."""
+
+    stamps: list[str]
+    times: np.ndarray
+    values: np.ndarray
+
+    @property
+    def epoch_s(self) -> np.ndarray:
+        """Event times in seconds since the epoch (NAB timestamps carry no zone: read as UTC)."""
+        return self.times.astype(np.int64)
+
+
+def read_series(path: str | Path) -> Series:
+    """A ``timestamp,value`` CSV; an empty value is NaN; bad rows fail naming ``file:line``."""
+    stamps, ts, vals = [], [], []
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -277,7 +291,12 @@ def read_series(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 vals.append(float(row[1]) if row[1].strip() else math.nan)
             except (ValueError, IndexError) as exc:
                 raise ValueError(f"{path}:{lineno}: bad row {row!r}: {exc}") from exc
-    return np.array(ts, dtype="datetime64[s]"), np.array(vals, dtype=float)
+            stamps.append(row[0])
+    times = np.array(ts, dtype="datetime64[s]")
+    if len(times) > 1 and np.any(np.diff(times) < np.timedelta64(0, "s")):
+        bad = int(np.flatnonzero(np.diff(times) < np.timedelta64(0, "s"))[0]) + 3
+        raise ValueError(f"{path}:{bad}: timestamps must not go backwards")
+    return Series(stamps, times, np.array(vals, dtype=float))
 
 
 def load_windows(labels_path: str | Path) -> dict[str, list[list[str]]]:
