@@ -170,7 +170,12 @@ def score_file(detections: np.ndarray, windows: list[tuple[int, int]], profile: 
 
 
 def normalise(raw: float, n_windows: int, profile: Profile) -> float:
-    """100 (S - S_null) / (S_perfect - S_null); 0 for the detector that never fires."""
+    """100 (S - S_null) / (S_perfect - S_null); 0 for the detector that never fires.
+
+    Undefined (NaN) for a corpus without windows: there is nothing to normalise against.
+    """
+    if n_windows == 0:
+        return math.nan
     perfect = profile.a_tp * n_windows
     null = -profile.a_fn * n_windows
     return 100.0 * (raw - null) / (perfect - null)
