@@ -1,0 +1,65 @@
+"""`fleetmedic detect` (the detection consumer) and `fleetmedic model train|explain` (the fault model).
+
+`detect` hosts sub-commands of other detector modules too: a module `detectors.nab_cli` (the NAB
+evaluation), when present, adds `detect csv` through `register_detect` and its own top-level
+commands through `register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def cmd_detect(args) -> int:
+    from fleetmedic.cli import settings_from
+    from fleetmedic.yamlfile import ConfigFileError
+
+    from .config import load_config
+    from .engine import DetectService, Engine
+
+    try:
+        config = load_config(args.detectors)
+    except ConfigFileError as exc:
+        print(f"fleetmedic detect: invalid detector configuration:\n{exc}", file=sys.stderr)
+        return 2
+    settings = settings_from(args)
+    service = DetectService(settings, Engine(config), group_id=args.group)
+    print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
+          f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
+    stats = service.run()
+    print(f"detect: stopped; {stats}", flush=True)
+    return 0
+
+
+def _optional(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+
+
+def register(sub) -> None:
+    p = sub.add_parser("detect", help="run the streaming detectors (metrics and logs in, incidents out)",
+                       description="A consumer-group member: reads metric batches and log events, runs the "
+                                   "configured EWMA, static-threshold and univariate rules and the XID log "
+                                   "rules by event time, writes incident records (open, update, resolve), and "
+                                   "checkpoints its state to the compacted state topic. Run several to scale "
+                                   "out. SIGTERM finishes the batch, checkpoints, commits and exits.")
+    p.add_argument("--detectors", metavar="FILE", default=None,
+                   help="detector configuration YAML (default: the packaged detectors/default.yaml)")
+    p.add_argument("--group", default="detectors", help="consumer group id (default: detectors)")
+    p.set_defaults(func=cmd_detect)
+    nab = _optional("detectors.nab_cli")
+    if nab is not None and hasattr(nab, "register_detect"):
+        nab.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
+    if nab is not None and hasattr(nab, "register"):
+        nab.register(sub)
+    model = _optional("detectors.fault_model")
+    if model is not None and hasattr(model, "register"):
+        model.register(sub)

@@ -1,0 +1,116 @@
+"""The detector configuration: one YAML file, validated, errors naming `file:line: field: reason`.
+
+Rules pick their series by glob patterns on the series name (`gpu*.temperature_c`), so exporters
+can rename series without a code change. See docs/detectors.md for every field.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fleetmedic.schemas import ActionClass
+from fleetmedic.yamlfile import load_model
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+
+RuleName = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeriesRuleConfig(_Strict):
+    name: str = RuleName
+    match: list[str] = Field(min_length=1, description="glob patterns on series names")
+    kind: str | None = Field(None, description="incident kind (default: the rule name)")
+    severity: Literal["info", "warning", "critical"] = "warning"
+    action_class: ActionClass | None = None
+    for_s: float = Field(0.0, ge=0, description="breaching this long (event time) before firing")
+    resolve_after_s: float = Field(60.0, ge=0, description="clear this long before resolving")
+
+    def matches(self, series: str) -> bool:
+        return any(fnmatchcase(series, pattern) for pattern in self.match)
+
+    @property
+    def incident_kind(self) -> str:
+        return self.kind or self.name
+
+
+class EwmaRuleConfig(SeriesRuleConfig):
+    alpha: float = Field(0.05, gt=0, lt=1)
+    sigmas: float = Field(4.0, gt=0)
+    clear_sigmas: float | None = Field(None, gt=0, description="hysteresis; default 0.75 × sigmas")
+    direction: Literal["up", "down", "both"] = "both"
+    warmup: int = Field(30, ge=1, description="values learned before the rule may alert")
+    min_std: float = Field(1e-6, ge=0)
+    min_rel_std: float = Field(1e-3, ge=0, description="std floor relative to |mean|")
+    anomalous_alpha_factor: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "EwmaRuleConfig":
+        if self.clear_sigmas is not None and self.clear_sigmas > self.sigmas:
+            raise ValueError("clear_sigmas must not exceed sigmas")
+        return self
+
+
+class StaticRuleConfig(SeriesRuleConfig):
+    op: Literal[">=", ">", "<=", "<"] = ">="
+    threshold: float
+    clear_threshold: float | None = Field(None, description="hysteresis; default = threshold")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "StaticRuleConfig":
+        c = self.clear_threshold
+        if c is not None and ((self.op in (">=", ">") and c > self.threshold)
+                              or (self.op in ("<=", "<") and c < self.threshold)):
+            raise ValueError("clear_threshold must lie on the normal side of threshold")
+        return self
+
+
+class UnivariateRuleConfig(SeriesRuleConfig):
+    """B2's surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
+
+    params: dict[str, float | int] = Field(default_factory=dict,
+                                           description="SurpriseRecordParams fields, e.g. threshold, warmup")
+
+    @model_validator(mode="after")
+    def _params(self) -> "UnivariateRuleConfig":
+        from .univariate import SurpriseRecordParams
+
+        SurpriseRecordParams(**self.params)  # unknown names and bad values fail here, with the line
+        return self
+
+
+class LogRulesConfig(_Strict):
+    enabled: bool = True
+    burst_window_s: float = Field(180.0, gt=0, description="XIDs on a host closer than this are one burst")
+    table: Path | None = Field(None, description="XID table YAML (default: detectors/xid_table.yaml)")
+
+
+class DetectorConfig(_Strict):
+    ewma: list[EwmaRuleConfig] = Field(default_factory=list)
+    static: list[StaticRuleConfig] = Field(default_factory=list)
+    univariate: list[UnivariateRuleConfig] = Field(default_factory=list)
+    log_rules: LogRulesConfig = LogRulesConfig()
+    late_tolerance_s: float = Field(120.0, ge=0, description="records older than the host's newest by more "
+                                                             "than this are counted and dropped")
+    max_gap_s: float = Field(300.0, gt=0, description="a gap longer than this restarts a pending `for`")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="wall seconds between state checkpoints")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "DetectorConfig":
+        names = [r.name for r in (*self.ewma, *self.static, *self.univariate)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+
+def load_config(path: str | Path | None = None) -> DetectorConfig:
+    """The detector configuration from `path` (default: the packaged detectors/default.yaml)."""
+    return load_model(path or DEFAULT_CONFIG, DetectorConfig)

@@ -1,0 +1,566 @@
+"""The detection engine: metric batches and log events in, incident records out, by event time.
+
+`Engine` is the Kafka-free core (feed it `Received` records, get incidents back); `DetectService`
+runs it as a consumer-group member on `fleetmedic.transport.ConsumerLoop` with its state
+checkpointed to the compacted state topic.
+
+Hot path. Every (host, series name) gets a slot in a series table; a host's record layout (the
+tuple of its series names) is resolved to a slot array once and cached, so a record costs one
+dict lookup and one `np.array` of its values. Within a batch, the k-th record of each host goes
+into round k; a round is one vector of (slot, value, time) and every rule processes it with a few
+numpy operations. Processing is therefore the same as one record at a time in offset order,
+whatever the batch boundaries are.
+
+Messy streams (the documented rules):
+- event time only: every decision uses record timestamps, never the wall clock;
+- null values (and NaN) are gaps: the series' state is left untouched;
+- a record older than its host's newest event time (on the same topic) by more than
+  `late_tolerance_s` is dropped and counted (`dropped_late`); within the tolerance each value is used only if it is newer than
+  its series' last value (older ones are counted as `stale_values`): per series, time only moves
+  forward;
+- counters (names in the record's `counters`) are turned into per-second rates between
+  consecutive samples; a decrease is a counter reset (counted): the rate is taken from zero;
+- a series that appears mid-stream gets its own fresh state and warms up on its own;
+- a gap longer than `max_gap_s` restarts a pending `for` (it needs consecutive breaching values);
+- an XID burst resolves on the host's next log event after the quiet window, or once its metrics
+  are past the window by `late_tolerance_s` as well; the resolve record's time is always the last
+  XID + the window, so its bytes do not depend on which event noticed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import signal
+import threading
+import time as wall
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
+
+from fleetmedic.config import Settings
+from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
+from fleetmedic.topics import topic_name
+from fleetmedic.transport import ConsumerLoop, Received
+
+from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
+from .ewma import EwmaScorer, StaticScorer
+from .incidents import make_incident, source
+from .lifecycle import PENDING, Lifecycle, grown
+from .log_rules import LogRules, load_table
+
+log = logging.getLogger(__name__)
+
+STATE_DETECTOR = "engine"
+STATE_VERSION = 1
+
+
+class SeriesRule:
+    """One configured per-series rule: a scorer plus the alert lifecycle, over its own slots.
+
+    `run_series(times, values)` runs one whole series through a fresh rule and returns the
+    scores and the alarms exactly as the live engine raises them (alarm = the value at which an
+    incident opens): `fleetmedic detect csv` uses it.
+    """
+
+    def __init__(self, cfg, scorer, max_gap_s: float, detector: str, threshold: float):
+        self.cfg = cfg
+        self.scorer = scorer
+        self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
+        self.detector = detector
+        self.threshold = threshold
+        self.n = 0
+
+    @classmethod
+    def from_config(cls, cfg, max_gap_s: float) -> "SeriesRule":
+        if isinstance(cfg, EwmaRuleConfig):
+            scorer = EwmaScorer(cfg.alpha, cfg.sigmas, cfg.clear_sigmas, cfg.direction, cfg.warmup, cfg.min_std,
+                                cfg.min_rel_std, cfg.anomalous_alpha_factor)
+            return cls(cfg, scorer, max_gap_s, f"ewma:{cfg.name}", cfg.sigmas)
+        if isinstance(cfg, StaticRuleConfig):
+            return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
+                       f"static:{cfg.name}", cfg.threshold)
+        if isinstance(cfg, UnivariateRuleConfig):
+            from .univariate import SurpriseRecordBank  # B2's scorer follows the same interface
+
+            scorer = SurpriseRecordBank(capacity=64, **cfg.params)
+            return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.params.threshold)
+        raise TypeError(f"no per-series rule for {type(cfg).__name__}")
+
+    def run_series(self, times, values) -> tuple[np.ndarray, np.ndarray]:
+        """A whole series, value by value in order (NaN = gap): (scores, alarms) per value."""
+        times = np.asarray(times, np.float64)
+        values = np.asarray(values, np.float64)
+        slot = np.array([self.new_slot()])
+        scores = np.zeros(len(values))
+        alarms = np.zeros(len(values), bool)
+        for i in range(len(values)):
+            if np.isnan(values[i]):
+                continue
+            score, breach, clear = self.scorer.update(slot, values[i:i + 1], times[i:i + 1])
+            opened, _, _ = self.lifecycle.step(slot, times[i:i + 1], breach, clear, np.array([i]))
+            scores[i] = score[0]
+            alarms[i] = opened.size > 0
+        return scores, alarms
+
+    def new_slot(self) -> int:
+        slot = self.n
+        self.n += 1
+        self.scorer.grow(self.n)
+        self.lifecycle.grow(self.n)
+        return slot
+
+    def slot_state(self, slot: int) -> list:
+        arrays = [getattr(self.scorer, f) for f in self.scorer.state_fields]
+        arrays += [getattr(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
+        return [a[slot].tolist() for a in arrays]
+
+    def load_slot(self, slot: int, values: list) -> None:
+        names = [(self.scorer, f) for f in self.scorer.state_fields]
+        names += [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
+        if len(values) != len(names):
+            raise ValueError(f"rule {self.cfg.name}: state has {len(values)} fields, expected {len(names)}")
+        for (owner, f), v in zip(names, values):
+            getattr(owner, f)[slot] = v
+
+
+class HostState:
+    __slots__ = ("host", "names", "layouts", "max_time", "log_max_time", "labels", "tps")
+
+    def __init__(self, host: str):
+        self.host = host
+        self.names: dict[str, int] = {}  # series name → global slot
+        self.layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # names tuple → (slots, is_counter)
+        self.max_time = -np.inf  # newest metric event time
+        self.log_max_time = -np.inf  # newest log event time (topics are consumed at their own pace)
+        self.labels: dict[str, str] = {}
+        self.tps: set[tuple[str, int]] = set()
+
+
+@dataclass
+class EngineStats:
+    records: int = 0
+    values: int = 0
+    null_values: int = 0
+    stale_values: int = 0
+    dropped_late: int = 0
+    counter_resets: int = 0
+    skipped_restored: int = 0
+    suppressed: int = 0
+    incidents: int = 0
+
+
+@dataclass
+class _Row:
+    host: HostState
+    item: Received
+    t: float
+    emit: bool
+    slots: np.ndarray = field(default=None)
+    is_counter: np.ndarray = field(default=None)
+    values: np.ndarray = field(default=None)
+
+
+class Engine:
+    """Event-time detection over metric batches and log events; deterministic for a given input order."""
+
+    def __init__(self, config: DetectorConfig):
+        self.config = config
+        self.rules = [SeriesRule.from_config(c, config.max_gap_s)
+                      for c in (*config.static, *config.ewma, *config.univariate)]
+        self.rule_local = [np.zeros(0, np.int32) for _ in self.rules]  # global slot → rule slot (-1: none)
+        self.rule_global = [np.zeros(0, np.int64) for _ in self.rules]  # rule slot → global slot
+        self.logs = LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s) \
+            if config.log_rules.enabled else None
+        self.hosts: dict[str, HostState] = {}
+        self.slot_host: list[HostState] = []
+        self.slot_name: list[str] = []
+        self.last_time = np.zeros(0, np.float64)
+        self.prev_value = np.zeros(0, np.float64)
+        self._rules_for_name: dict[str, tuple[int, ...]] = {}
+        self.stats = EngineStats()
+        self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset processed
+        self.replay_until: dict[tuple[str, int], int] = {}  # outputs below these offsets were produced already
+        self.skip_below: dict[str, dict[tuple[str, int], int]] = {}  # host → offsets its restored state covers
+        self.dirty: set[str] = set()
+
+    # -- series table ---------------------------------------------------------------------------
+    def _slot(self, hs: HostState, name: str) -> int:
+        slot = hs.names.get(name)
+        if slot is not None:
+            return slot
+        slot = len(self.slot_name)
+        hs.names[name] = slot
+        self.slot_host.append(hs)
+        self.slot_name.append(name)
+        self.last_time = grown(self.last_time, slot + 1, -np.inf)
+        self.prev_value = grown(self.prev_value, slot + 1, np.nan)
+        rules = self._rules_for_name.get(name)
+        if rules is None:
+            rules = tuple(i for i, r in enumerate(self.rules) if r.cfg.matches(name))
+            self._rules_for_name[name] = rules
+        for i in rules:
+            local = self.rules[i].new_slot()
+            self.rule_local[i] = grown(self.rule_local[i], slot + 1, -1)
+            self.rule_local[i][slot] = local
+            self.rule_global[i] = grown(self.rule_global[i], local + 1, -1)
+            self.rule_global[i][local] = slot
+        for i in range(len(self.rules)):
+            if i not in rules:
+                self.rule_local[i] = grown(self.rule_local[i], slot + 1, -1)
+        return slot
+
+    def _layout(self, hs: HostState, record: MetricBatch) -> tuple[np.ndarray, np.ndarray]:
+        key = tuple(record.values)
+        cached = hs.layouts.get((key, tuple(record.counters)))
+        if cached is None:
+            counters = set(record.counters)
+            slots = np.fromiter((self._slot(hs, n) for n in key), np.int64, len(key))
+            is_counter = np.fromiter((n in counters for n in key), bool, len(key))
+            cached = hs.layouts[(key, tuple(record.counters))] = (slots, is_counter)
+        return cached
+
+    def host(self, name: str) -> HostState:
+        hs = self.hosts.get(name)
+        if hs is None:
+            hs = self.hosts[name] = HostState(name)
+        return hs
+
+    # -- processing -----------------------------------------------------------------------------
+    def process(self, batch: list[Received]) -> list[Incident]:
+        """Records in offset order → the incident records they cause (open, update, resolve)."""
+        out: list[tuple[tuple, Incident]] = []
+        rounds: dict[int, list[_Row]] = defaultdict(list)
+        rank: dict[str, int] = defaultdict(int)
+        tolerance = self.config.late_tolerance_s
+        for item in batch:
+            record = item.record
+            tp = (item.topic, item.partition)
+            if item.offset + 1 > self.positions.get(tp, 0):
+                self.positions[tp] = item.offset + 1
+            skip = self.skip_below.get(record.host)
+            if skip and item.offset < skip.get(tp, -1):
+                self.stats.skipped_restored += 1  # already inside the restored state
+                continue
+            emit = item.offset >= self.replay_until.get(tp, -1)
+            hs = self.host(record.host)
+            hs.tps.add(tp)
+            self.dirty.add(record.host)
+            self.stats.records += 1
+            t = record.time.timestamp()
+            if isinstance(record, LogEvent):
+                if t < hs.log_max_time - tolerance:
+                    self.stats.dropped_late += 1
+                elif self.logs:
+                    hs.log_max_time = max(hs.log_max_time, t)
+                    self._emit(out, self.logs.process(record, item.topic, item.partition, item.offset), item, emit)
+                continue
+            if t < hs.max_time - tolerance:
+                self.stats.dropped_late += 1
+                continue
+            if t > hs.max_time:
+                hs.max_time = t
+            if self.logs and record.host in self.logs.bursts:
+                # Metrics close a quiet burst only once they are past it by the late tolerance too,
+                # so a log event within the tolerance still lands in its burst.
+                self._emit(out, self.logs.expire(record.host, hs.max_time - tolerance), item, emit)
+            if record.labels and record.labels != hs.labels:
+                hs.labels = dict(record.labels)
+            slots, is_counter = self._layout(hs, record)
+            row = _Row(hs, item, t, emit, slots, is_counter, np.array(list(record.values.values()), dtype=np.float64))
+            rounds[rank[record.host]].append(row)
+            rank[record.host] += 1
+        for k in range(len(rounds)):
+            self._round(rounds[k], out)
+        # In input order (per source partition), so batch boundaries do not change the output order.
+        out.sort(key=lambda pair: pair[0])
+        return [incident for _, incident in out]
+
+    def _emit(self, out: list, incidents: list, item: Received, emit: bool) -> None:
+        if emit:
+            key = (item.topic, item.partition, item.offset)
+            out.extend((key, incident) for incident in incidents)
+            self.stats.incidents += len(incidents)
+        else:
+            self.stats.suppressed += len(incidents)
+
+    def _round(self, rows: list[_Row], out: list) -> None:
+        lengths = np.fromiter((len(r.slots) for r in rows), np.int64, len(rows))
+        slots = np.concatenate([r.slots for r in rows])
+        values = np.concatenate([r.values for r in rows])
+        is_counter = np.concatenate([r.is_counter for r in rows])
+        row_of = np.repeat(np.arange(len(rows)), lengths)
+        times = np.repeat(np.fromiter((r.t for r in rows), np.float64, len(rows)), lengths)
+        offsets = np.repeat(np.fromiter((r.item.offset for r in rows), np.int64, len(rows)), lengths)
+        self.stats.values += len(values)
+
+        present = ~np.isnan(values)
+        last = self.last_time[slots]
+        fresh = times > last
+        self.stats.null_values += int((~present).sum())
+        self.stats.stale_values += int((present & ~fresh).sum())
+        use = present & fresh
+        if is_counter.any():
+            c = use & is_counter
+            prev = self.prev_value[slots[c]]
+            dt = times[c] - last[c]
+            raw = values[c]
+            reset = raw < prev
+            self.stats.counter_resets += int(reset.sum())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(reset, raw, raw - prev) / dt
+            self.prev_value[slots[c]] = raw
+            values = values.copy()
+            values[c] = rate  # NaN for a counter's first sample (no rate yet): a gap
+            use &= ~np.isnan(values)
+        self.last_time[slots[present & fresh]] = times[present & fresh]
+        if not use.all():
+            slots, values, times, offsets, row_of = slots[use], values[use], times[use], offsets[use], row_of[use]
+        for i, rule in enumerate(self.rules):
+            local = self.rule_local[i][slots]
+            mine = local >= 0
+            if not mine.any():
+                continue
+            ls = local[mine]
+            v, t, o, rr = values[mine], times[mine], offsets[mine], row_of[mine]
+            score, breach, clear = rule.scorer.update(ls, v, t)
+            opened, resolved, since = rule.lifecycle.step(ls, t, breach, clear, o)
+            for j in opened:
+                row = rows[rr[j]]
+                self._emit(out, [self._series_incident(rule, int(ls[j]), row, "open", float(t[j]), float(t[j]),
+                                                       float(v[j]), float(score[j]))], row.item, row.emit)
+            for j, opened_at in zip(resolved, since):
+                row = rows[rr[j]]
+                self._emit(out, [self._series_incident(rule, int(ls[j]), row, "resolve", float(t[j]),
+                                                       float(opened_at), float(v[j]), float(score[j]))], row.item, row.emit)
+
+    def _series_incident(self, rule: SeriesRule, local: int, row: _Row, status: str, t: float, opened_at: float,
+                         value: float, score: float) -> Incident:
+        g = int(self.rule_global[self.rules.index(rule)][local])
+        name = self.slot_name[g]
+        lc = rule.lifecycle
+        item = row.item
+        first = int(lc.pending_offset[local]) if status == "open" else item.offset
+        window_start = float(lc.pending_since[local]) if status == "open" else opened_at
+        cfg = rule.cfg
+        verb = "breached" if status == "open" else "back to normal"
+        return make_incident(
+            host=row.host.host, kind=cfg.incident_kind, subject=name, status=status, severity=cfg.severity,
+            detector=rule.detector, time=t, opened_at=opened_at, score=score, threshold=rule.threshold,
+            action_class=cfg.action_class, labels=row.host.labels,
+            summary=f"{cfg.name}: {name} {verb} (value {value:.6g}, score {score:.4g}, threshold {rule.threshold:g})",
+            series=[name], values=[value], window_start=window_start,
+            sources=[source(item.topic, item.partition, first, item.offset)],
+            details={**rule.scorer.details(local), "for_s": cfg.for_s, "resolve_after_s": cfg.resolve_after_s},
+        )
+
+    # -- state ------------------------------------------------------------------------------------
+    def snapshot(self, host: str) -> DetectorState:
+        """The host's whole detector state as one record for the compacted state topic."""
+        hs = self.hosts[host]
+        series = {}
+        for name, g in hs.names.items():
+            rules = {}
+            for i, rule in enumerate(self.rules):
+                local = int(self.rule_local[i][g])
+                if local >= 0:
+                    rules[rule.cfg.name] = rule.slot_state(local)
+            series[name] = [float(self.last_time[g]), float(self.prev_value[g]), rules]
+        body = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "series": series,
+                "logs": self.logs.state_of(host) if self.logs else []}
+        blob = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+        offsets = {f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps)
+                   if (topic, p) in self.positions}
+        return DetectorState(host=host, detector=STATE_DETECTOR, state_version=STATE_VERSION,
+                             time=_dt(hs.max_time), source_offsets=offsets,
+                             state_b64=base64.b64encode(blob).decode())
+
+    def restore(self, state: DetectorState) -> None:
+        if state.detector != STATE_DETECTOR or state.state_version != STATE_VERSION:
+            log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
+                        state.state_version)
+            return
+        body = json.loads(zlib.decompress(base64.b64decode(state.state_b64)))
+        self.forget(state.host)
+        hs = self.host(state.host)
+        hs.max_time = float(body["max_time"])
+        hs.log_max_time = float(body["log_max_time"])
+        hs.labels = dict(body["labels"])
+        by_name = {r.cfg.name: i for i, r in enumerate(self.rules)}
+        for name, (last_time, prev_value, rules) in body["series"].items():
+            g = self._slot(hs, name)
+            self.last_time[g] = last_time
+            self.prev_value[g] = prev_value
+            for rule_name, values in rules.items():
+                i = by_name.get(rule_name)
+                local = int(self.rule_local[i][g]) if i is not None else -1
+                if local >= 0:  # a rule removed or no longer matching since the checkpoint starts nothing
+                    try:
+                        self.rules[i].load_slot(local, values)
+                    except ValueError as exc:
+                        log.warning("%s/%s: %s: starting fresh", state.host, name, exc)
+        if self.logs:
+            self.logs.restore(state.host, body["logs"])
+        skip = {}
+        for key, off in state.source_offsets.items():
+            topic, _, p = key.rpartition(":")
+            skip[(topic, int(p))] = off
+            hs.tps.add((topic, int(p)))
+        self.skip_below[state.host] = skip
+
+    def forget(self, host: str) -> None:
+        """Drop a host (its partition moved away). Its slots are not reused: rebalances are rare."""
+        hs = self.hosts.pop(host, None)
+        if hs is not None:
+            for g in hs.names.values():
+                for i in range(len(self.rules)):
+                    self.rule_local[i][g] = -1
+        if self.logs:
+            self.logs.forget(host)
+        self.skip_below.pop(host, None)
+        self.dirty.discard(host)
+
+    def take_dirty(self, partitions: set[int] | None = None) -> list[DetectorState]:
+        hosts = sorted(h for h in self.dirty if h in self.hosts
+                       and (partitions is None or any(p in partitions for _, p in self.hosts[h].tps)))
+        self.dirty.difference_update(hosts)
+        return [self.snapshot(h) for h in hosts]
+
+    def bytes_per_series(self) -> float:
+        """Array bytes of detector state per series (excluding the Python series table)."""
+        n = max(len(self.slot_name), 1)
+        total = self.last_time.nbytes + self.prev_value.nbytes
+        for i, rule in enumerate(self.rules):
+            total += self.rule_local[i].nbytes + self.rule_global[i].nbytes
+            total += sum(getattr(rule.scorer, f).nbytes for f in rule.scorer.state_fields)
+            total += sum(getattr(rule.lifecycle, f).nbytes for f in (*Lifecycle.state_fields, "last_time"))
+        return total / n
+
+
+def _dt(t: float):
+    from .incidents import to_datetime
+
+    return to_datetime(t if np.isfinite(t) else 0.0)
+
+
+class DetectService:
+    """`fleetmedic detect`: the engine as a consumer-group member, with state checkpoint and restore.
+
+    Checkpoint: every `checkpoint_interval_s` (wall clock), on partition revocation and on a clean
+    stop, each host changed since its last snapshot is written to the compacted state topic
+    (key = host, so it lands in the partition number its metrics use) together with the input
+    offsets its state covers; the snapshots go out before the batch's offsets are committed.
+
+    Restore, at start and on every assignment: read the newest snapshot of each host of the
+    assigned partitions, load it, and seek each input partition back to the oldest offset a
+    snapshot covers (or the committed offset, if older). Records a host's snapshot already covers
+    are skipped; records between there and the committed offset are processed without emitting
+    (their incidents were produced before the commit). So a restart neither re-warms nor re-raises.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine, group_id: str = "detectors", **loop_kwargs):
+        self.settings = settings
+        self.engine = engine
+        self.group_id = group_id
+        self._last_checkpoint = wall.monotonic()
+        self.loop = ConsumerLoop(settings, group_id=group_id,
+                                 inputs={"metrics.v1": MetricBatch, "logs.v1": LogEvent},
+                                 handle=self.handle, on_assign=self.on_assign, on_revoke=self.on_revoke,
+                                 **loop_kwargs)
+        self.state_topic = topic_name(settings, DetectorState.topic)
+        self.assigned: set[TopicPartition] = set()
+
+    def handle(self, batch: list[Received]):
+        out: list = self.engine.process(batch)
+        if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
+            out.extend(self.engine.take_dirty())
+            self._last_checkpoint = wall.monotonic()
+        return out
+
+    def checkpoint(self, partitions: set[int] | None = None) -> int:
+        states = self.engine.take_dirty(partitions)
+        for s in states:
+            self.loop.producer.send(s)
+        self.loop.producer.flush()
+        self._last_checkpoint = wall.monotonic()
+        return len(states)
+
+    def on_revoke(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        parts = {tp.partition for tp in revoked}
+        self.checkpoint(parts)
+        for host in [h for h, hs in self.engine.hosts.items() if any(p in parts for _, p in hs.tps)]:
+            self.engine.forget(host)
+        self.assigned -= revoked
+
+    def on_assign(self, assigned: set[TopicPartition]) -> None:
+        new = assigned - self.assigned
+        self.assigned |= assigned
+        if not new:
+            return
+        parts = sorted({tp.partition for tp in new})
+        states = self._read_states(parts)
+        for state in states.values():
+            self.engine.restore(state)
+        consumer = self.loop.consumer
+        for tp in sorted(new, key=lambda x: (x.topic, x.partition)):
+            key = (tp.topic, tp.partition)
+            committed = consumer.committed(tp)
+            covered = [s.source_offsets[f"{tp.topic}:{tp.partition}"] for s in states.values()
+                       if f"{tp.topic}:{tp.partition}" in s.source_offsets]
+            if committed is not None:
+                self.engine.replay_until[key] = committed
+            start = min(covered) if covered else None
+            if start is not None and (committed is None or start < committed):
+                consumer.seek(tp, start)
+        log.info("assigned %s; restored %d host states", sorted(map(tuple, new)), len(states))
+
+    def _read_states(self, partitions: list[int]) -> dict[str, DetectorState]:
+        consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka_kwargs())
+        newest: dict[str, DetectorState] = {}
+        try:
+            tps = [TopicPartition(self.state_topic, p) for p in partitions]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            deadline = wall.monotonic() + 60
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                if wall.monotonic() > deadline:
+                    raise TimeoutError(f"could not read {self.state_topic} to its end")
+                for msgs in consumer.poll(timeout_ms=200).values():
+                    for m in msgs:
+                        if m.value is None:
+                            continue
+                        try:
+                            s = DetectorState.model_validate_json(m.value)
+                        except ValueError as exc:
+                            log.warning("unreadable state at %s:%d@%d: %s", m.topic, m.partition, m.offset, exc)
+                            continue
+                        if s.detector == STATE_DETECTOR:
+                            newest[s.host] = s
+        finally:
+            consumer.close()
+        return newest
+
+    def run(self, until=None, install_signals: bool = True) -> EngineStats:
+        stop = threading.Event()
+        previous = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            while not stop.is_set() and not self.loop.stopping:
+                self.loop.run_once()
+                if until and until(self):
+                    break
+            self.checkpoint()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.loop.close()
+        return self.engine.stats

@@ -1,0 +1,228 @@
+"""`fleetmedic detect csv` and `fleetmedic eval nab`: run a detector over files, score it on NAB.
+
+`detect csv FILE.csv` runs the configured univariate rule causally over a `timestamp,value` file,
+through the live engine's own rule code (`SeriesRule.run_series`: the scorer and the alert
+lifecycle), and writes `timestamp,value,anomaly_score,alarm`.
+
+`eval nab --data DIR --labels FILE` does that for every labelled file and prints per-file and
+overall NAB scores for the three profiles, at the best corpus-wide threshold on the anomaly
+score (the benchmark's rule) and for the alarms as the engine raises them. `--plots DIR` writes
+one PNG per file (values, windows, score, alarms) and an index.html.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import nab
+
+DEFAULT_RULE = {"name": "nab", "match": ["*"], "for_s": 0, "resolve_after_s": 0}
+
+
+def build_rule(config_path: str | None):
+    """The univariate rule of a detector YAML (its first `univariate:` entry), or the default one."""
+    from .config import DetectorConfig, UnivariateRuleConfig, load_config
+    from .engine import SeriesRule
+
+    if config_path:
+        cfg = load_config(config_path)
+        if not cfg.univariate:
+            raise ValueError(f"{config_path}: no `univariate:` rule to run")
+        rule_cfg, max_gap = cfg.univariate[0], cfg.max_gap_s
+    else:
+        rule_cfg, max_gap = UnivariateRuleConfig(**DEFAULT_RULE), DetectorConfig().max_gap_s
+    return lambda: SeriesRule.from_config(rule_cfg, max_gap)
+
+
+def detect_series(new_rule, series: nab.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly score, alarm) per row, exactly as a fresh live rule computes them."""
+    return new_rule().run_series(series.epoch_s.astype(np.float64), series.values)
+
+
+def write_detections(out, series: nab.Series, scores: np.ndarray, alarms: np.ndarray) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["timestamp", "value", "anomaly_score", "alarm"])
+    for stamp, value, score, alarm in zip(series.stamps, series.values, scores, alarms):
+        writer.writerow([stamp, repr(float(value)) if np.isfinite(value) else "", f"{score:.6f}", int(alarm)])
+
+
+def cmd_detect_csv(args) -> int:
+    try:
+        new_rule = build_rule(args.detector_config)
+        series = nab.read_series(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"fleetmedic detect csv: {exc}", file=sys.stderr)
+        return 2
+    scores, alarms = detect_series(new_rule, series)
+    if args.output and args.output != "-":
+        with open(args.output, "w", newline="") as fh:
+            write_detections(fh, series, scores, alarms)
+        print(f"{args.output}: {len(series.values)} rows, {int(alarms.sum())} alarms", file=sys.stderr)
+    else:
+        write_detections(sys.stdout, series, scores, alarms)
+    return 0
+
+
+@dataclass
+class Detected:
+    name: str
+    series: nab.Series
+    scores: np.ndarray
+    alarms: np.ndarray
+    windows: list[tuple[int, int]]
+
+
+def run_corpus(data_dir: str | Path, labels_path: str | Path, new_rule) -> list[Detected]:
+    """Run the detector over every file named in the labels (missing files are an error)."""
+    data_dir = Path(data_dir)
+    labels = nab.load_windows(labels_path)
+    missing = [name for name in labels if not (data_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} labelled file(s) not under {data_dir}: {', '.join(missing[:3])}")
+    out = []
+    for name in sorted(labels):
+        series = nab.read_series(data_dir / name)
+        scores, alarms = detect_series(new_rule, series)
+        out.append(Detected(name, series, scores, alarms, nab.window_rows(series.times, labels[name])))
+    return out
+
+
+def score_corpus(runs: list[Detected], profiles: dict[str, nab.Profile]) -> dict[str, dict[str, nab.ProfileResult]]:
+    """{"best threshold": {profile: result}, "engine alarms": {profile: result}}."""
+    by_score = nab.Corpus([r.name for r in runs], [r.scores for r in runs], [r.windows for r in runs])
+    by_alarm = nab.Corpus(by_score.names, [r.alarms.astype(float) for r in runs], by_score.windows)
+    return {
+        "best threshold": {name: nab.evaluate(by_score, p) for name, p in profiles.items()},
+        "engine alarms": {name: nab.evaluate(by_alarm, p, threshold=0.5) for name, p in profiles.items()},
+    }
+
+
+def format_report(runs: list[Detected], results, profiles) -> str:
+    names = list(profiles)
+    short = {"standard": "standard", "reward_low_FP_rate": "low_FP", "reward_low_FN_rate": "low_FN"}
+    lines = []
+    best = results["best threshold"]
+    lines.append("per file, raw NAB score at each profile's best corpus-wide threshold "
+                 "(tp/fn/fp counted on the standard profile):")
+    header = f"{'file':58s} {'win':>3s} " + " ".join(f"{short.get(n, n):>9s}" for n in names) + "   tp fn  fp"
+    lines.append(header)
+    for r in runs:
+        std = best[names[0]].per_file[r.name]
+        cells = " ".join(f"{best[n].per_file[r.name].score:9.3f}" for n in names)
+        lines.append(f"{r.name:58s} {len(r.windows):3d} {cells}   {std.tp:2d} {std.fn:2d} {std.fp:3d}")
+    lines.append("")
+    lines.append(f"overall, normalised (100 = perfect, 0 = never fires), {sum(len(r.windows) for r in runs)} windows, "
+                 f"{len(runs)} files:")
+    lines.append(f"{'scoring':16s} " + " ".join(f"{short.get(n, n):>9s}" for n in names) + "   thresholds")
+    for label, per_profile in results.items():
+        cells = " ".join(f"{per_profile[n].normalised:9.1f}" for n in names)
+        thresholds = ", ".join(f"{per_profile[n].threshold:.4f}" for n in names) if label == "best threshold" \
+            else "alarm column"
+        lines.append(f"{label:16s} {cells}   {thresholds}")
+    return "\n".join(lines)
+
+
+def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
+    """One PNG per file (value, windows, score, alarms) and an index.html listing them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    std = results["best threshold"]["standard"]
+    items = []
+    for r in runs:
+        fig, (ax_v, ax_s) = plt.subplots(2, 1, figsize=(12, 5), sharex=True, height_ratios=(2, 1))
+        x = r.series.times.astype("datetime64[s]").astype(object)
+        ax_v.plot(x, r.series.values, lw=0.6, color="tab:blue")
+        for lo, hi in r.windows:
+            for ax in (ax_v, ax_s):
+                ax.axvspan(x[lo], x[hi], color="tab:red", alpha=0.15)
+        probation = nab.probation_rows(len(x))
+        if probation < len(x):
+            for ax in (ax_v, ax_s):
+                ax.axvline(x[probation], color="grey", ls=":", lw=1)
+        alarm_rows = np.flatnonzero(r.alarms)
+        ax_v.plot([x[i] for i in alarm_rows], r.series.values[alarm_rows], "v", color="tab:red", ms=6,
+                  label="engine alarm")
+        ax_s.plot(x, r.scores, lw=0.6, color="tab:green", label="anomaly score")
+        ax_s.axhline(std.threshold, color="tab:red", ls="--", lw=0.8, label=f"best threshold {std.threshold:.4f}")
+        ax_s.set_ylim(0, 1)
+        fs = std.per_file[r.name]
+        ax_v.set_title(f"{r.name}  (standard: {fs.score:.3f}, tp={fs.tp} fn={fs.fn} fp={fs.fp}; "
+                       "red = label windows, dotted = end of probation)", fontsize=9)
+        ax_v.legend(loc="upper left", fontsize=7)
+        ax_s.legend(loc="upper left", fontsize=7)
+        fig.tight_layout()
+        png = r.name.replace("/", "__").removesuffix(".csv") + ".png"
+        fig.savefig(folder / png, dpi=80)
+        plt.close(fig)
+        items.append((r.name, png, fs))
+    rows = "\n".join(f'<h3>{html.escape(name)} (standard {fs.score:.3f}, tp={fs.tp} fn={fs.fn} fp={fs.fp})</h3>'
+                     f'<img src="{html.escape(png)}" width="100%">' for name, png, fs in items)
+    (folder / "index.html").write_text(
+        f"<!doctype html><meta charset=utf-8><title>NAB detections</title>"
+        f"<h1>NAB detections: standard {std.normalised:.1f}</h1>\n{rows}\n")
+    return folder / "index.html"
+
+
+def cmd_eval_nab(args) -> int:
+    try:
+        new_rule = build_rule(args.detector_config)
+        profiles = nab.load_profiles(args.profiles) if args.profiles else dict(nab.PROFILES)
+        started = time.perf_counter()
+        runs = run_corpus(args.data, args.labels, new_rule)
+        took = time.perf_counter() - started
+    except (OSError, ValueError) as exc:
+        print(f"fleetmedic eval nab: {exc}", file=sys.stderr)
+        return 2
+    results = score_corpus(runs, profiles)
+    print(format_report(runs, results, profiles))
+    n_values = sum(len(r.series.values) for r in runs)
+    print(f"\ndetector: {n_values} values in {took:.2f}s through the live rule code, one value at a time")
+    if args.plots:
+        print(f"plots: {write_plots(runs, results, args.plots)}")
+    return 0
+
+
+def _add_config_option(p) -> None:
+    p.add_argument("--config", "--detectors", dest="detector_config", metavar="FILE",
+                   help="detector YAML whose first `univariate:` rule to run (default: the built-in "
+                        "surprise-record rule with for_s 0, resolve_after_s 0)")
+
+
+def register_detect(detect_sub) -> None:
+    """Add `csv` under the `fleetmedic detect` command's subparsers."""
+    p = detect_sub.add_parser("csv", help="run the univariate detector causally over a timestamp,value CSV",
+                              description="Write timestamp,value,anomaly_score,alarm: the score in [0, 1) and "
+                                          "the alarm exactly as the live engine's rule raises it.")
+    p.add_argument("file", metavar="FILE.csv")
+    _add_config_option(p)
+    p.add_argument("-o", "--output", metavar="OUT", help="output CSV (default: standard output)")
+    p.set_defaults(func=cmd_detect_csv)
+
+
+def register(sub) -> None:
+    """Add `fleetmedic eval nab`."""
+    p = sub.add_parser("eval", help="score detectors on a benchmark (NAB)",
+                       description="Evaluate the univariate detector against labelled benchmark data.")
+    eval_sub = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    q = eval_sub.add_parser("nab", help="NAB standard, low-FP and low-FN scores over a folder of series",
+                            description="Run the detector over every file in the labels, then print per-file "
+                                        "and overall NAB scores (best corpus-wide threshold per profile, and "
+                                        "the engine's own alarms).")
+    q.add_argument("--data", required=True, metavar="DIR", help="folder the label paths are relative to")
+    q.add_argument("--labels", required=True, metavar="FILE", help="combined_windows.json")
+    q.add_argument("--profiles", metavar="FILE", help="profiles.json (default: the three NAB profiles)")
+    _add_config_option(q)
+    q.add_argument("--plots", metavar="DIR", help="write one PNG per file and an index.html here")
+    q.set_defaults(func=cmd_eval_nab)

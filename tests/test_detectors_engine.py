@@ -1,0 +1,164 @@
+"""The detection engine without Kafka: rules, lifecycle, messy-stream rules, determinism, state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from fleetmedic.schemas import MetricBatch
+from fleetmedic.yamlfile import ConfigFileError
+
+from detectors.config import load_config
+from detectors.engine import Engine, SeriesRule
+from detectors.ewma import EwmaScorer
+from detector_scenarios import T0, fleet, received, write_config, xid
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(write_config(tmp_path))
+
+
+def by_fp(incidents):
+    out = {}
+    for inc in incidents:
+        out.setdefault(inc.fingerprint, []).append(inc)
+    return out
+
+
+def test_static_threshold_pends_fires_and_resolves_after_quiet_time(config):
+    records = fleet(overheat={1: (40, 59)})
+    out = Engine(config).process(received(records))
+    incidents = by_fp(out)
+    overheat = incidents.pop("node01/gpu_overheat/gpu0.temperature_c")
+    assert [i.status for i in overheat] == ["open", "resolve"]
+    opened, resolved = overheat
+    assert opened.time == T0 + timedelta(seconds=10 * 42)  # pending at 40, for 20 s → fires at 42
+    assert opened.evidence.window_start == T0 + timedelta(seconds=400)
+    assert opened.severity == "critical" and opened.action_class == "drain_and_reset"
+    assert opened.evidence.values[0] >= 85 and opened.threshold == 85
+    src = opened.evidence.sources[0]
+    assert (src.first_offset, src.last_offset) == (40 * 4 + 1, 42 * 4 + 1)  # the pending and the firing record
+    assert resolved.id == opened.id and resolved.opened_at == opened.time
+    assert resolved.time == T0 + timedelta(seconds=10 * (60 + 3))  # clear from 60, 30 s quiet
+    # the power/memory EWMA and the other hosts stay quiet on the normal noise
+    assert incidents == {}
+
+
+def test_ewma_raises_on_a_spike_in_both_directions_only_after_warmup(config):
+    out = Engine(config).process(received(fleet(power_spike={2: (60, 70), 3: (5, 15)})))
+    incidents = by_fp(out)
+    spike = incidents.pop("node02/gpu_power_anomaly/gpu0.power_w")
+    assert [i.status for i in spike] == ["open", "resolve"]
+    assert spike[0].time == T0 + timedelta(seconds=620) and spike[0].score >= 6
+    assert spike[0].evidence.details["count"] >= 20
+    assert incidents == {}  # node03's spike came during warm-up: no alert
+
+
+def test_hysteresis_keeps_firing_between_clear_and_threshold(config):
+    engine = Engine(config)
+    rec = lambda i, temp: MetricBatch(host="n1", time=T0 + timedelta(seconds=10 * i), source="t",
+                                      values={"gpu0.temperature_c": temp})
+    temps = [70] * 5 + [90] * 3 + [83] * 10 + [79] * 4
+    out = engine.process(received([rec(i, t) for i, t in enumerate(temps)]))
+    assert [(i.status, i.time) for i in out] == [("open", T0 + timedelta(seconds=70)),
+                                                 ("resolve", T0 + timedelta(seconds=210))]
+
+
+def test_counters_become_rates_and_resets_are_not_alarms(config):
+    engine = Engine(config)
+    rec = lambda i, v: MetricBatch(host="n1", time=T0 + timedelta(seconds=10 * i), source="t",
+                                   values={"gpu0.ecc.volatile.uncorrected": v},
+                                   counters=["gpu0.ecc.volatile.uncorrected"])
+    values = [5, 5, 5, 0, 0, 0, 3, 3]  # reset to 0 at step 3 (driver reload), real errors at step 6
+    out = engine.process(received([rec(i, v) for i, v in enumerate(values)]))
+    assert engine.stats.counter_resets == 1
+    assert [(i.status, i.time, i.evidence.values) for i in out] == [("open", T0 + timedelta(seconds=60), [0.3])]
+
+
+def test_nulls_gaps_late_and_out_of_order_records(config):
+    engine = Engine(config)
+    rec = lambda s, v: MetricBatch(host="n1", time=T0 + timedelta(seconds=s), source="t",
+                                   values={"gpu0.temperature_c": v, "gpu0.power_w": 300.0})
+    records = [rec(0, 70.0), rec(10, None), rec(20, 90.0), rec(15, 91.0),  # out of order, within tolerance
+               rec(30, 90.0), rec(40, 90.0), rec(-100, 95.0),  # beyond the 60 s tolerance: dropped
+               rec(50, None), rec(60, 90.0)]
+    out = engine.process(received(records))
+    s = engine.stats
+    assert (s.null_values, s.stale_values, s.dropped_late) == (2, 2, 1)  # two nulls; the 15 s values
+    assert [(i.status, i.time) for i in out] == [("open", T0 + timedelta(seconds=40))]  # 20 → 40: for 20 s
+
+
+def test_series_appearing_mid_stream_warm_up_on_their_own(config):
+    old = fleet(n_hosts=1, steps=100)
+    new = [r.model_copy(update={"host": "late-node"}) for r in fleet(n_hosts=1, steps=100, seed=9, start=90)]
+    engine = Engine(config)
+    out = engine.process(received(sorted(old + new, key=lambda r: r.time)))
+    assert out == []
+    assert engine.hosts["late-node"].names.keys() == engine.hosts["node00"].names.keys()
+    rule = next(r for r in engine.rules if r.cfg.name == "gpu_power_anomaly")
+    counts = rule.scorer.count[:rule.n]
+    assert sorted(counts.tolist()) == [10, 100]
+
+
+def test_xid_burst_is_one_incident_escalating_then_resolving(config):
+    logs = [xid("node00", 10, 13), xid("node00", 12, 48), xid("node00", 13, 48), xid("node00", 14, 79),
+            xid("node00", 20, 43),  # log-only code: part of the burst, no update
+            xid("node00", 60, 9999)]  # unknown code after 3+ min of quiet: a new burst, contact support
+    out = Engine(config).process(received(logs, topic="logs"))
+    assert [(i.status, i.severity, i.action_class) for i in out] == [
+        ("open", "warning", "restart_app"), ("update", "critical", "drain_and_reset"),
+        ("update", "critical", "reboot"), ("resolve", "critical", "reboot"), ("open", "warning", "contact_support")]
+    first = out[0]
+    assert {i.id for i in out[:4]} == {first.id} and out[4].id != first.id
+    assert out[3].time == T0 + timedelta(seconds=200 + 180)
+    assert out[3].evidence.details["codes"] == "13,48,79,43"
+    assert out[4].fingerprint == "node00/xid/node"
+
+
+def test_same_input_gives_identical_bytes_whatever_the_batching(config):
+    records = received(fleet(overheat={1: (40, 59)}, power_spike={2: (60, 70)}, ecc_at={0: 90}))
+    whole = [i.to_bytes() for i in Engine(config).process(records)]
+    engine = Engine(config)
+    pieces = []
+    for lo in range(0, len(records), 37):
+        pieces += [i.to_bytes() for i in engine.process(records[lo:lo + 37])]
+    assert len(whole) == 6 and pieces == whole
+
+
+def test_snapshot_restore_continues_exactly(config):
+    records = received(fleet(overheat={1: (40, 59)}, power_spike={2: (60, 70)}))
+    straight = [i.to_bytes() for i in Engine(config).process(records)]
+    first = Engine(config)
+    head = [i.to_bytes() for i in first.process(records[:250])]
+    states = first.take_dirty()
+    assert len(states) == 4 and first.dirty == set()
+    second = Engine(config)
+    for s in states:
+        second.restore(s)
+    # the restart replays from the oldest covered offset: covered records are skipped, not re-learned
+    tail = [i.to_bytes() for i in second.process(records[200:])]
+    assert second.stats.skipped_restored == 50
+    assert head + tail == straight
+
+
+def test_config_errors_name_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ewma:\n  - name: x\n    match: ['a*']\n    sigmas: -1\n")
+    with pytest.raises(ConfigFileError) as err:
+        load_config(bad)
+    assert f"{bad}:4: ewma.0.sigmas: Input should be greater than 0" in str(err.value)
+
+
+def test_run_series_alarms_are_the_live_engine_openings(config):
+    rule = SeriesRule.from_config(config.static[0], 300)
+    times = np.arange(10) * 10.0
+    values = np.array([70, 90, 90, 90, 90, 70, 70, 70, 70, 90.0])
+    scores, alarms = rule.run_series(times, values)
+    assert alarms.tolist() == [False, False, False, True] + [False] * 6  # for 20 s; resolved later
+
+
+def test_ewma_state_is_small():
+    assert EwmaScorer.nbytes_per_slot == 20
