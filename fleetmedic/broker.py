@@ -163,7 +163,8 @@ class EmbeddedBroker:
 
         try:
             admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                     bootstrap_timeout_ms=int(timeout_s * 1000), client_id="fleetmedic-broker-probe")
+                                     api_version_auto_timeout_ms=int(timeout_s * 1000),
+                                     client_id="fleetmedic-broker-probe")
         except (KafkaError, OSError, ValueError):
             return False
         try:

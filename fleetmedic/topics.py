@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kafka.admin import KafkaAdminClient
+import time
+
+from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from .config import Settings
@@ -44,6 +46,20 @@ def admin_client(settings: Settings, **overrides) -> KafkaAdminClient:
     return KafkaAdminClient(client_id=f"{settings.client_id}-admin", **settings.kafka_kwargs(), **overrides)
 
 
+def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """Creation is asynchronous: wait until every partition of every topic has a leader."""
+    deadline = time.monotonic() + timeout_s
+    while names:
+        described = admin.describe_topics(names)
+        ready = {t["topic"] for t in described
+                 if t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])}
+        names = [n for n in names if n not in ready]
+        if names and time.monotonic() > deadline:
+            raise TimeoutError(f"topics have no leader after {timeout_s:.0f}s: {', '.join(names)}")
+        if names:
+            time.sleep(0.1)
+
+
 def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> dict[str, str]:
     """Create every missing topic; existing ones are left as they are. Returns name → 'created' | 'exists'."""
     own = admin is None
@@ -51,21 +67,21 @@ def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> 
     try:
         existing = set(admin.list_topics())
         result: dict[str, str] = {}
-        wanted = {}
+        wanted = []
         for spec in topic_specs(settings):
             name = topic_name(settings, spec.name)
             if name in existing:
                 result[name] = "exists"
             else:
-                wanted[name] = {"num_partitions": spec.partitions,
-                                "replication_factor": settings.topics.replication_factor,
-                                "configs": spec.configs}
-        if wanted:
+                wanted.append(NewTopic(name, spec.partitions, settings.topics.replication_factor,
+                                       topic_configs=spec.configs))
+        for topic in wanted:
             try:
-                admin.create_topics(wanted, wait_for_metadata=True)
+                admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 pass  # created by someone else between list and create: same outcome
-            result.update({name: "created" for name in wanted})
+            result[topic.name] = "created"
+        _wait_for_leaders(admin, [t.name for t in wanted])
         return result
     finally:
         if own:

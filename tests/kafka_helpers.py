@@ -44,7 +44,7 @@ def read_topic(settings: Settings, topic: str, model: type[Contract] | None = No
 def committed(settings: Settings, group: str) -> dict[tuple[str, int], int]:
     admin = KafkaAdminClient(**settings.kafka_kwargs())
     try:
-        offsets = admin.list_group_offsets(group).get(group, {})
+        offsets = admin.list_consumer_group_offsets(group)
         return {(tp.topic, tp.partition): om.offset for tp, om in offsets.items() if om.offset >= 0}
     finally:
         admin.close()
@@ -64,3 +64,15 @@ def caught_up(settings: Settings, group: str, topic: str) -> bool:
     ends = {tp: off for tp, off in end_offsets(settings, topic).items() if off > 0}
     done = committed(settings, group)
     return bool(ends) and all(done.get(tp) == off for tp, off in ends.items())
+
+
+def topic_config(settings: Settings, topic: str) -> dict[str, str]:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(**settings.kafka_kwargs())
+    try:
+        response = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])[0]
+        entries = response.resources[0][4]
+        return {entry[0]: entry[1] for entry in entries}
+    finally:
+        admin.close()

@@ -5,7 +5,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.admin import KafkaAdminClient
 
 from fleetmedic.broker import BrokerError, EmbeddedBroker
 from fleetmedic.config import BrokerSettings
@@ -15,7 +15,7 @@ from fleetmedic.transport import Producer
 
 from conftest import make_settings
 from examples import metric_batch
-from kafka_helpers import free_port, read_topic
+from kafka_helpers import free_port, read_topic, topic_config
 
 
 def test_topics_create_is_idempotent_and_configures_each_topic(settings):
@@ -24,16 +24,13 @@ def test_topics_create_is_idempotent_and_configures_each_topic(settings):
     assert len(again) == len(topic_specs(settings)) == 7
     admin = KafkaAdminClient(**settings.kafka_kwargs())
     try:
-        described = {t["name"]: t for t in admin.describe_topics(list(again))}
+        described = {t["topic"]: t for t in admin.describe_topics(list(again))}
         assert len(described[topic_name(settings, "metrics.v1")]["partitions"]) == 3
-        state = topic_name(settings, "state.v1")
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, state)])["topic"][state]
-        assert configs["cleanup.policy"]["value"] == "compact"
-        metrics = topic_name(settings, "metrics.v1")
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, metrics)])["topic"][metrics]
-        assert configs["retention.ms"]["value"] == str(168 * 3_600_000)
+        assert len(described[topic_name(settings, "approvals.v1")]["partitions"]) == 1
     finally:
         admin.close()
+    assert topic_config(settings, topic_name(settings, "state.v1"))["cleanup.policy"] == "compact"
+    assert topic_config(settings, topic_name(settings, "metrics.v1"))["retention.ms"] == str(168 * 3_600_000)
 
 
 def test_embedded_broker_restarts_on_its_data_and_refuses_a_taken_port(tmp_path):

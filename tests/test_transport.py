@@ -33,7 +33,7 @@ def test_every_contract_round_trips_through_kafka(settings):
             producer.send(record)
     got = []
     inputs = {type(r).topic: type(r) for r in sent}
-    loop = ConsumerLoop(settings, group_id="roundtrip", inputs=inputs, handle=lambda b: got.extend(b) or ())
+    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "roundtrip", inputs=inputs, handle=lambda b: got.extend(b) or ())
     stats = loop.run(until=lambda s: s.consumed >= len(sent), install_signals=False)
     assert stats.dead_lettered == 0
     by_type = {type(item.record): item for item in got}
@@ -66,7 +66,8 @@ def test_bad_records_go_to_dead_letters_and_the_loop_keeps_consuming(kafka_boots
         producer.send(metric_batch(i=2))
 
     got = []
-    loop = ConsumerLoop(settings, group_id="dlq", inputs={"metrics.v1": MetricBatch},
+    group = settings.topic_prefix + "dlq"
+    loop = ConsumerLoop(settings, group_id=group, inputs={"metrics.v1": MetricBatch},
                         handle=lambda b: got.extend(b) or (), max_records=3)  # several batches
     stats = loop.run(until=lambda s: s.consumed >= 8, install_signals=False)
 
@@ -85,12 +86,12 @@ def test_bad_records_go_to_dead_letters_and_the_loop_keeps_consuming(kafka_boots
     assert "finite number" in reasons[3] and "finite number" in reasons[4]
     assert "exceeds max_record_bytes=4096" in reasons[5]
     for letter, original in zip(letters, bad.values()):
-        assert letter.source_topic == topic and letter.consumer_group == "dlq"
+        assert letter.source_topic == topic and letter.consumer_group == group
         assert letter.key() == b"gpu-node-07"
         assert letter.original_size == len(original)
         assert letter.original_sha256 == hashlib.sha256(original).hexdigest()
         assert not letter.truncated and base64.b64decode(letter.original_b64) == original
-    assert committed(settings, "dlq")[(topic, got[0].partition)] == got[-1].offset + 1
+    assert committed(settings, group)[(topic, got[0].partition)] == got[-1].offset + 1
 
 
 def _echo(settings, group, *extra) -> subprocess.Popen:
@@ -111,21 +112,22 @@ def test_sigkill_after_produce_before_commit_reprocesses_and_loses_nothing(setti
         for i in range(n):
             producer.send(metric_batch(host=f"node{i % 7}", i=i))
     marker = tmp_path / "flushed"
-    proc = _echo(settings, "echo", "--pause-after-flush", marker)
+    group = settings.topic_prefix + "echo"  # groups outlive topics on a shared broker
+    proc = _echo(settings, group, "--pause-after-flush", marker)
     try:
         wait_until(marker.exists, 60, what="the stage to produce its first batch")
         first_batch = int(marker.read_text())
         assert len(_echoed(settings)) == first_batch > 0  # produced and acknowledged ...
-        assert committed(settings, "echo") == {}  # ... but not committed
+        assert committed(settings, group) == {}  # ... but not committed
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
 
-    proc = _echo(settings, "echo")
+    proc = _echo(settings, group)
     try:
         source = topic_name(settings, "metrics.v1")
-        wait_until(lambda: caught_up(settings, "echo", source), 60,
+        wait_until(lambda: caught_up(settings, group, source), 60,
                    what="the restarted stage to commit everything")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -139,14 +141,15 @@ def test_sigkill_after_produce_before_commit_reprocesses_and_loses_nothing(setti
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(settings, tmp_path):
     ready = tmp_path / "ready"
-    proc = _echo(settings, "echo-term", "--ready-file", ready)
+    group = settings.topic_prefix + "echo-term"
+    proc = _echo(settings, group, "--ready-file", ready)
     try:
         wait_until(ready.exists, 60, what="partition assignment")
         with Producer(settings) as producer:
             for i in range(30):
                 producer.send(metric_batch(host=f"node{i % 5}", i=i))
         source = topic_name(settings, "metrics.v1")
-        wait_until(lambda: caught_up(settings, "echo-term", source), 60,
+        wait_until(lambda: caught_up(settings, group, source), 60,
                    what="the stage to commit what was produced")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
