@@ -107,7 +107,7 @@ class SurpriseRecordBank:
             "fast_": np.zeros(capacity), "slow_": np.zeros(capacity), "prev_": np.zeros(capacity),
             "dens_short_": np.zeros(capacity), "dens_long_": np.zeros(capacity),
             "season_mean_": np.zeros((capacity, b)), "season_dev_": np.zeros((capacity, b)),
-            "season_count_": np.zeros((capacity, b), np.int32),
+            "season_count_": np.zeros((capacity, b), np.int32), "season_err_": np.zeros(capacity),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -129,7 +129,7 @@ class SurpriseRecordBank:
     # The live engine's scorer interface (detectors/engine.py): grow, update, details,
     # state_fields, nbytes_per_slot; a slot is a row here.
     state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
-                    "season_mean_", "season_dev_", "season_count_", "record_", "feature_count_")
+                    "season_mean_", "season_dev_", "season_count_", "season_err_", "record_", "feature_count_")
 
     @property
     def nbytes_per_slot(self) -> int:
@@ -186,7 +186,10 @@ class SurpriseRecordBank:
             s_mean = self.season_mean_[rows, bucket]
             s_dev = self.season_dev_[rows, bucket]
             s_count = self.season_count_[rows, bucket]
-            surprise[:, 2] = np.abs(fast_new - s_mean) / (s_dev + 0.01 * scale + _TINY)
+            s_err = self.season_err_[rows]
+            # Per-bucket spread comes from a handful of days and can be tiny by chance; the
+            # series' typical season error over all buckets keeps the ratio steady.
+            surprise[:, 2] = np.abs(fast_new - s_mean) / (s_dev + s_err + _TINY)
             valid[:, 2] = s_count >= p.season_min_cycles
         surprise[:, 3] = np.where(dens_l > 0, dens_s_new / (dens_l + _TINY), 0.0)
         valid[:, 3] = ~first
@@ -217,6 +220,7 @@ class SurpriseRecordBank:
             self.season_mean_[rows, bucket] = np.where(new_bucket, fast_new, s_mean + p.alpha_season * err)
             self.season_dev_[rows, bucket] = np.where(new_bucket, 0.0, s_dev + p.alpha_season * (np.abs(err) - s_dev))
             self.season_count_[rows, bucket] = s_count + 1
+            self.season_err_[rows] = np.where(valid[:, 2], s_err + p.alpha_level * (np.abs(err) - s_err), s_err)
         self.count_[rows] += 1
 
         if ok.all():
