@@ -141,8 +141,10 @@ class SurpriseRecordBank:
             self.add_series(n - self.n_series)
 
     def details(self, slot: int) -> dict:
-        return {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6),
-                "records": {f: round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot])}}
+        """Flat scalars for an incident's evidence: values learned, level mean, record per feature."""
+        out = {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6)}
+        out.update({f"record_{f}": round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot])})
+        return out
 
     def update(self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
