@@ -66,8 +66,9 @@ class SurpriseRecordParams:
     alpha_season: float = 0.3
     season_min_cycles: int = 3
     record_decay: float = 0.9999
-    warmup: int = 150
-    threshold: float = 0.548
+    warmup: int = 120
+    season_record_cycles: int = 2
+    threshold: float = 0.529
 
     def __post_init__(self):
         for name in ("alpha_level", "alpha_fast", "alpha_shift", "alpha_density_short", "alpha_density_long", "alpha_season"):
@@ -78,6 +79,8 @@ class SurpriseRecordParams:
             raise ValueError(f"record_decay must be in (0, 1], got {self.record_decay}")
         if self.season_buckets < 0 or (self.season_buckets and self.season_period_s % self.season_buckets):
             raise ValueError("season_buckets must be 0 (off) or divide season_period_s")
+        if self.season_record_cycles < 0:
+            raise ValueError(f"season_record_cycles must be >= 0, got {self.season_record_cycles}")
         if self.warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {self.warmup}")
         if not 0.0 < self.threshold < 1.0:
@@ -199,7 +202,8 @@ class SurpriseRecordBank:
         # Records: train-only, then record-setting, then scoring (per feature).
         fcount = self.feature_count_[rows] + valid
         record = self.record_[rows]
-        scoring = valid & (fcount > 2 * p.warmup) & (record > 0)
+        record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets), p.warmup])
+        scoring = valid & (fcount > p.warmup + record_warm) & (record > 0)
         q = np.where(scoring, surprise / np.where(record > 0, record, 1.0), 0.0)
         fscore = np.where(q <= 1.0, 0.5 * q, 1.0 - 0.5 / np.maximum(q, 1.0))
         sub = fscore.max(axis=1)
