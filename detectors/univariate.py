@@ -1,12 +1,15 @@
 """A causal, streaming anomaly detector for single series: surprise records.
 
-Each new value is compared with three cheap, constant-memory models of its own series:
+Each new value is compared with four cheap, constant-memory models of its own series:
 
 - ``level``: distance from an exponentially weighted mean, in exponentially weighted standard
-  deviations (a spike, a drop, a level shift);
+  deviations (a spike, a drop);
+- ``shift``: the same for a slow EW average of the values (a lasting level shift, which a
+  single big spike does not imitate);
 - ``season``: distance of the lightly smoothed value from what the same time of day looked like
-  on earlier days (one EW mean and mean absolute deviation per time-of-day bucket), so a day that
-  skips its peak or stays flat is surprising even when every value is within the usual range;
+  on earlier days (one EW mean and mean absolute deviation per time-of-day bucket), relative to
+  that bucket's deviation plus the series' typical season error, so a day that skips its peak or
+  stays flat is surprising even when every value is within the usual range;
 - ``density``: short-term mean of |x_t - x_{t-1}| over its long-term mean (spikes getting more
   frequent, a quiet series turning noisy).
 
@@ -20,7 +23,8 @@ in [0, 1). The anomaly score of a value is the largest of its feature scores, an
 
 Warm-up, per series and per feature: the first ``warmup`` valid values only train the models,
 the next ``warmup`` set the records, and only then are scores above 0 emitted. The season model
-starts counting once each time-of-day bucket has seen ``season_min_cycles`` days. A series that
+starts counting once each time-of-day bucket has seen ``season_min_cycles`` days and sets its
+records over ``season_record_cycles`` full cycles (a day holds more shapes than 120 values). A series that
 appears mid-stream warms up on its own. NaN values are neither scored (score 0, no alarm) nor
 learned. Time gaps need no special rule: the season bucket comes from the timestamp and the EW
 models count values, not seconds.
