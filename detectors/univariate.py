@@ -113,8 +113,9 @@ class SurpriseRecordBank:
             "mean_": np.zeros(capacity), "var_": np.zeros(capacity),
             "fast_": np.zeros(capacity), "slow_": np.zeros(capacity), "prev_": np.zeros(capacity),
             "dens_short_": np.zeros(capacity), "dens_long_": np.zeros(capacity),
-            "season_mean_": np.zeros((capacity, b)), "season_dev_": np.zeros((capacity, b)),
-            "season_count_": np.zeros((capacity, b), np.int32), "season_err_": np.zeros(capacity),
+            # float32 and a saturating 1-byte count: the season table is most of the state.
+            "season_mean_": np.zeros((capacity, b), np.float32), "season_dev_": np.zeros((capacity, b), np.float32),
+            "season_count_": np.zeros((capacity, b), np.uint8), "season_err_": np.zeros(capacity),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -229,7 +230,7 @@ class SurpriseRecordBank:
             err = fast_new - s_mean
             self.season_mean_[rows, bucket] = np.where(new_bucket, fast_new, s_mean + p.alpha_season * err)
             self.season_dev_[rows, bucket] = np.where(new_bucket, 0.0, s_dev + p.alpha_season * (np.abs(err) - s_dev))
-            self.season_count_[rows, bucket] = s_count + 1
+            self.season_count_[rows, bucket] = np.minimum(s_count.astype(np.int64) + 1, 255)
             self.season_err_[rows] = np.where(valid[:, 2], s_err + p.alpha_level * (np.abs(err) - s_err), s_err)
         self.count_[rows] += 1
 
