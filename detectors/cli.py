@@ -27,7 +27,9 @@ def cmd_detect(args) -> int:
         print(f"fleetmedic detect: invalid detector configuration:\n{exc}", file=sys.stderr)
         return 2
     settings = settings_from(args)
-    service = DetectService(settings, Engine(config), group_id=args.group)
+    service = DetectService(settings, Engine(config), group_id=args.group,
+                            session_timeout_ms=int(args.session_timeout_s * 1000),
+                            heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4))
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
           f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
     stats = service.run()
@@ -54,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--detectors", metavar="FILE", default=None,
                    help="detector configuration YAML (default: the packaged detectors/default.yaml)")
     p.add_argument("--group", default="detectors", help="consumer group id (default: detectors)")
+    p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
+                   help="consumer-group session timeout: how soon a crashed member's partitions move "
+                        "(default 10; the broker allows 6 to 1800)")
     p.set_defaults(func=cmd_detect)
     nab = _optional("detectors.nab_cli")
     if nab is not None and hasattr(nab, "register_detect"):

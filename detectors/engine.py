@@ -22,9 +22,9 @@ Messy streams (the documented rules):
   consecutive samples; a decrease is a counter reset (counted): the rate is taken from zero;
 - a series that appears mid-stream gets its own fresh state and warms up on its own;
 - a gap longer than `max_gap_s` restarts a pending `for` (it needs consecutive breaching values);
-- an XID burst resolves on the host's next log event after the quiet window, or once its metrics
-  are past the window by `late_tolerance_s` as well; the resolve record's time is always the last
-  XID + the window, so its bytes do not depend on which event noticed it.
+- an XID burst resolves on the host's next log event after the quiet window (resolve time = last
+  XID + window). Only log events decide it: metrics and logs are separate topics whose relative
+  arrival order is not fixed, so letting metric time close a burst would make replays differ.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from kafka import KafkaConsumer, TopicPartition
 from fleetmedic.config import Settings
 from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Received
+from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
@@ -168,8 +168,9 @@ class _Row:
 class Engine:
     """Event-time detection over metric batches and log events; deterministic for a given input order."""
 
-    def __init__(self, config: DetectorConfig):
+    def __init__(self, config: DetectorConfig, state_name: str = STATE_DETECTOR):
         self.config = config
+        self.state_name = state_name  # the `detector` of its state records: one per consumer group
         self.rules = [SeriesRule.from_config(c, config.max_gap_s)
                       for c in (*config.static, *config.ewma, *config.univariate)]
         self.rule_local = [np.zeros(0, np.int32) for _ in self.rules]  # global slot → rule slot (-1: none)
@@ -264,10 +265,6 @@ class Engine:
                 continue
             if t > hs.max_time:
                 hs.max_time = t
-            if self.logs and record.host in self.logs.bursts:
-                # Metrics close a quiet burst only once they are past it by the late tolerance too,
-                # so a log event within the tolerance still lands in its burst.
-                self._emit(out, self.logs.expire(record.host, hs.max_time - tolerance), item, emit)
             if record.labels and record.labels != hs.labels:
                 hs.labels = dict(record.labels)
             slots, is_counter = self._layout(hs, record)
@@ -375,12 +372,12 @@ class Engine:
         blob = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
         offsets = {f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps)
                    if (topic, p) in self.positions}
-        return DetectorState(host=host, detector=STATE_DETECTOR, state_version=STATE_VERSION,
+        return DetectorState(host=host, detector=self.state_name, state_version=STATE_VERSION,
                              time=_dt(hs.max_time), source_offsets=offsets,
                              state_b64=base64.b64encode(blob).decode())
 
     def restore(self, state: DetectorState) -> None:
-        if state.detector != STATE_DETECTOR or state.state_version != STATE_VERSION:
+        if state.detector != self.state_name or state.state_version != STATE_VERSION:
             log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
                         state.state_version)
             return
@@ -452,11 +449,11 @@ class DetectService:
 
     Checkpoint: every `checkpoint_interval_s` (wall clock), on partition revocation and on a clean
     stop, each host changed since its last snapshot is written to the compacted state topic
-    (key = host, so it lands in the partition number its metrics use) together with the input
-    offsets its state covers; the snapshots go out before the batch's offsets are committed.
+    (key = group/host, so consumer groups keep separate state) together with the input offsets
+    its state covers; the snapshots go out before the batch's offsets are committed.
 
-    Restore, at start and on every assignment: read the newest snapshot of each host of the
-    assigned partitions, load it, and seek each input partition back to the oldest offset a
+    Restore, at start and on every assignment: read the group's newest snapshot of each host of
+    the assigned partitions (the state topic is small: compacted, one record per group and host), load it, and seek each input partition back to the oldest offset a
     snapshot covers (or the committed offset, if older). Records a host's snapshot already covers
     are skipped; records between there and the committed offset are processed without emitting
     (their incidents were produced before the commit). So a restart neither re-warms nor re-raises.
@@ -472,22 +469,28 @@ class DetectService:
                                  handle=self.handle, on_assign=self.on_assign, on_revoke=self.on_revoke,
                                  **loop_kwargs)
         self.state_topic = topic_name(settings, DetectorState.topic)
+        engine.state_name = f"{STATE_DETECTOR}:{group_id}"
         self.assigned: set[TopicPartition] = set()
 
     def handle(self, batch: list[Received]):
         out: list = self.engine.process(batch)
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
-            out.extend(self.engine.take_dirty())
+            out.extend(self._state_record(s) for s in self.engine.take_dirty())
             self._last_checkpoint = wall.monotonic()
         return out
 
     def checkpoint(self, partitions: set[int] | None = None) -> int:
         states = self.engine.take_dirty(partitions)
         for s in states:
-            self.loop.producer.send(s)
+            o = self._state_record(s)
+            self.loop.producer.send_raw(o.topic, o.value, o.key)
         self.loop.producer.flush()
         self._last_checkpoint = wall.monotonic()
         return len(states)
+
+    def _state_record(self, state: DetectorState) -> Outgoing:
+        # Keyed by group and host: groups never overwrite each other's state in compaction.
+        return Outgoing(self.state_topic, state.to_bytes(), f"{self.group_id}/{state.host}".encode())
 
     def on_revoke(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
@@ -503,14 +506,13 @@ class DetectService:
         self.assigned |= assigned
         if not new:
             return
-        parts = sorted({tp.partition for tp in new})
-        states = self._read_states(parts)
+        states, committed_offsets = self._read_states(new)
         for state in states.values():
             self.engine.restore(state)
         consumer = self.loop.consumer
         for tp in sorted(new, key=lambda x: (x.topic, x.partition)):
             key = (tp.topic, tp.partition)
-            committed = consumer.committed(tp)
+            committed = committed_offsets.get(tp)
             covered = [s.source_offsets[f"{tp.topic}:{tp.partition}"] for s in states.values()
                        if f"{tp.topic}:{tp.partition}" in s.source_offsets]
             if committed is not None:
@@ -520,11 +522,18 @@ class DetectService:
                 consumer.seek(tp, start)
         log.info("assigned %s; restored %d host states", sorted(map(tuple, new)), len(states))
 
-    def _read_states(self, partitions: list[int]) -> dict[str, DetectorState]:
-        consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka_kwargs())
+    def _read_states(self, inputs: set[TopicPartition]):
+        """The group's newest state of each host of these input partitions, and its committed offsets.
+
+        A client of its own: the rebalance callback runs on the group consumer's IO thread, which
+        must not block on its own requests.
+        """
+        consumer = KafkaConsumer(enable_auto_commit=False, group_id=self.group_id, **self.settings.kafka_kwargs())
         newest: dict[str, DetectorState] = {}
         try:
-            tps = [TopicPartition(self.state_topic, p) for p in partitions]
+            committed = {tp: consumer.committed(tp) for tp in inputs}
+            wanted = {f"{tp.topic}:{tp.partition}" for tp in inputs}
+            tps = [TopicPartition(self.state_topic, p) for p in sorted(consumer.partitions_for_topic(self.state_topic) or ())]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             end = consumer.end_offsets(tps)
@@ -541,11 +550,11 @@ class DetectService:
                         except ValueError as exc:
                             log.warning("unreadable state at %s:%d@%d: %s", m.topic, m.partition, m.offset, exc)
                             continue
-                        if s.detector == STATE_DETECTOR:
+                        if s.detector == self.engine.state_name and wanted & s.source_offsets.keys():
                             newest[s.host] = s
         finally:
-            consumer.close()
-        return newest
+            consumer.close(autocommit=False)
+        return newest, committed
 
     def run(self, until=None, install_signals: bool = True) -> EngineStats:
         stop = threading.Event()
