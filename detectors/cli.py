@@ -1,8 +1,7 @@
 """`fleetmedic detect` (the detection consumer) and `fleetmedic model train|explain` (the fault model).
 
-`detect` hosts sub-commands of other detector modules too: a module `detectors.nab_cli` (the NAB
-evaluation), when present, adds `detect csv` through `register_detect` and its own top-level
-commands through `register`.
+`detect` hosts sub-commands of other detector modules too: `detectors.eval_cli` (the NAB
+evaluation), when present, adds `detect csv` through `register_detect`.
 """
 
 from __future__ import annotations
@@ -60,11 +59,9 @@ def register(sub) -> None:
                    help="consumer-group session timeout: how soon a crashed member's partitions move "
                         "(default 10; the broker allows 6 to 1800)")
     p.set_defaults(func=cmd_detect)
-    nab = _optional("detectors.nab_cli")
-    if nab is not None and hasattr(nab, "register_detect"):
-        nab.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
-    if nab is not None and hasattr(nab, "register"):
-        nab.register(sub)
+    evaluation = _optional("detectors.eval_cli")  # its top-level `eval` is in STAGE_CLIS itself
+    if evaluation is not None and hasattr(evaluation, "register_detect"):
+        evaluation.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
     model = _optional("detectors.fault_model")
     if model is not None and hasattr(model, "register"):
         model.register(sub)
