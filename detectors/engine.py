@@ -30,6 +30,7 @@ Messy streams (the documented rules):
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import signal
@@ -114,18 +115,10 @@ class SeriesRule:
         self.lifecycle.grow(self.n)
         return slot
 
-    def slot_state(self, slot: int) -> list:
-        arrays = [getattr(self.scorer, f) for f in self.scorer.state_fields]
-        arrays += [getattr(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
-        return [a[slot].tolist() for a in arrays]
-
-    def load_slot(self, slot: int, values: list) -> None:
-        names = [(self.scorer, f) for f in self.scorer.state_fields]
-        names += [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
-        if len(values) != len(names):
-            raise ValueError(f"rule {self.cfg.name}: state has {len(values)} fields, expected {len(names)}")
-        for (owner, f), v in zip(names, values):
-            getattr(owner, f)[slot] = v
+    def state_arrays(self) -> list[tuple[object, str]]:
+        """(owner, attribute) of every per-slot state array: the scorer's, then the lifecycle's."""
+        return [(self.scorer, f) for f in self.scorer.state_fields] + \
+               [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
 
 
 class HostState:
@@ -357,19 +350,33 @@ class Engine:
 
     # -- state ------------------------------------------------------------------------------------
     def snapshot(self, host: str) -> DetectorState:
-        """The host's whole detector state as one record for the compacted state topic."""
+        """The host's whole detector state as one record for the compacted state topic.
+
+        The payload is a zlib-compressed .npz: the host's series names, and for every rule the
+        positions of the series it covers and one array per state field (gathered with numpy,
+        no per-series Python work), plus a small JSON header (times, labels, open log bursts).
+        """
         hs = self.hosts[host]
-        series = {}
-        for name, g in hs.names.items():
-            rules = {}
-            for i, rule in enumerate(self.rules):
-                local = int(self.rule_local[i][g])
-                if local >= 0:
-                    rules[rule.cfg.name] = rule.slot_state(local)
-            series[name] = [float(self.last_time[g]), float(self.prev_value[g]), rules]
-        body = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "series": series,
-                "logs": self.logs.state_of(host) if self.logs else []}
-        blob = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+        names = list(hs.names)
+        gslots = np.fromiter(hs.names.values(), np.int64, len(names))
+        arrays = {"names": np.array(names, dtype=str), "last_time": self.last_time[gslots],
+                  "prev_value": self.prev_value[gslots]}
+        rules = {}
+        for i, rule in enumerate(self.rules):
+            local = self.rule_local[i][gslots]
+            pos = np.flatnonzero(local >= 0)
+            if pos.size == 0:
+                continue
+            rules[rule.cfg.name] = i
+            arrays[f"{i}.pos"] = pos
+            for owner, f in rule.state_arrays():
+                arrays[f"{i}.{f}"] = getattr(owner, f)[local[pos]]
+        header = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "rules": rules,
+                  "logs": self.logs.state_of(host) if self.logs else []}
+        arrays["header"] = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        blob = zlib.compress(buf.getvalue(), 1)
         offsets = {f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps)
                    if (topic, p) in self.positions}
         return DetectorState(host=host, detector=self.state_name, state_version=STATE_VERSION,
@@ -381,27 +388,35 @@ class Engine:
             log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
                         state.state_version)
             return
-        body = json.loads(zlib.decompress(base64.b64decode(state.state_b64)))
+        data = np.load(io.BytesIO(zlib.decompress(base64.b64decode(state.state_b64))), allow_pickle=False)
+        header = json.loads(data["header"].tobytes())
         self.forget(state.host)
         hs = self.host(state.host)
-        hs.max_time = float(body["max_time"])
-        hs.log_max_time = float(body["log_max_time"])
-        hs.labels = dict(body["labels"])
+        hs.max_time = float(header["max_time"])
+        hs.log_max_time = float(header["log_max_time"])
+        hs.labels = dict(header["labels"])
+        names = data["names"].tolist()
+        gslots = np.fromiter((self._slot(hs, n) for n in names), np.int64, len(names))
+        self.last_time[gslots] = data["last_time"]
+        self.prev_value[gslots] = data["prev_value"]
         by_name = {r.cfg.name: i for i, r in enumerate(self.rules)}
-        for name, (last_time, prev_value, rules) in body["series"].items():
-            g = self._slot(hs, name)
-            self.last_time[g] = last_time
-            self.prev_value[g] = prev_value
-            for rule_name, values in rules.items():
-                i = by_name.get(rule_name)
-                local = int(self.rule_local[i][g]) if i is not None else -1
-                if local >= 0:  # a rule removed or no longer matching since the checkpoint starts nothing
-                    try:
-                        self.rules[i].load_slot(local, values)
-                    except ValueError as exc:
-                        log.warning("%s/%s: %s: starting fresh", state.host, name, exc)
+        for rule_name, saved in header["rules"].items():
+            i = by_name.get(rule_name)
+            if i is None:
+                continue  # a rule removed since the checkpoint
+            rule = self.rules[i]
+            pos = data[f"{saved}.pos"]
+            local = self.rule_local[i][gslots[pos]]
+            keep = local >= 0  # series the rule no longer matches start nothing
+            try:
+                loaded = [(owner, f, data[f"{saved}.{f}"]) for owner, f in rule.state_arrays()]
+            except KeyError as exc:
+                log.warning("%s/%s: state lacks %s: starting fresh", state.host, rule_name, exc)
+                continue
+            for owner, f, values in loaded:
+                getattr(owner, f)[local[keep]] = values[keep]
         if self.logs:
-            self.logs.restore(state.host, body["logs"])
+            self.logs.restore(state.host, header["logs"])
         skip = {}
         for key, off in state.source_offsets.items():
             topic, _, p = key.rpartition(":")

@@ -162,3 +162,19 @@ def test_run_series_alarms_are_the_live_engine_openings(config):
 
 def test_ewma_state_is_small():
     assert EwmaScorer.nbytes_per_slot == 20
+
+
+def test_snapshot_restore_carries_univariate_state_too(config):
+    from detectors.config import DetectorConfig
+
+    cfg = DetectorConfig.model_validate({"univariate": [{"name": "surprise", "match": ["gpu0.power_w"],
+                                                          "params": {"warmup": 10, "season_buckets": 0}}]})
+    records = received(fleet(power_spike={2: (60, 70)}))
+    straight = [i.to_bytes() for i in Engine(cfg).process(records)]
+    first = Engine(cfg)
+    head = [i.to_bytes() for i in first.process(records[:250])]
+    second = Engine(cfg)
+    for s in first.take_dirty():
+        second.restore(s)
+    tail = [i.to_bytes() for i in second.process(records[250:])]
+    assert b'"status":"open"' in b"".join(straight) and head + tail == straight
