@@ -462,8 +462,8 @@ def _dt(t: float):
 class DetectService:
     """`fleetmedic detect`: the engine as a consumer-group member, with state checkpoint and restore.
 
-    Checkpoint: every `checkpoint_interval_s` (wall clock), on partition revocation and on a clean
-    stop, each host changed since its last snapshot is written to the compacted state topic
+    Checkpoint: every `checkpoint_interval_s` (wall clock, with a batch or when idle), on partition
+    revocation and on a clean stop, each host changed since its last snapshot is written to the compacted state topic
     (key = group/host, so consumer groups keep separate state) together with the input offsets
     its state covers; the snapshots go out before the batch's offsets are committed.
 
@@ -579,7 +579,9 @@ class DetectService:
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
             while not stop.is_set() and not self.loop.stopping:
-                self.loop.run_once()
+                if self.loop.run_once() == 0 and self.engine.dirty and \
+                        wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
+                    self.checkpoint()  # idle: do not leave the last batches' state unsaved
                 if until and until(self):
                     break
             self.checkpoint()

@@ -178,3 +178,14 @@ def test_snapshot_restore_carries_univariate_state_too(config):
         second.restore(s)
     tail = [i.to_bytes() for i in second.process(records[250:])]
     assert b'"status":"open"' in b"".join(straight) and head + tail == straight
+
+
+def test_records_below_the_committed_offset_update_state_but_emit_nothing(config):
+    """After a restore from an older checkpoint: the replayed range's incidents were produced already."""
+    records = received(fleet(overheat={1: (40, 59)}))
+    straight = Engine(config).process(records)
+    engine = Engine(config)
+    engine.replay_until[("t.metrics.v1", 0)] = 42 * 4 + 2  # committed just after the opening record
+    out = engine.process(records)
+    assert engine.stats.suppressed == 1
+    assert [i.to_bytes() for i in out] == [i.to_bytes() for i in straight[1:]]  # the resolve, same id
