@@ -189,3 +189,23 @@ def test_records_below_the_committed_offset_update_state_but_emit_nothing(config
     out = engine.process(records)
     assert engine.stats.suppressed == 1
     assert [i.to_bytes() for i in out] == [i.to_bytes() for i in straight[1:]]  # the resolve, same id
+
+
+def test_packaged_default_configuration_loads_and_covers_the_exporters_names():
+    config = load_config()
+    engine = Engine(config)
+    rules = {n: [engine.rules[i].cfg.name for i in range(len(engine.rules)) if engine.rules[i].cfg.matches(n)]
+             for n in ("gpu0.temperature_c", "gpu7.ecc.volatile.uncorrected", "fs./.free_pct", "mem.available_bytes")}
+    assert rules == {"gpu0.temperature_c": ["gpu_overheat", "gpu_temperature_drift"],
+                     "gpu7.ecc.volatile.uncorrected": ["gpu_ecc_uncorrected"],
+                     "fs./.free_pct": ["filesystem_nearly_out_of_space"],
+                     "mem.available_bytes": ["memory_available_drop"]}
+
+
+def test_detect_command_rejects_a_bad_configuration_with_its_line(tmp_path, capsys):
+    from fleetmedic.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("static:\n  - name: hot\n    match: ['gpu*']\n    op: '=='\n    threshold: 1\n")
+    assert main(["detect", "--detectors", str(bad)]) == 2
+    assert f"{bad}:4: static.0.op" in capsys.readouterr().err
