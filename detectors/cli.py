@@ -25,8 +25,13 @@ def cmd_detect(args) -> int:
     except ConfigFileError as exc:
         print(f"fleetmedic detect: invalid detector configuration:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        engine = Engine(config)
+    except ValueError as exc:  # e.g. a fault model file that cannot be loaded
+        print(f"fleetmedic detect: {exc}", file=sys.stderr)
+        return 2
     settings = settings_from(args)
-    service = DetectService(settings, Engine(config), group_id=args.group,
+    service = DetectService(settings, engine, group_id=args.group,
                             session_timeout_ms=int(args.session_timeout_s * 1000),
                             heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4))
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "

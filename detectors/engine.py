@@ -39,6 +39,7 @@ import time as wall
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
@@ -121,6 +122,83 @@ class SeriesRule:
                [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
 
 
+class FaultRule:
+    """The logistic fault model scored on every metric batch, one lifecycle slot per host."""
+
+    detector = "fault_model"
+    kind = "fault_risk"
+
+    def __init__(self, cfg, max_gap_s: float):
+        from .fault_model import FeatureState
+
+        try:
+            self.model = json.loads(Path(cfg.path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"fault_model.path: cannot load {cfg.path}: {exc}") from None
+        self.cfg = cfg
+        self.threshold = cfg.threshold if cfg.threshold is not None else float(self.model.get("threshold", 0.5))
+        self.features = FeatureState()
+        self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
+        self.slots: dict[str, int] = {}
+
+    def slot(self, host: str) -> int:
+        slot = self.slots.get(host)
+        if slot is None:
+            slot = self.slots[host] = len(self.slots)
+            self.lifecycle.grow(slot + 1)
+        return slot
+
+    def step(self, hs: "HostState", record: MetricBatch, item: Received, t: float) -> list[Incident]:
+        from .fault_model import predict_proba
+
+        slot = self.slot(record.host)
+        if t <= self.lifecycle.last_time[slot]:
+            return []  # per host, time only moves forward
+        row = self.features.row(record)
+        p = float(predict_proba(self.model, row[None, :])[0])
+        s = np.array([slot])
+        opened, resolved, since = self.lifecycle.step(s, np.array([t]), np.array([p >= self.threshold]),
+                                                      np.array([p < self.threshold]), np.array([item.offset]))
+        if opened.size:
+            return [self._incident(hs, item, "open", t, t, p, row, float(self.lifecycle.pending_since[slot]),
+                                   int(self.lifecycle.pending_offset[slot]))]
+        if resolved.size:
+            return [self._incident(hs, item, "resolve", t, float(since[0]), p, row, float(since[0]), item.offset)]
+        return []
+
+    def _incident(self, hs, item, status, t, opened_at, p, row, window_start, first_offset) -> Incident:
+        names = self.model["features"]
+        return make_incident(
+            host=hs.host, kind=self.kind, subject="node", status=status, severity=self.cfg.severity,
+            detector=self.detector, time=t, opened_at=opened_at, score=p, threshold=self.threshold,
+            model_version=f"fault-model-{self.model['version']}", action_class=self.cfg.action_class,
+            labels=hs.labels, summary=f"fault within {self.model.get('horizon_s', 0):g} s: probability {p:.3f} "
+                                      f"(threshold {self.threshold:g})",
+            series=list(names), values=row.tolist(), window_start=window_start,
+            sources=[source(item.topic, item.partition, first_offset, item.offset)],
+            details={"horizon_s": float(self.model.get("horizon_s", 0))})
+
+    def state_of(self, host: str) -> dict | None:
+        slot = self.slots.get(host)
+        if slot is None:
+            return None
+        lc = [getattr(self.lifecycle, f)[slot].item() for f in (*Lifecycle.state_fields, "last_time")]
+        return {"prev": self.features.prev.get(host, {}), "lifecycle": lc}
+
+    def restore(self, host: str, state: dict | None) -> None:
+        self.forget(host)
+        if not state:
+            return
+        slot = self.slot(host)
+        self.features.prev[host] = {k: list(v) for k, v in state["prev"].items()}
+        for f, v in zip((*Lifecycle.state_fields, "last_time"), state["lifecycle"]):
+            getattr(self.lifecycle, f)[slot] = v
+
+    def forget(self, host: str) -> None:
+        self.slots.pop(host, None)  # the slot is not reused, like series slots
+        self.features.prev.pop(host, None)
+
+
 class HostState:
     __slots__ = ("host", "names", "layouts", "max_time", "log_max_time", "labels", "tps")
 
@@ -170,6 +248,7 @@ class Engine:
         self.rule_global = [np.zeros(0, np.int64) for _ in self.rules]  # rule slot → global slot
         self.logs = LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s) \
             if config.log_rules.enabled else None
+        self.fault = FaultRule(config.fault_model, config.max_gap_s) if config.fault_model else None
         self.hosts: dict[str, HostState] = {}
         self.slot_host: list[HostState] = []
         self.slot_name: list[str] = []
@@ -260,6 +339,8 @@ class Engine:
                 hs.max_time = t
             if record.labels and record.labels != hs.labels:
                 hs.labels = dict(record.labels)
+            if self.fault:
+                self._emit(out, self.fault.step(hs, record, item, t), item, emit)
             slots, is_counter = self._layout(hs, record)
             row = _Row(hs, item, t, emit, slots, is_counter, np.array(list(record.values.values()), dtype=np.float64))
             rounds[rank[record.host]].append(row)
@@ -372,7 +453,8 @@ class Engine:
             for owner, f in rule.state_arrays():
                 arrays[f"{i}.{f}"] = getattr(owner, f)[local[pos]]
         header = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "rules": rules,
-                  "logs": self.logs.state_of(host) if self.logs else []}
+                  "logs": self.logs.state_of(host) if self.logs else [],
+                  "fault": self.fault.state_of(host) if self.fault else None}
         arrays["header"] = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -417,6 +499,8 @@ class Engine:
                 getattr(owner, f)[local[keep]] = values[keep]
         if self.logs:
             self.logs.restore(state.host, header["logs"])
+        if self.fault:
+            self.fault.restore(state.host, header.get("fault"))
         skip = {}
         for key, off in state.source_offsets.items():
             topic, _, p = key.rpartition(":")
@@ -433,6 +517,8 @@ class Engine:
                     self.rule_local[i][g] = -1
         if self.logs:
             self.logs.forget(host)
+        if self.fault:
+            self.fault.forget(host)
         self.skip_below.pop(host, None)
         self.dirty.discard(host)
 

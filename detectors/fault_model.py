@@ -15,7 +15,10 @@ model is saved as `fault-model-<version>.json`: the version is a hash of the coe
 file holds everything needed to score (scaler, coefficients, calibration), no pickle.
 `fleetmedic model explain FILE` prints the coefficients per feature (in standard deviations).
 
-NOT YET WIRED INTO `fleetmedic detect` (the incident when the probability crosses the threshold).
+Live: a `fault_model:` section in the detector configuration names a saved model; `detect` then
+scores every metric batch and opens an incident (kind `fault_risk`, subject `node`) when the
+probability has been at or above the threshold for `for_s`, resolving after `resolve_after_s`
+below it.
 
 Features (each the maximum over the GPUs matching the pattern; counters as per-second rates,
 reset-aware): corrected and uncorrected ECC rates, remapped rows, temperature, power, PCIe
@@ -50,31 +53,47 @@ FEATURES: list[tuple[str, str, bool]] = [
 ]
 
 
-def feature_matrix(batches: list[MetricBatch]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(X, hosts, times) with one row per batch, in the order given (sort by time first)."""
-    prev: dict[tuple[str, str], tuple[float, float]] = {}
-    rows, hosts, times = [], [], []
-    for b in batches:
+class FeatureState:
+    """Features of one metric batch after another; the same code serves training and live scoring.
+
+    State per host: the last (time, value) of each rate series, so rates are reset-aware and
+    never cross hosts. The matching of series names to features is cached per name.
+    """
+
+    def __init__(self):
+        self.prev: dict[str, dict[str, list[float]]] = {}
+        self._match: dict[str, tuple[int, ...]] = {}
+
+    def row(self, b: MetricBatch) -> np.ndarray:
         t = b.time.timestamp()
         row = np.zeros(len(FEATURES))
+        prev = self.prev.setdefault(b.host, {})
         for name, value in b.values.items():
             if value is None:
                 continue
-            for j, (_, pattern, rate) in enumerate(FEATURES):
-                if not fnmatchcase(name, pattern):
-                    continue
+            match = self._match.get(name)
+            if match is None:
+                match = self._match[name] = tuple(j for j, f in enumerate(FEATURES) if fnmatchcase(name, f[1]))
+            for j in match:
                 x = value
-                if rate:
-                    last = prev.get((b.host, name))
-                    prev[(b.host, name)] = (t, value)
+                if FEATURES[j][2]:
+                    last = prev.get(name)
+                    if last is None or t > last[0]:
+                        prev[name] = [t, value]
                     if last is None or t <= last[0]:
                         continue
                     x = (value if value < last[1] else value - last[1]) / (t - last[0])
                 row[j] = max(row[j], x)
-        rows.append(row)
-        hosts.append(b.host)
-        times.append(t)
-    return np.array(rows).reshape(-1, len(FEATURES)), hosts, np.array(times)
+        return row
+
+
+def feature_matrix(batches: list[MetricBatch]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(X, hosts, times) with one row per batch, in the order given (sort by time first)."""
+    state = FeatureState()
+    rows = [state.row(b) for b in batches]
+    hosts = [b.host for b in batches]
+    times = np.array([b.time.timestamp() for b in batches])
+    return np.array(rows).reshape(-1, len(FEATURES)), hosts, times
 
 
 def labels(hosts: list[str], times: np.ndarray, faults: dict[str, list[float]], horizon_s: float) -> np.ndarray:

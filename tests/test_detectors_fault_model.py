@@ -103,3 +103,36 @@ def test_saved_numbers_give_sklearns_calibrated_probabilities():
     clf = CalibratedClassifierCV(LogisticRegression(class_weight="balanced", max_iter=1000, random_state=0),
                                  method="sigmoid", cv=3).fit(scaler.transform(X), y)
     assert np.allclose(fault_model.predict_proba(model, X), clf.predict_proba(scaler.transform(X))[:, 1])
+
+
+def test_detect_scores_the_model_live_raises_before_the_fault_and_restores_exactly(tmp_path, capsys):
+    from detectors.config import DetectorConfig
+    from detectors.engine import Engine
+    from detector_scenarios import received
+
+    hist, faults = history(tmp_path, n_hosts=30, steps=200, seed=0)
+    out = tmp_path / "models"
+    assert main(["model", "train", "--history", str(hist), "--faults", str(faults), "--horizon-s", "1200",
+                 "--threshold", "0.7", "--out", str(out)]) == 0
+    [saved] = out.glob("fault-model-*.json")
+    config = DetectorConfig.model_validate({"fault_model": {"path": str(saved), "for_s": 120,
+                                                            "resolve_after_s": 600}})
+    # a fresh stretch of fleet life (another seed): does the live engine warn before the faults?
+    live = tmp_path / "live"
+    live.mkdir()
+    live_hist, live_faults = history(live, n_hosts=9, steps=200, seed=11)
+    records = received(fault_model.read_history(live_hist))
+    incidents = Engine(config).process(records)
+    truth = fault_model.read_faults(live_faults)
+    opened = [i for i in incidents if i.status == "open"]
+    assert {i.host for i in opened} == set(truth)  # each faulty host warned, no healthy host
+    for inc in opened:
+        lead = truth[inc.host][0] - inc.time.timestamp()
+        assert 0 < lead <= 1200 and inc.model_version == saved.stem and inc.kind == "fault_risk"
+    # snapshot and restore mid-stream continue exactly
+    first = Engine(config)
+    head = first.process(records[:900])
+    second = Engine(config)
+    for s in first.take_dirty():
+        second.restore(s)
+    assert [i.to_bytes() for i in head + second.process(records[900:])] == [i.to_bytes() for i in incidents]
