@@ -1,8 +1,7 @@
 """`fleetmedic detect` (the detection consumer) and `fleetmedic model train|explain` (the fault model).
 
-`detect` hosts sub-commands of other detector modules too: a module `detectors.nab_cli` (the NAB
-evaluation), when present, adds `detect csv` through `register_detect` and its own top-level
-commands through `register`.
+`detect` hosts sub-commands of other detector modules too: `detectors.eval_cli` (the NAB
+evaluation), when present, adds `detect csv` through `register_detect`.
 """
 
 from __future__ import annotations
@@ -26,8 +25,15 @@ def cmd_detect(args) -> int:
     except ConfigFileError as exc:
         print(f"fleetmedic detect: invalid detector configuration:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        engine = Engine(config)
+    except ValueError as exc:  # e.g. a fault model file that cannot be loaded
+        print(f"fleetmedic detect: {exc}", file=sys.stderr)
+        return 2
     settings = settings_from(args)
-    service = DetectService(settings, Engine(config), group_id=args.group)
+    service = DetectService(settings, engine, group_id=args.group,
+                            session_timeout_ms=int(args.session_timeout_s * 1000),
+                            heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4))
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
           f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
     stats = service.run()
@@ -54,12 +60,13 @@ def register(sub) -> None:
     p.add_argument("--detectors", metavar="FILE", default=None,
                    help="detector configuration YAML (default: the packaged detectors/default.yaml)")
     p.add_argument("--group", default="detectors", help="consumer group id (default: detectors)")
+    p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
+                   help="consumer-group session timeout: how soon a crashed member's partitions move "
+                        "(default 10; the broker allows 6 to 1800)")
     p.set_defaults(func=cmd_detect)
-    nab = _optional("detectors.nab_cli")
-    if nab is not None and hasattr(nab, "register_detect"):
-        nab.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
-    if nab is not None and hasattr(nab, "register"):
-        nab.register(sub)
+    evaluation = _optional("detectors.eval_cli")  # its top-level `eval` is in STAGE_CLIS itself
+    if evaluation is not None and hasattr(evaluation, "register_detect"):
+        evaluation.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
     model = _optional("detectors.fault_model")
     if model is not None and hasattr(model, "register"):
         model.register(sub)

@@ -92,11 +92,23 @@ class LogRulesConfig(_Strict):
     table: Path | None = Field(None, description="XID table YAML (default: detectors/xid_table.yaml)")
 
 
+class FaultModelConfig(_Strict):
+    """A saved fault model (`fleetmedic model train`) scored live on every metric batch."""
+
+    path: Path = Field(description="fault-model-<version>.json")
+    threshold: float | None = Field(None, gt=0, lt=1, description="default: the threshold saved with the model")
+    for_s: float = Field(0.0, ge=0)
+    resolve_after_s: float = Field(600.0, ge=0)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    action_class: ActionClass | None = "drain_and_reset"
+
+
 class DetectorConfig(_Strict):
     ewma: list[EwmaRuleConfig] = Field(default_factory=list)
     static: list[StaticRuleConfig] = Field(default_factory=list)
     univariate: list[UnivariateRuleConfig] = Field(default_factory=list)
     log_rules: LogRulesConfig = LogRulesConfig()
+    fault_model: FaultModelConfig | None = None
     late_tolerance_s: float = Field(120.0, ge=0, description="records older than the host's newest by more "
                                                              "than this are counted and dropped")
     max_gap_s: float = Field(300.0, gt=0, description="a gap longer than this restarts a pending `for`")

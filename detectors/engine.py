@@ -22,14 +22,15 @@ Messy streams (the documented rules):
   consecutive samples; a decrease is a counter reset (counted): the rate is taken from zero;
 - a series that appears mid-stream gets its own fresh state and warms up on its own;
 - a gap longer than `max_gap_s` restarts a pending `for` (it needs consecutive breaching values);
-- an XID burst resolves on the host's next log event after the quiet window, or once its metrics
-  are past the window by `late_tolerance_s` as well; the resolve record's time is always the last
-  XID + the window, so its bytes do not depend on which event noticed it.
+- an XID burst resolves on the host's next log event after the quiet window (resolve time = last
+  XID + window). Only log events decide it: metrics and logs are separate topics whose relative
+  arrival order is not fixed, so letting metric time close a burst would make replays differ.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import signal
@@ -38,6 +39,7 @@ import time as wall
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
@@ -45,7 +47,7 @@ from kafka import KafkaConsumer, TopicPartition
 from fleetmedic.config import Settings
 from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Received
+from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
@@ -114,18 +116,87 @@ class SeriesRule:
         self.lifecycle.grow(self.n)
         return slot
 
-    def slot_state(self, slot: int) -> list:
-        arrays = [getattr(self.scorer, f) for f in self.scorer.state_fields]
-        arrays += [getattr(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
-        return [a[slot].tolist() for a in arrays]
+    def state_arrays(self) -> list[tuple[object, str]]:
+        """(owner, attribute) of every per-slot state array: the scorer's, then the lifecycle's."""
+        return [(self.scorer, f) for f in self.scorer.state_fields] + \
+               [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
 
-    def load_slot(self, slot: int, values: list) -> None:
-        names = [(self.scorer, f) for f in self.scorer.state_fields]
-        names += [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
-        if len(values) != len(names):
-            raise ValueError(f"rule {self.cfg.name}: state has {len(values)} fields, expected {len(names)}")
-        for (owner, f), v in zip(names, values):
-            getattr(owner, f)[slot] = v
+
+class FaultRule:
+    """The logistic fault model scored on every metric batch, one lifecycle slot per host."""
+
+    detector = "fault_model"
+    kind = "fault_risk"
+
+    def __init__(self, cfg, max_gap_s: float):
+        from .fault_model import FeatureState
+
+        try:
+            self.model = json.loads(Path(cfg.path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"fault_model.path: cannot load {cfg.path}: {exc}") from None
+        self.cfg = cfg
+        self.threshold = cfg.threshold if cfg.threshold is not None else float(self.model.get("threshold", 0.5))
+        self.features = FeatureState()
+        self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
+        self.slots: dict[str, int] = {}
+
+    def slot(self, host: str) -> int:
+        slot = self.slots.get(host)
+        if slot is None:
+            slot = self.slots[host] = len(self.slots)
+            self.lifecycle.grow(slot + 1)
+        return slot
+
+    def step(self, hs: "HostState", record: MetricBatch, item: Received, t: float) -> list[Incident]:
+        from .fault_model import predict_proba
+
+        slot = self.slot(record.host)
+        if t <= self.lifecycle.last_time[slot]:
+            return []  # per host, time only moves forward
+        row = self.features.row(record)
+        p = float(predict_proba(self.model, row[None, :])[0])
+        s = np.array([slot])
+        opened, resolved, since = self.lifecycle.step(s, np.array([t]), np.array([p >= self.threshold]),
+                                                      np.array([p < self.threshold]), np.array([item.offset]))
+        if opened.size:
+            return [self._incident(hs, item, "open", t, t, p, row, float(self.lifecycle.pending_since[slot]),
+                                   int(self.lifecycle.pending_offset[slot]))]
+        if resolved.size:
+            return [self._incident(hs, item, "resolve", t, float(since[0]), p, row, float(since[0]), item.offset)]
+        return []
+
+    def _incident(self, hs, item, status, t, opened_at, p, row, window_start, first_offset) -> Incident:
+        names = self.model["features"]
+        return make_incident(
+            host=hs.host, kind=self.kind, subject="node", status=status, severity=self.cfg.severity,
+            detector=self.detector, time=t, opened_at=opened_at, score=p, threshold=self.threshold,
+            model_version=f"fault-model-{self.model['version']}", action_class=self.cfg.action_class,
+            labels=hs.labels, summary=f"fault within {self.model.get('horizon_s', 0):g} s: probability {p:.3f} "
+                                      f"(threshold {self.threshold:g})",
+            series=list(names), values=row.tolist(), window_start=window_start,
+            sources=[source(item.topic, item.partition, first_offset, item.offset)],
+            details={"horizon_s": float(self.model.get("horizon_s", 0))})
+
+    def state_of(self, host: str) -> dict | None:
+        slot = self.slots.get(host)
+        if slot is None:
+            return None
+        lc = [getattr(self.lifecycle, f)[slot].item() for f in (*Lifecycle.state_fields, "last_time")]
+        return {"prev": self.features.prev.get(host, {}), "lifecycle": lc}
+
+    def restore(self, host: str, state: dict | None) -> None:
+        self.forget(host)
+        if not state:
+            return
+        slot = self.slot(host)
+        self.features.prev[host] = {k: list(v) for k, v in state["prev"].items()}
+        for f, v in zip((*Lifecycle.state_fields, "last_time"), state["lifecycle"]):
+            getattr(self.lifecycle, f)[slot] = v
+
+    def forget(self, host: str) -> None:
+        self.slots.pop(host, None)  # the slot is not reused, like series slots
+        self.features.prev.pop(host, None)
 
 
 class HostState:
@@ -168,14 +239,16 @@ class _Row:
 class Engine:
     """Event-time detection over metric batches and log events; deterministic for a given input order."""
 
-    def __init__(self, config: DetectorConfig):
+    def __init__(self, config: DetectorConfig, state_name: str = STATE_DETECTOR):
         self.config = config
+        self.state_name = state_name  # the `detector` of its state records: one per consumer group
         self.rules = [SeriesRule.from_config(c, config.max_gap_s)
                       for c in (*config.static, *config.ewma, *config.univariate)]
         self.rule_local = [np.zeros(0, np.int32) for _ in self.rules]  # global slot → rule slot (-1: none)
         self.rule_global = [np.zeros(0, np.int64) for _ in self.rules]  # rule slot → global slot
         self.logs = LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s) \
             if config.log_rules.enabled else None
+        self.fault = FaultRule(config.fault_model, config.max_gap_s) if config.fault_model else None
         self.hosts: dict[str, HostState] = {}
         self.slot_host: list[HostState] = []
         self.slot_name: list[str] = []
@@ -264,12 +337,10 @@ class Engine:
                 continue
             if t > hs.max_time:
                 hs.max_time = t
-            if self.logs and record.host in self.logs.bursts:
-                # Metrics close a quiet burst only once they are past it by the late tolerance too,
-                # so a log event within the tolerance still lands in its burst.
-                self._emit(out, self.logs.expire(record.host, hs.max_time - tolerance), item, emit)
             if record.labels and record.labels != hs.labels:
                 hs.labels = dict(record.labels)
+            if self.fault:
+                self._emit(out, self.fault.step(hs, record, item, t), item, emit)
             slots, is_counter = self._layout(hs, record)
             row = _Row(hs, item, t, emit, slots, is_counter, np.array(list(record.values.values()), dtype=np.float64))
             rounds[rank[record.host]].append(row)
@@ -360,51 +431,76 @@ class Engine:
 
     # -- state ------------------------------------------------------------------------------------
     def snapshot(self, host: str) -> DetectorState:
-        """The host's whole detector state as one record for the compacted state topic."""
+        """The host's whole detector state as one record for the compacted state topic.
+
+        The payload is a zlib-compressed .npz: the host's series names, and for every rule the
+        positions of the series it covers and one array per state field (gathered with numpy,
+        no per-series Python work), plus a small JSON header (times, labels, open log bursts).
+        """
         hs = self.hosts[host]
-        series = {}
-        for name, g in hs.names.items():
-            rules = {}
-            for i, rule in enumerate(self.rules):
-                local = int(self.rule_local[i][g])
-                if local >= 0:
-                    rules[rule.cfg.name] = rule.slot_state(local)
-            series[name] = [float(self.last_time[g]), float(self.prev_value[g]), rules]
-        body = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "series": series,
-                "logs": self.logs.state_of(host) if self.logs else []}
-        blob = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+        names = list(hs.names)
+        gslots = np.fromiter(hs.names.values(), np.int64, len(names))
+        arrays = {"names": np.array(names, dtype=str), "last_time": self.last_time[gslots],
+                  "prev_value": self.prev_value[gslots]}
+        rules = {}
+        for i, rule in enumerate(self.rules):
+            local = self.rule_local[i][gslots]
+            pos = np.flatnonzero(local >= 0)
+            if pos.size == 0:
+                continue
+            rules[rule.cfg.name] = i
+            arrays[f"{i}.pos"] = pos
+            for owner, f in rule.state_arrays():
+                arrays[f"{i}.{f}"] = getattr(owner, f)[local[pos]]
+        header = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "rules": rules,
+                  "logs": self.logs.state_of(host) if self.logs else [],
+                  "fault": self.fault.state_of(host) if self.fault else None}
+        arrays["header"] = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        blob = zlib.compress(buf.getvalue(), 1)
         offsets = {f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps)
                    if (topic, p) in self.positions}
-        return DetectorState(host=host, detector=STATE_DETECTOR, state_version=STATE_VERSION,
+        return DetectorState(host=host, detector=self.state_name, state_version=STATE_VERSION,
                              time=_dt(hs.max_time), source_offsets=offsets,
                              state_b64=base64.b64encode(blob).decode())
 
     def restore(self, state: DetectorState) -> None:
-        if state.detector != STATE_DETECTOR or state.state_version != STATE_VERSION:
+        if state.detector != self.state_name or state.state_version != STATE_VERSION:
             log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
                         state.state_version)
             return
-        body = json.loads(zlib.decompress(base64.b64decode(state.state_b64)))
+        data = np.load(io.BytesIO(zlib.decompress(base64.b64decode(state.state_b64))), allow_pickle=False)
+        header = json.loads(data["header"].tobytes())
         self.forget(state.host)
         hs = self.host(state.host)
-        hs.max_time = float(body["max_time"])
-        hs.log_max_time = float(body["log_max_time"])
-        hs.labels = dict(body["labels"])
+        hs.max_time = float(header["max_time"])
+        hs.log_max_time = float(header["log_max_time"])
+        hs.labels = dict(header["labels"])
+        names = data["names"].tolist()
+        gslots = np.fromiter((self._slot(hs, n) for n in names), np.int64, len(names))
+        self.last_time[gslots] = data["last_time"]
+        self.prev_value[gslots] = data["prev_value"]
         by_name = {r.cfg.name: i for i, r in enumerate(self.rules)}
-        for name, (last_time, prev_value, rules) in body["series"].items():
-            g = self._slot(hs, name)
-            self.last_time[g] = last_time
-            self.prev_value[g] = prev_value
-            for rule_name, values in rules.items():
-                i = by_name.get(rule_name)
-                local = int(self.rule_local[i][g]) if i is not None else -1
-                if local >= 0:  # a rule removed or no longer matching since the checkpoint starts nothing
-                    try:
-                        self.rules[i].load_slot(local, values)
-                    except ValueError as exc:
-                        log.warning("%s/%s: %s: starting fresh", state.host, name, exc)
+        for rule_name, saved in header["rules"].items():
+            i = by_name.get(rule_name)
+            if i is None:
+                continue  # a rule removed since the checkpoint
+            rule = self.rules[i]
+            pos = data[f"{saved}.pos"]
+            local = self.rule_local[i][gslots[pos]]
+            keep = local >= 0  # series the rule no longer matches start nothing
+            try:
+                loaded = [(owner, f, data[f"{saved}.{f}"]) for owner, f in rule.state_arrays()]
+            except KeyError as exc:
+                log.warning("%s/%s: state lacks %s: starting fresh", state.host, rule_name, exc)
+                continue
+            for owner, f, values in loaded:
+                getattr(owner, f)[local[keep]] = values[keep]
         if self.logs:
-            self.logs.restore(state.host, body["logs"])
+            self.logs.restore(state.host, header["logs"])
+        if self.fault:
+            self.fault.restore(state.host, header.get("fault"))
         skip = {}
         for key, off in state.source_offsets.items():
             topic, _, p = key.rpartition(":")
@@ -421,6 +517,8 @@ class Engine:
                     self.rule_local[i][g] = -1
         if self.logs:
             self.logs.forget(host)
+        if self.fault:
+            self.fault.forget(host)
         self.skip_below.pop(host, None)
         self.dirty.discard(host)
 
@@ -450,13 +548,13 @@ def _dt(t: float):
 class DetectService:
     """`fleetmedic detect`: the engine as a consumer-group member, with state checkpoint and restore.
 
-    Checkpoint: every `checkpoint_interval_s` (wall clock), on partition revocation and on a clean
-    stop, each host changed since its last snapshot is written to the compacted state topic
-    (key = host, so it lands in the partition number its metrics use) together with the input
-    offsets its state covers; the snapshots go out before the batch's offsets are committed.
+    Checkpoint: every `checkpoint_interval_s` (wall clock, with a batch or when idle), on partition
+    revocation and on a clean stop, each host changed since its last snapshot is written to the compacted state topic
+    (key = group/host, so consumer groups keep separate state) together with the input offsets
+    its state covers; the snapshots go out before the batch's offsets are committed.
 
-    Restore, at start and on every assignment: read the newest snapshot of each host of the
-    assigned partitions, load it, and seek each input partition back to the oldest offset a
+    Restore, at start and on every assignment: read the group's newest snapshot of each host of
+    the assigned partitions (the state topic is small: compacted, one record per group and host), load it, and seek each input partition back to the oldest offset a
     snapshot covers (or the committed offset, if older). Records a host's snapshot already covers
     are skipped; records between there and the committed offset are processed without emitting
     (their incidents were produced before the commit). So a restart neither re-warms nor re-raises.
@@ -472,22 +570,28 @@ class DetectService:
                                  handle=self.handle, on_assign=self.on_assign, on_revoke=self.on_revoke,
                                  **loop_kwargs)
         self.state_topic = topic_name(settings, DetectorState.topic)
+        engine.state_name = f"{STATE_DETECTOR}:{group_id}"
         self.assigned: set[TopicPartition] = set()
 
     def handle(self, batch: list[Received]):
         out: list = self.engine.process(batch)
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
-            out.extend(self.engine.take_dirty())
+            out.extend(self._state_record(s) for s in self.engine.take_dirty())
             self._last_checkpoint = wall.monotonic()
         return out
 
     def checkpoint(self, partitions: set[int] | None = None) -> int:
         states = self.engine.take_dirty(partitions)
         for s in states:
-            self.loop.producer.send(s)
+            o = self._state_record(s)
+            self.loop.producer.send_raw(o.topic, o.value, o.key)
         self.loop.producer.flush()
         self._last_checkpoint = wall.monotonic()
         return len(states)
+
+    def _state_record(self, state: DetectorState) -> Outgoing:
+        # Keyed by group and host: groups never overwrite each other's state in compaction.
+        return Outgoing(self.state_topic, state.to_bytes(), f"{self.group_id}/{state.host}".encode())
 
     def on_revoke(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
@@ -503,14 +607,13 @@ class DetectService:
         self.assigned |= assigned
         if not new:
             return
-        parts = sorted({tp.partition for tp in new})
-        states = self._read_states(parts)
+        states, committed_offsets = self._read_states(new)
         for state in states.values():
             self.engine.restore(state)
         consumer = self.loop.consumer
         for tp in sorted(new, key=lambda x: (x.topic, x.partition)):
             key = (tp.topic, tp.partition)
-            committed = consumer.committed(tp)
+            committed = committed_offsets.get(tp)
             covered = [s.source_offsets[f"{tp.topic}:{tp.partition}"] for s in states.values()
                        if f"{tp.topic}:{tp.partition}" in s.source_offsets]
             if committed is not None:
@@ -520,11 +623,18 @@ class DetectService:
                 consumer.seek(tp, start)
         log.info("assigned %s; restored %d host states", sorted(map(tuple, new)), len(states))
 
-    def _read_states(self, partitions: list[int]) -> dict[str, DetectorState]:
-        consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka_kwargs())
+    def _read_states(self, inputs: set[TopicPartition]):
+        """The group's newest state of each host of these input partitions, and its committed offsets.
+
+        A client of its own: the rebalance callback runs on the group consumer's IO thread, which
+        must not block on its own requests.
+        """
+        consumer = KafkaConsumer(enable_auto_commit=False, group_id=self.group_id, **self.settings.kafka_kwargs())
         newest: dict[str, DetectorState] = {}
         try:
-            tps = [TopicPartition(self.state_topic, p) for p in partitions]
+            committed = {tp: consumer.committed(tp) for tp in inputs}
+            wanted = {f"{tp.topic}:{tp.partition}" for tp in inputs}
+            tps = [TopicPartition(self.state_topic, p) for p in sorted(consumer.partitions_for_topic(self.state_topic) or ())]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             end = consumer.end_offsets(tps)
@@ -541,11 +651,11 @@ class DetectService:
                         except ValueError as exc:
                             log.warning("unreadable state at %s:%d@%d: %s", m.topic, m.partition, m.offset, exc)
                             continue
-                        if s.detector == STATE_DETECTOR:
+                        if s.detector == self.engine.state_name and wanted & s.source_offsets.keys():
                             newest[s.host] = s
         finally:
-            consumer.close()
-        return newest
+            consumer.close(autocommit=False)
+        return newest, committed
 
     def run(self, until=None, install_signals: bool = True) -> EngineStats:
         stop = threading.Event()
@@ -555,7 +665,9 @@ class DetectService:
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
             while not stop.is_set() and not self.loop.stopping:
-                self.loop.run_once()
+                if self.loop.run_once() == 0 and self.engine.dirty and \
+                        wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
+                    self.checkpoint()  # idle: do not leave the last batches' state unsaved
                 if until and until(self):
                     break
             self.checkpoint()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import html
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ def detect_series(new_rule, series: nab.Series) -> tuple[np.ndarray, np.ndarray]
 def write_detections(out, series: nab.Series, scores: np.ndarray, alarms: np.ndarray) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["timestamp", "value", "anomaly_score", "alarm"])
-    for stamp, value, score, alarm in zip(series.stamps, series.values, scores, alarms):
-        writer.writerow([stamp, repr(float(value)) if np.isfinite(value) else "", f"{score:.6f}", int(alarm)])
+    texts = series.value_texts or [repr(float(v)) if np.isfinite(v) else "" for v in series.values]
+    for stamp, text, score, alarm in zip(series.stamps, texts, scores, alarms):
+        writer.writerow([stamp, text, f"{score:.6f}", int(alarm)])
 
 
 def cmd_detect_csv(args) -> int:
@@ -66,7 +68,12 @@ def cmd_detect_csv(args) -> int:
             write_detections(fh, series, scores, alarms)
         print(f"{args.output}: {len(series.values)} rows, {int(alarms.sum())} alarms", file=sys.stderr)
     else:
-        write_detections(sys.stdout, series, scores, alarms)
+        try:
+            write_detections(sys.stdout, series, scores, alarms)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has all it wanted
+            # Python's documented recipe: point stdout at devnull so the exit flush is quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -273,6 +273,7 @@ class Series:
     stamps: list[str]
     times: np.ndarray
     values: np.ndarray
+    value_texts: list[str] = field(default_factory=list)  # as written, so output repeats input
 
     @property
     def epoch_s(self) -> np.ndarray:
@@ -282,7 +283,7 @@ class Series:
 
 def read_series(path: str | Path) -> Series:
     """A ``timestamp,value`` CSV; an empty value is NaN; bad rows fail naming ``file:line``."""
-    stamps, ts, vals = [], [], []
+    stamps, ts, vals, texts = [], [], [], []
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -297,11 +298,12 @@ def read_series(path: str | Path) -> Series:
             except (ValueError, IndexError) as exc:
                 raise ValueError(f"{path}:{lineno}: bad row {row!r}: {exc}") from exc
             stamps.append(row[0])
+            texts.append(row[1].strip())
     times = np.array(ts, dtype="datetime64[s]")
     if len(times) > 1 and np.any(np.diff(times) < np.timedelta64(0, "s")):
         bad = int(np.flatnonzero(np.diff(times) < np.timedelta64(0, "s"))[0]) + 3
         raise ValueError(f"{path}:{bad}: timestamps must not go backwards")
-    return Series(stamps, times, np.array(vals, dtype=float))
+    return Series(stamps, times, np.array(vals, dtype=float), texts)
 
 
 def load_windows(labels_path: str | Path) -> dict[str, list[list[str]]]:

@@ -1,12 +1,15 @@
 """A causal, streaming anomaly detector for single series: surprise records.
 
-Each new value is compared with three cheap, constant-memory models of its own series:
+Each new value is compared with four cheap, constant-memory models of its own series:
 
 - ``level``: distance from an exponentially weighted mean, in exponentially weighted standard
-  deviations (a spike, a drop, a level shift);
+  deviations (a spike, a drop);
+- ``shift``: the same for a slow EW average of the values (a lasting level shift, which a
+  single big spike does not imitate);
 - ``season``: distance of the lightly smoothed value from what the same time of day looked like
-  on earlier days (one EW mean and mean absolute deviation per time-of-day bucket), so a day that
-  skips its peak or stays flat is surprising even when every value is within the usual range;
+  on earlier days (one EW mean and mean absolute deviation per time-of-day bucket), relative to
+  that bucket's deviation plus the series' typical season error, so a day that skips its peak or
+  stays flat is surprising even when every value is within the usual range;
 - ``density``: short-term mean of |x_t - x_{t-1}| over its long-term mean (spikes getting more
   frequent, a quiet series turning noisy).
 
@@ -20,7 +23,8 @@ in [0, 1). The anomaly score of a value is the largest of its feature scores, an
 
 Warm-up, per series and per feature: the first ``warmup`` valid values only train the models,
 the next ``warmup`` set the records, and only then are scores above 0 emitted. The season model
-starts counting once each time-of-day bucket has seen ``season_min_cycles`` days. A series that
+starts counting once each time-of-day bucket has seen ``season_min_cycles`` days and sets its
+records over ``season_record_cycles`` full cycles (a day holds more shapes than 120 values). A series that
 appears mid-stream warms up on its own. NaN values are neither scored (score 0, no alarm) nor
 learned. Time gaps need no special rule: the season bucket comes from the timestamp and the EW
 models count values, not seconds.
@@ -66,8 +70,9 @@ class SurpriseRecordParams:
     alpha_season: float = 0.3
     season_min_cycles: int = 3
     record_decay: float = 0.9999
-    warmup: int = 150
-    threshold: float = 0.548
+    warmup: int = 120
+    season_record_cycles: int = 2
+    threshold: float = 0.529
 
     def __post_init__(self):
         for name in ("alpha_level", "alpha_fast", "alpha_shift", "alpha_density_short", "alpha_density_long", "alpha_season"):
@@ -78,6 +83,8 @@ class SurpriseRecordParams:
             raise ValueError(f"record_decay must be in (0, 1], got {self.record_decay}")
         if self.season_buckets < 0 or (self.season_buckets and self.season_period_s % self.season_buckets):
             raise ValueError("season_buckets must be 0 (off) or divide season_period_s")
+        if self.season_record_cycles < 0:
+            raise ValueError(f"season_record_cycles must be >= 0, got {self.season_record_cycles}")
         if self.warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {self.warmup}")
         if not 0.0 < self.threshold < 1.0:
@@ -106,8 +113,9 @@ class SurpriseRecordBank:
             "mean_": np.zeros(capacity), "var_": np.zeros(capacity),
             "fast_": np.zeros(capacity), "slow_": np.zeros(capacity), "prev_": np.zeros(capacity),
             "dens_short_": np.zeros(capacity), "dens_long_": np.zeros(capacity),
-            "season_mean_": np.zeros((capacity, b)), "season_dev_": np.zeros((capacity, b)),
-            "season_count_": np.zeros((capacity, b), np.int32),
+            # float32 and a saturating 1-byte count: the season table is most of the state.
+            "season_mean_": np.zeros((capacity, b), np.float32), "season_dev_": np.zeros((capacity, b), np.float32),
+            "season_count_": np.zeros((capacity, b), np.uint8), "season_err_": np.zeros(capacity),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -129,7 +137,7 @@ class SurpriseRecordBank:
     # The live engine's scorer interface (detectors/engine.py): grow, update, details,
     # state_fields, nbytes_per_slot; a slot is a row here.
     state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
-                    "season_mean_", "season_dev_", "season_count_", "record_", "feature_count_")
+                    "season_mean_", "season_dev_", "season_count_", "season_err_", "record_", "feature_count_")
 
     @property
     def nbytes_per_slot(self) -> int:
@@ -141,8 +149,10 @@ class SurpriseRecordBank:
             self.add_series(n - self.n_series)
 
     def details(self, slot: int) -> dict:
-        return {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6),
-                "records": {f: round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot])}}
+        """Flat scalars for an incident's evidence: values learned, level mean, record per feature."""
+        out = {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6)}
+        out.update({f"record_{f}": round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot])})
+        return out
 
     def update(self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,7 +196,10 @@ class SurpriseRecordBank:
             s_mean = self.season_mean_[rows, bucket]
             s_dev = self.season_dev_[rows, bucket]
             s_count = self.season_count_[rows, bucket]
-            surprise[:, 2] = np.abs(fast_new - s_mean) / (s_dev + 0.01 * scale + _TINY)
+            s_err = self.season_err_[rows]
+            # Per-bucket spread comes from a handful of days and can be tiny by chance; the
+            # series' typical season error over all buckets keeps the ratio steady.
+            surprise[:, 2] = np.abs(fast_new - s_mean) / (s_dev + s_err + _TINY)
             valid[:, 2] = s_count >= p.season_min_cycles
         surprise[:, 3] = np.where(dens_l > 0, dens_s_new / (dens_l + _TINY), 0.0)
         valid[:, 3] = ~first
@@ -194,7 +207,8 @@ class SurpriseRecordBank:
         # Records: train-only, then record-setting, then scoring (per feature).
         fcount = self.feature_count_[rows] + valid
         record = self.record_[rows]
-        scoring = valid & (fcount > 2 * p.warmup) & (record > 0)
+        record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets), p.warmup])
+        scoring = valid & (fcount > p.warmup + record_warm) & (record > 0)
         q = np.where(scoring, surprise / np.where(record > 0, record, 1.0), 0.0)
         fscore = np.where(q <= 1.0, 0.5 * q, 1.0 - 0.5 / np.maximum(q, 1.0))
         sub = fscore.max(axis=1)
@@ -216,7 +230,8 @@ class SurpriseRecordBank:
             err = fast_new - s_mean
             self.season_mean_[rows, bucket] = np.where(new_bucket, fast_new, s_mean + p.alpha_season * err)
             self.season_dev_[rows, bucket] = np.where(new_bucket, 0.0, s_dev + p.alpha_season * (np.abs(err) - s_dev))
-            self.season_count_[rows, bucket] = s_count + 1
+            self.season_count_[rows, bucket] = np.minimum(s_count.astype(np.int64) + 1, 255)
+            self.season_err_[rows] = np.where(valid[:, 2], s_err + p.alpha_level * (np.abs(err) - s_err), s_err)
         self.count_[rows] += 1
 
         if ok.all():

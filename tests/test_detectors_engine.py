@@ -162,3 +162,50 @@ def test_run_series_alarms_are_the_live_engine_openings(config):
 
 def test_ewma_state_is_small():
     assert EwmaScorer.nbytes_per_slot == 20
+
+
+def test_snapshot_restore_carries_univariate_state_too(config):
+    from detectors.config import DetectorConfig
+
+    cfg = DetectorConfig.model_validate({"univariate": [{"name": "surprise", "match": ["gpu0.power_w"],
+                                                          "params": {"warmup": 10, "season_buckets": 0}}]})
+    records = received(fleet(power_spike={2: (60, 70)}))
+    straight = [i.to_bytes() for i in Engine(cfg).process(records)]
+    first = Engine(cfg)
+    head = [i.to_bytes() for i in first.process(records[:250])]
+    second = Engine(cfg)
+    for s in first.take_dirty():
+        second.restore(s)
+    tail = [i.to_bytes() for i in second.process(records[250:])]
+    assert b'"status":"open"' in b"".join(straight) and head + tail == straight
+
+
+def test_records_below_the_committed_offset_update_state_but_emit_nothing(config):
+    """After a restore from an older checkpoint: the replayed range's incidents were produced already."""
+    records = received(fleet(overheat={1: (40, 59)}))
+    straight = Engine(config).process(records)
+    engine = Engine(config)
+    engine.replay_until[("t.metrics.v1", 0)] = 42 * 4 + 2  # committed just after the opening record
+    out = engine.process(records)
+    assert engine.stats.suppressed == 1
+    assert [i.to_bytes() for i in out] == [i.to_bytes() for i in straight[1:]]  # the resolve, same id
+
+
+def test_packaged_default_configuration_loads_and_covers_the_exporters_names():
+    config = load_config()
+    engine = Engine(config)
+    rules = {n: [engine.rules[i].cfg.name for i in range(len(engine.rules)) if engine.rules[i].cfg.matches(n)]
+             for n in ("gpu0.temperature_c", "gpu7.ecc.volatile.uncorrected", "fs./.free_pct", "mem.available_bytes")}
+    assert rules == {"gpu0.temperature_c": ["gpu_overheat", "gpu_temperature_drift"],
+                     "gpu7.ecc.volatile.uncorrected": ["gpu_ecc_uncorrected"],
+                     "fs./.free_pct": ["filesystem_nearly_out_of_space"],
+                     "mem.available_bytes": ["memory_available_drop"]}
+
+
+def test_detect_command_rejects_a_bad_configuration_with_its_line(tmp_path, capsys):
+    from fleetmedic.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("static:\n  - name: hot\n    match: ['gpu*']\n    op: '=='\n    threshold: 1\n")
+    assert main(["detect", "--detectors", str(bad)]) == 2
+    assert f"{bad}:4: static.0.op" in capsys.readouterr().err

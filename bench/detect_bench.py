@@ -1,0 +1,232 @@
+"""Detector benchmark: one command, one table (targets in /work/shared/DESIGN.md).
+
+    PYTHONPATH=. python bench/detect_bench.py [--records 20000] [--values 100] [--series 1000000]
+
+1. throughput: metric batches pre-produced to a fresh topic set on the broker (settings from
+   FLEETMEDIC_* / --config, default 127.0.0.1:19092); one `DetectService` in this process reads
+   them from the beginning to the end, decoding, detecting and producing incidents and state
+   checkpoints; values/s = values consumed / wall time from the first poll to the last commit.
+   The engine alone (records already decoded) is timed too.
+2. latency: `fleetmedic detect` as its own process; a producer sends batches at a fixed rate (below
+   saturation) stamped with the wall clock as event time, every 5th host in every other round carrying a breaching value
+   (a static rule, for_s 0, resolve_after_s 0: each one opens an incident); latency = arrival of
+   the incident on the incidents topic − its event time.
+3. memory: an engine fed `--series` distinct series (hosts × 100 values, every series matched by
+   one EWMA rule); RSS growth per million series and the detector-state array bytes per series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+from kafka import KafkaConsumer
+
+from fleetmedic.config import TopicSettings, load_settings
+from fleetmedic.schemas import Incident, MetricBatch
+from fleetmedic.topics import create_topics, topic_name
+from fleetmedic.transport import Producer, Received
+
+from detectors.config import DetectorConfig
+from detectors.engine import DetectService, Engine
+
+T0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
+
+BENCH_CONFIG = """
+checkpoint_interval_s: 5
+static:
+  - {name: bench_static, match: ["s0*"], op: ">=", threshold: 1000, for_s: 0, resolve_after_s: 0}
+ewma:
+  - {name: bench_ewma, match: ["s*"], sigmas: 8, warmup: 30, for_s: 30, resolve_after_s: 60}
+"""
+
+LATENCY_CONFIG = """
+checkpoint_interval_s: 5
+static:
+  - {name: trigger, match: ["trigger"], op: ">=", threshold: 1, for_s: 0, resolve_after_s: 0}
+ewma:
+  - {name: bench_ewma, match: ["s*"], sigmas: 8, warmup: 30, for_s: 30, resolve_after_s: 60}
+"""
+
+
+def batch(host: str, step: int, n_values: int, rng, when: datetime | None = None, trigger: float | None = None):
+    values = {f"s{i:03d}": float(v) for i, v in enumerate(np.round(50 + rng.normal(0, 1, n_values), 3))}
+    if trigger is not None:
+        values["trigger"] = trigger
+    return MetricBatch(host=host, time=when or T0 + timedelta(seconds=10 * step), source="bench", values=values)
+
+
+def fresh_settings(base):
+    s = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.",
+                                "topics": TopicSettings(partitions=6)})
+    create_topics(s)
+    return s
+
+
+def config_from(text: str) -> DetectorConfig:
+    import yaml
+
+    return DetectorConfig.model_validate(yaml.safe_load(text))
+
+
+def throughput(base, n_records: int, n_values: int, n_hosts: int = 100) -> dict:
+    settings = fresh_settings(base)
+    rng = np.random.default_rng(0)
+    records = [batch(f"h{i % n_hosts:05d}", i // n_hosts, n_values, rng) for i in range(n_records)]
+    topic = topic_name(settings, "metrics.v1")
+    t = time.perf_counter()
+    with Producer(settings) as producer:
+        for r in records:
+            producer.send_raw(topic, r.to_bytes(), r.key())
+    produce_s = time.perf_counter() - t
+
+    service = DetectService(settings, Engine(config_from(BENCH_CONFIG)), group_id="bench")
+    # timed from the end of the first batch (group join excluded) to the last commit
+    while service.loop.run_once() == 0:
+        pass
+    t = time.perf_counter()
+    first_n = service.loop.stats.consumed
+    service.run(until=lambda svc: svc.loop.stats.consumed >= n_records, install_signals=False)
+    kafka_s = time.perf_counter() - t
+    values_after_first = (n_records - first_n) * n_values
+
+    engine = Engine(config_from(BENCH_CONFIG))
+    received = [Received(r, topic, 0, i, 0, None) for i, r in enumerate(records)]
+    t = time.perf_counter()
+    for lo in range(0, len(received), 2000):
+        engine.process(received[lo:lo + 2000])
+    engine_s = time.perf_counter() - t
+    return {"values": values_after_first, "kafka_s": kafka_s, "kafka_vps": values_after_first / kafka_s,
+            "engine_vps": n_records * n_values / engine_s, "produce_vps": n_records * n_values / produce_s,
+            "incidents": service.engine.stats.incidents}
+
+
+def latency(base, rate_per_s: float, n_values: int, seconds: float) -> dict:
+    settings = fresh_settings(base)
+    cfg = Path(tempfile.mkdtemp()) / "latency.yaml"
+    cfg.write_text(LATENCY_CONFIG)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+           "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, "FLEETMEDIC_TOPICS__PARTITIONS": "6"}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "detect", "--detectors", str(cfg),
+                             "--group", "bench-latency"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    lat: list[float] = []
+    stop = threading.Event()
+
+    def read_incidents():
+        consumer = KafkaConsumer(topic_name(settings, "incidents.v1"), auto_offset_reset="earliest",
+                                 enable_auto_commit=False, group_id=None, **settings.kafka_kwargs())
+        while not stop.is_set():
+            for msgs in consumer.poll(timeout_ms=100).values():
+                now = datetime.now(timezone.utc)
+                for m in msgs:
+                    inc = Incident.model_validate_json(m.value)
+                    if inc.status == "open" and inc.kind == "trigger":
+                        lat.append((now - inc.time).total_seconds() * 1000)
+        consumer.close()
+
+    reader = threading.Thread(target=read_incidents, daemon=True)
+    reader.start()
+    rng = np.random.default_rng(1)
+    try:
+        time.sleep(8)  # the detect process joins its group (not part of the measurement)
+        with Producer(settings, linger_ms=0) as producer:
+            period = 1.0 / rate_per_s
+            start = time.perf_counter()
+            i = 0
+            while time.perf_counter() - start < seconds:
+                when = datetime.now(timezone.utc)
+                r = batch(f"h{i % 50:03d}", i, n_values, rng, when=when, trigger=1.0 if (i // 50) % 2 and i % 5 == 0 else 0.0)
+                producer.send(r)
+                i += 1
+                time.sleep(max(0.0, start + i * period - time.perf_counter()))
+        time.sleep(3)
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(30)
+        reader.join(5)
+    a = np.array(lat)
+    return {"rate_vps": rate_per_s * (n_values + 1), "n": len(a),
+            "p50": float(np.percentile(a, 50)) if len(a) else float("nan"),
+            "p99": float(np.percentile(a, 99)) if len(a) else float("nan")}
+
+
+def memory(n_series: int, n_values: int = 100) -> dict:
+    gc.collect()
+    rss0 = psutil.Process().memory_info().rss
+    engine = Engine(config_from(BENCH_CONFIG.replace('["s0*"]', '["none"]')))
+    names = [f"s{i:03d}" for i in range(n_values)]
+    values = dict.fromkeys(names, 50.0)
+    n_hosts = n_series // n_values
+    chunk = []
+    for h in range(n_hosts):
+        r = MetricBatch.model_construct(host=f"h{h:07d}", time=T0, source="bench", labels={}, values=values,
+                                        counters=[])
+        chunk.append(Received(r, "m", 0, h, 0, None))
+        if len(chunk) == 1000:
+            engine.process(chunk)
+            chunk = []
+    if chunk:
+        engine.process(chunk)
+    gc.collect()
+    rss = psutil.Process().memory_info().rss - rss0
+    return {"series": len(engine.slot_name), "rss_per_million_mib": rss / 2**20 * 1e6 / len(engine.slot_name),
+            "rss_bytes_per_series": rss / len(engine.slot_name), "array_bytes_per_series": engine.bytes_per_series()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", help="fleetmedic settings YAML (broker address)")
+    ap.add_argument("--records", type=int, default=20000)
+    ap.add_argument("--values", type=int, default=100, help="values per metric batch")
+    ap.add_argument("--series", type=int, default=1_000_000)
+    ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    base = load_settings(args.config)
+
+    mem = memory(args.series, args.values)
+    tp = throughput(base, args.records, args.values)
+    lt = latency(base, args.rate, args.values, args.seconds)
+
+    cpu = os.cpu_count()
+    print(f"\nfleetmedic detector benchmark ({cpu} CPUs, broker {','.join(base.bootstrap_servers)})\n")
+    rows = [
+        ("throughput, Kafka in → incidents out, 1 process", f"{tp['kafka_vps']:,.0f} values/s",
+         "≥ 1,000,000 values/s", f"{tp['values']:,} values in {tp['kafka_s']:.2f} s, {args.values}/batch"),
+        ("  engine alone (decoded records)", f"{tp['engine_vps']:,.0f} values/s", "", ""),
+        ("  producing the input (for scale)", f"{tp['produce_vps']:,.0f} values/s", "", ""),
+        ("event-to-incident latency p50", f"{lt['p50']:.1f} ms", "", f"{lt['n']} incidents at "
+                                                                     f"{lt['rate_vps']:,.0f} values/s"),
+        ("event-to-incident latency p99", f"{lt['p99']:.1f} ms", "≤ 250 ms", ""),
+        ("RSS per million EWMA series", f"{mem['rss_per_million_mib']:,.0f} MiB", "≤ 1024 MiB",
+         f"{mem['series']:,} series"),
+        ("detector state arrays per series", f"{mem['array_bytes_per_series']:.0f} bytes", "≤ 256 bytes",
+         f"RSS {mem['rss_bytes_per_series']:.0f} bytes/series incl. the series table"),
+    ]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    head = ("what", "measured", "target", "notes")
+    w = [max(a, len(b)) for a, b in zip(w, head)]
+    line = lambda r: "| " + " | ".join(c.ljust(n) for c, n in zip(r, w)) + " |"  # noqa: E731
+    print(line(head))
+    print("|" + "|".join("-" * (n + 2) for n in w) + "|")
+    for r in rows:
+        print(line(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Logistic fault model: the probability that a node faults within a horizon, from engineered features.
+
+`fleetmedic model train` fits a calibrated LogisticRegression (scaled features → logistic
+regression, sigmoid calibration by cross-validation, seeded) on a labelled history:
+
+- `--history FILE.jsonl`: metric batches, one JSON record per line (what `fleetmedic tail
+  metrics --from-beginning` or the simulator writes);
+- `--faults FILE.csv`: `host,time` (ISO 8601) of each fault (the simulator's ground truth, or past
+  incidents with outcomes).
+
+Each metric batch is one example: its features (below) and label 1 when its host faults within
+`--horizon-s` after the batch's time. The history is split by time: the earliest part trains,
+the later `--test-fraction` is held out, and precision, recall and PR-AUC on it are printed. The
+model is saved as `fault-model-<version>.json`: the version is a hash of the coefficients, and the
+file holds everything needed to score (scaler, coefficients, calibration), no pickle.
+`fleetmedic model explain FILE` prints the coefficients per feature (in standard deviations).
+
+Live: a `fault_model:` section in the detector configuration names a saved model; `detect` then
+scores every metric batch and opens an incident (kind `fault_risk`, subject `node`) when the
+probability has been at or above the threshold for `for_s`, resolving after `resolve_after_s`
+below it.
+
+Features (each the maximum over the GPUs matching the pattern; counters as per-second rates,
+reset-aware): corrected and uncorrected ECC rates, remapped rows, temperature, power, PCIe
+replay rate, throttle-reason bits, XID count rate when the exporter counts them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from collections import defaultdict
+from datetime import datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import numpy as np
+
+from fleetmedic.schemas import MetricBatch
+
+# (feature name, series glob, rate?)
+FEATURES: list[tuple[str, str, bool]] = [
+    ("ecc_corrected_rate", "gpu*.ecc.volatile.corrected", True),
+    ("ecc_uncorrected_rate", "gpu*.ecc.volatile.uncorrected", True),
+    ("remapped_rows", "gpu*.remapped_rows*", False),
+    ("temperature_c", "gpu*.temperature_c", False),
+    ("power_w", "gpu*.power_w", False),
+    ("pcie_replay_rate", "gpu*.pcie.replay*", True),
+    ("throttle_reasons", "gpu*.clocks_event_reasons", False),
+    ("xid_rate", "gpu*.xid_count", True),
+]
+
+
+class FeatureState:
+    """Features of one metric batch after another; the same code serves training and live scoring.
+
+    State per host: the last (time, value) of each rate series, so rates are reset-aware and
+    never cross hosts. The matching of series names to features is cached per name.
+    """
+
+    def __init__(self):
+        self.prev: dict[str, dict[str, list[float]]] = {}
+        self._match: dict[str, tuple[int, ...]] = {}
+
+    def row(self, b: MetricBatch) -> np.ndarray:
+        t = b.time.timestamp()
+        row = np.zeros(len(FEATURES))
+        prev = self.prev.setdefault(b.host, {})
+        for name, value in b.values.items():
+            if value is None:
+                continue
+            match = self._match.get(name)
+            if match is None:
+                match = self._match[name] = tuple(j for j, f in enumerate(FEATURES) if fnmatchcase(name, f[1]))
+            for j in match:
+                x = value
+                if FEATURES[j][2]:
+                    last = prev.get(name)
+                    if last is None or t > last[0]:
+                        prev[name] = [t, value]
+                    if last is None or t <= last[0]:
+                        continue
+                    x = (value if value < last[1] else value - last[1]) / (t - last[0])
+                row[j] = max(row[j], x)
+        return row
+
+
+def feature_matrix(batches: list[MetricBatch]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(X, hosts, times) with one row per batch, in the order given (sort by time first)."""
+    state = FeatureState()
+    rows = [state.row(b) for b in batches]
+    hosts = [b.host for b in batches]
+    times = np.array([b.time.timestamp() for b in batches])
+    return np.array(rows).reshape(-1, len(FEATURES)), hosts, times
+
+
+def labels(hosts: list[str], times: np.ndarray, faults: dict[str, list[float]], horizon_s: float) -> np.ndarray:
+    y = np.zeros(len(hosts), dtype=int)
+    for i, (h, t) in enumerate(zip(hosts, times)):
+        y[i] = any(t < f <= t + horizon_s for f in faults.get(h, ()))
+    return y
+
+
+def read_history(path: str | Path) -> list[MetricBatch]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(MetricBatch.model_validate_json(line))
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{n}: not a metric batch: {str(exc).splitlines()[0]}") from None
+    out.sort(key=lambda b: (b.time, b.host))
+    return out
+
+
+def read_faults(path: str | Path) -> dict[str, list[float]]:
+    faults: dict[str, list[float]] = defaultdict(list)
+    with open(path, newline="", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.reader(fh), 1):
+            if n == 1 and row[:2] == ["host", "time"]:
+                continue
+            try:
+                faults[row[0]].append(datetime.fromisoformat(row[1].replace("Z", "+00:00")).timestamp())
+            except (IndexError, ValueError) as exc:
+                raise ValueError(f"{path}:{n}: expected host,time (ISO 8601): {exc}") from None
+    return faults
+
+
+def train(X: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """Fit scaler + calibrated logistic regression; returns the model as plain JSON-able numbers."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    Z = scaler.transform(X)
+    clf = CalibratedClassifierCV(LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000,
+                                                    random_state=seed), method="sigmoid", cv=3).fit(Z, y)
+    members = []
+    for cc in clf.calibrated_classifiers_:
+        lr, cal = cc.estimator, cc.calibrators[0]
+        members.append({"coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
+                        "a": float(cal.a_), "b": float(cal.b_)})
+    model = {"features": [f[0] for f in FEATURES], "mean": scaler.mean_.tolist(),
+             "scale": scaler.scale_.tolist(), "members": members}
+    model["version"] = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:12]
+    return model
+
+
+def predict_proba(model: dict, X: np.ndarray) -> np.ndarray:
+    """The calibrated probability of a fault within the horizon, per row."""
+    Z = (X - np.array(model["mean"])) / np.array(model["scale"])
+    probs = []
+    for m in model["members"]:
+        f = Z @ np.array(m["coef"]) + m["intercept"]
+        probs.append(1.0 / (1.0 + np.exp(m["a"] * f + m["b"])))
+    return np.mean(probs, axis=0)
+
+
+def cmd_train(args) -> int:
+    from sklearn.metrics import average_precision_score, precision_score, recall_score
+
+    try:
+        batches = read_history(args.history)
+        faults = read_faults(args.faults)
+    except (OSError, ValueError) as exc:
+        print(f"fleetmedic model train: {exc}", file=sys.stderr)
+        return 2
+    X, hosts, times = feature_matrix(batches)
+    y = labels(hosts, times, faults, args.horizon_s)
+    cut = np.quantile(times, 1 - args.test_fraction)
+    train_rows, test_rows = times < cut, times >= cut
+    if len(set(y[train_rows])) < 2 or len(set(y[test_rows])) < 2:
+        print("fleetmedic model train: both the training and the held-out range need faulty and healthy "
+              f"examples (train: {int(y[train_rows].sum())} of {int(train_rows.sum())} positive, held out: "
+              f"{int(y[test_rows].sum())} of {int(test_rows.sum())})", file=sys.stderr)
+        return 2
+    model = train(X[train_rows], y[train_rows], seed=args.seed)
+    model.update(horizon_s=args.horizon_s, threshold=args.threshold)
+    p = predict_proba(model, X[test_rows])
+    pred = p >= args.threshold
+    out = Path(args.out) / f"fault-model-{model['version']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(model, indent=1) + "\n")
+    print(f"trained on {int(train_rows.sum())} examples before {datetime.utcfromtimestamp(cut):%Y-%m-%dT%H:%M:%SZ}, "
+          f"held out {int(test_rows.sum())} ({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s")
+    print(f"held-out precision {precision_score(y[test_rows], pred, zero_division=0):.3f}  "
+          f"recall {recall_score(y[test_rows], pred, zero_division=0):.3f}  "
+          f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})")
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    try:
+        model = json.loads(Path(args.model).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"fleetmedic model explain: {exc}", file=sys.stderr)
+        return 2
+    coef = np.mean([m["coef"] for m in model["members"]], axis=0)
+    intercept = float(np.mean([m["intercept"] for m in model["members"]]))
+    print(f"fault model {model['version']}: horizon {model.get('horizon_s', 0):g} s, "
+          f"threshold {model.get('threshold', 0.5):g}; logistic coefficients per standard deviation "
+          f"(mean over {len(model['members'])} calibration folds)")
+    for name, c in sorted(zip(model["features"], coef), key=lambda nc: -abs(nc[1])):
+        print(f"  {name:22s} {c:+.4f}")
+    print(f"  {'(intercept)':22s} {intercept:+.4f}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("model", help="train or explain the logistic fault model",
+                       description="Train the calibrated logistic fault model on a labelled history, or "
+                                   "print a saved model's coefficients.")
+    msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    t = msub.add_parser("train", help="fit on a labelled history; report held-out precision, recall, PR-AUC")
+    t.add_argument("--history", required=True, metavar="FILE.jsonl", help="metric batches, one JSON per line")
+    t.add_argument("--faults", required=True, metavar="FILE.csv", help="host,time of each fault")
+    t.add_argument("--horizon-s", type=float, default=3600.0)
+    t.add_argument("--test-fraction", type=float, default=0.3, help="latest share of the time range held out")
+    t.add_argument("--threshold", type=float, default=0.5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="models", metavar="DIR")
+    t.set_defaults(func=cmd_train)
+    e = msub.add_parser("explain", help="print a saved model's coefficients")
+    e.add_argument("model", metavar="FILE.json")
+    e.set_defaults(func=cmd_explain)

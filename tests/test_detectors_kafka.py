@@ -1,0 +1,148 @@
+"""`fleetmedic detect` against the real broker: incidents raised and resolved, quiet on healthy hosts,
+byte-identical on a rerun, and state restored after a SIGKILL (no re-warm, no re-raise)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from fleetmedic.schemas import Incident, LogEvent, MetricBatch
+from fleetmedic.topics import create_topics, topic_name
+from fleetmedic.transport import Producer, Received, wait_until
+
+from conftest import make_settings
+from detector_scenarios import STEP_S, T0, fleet, write_config, xid
+from detectors.config import load_config
+from detectors.engine import DetectService, Engine
+from kafka_helpers import caught_up, read_topic
+
+HERE = Path(__file__).resolve().parent
+
+
+def produce(settings, records) -> None:
+    with Producer(settings) as producer:
+        for r in records:
+            producer.send(r)
+
+
+def incidents_by_partition(settings) -> dict[int, list[bytes]]:
+    out = defaultdict(list)
+    for p, _, _, value in read_topic(settings, topic_name(settings, "incidents.v1")):
+        out[p].append(value)
+    return dict(out)
+
+
+def run_detect_in_thread(settings, config, group, n_records):
+    service = DetectService(settings, Engine(config), group_id=group)
+    service.run(until=lambda s: s.loop.stats.consumed >= n_records, install_signals=False)
+    return service
+
+
+def scenario():
+    metrics = fleet(n_hosts=5, steps=120, overheat={1: (40, 59)}, power_spike={2: (60, 70)}, ecc_at={3: 90})
+    logs = [xid("node04", 30, 48), xid("node04", 31, 79), xid("node04", 80, 13)]  # the last burst stays open
+    return metrics, logs
+
+
+def test_detect_raises_resolves_stays_quiet_and_replays_byte_identical(kafka_bootstrap, tmp_path):
+    config = load_config(write_config(tmp_path))
+    metrics, logs = scenario()
+    settings = make_settings(kafka_bootstrap)
+    create_topics(settings)
+    produce(settings, metrics + logs)
+    service = run_detect_in_thread(settings, config, f"detectors-{uuid.uuid4().hex[:8]}", len(metrics) + len(logs))
+    assert service.engine.stats.dropped_late == 0
+    first = incidents_by_partition(settings)
+    # a replay of the same topics by a second group appends the very same records, in the same order
+    run_detect_in_thread(settings, config, f"replay-{uuid.uuid4().hex[:8]}", len(metrics) + len(logs))
+    both = incidents_by_partition(settings)
+    assert both == {p: values + values for p, values in first.items()}
+
+    incidents = [Incident.model_validate_json(v) for values in first.values() for v in values]
+    seen = defaultdict(list)
+    for inc in incidents:
+        seen[inc.fingerprint].append(inc.status)
+    assert dict(seen) == {
+        "node01/gpu_overheat/gpu0.temperature_c": ["open", "resolve"],
+        "node02/gpu_power_anomaly/gpu0.power_w": ["open", "resolve"],
+        "node03/gpu_ecc_uncorrected/gpu0.ecc.volatile.uncorrected": ["open", "resolve"],
+        "node04/xid/node": ["open", "update", "resolve", "open"],
+    }  # node00 is healthy throughout: nothing
+    # evidence points at the real source records
+    overheat = next(i for i in incidents if i.kind == "gpu_overheat" and i.status == "open")
+    src = overheat.evidence.sources[0]
+    assert src.topic == topic_name(settings, "metrics.v1")
+    records = {(p, o): r for p, o, _, r in read_topic(settings, src.topic, MetricBatch)}
+    first_rec, last_rec = records[(src.partition, src.first_offset)], records[(src.partition, src.last_offset)]
+    assert first_rec.host == last_rec.host == "node01"
+    assert (first_rec.time, last_rec.time) == (overheat.evidence.window_start, overheat.time)
+    assert last_rec.values["gpu0.temperature_c"] == overheat.evidence.values[0] >= 85
+
+
+def _detect_proc(settings, config_path, group) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
+           "FLEETMEDIC_BOOTSTRAP_SERVERS": settings.bootstrap_servers[0],
+           "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+           "FLEETMEDIC_TOPICS__PARTITIONS": str(settings.topics.partitions)}
+    return subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "detect", "--detectors", config_path,
+                             "--group", group, "--session-timeout-s", "6"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def expected_incidents(settings, config) -> dict[int, list[bytes]]:
+    """What one uninterrupted engine makes of everything now in the metrics topic, per partition."""
+    topic = topic_name(settings, "metrics.v1")
+    records = [Received(r, topic, p, o, 0, k) for p, o, k, r in read_topic(settings, topic, MetricBatch)]
+    out = defaultdict(list)
+    for inc in Engine(config).process(records):
+        out[inc.evidence.sources[0].partition].append(inc.to_bytes())
+    return dict(out)
+
+
+def test_sigkill_restart_neither_rewarms_nor_reraises(settings, tmp_path):
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    # the power spike comes 5 values after the restart: only a detector that kept its warm state
+    # (warm-up is 20 values) can see it
+    metrics = fleet(n_hosts=4, steps=100, overheat={1: (40, 59)}, power_spike={2: (65, 70)})
+    phase = lambda lo, hi: [r for r in metrics if lo * STEP_S <= (r.time - T0).total_seconds() < hi * STEP_S]
+    source = topic_name(settings, "metrics.v1")
+    state_topic = topic_name(settings, "state.v1")
+
+    group = f"det-{uuid.uuid4().hex[:8]}"
+    proc = _detect_proc(settings, config_path, group)
+    try:
+        produce(settings, phase(0, 30))
+        wait_until(lambda: caught_up(settings, group, source), 60, what="detect to consume the first part")
+        wait_until(lambda: len(read_topic(settings, state_topic)) >= 4, 30, what="a state checkpoint")
+        produce(settings, phase(30, 60))
+        wait_until(lambda: caught_up(settings, group, source), 60, what="detect to consume the second part")
+        wait_until(lambda: any(b'"status":"open"' in v for vs in incidents_by_partition(settings).values()
+                               for v in vs), 30, what="the overheat incident")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+
+    produce(settings, phase(60, 100))
+    proc = _detect_proc(settings, config_path, group)
+    try:
+        wait_until(lambda: caught_up(settings, group, source), 60, what="the restarted detect to catch up")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+    got = incidents_by_partition(settings)
+    assert got == expected_incidents(settings, config)  # exactly once, byte for byte
+    statuses = sorted((Incident.model_validate_json(v).fingerprint, Incident.model_validate_json(v).status)
+                      for vs in got.values() for v in vs)
+    assert statuses == [("node01/gpu_overheat/gpu0.temperature_c", "open"),
+                        ("node01/gpu_overheat/gpu0.temperature_c", "resolve"),
+                        ("node02/gpu_power_anomaly/gpu0.power_w", "open"),
+                        ("node02/gpu_power_anomaly/gpu0.power_w", "resolve")]
