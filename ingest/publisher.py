@@ -70,7 +70,8 @@ class Publisher:
             ms = int(self.ack_timeout_s * 1000)
             try:
                 self._producer = Producer(self.settings, delivery_timeout_ms=ms, request_timeout_ms=max(ms - 500, 500),
-                                          max_block_ms=ms, retry_backoff_ms=200, reconnect_backoff_max_ms=1000)
+                                          max_block_ms=ms, bootstrap_timeout_ms=ms, retry_backoff_ms=200,
+                                          reconnect_backoff_max_ms=1000)
             except Exception as exc:  # NoBrokersAvailable and friends: the broker is not there
                 self._failed(f"cannot connect: {type(exc).__name__}: {exc}")
                 return None
