@@ -164,7 +164,7 @@ def cmd_export_prom(args) -> int:
     def collect():
         out = []
         for t in targets:
-            batch, error = scrape(t, timeout_s=args.timeout)
+            batch, error = scrape(t, timeout_s=args.timeout, drop_labels=frozenset(args.drop_label))
             if error and t.url not in down:
                 print(f"export prom: {t.url} is down: {error}", file=sys.stderr, flush=True)
                 exporter.health.error(f"{t.url}: {error}")
@@ -275,6 +275,8 @@ def register(sub) -> None:
     _common(e)
     e.add_argument("urls", nargs="+", metavar="URL")
     e.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per scrape")
+    e.add_argument("--drop-label", action="append", default=[], metavar="NAME",
+                   help="leave this label out of series names (repeatable), e.g. DCGM_FI_DRIVER_VERSION")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["prom"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_prom, interval=15.0)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
@@ -38,8 +38,10 @@ class Target:
         return cls(url, host_name(host or parts.hostname))
 
 
-def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None) -> tuple[MetricBatch, str | None]:
-    """One scrape → (batch, error or None). Never raises for a target's fault."""
+def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
+           drop_labels: frozenset[str] = frozenset()) -> tuple[MetricBatch, str | None]:
+    """One scrape → (batch, error or None). Never raises for a target's fault. Labels named in
+    `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names."""
     now = now or datetime.now(timezone.utc)
     started = time.monotonic()
     values: dict[str, float | None] = {}
@@ -57,6 +59,8 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None) 
             if not math.isfinite(s.value) or is_sentinel(s.name, s.value):
                 dropped += 1
                 continue
+            if drop_labels:
+                s = replace(s, labels=tuple((k, v) for k, v in s.labels if k not in drop_labels))
             series = s.series
             if len(series) > 512:
                 dropped += 1
