@@ -13,6 +13,7 @@ The NVML module is a parameter so tests can hand in a fake (there is no GPU on C
 from __future__ import annotations
 
 import logging
+import warnings
 from datetime import datetime, timezone
 
 from fleetmedic.schemas import LogEvent
@@ -34,7 +35,9 @@ class _Lost(Exception):
 class GpuCollector:
     def __init__(self, nvml=None):
         if nvml is None:
-            import pynvml as nvml
+            with warnings.catch_warnings():  # pynvml 12+ warns that it now wraps nvidia-ml-py: same API
+                warnings.simplefilter("ignore", FutureWarning)
+                import pynvml as nvml
         self.nvml = nvml
         try:
             nvml.nvmlInit()
