@@ -49,7 +49,10 @@ def _start(name: str, args):
     settings = settings_from(args)
     if args.create_topics:
         create_topics(settings)
-    exporter = Exporter(name, settings, _options(args))
+    try:
+        exporter = Exporter(name, settings, _options(args))
+    except OSError as exc:  # the health port is taken, or the spool folder cannot be written
+        raise SystemExit(f"fleetmedic export {name}: {exc} (health port {args.health_port}, spool {args.spool_dir})")
     stop_on_signals(exporter.stop)
     where = f", health on :{exporter.server.port}/metrics" if exporter.server else ""
     spool = f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool else ", no spool"
@@ -164,7 +167,8 @@ def cmd_export_prom(args) -> int:
     def collect():
         out = []
         for t in targets:
-            batch, error = scrape(t, timeout_s=args.timeout, drop_labels=frozenset(args.drop_label))
+            batch, error = scrape(t, timeout_s=args.timeout, drop_labels=frozenset(args.drop_label),
+                                  canonical_names=args.canonical)
             if error and t.url not in down:
                 print(f"export prom: {t.url} is down: {error}", file=sys.stderr, flush=True)
                 exporter.health.error(f"{t.url}: {error}")
@@ -277,6 +281,8 @@ def register(sub) -> None:
     e.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per scrape")
     e.add_argument("--drop-label", action="append", default=[], metavar="NAME",
                    help="leave this label out of series names (repeatable), e.g. DCGM_FI_DRIVER_VERSION")
+    e.add_argument("--canonical", action="store_true",
+                   help="also publish known node_exporter/dcgm series under fleetmedic's names (gpu0.temperature_c...)")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["prom"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_prom, interval=15.0)
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from fleetmedic.schemas import MetricBatch
 
+from .promcanon import canonical
 from .promtext import PromParseError, is_sentinel, parse
 from .series import host_name
 
@@ -39,9 +40,10 @@ class Target:
 
 
 def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
-           drop_labels: frozenset[str] = frozenset()) -> tuple[MetricBatch, str | None]:
+           drop_labels: frozenset[str] = frozenset(), canonical_names: bool = False) -> tuple[MetricBatch, str | None]:
     """One scrape → (batch, error or None). Never raises for a target's fault. Labels named in
-    `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names."""
+    `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names;
+    `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`)."""
     now = now or datetime.now(timezone.utc)
     started = time.monotonic()
     values: dict[str, float | None] = {}
@@ -55,10 +57,12 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
             body = resp.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             raise ValueError(f"response larger than {MAX_BODY} bytes")
+        kept = []
         for s in parse(body.decode("utf-8", "replace")):
             if not math.isfinite(s.value) or is_sentinel(s.name, s.value):
                 dropped += 1
                 continue
+            kept.append(s)
             if drop_labels:
                 s = replace(s, labels=tuple((k, v) for k, v in s.labels if k not in drop_labels))
             series = s.series
@@ -68,6 +72,10 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
             values[series] = s.value
             if s.is_counter:
                 counters.append(series)
+        if canonical_names:
+            extra, extra_counters = canonical(kept)
+            values.update(extra)
+            counters += extra_counters
     except (OSError, ValueError, PromParseError) as exc:  # URLError/timeouts are OSError
         error = f"{type(exc).__name__}: {exc}"
         values, counters = {}, []

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["ingest.spool", "ingest.health", "ingest.logparse", "ingest.promtext", "ingest.simulator", "ingest.host"]
+MODULES = ["ingest.spool", "ingest.health", "ingest.logparse", "ingest.promtext", "ingest.promcanon",
+           "ingest.simulator", "ingest.host"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -116,3 +116,20 @@ def test_export_prom_command_publishes_a_batch_per_target(server, settings, tmp_
     for r in got:
         by_target.setdefault(r.labels["target"], []).append(r.values["up"])
     assert by_target == {server + "/node": [1.0, 1.0], server + "/dcgm": [1.0, 1.0], closed: [0.0, 0.0]}
+
+
+def test_canonical_names_match_the_host_and_gpu_exporters(server):
+    node, _ = scrape(Target.of(server + "/node"), canonical_names=True)
+    dcgm, _ = scrape(Target.of(server + "/dcgm"), canonical_names=True)
+    v = node.values
+    assert v["load.1"] == 31.42 and v["mem.available_bytes"] == 3.21587453952e11
+    assert v["fs./.free_pct"] == round(100 * 1.58327734272e11 / 4.68725362688e11, 3)
+    assert v["fs./scratch.readonly"] == 0 and v["disk.nvme1n1.io_time_s"] == 120394.118
+    assert v["net.eth0.rx_drops"] == 118 and v["temp.platform_coretemp_0.temp1_c"] == 54
+    assert {"vmstat.oom_kill", "net.eth0.rx_errors", "disk.nvme0n1.io_time_s"} <= set(node.counters)
+    g = dcgm.values
+    assert g["gpu1.temperature_c"] == 71 and g["gpu0.power_w"] == 412.337 and g["gpu1.mem.used_bytes"] == 80104 * 2**20
+    assert g["gpu1.remap.uncorrectable"] == 1 and "gpu1.pcie.replay" in dcgm.counters
+    assert "gpu1.memory_temp_c" not in g  # the sentinel stays dropped under any name
+    plain, _ = scrape(Target.of(server + "/dcgm"))
+    assert "gpu1.temperature_c" not in plain.values  # only when asked for
