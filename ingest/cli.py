@@ -299,7 +299,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--faults", type=int, default=None, help="how many faults (default: nodes/4, at least 1)")
     p.add_argument("--fault-kinds", default=None, metavar="K1,K2", help="limit to these fault kinds")
-    p.add_argument("--truth", default="fleetmedic-ground-truth.jsonl", metavar="FILE",
+    p.add_argument("--truth", default=".fleetmedic/sim-ground-truth.jsonl", metavar="FILE",
                    help="ground truth, one JSON line per fault")
     p.add_argument("--realtime", action="store_true", help="pace the simulated clock to the wall clock (demos)")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: simulated seconds per wall second")

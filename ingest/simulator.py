@@ -156,6 +156,7 @@ def schedule_faults(cfg: SimConfig) -> list[Fault]:
 
 def write_ground_truth(faults: list[Fault], path: str | Path) -> None:
     """One JSON line per fault: host, fault, start, end (ISO UTC) and its detail fields."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("".join(json.dumps(f.truth(), sort_keys=True) + "\n" for f in faults))
 
 
@@ -274,7 +275,8 @@ class FleetSimulator:
             i, gi = f.node, f.detail.get("gpu", 0)
             pci = gpu_pci(gi)
             if f.fault == "thermal_runaway":
-                temp[i, gi] += 52 * p
+                # ramps, then levels off where the GPU's own slowdown holds it (real parts stop near 95 °C)
+                temp[i, gi] = min(temp[i, gi] + 52 * p, 91.5 + 5 * p + r.normal(0, 0.3))
                 if temp[i, gi] > 83:
                     throttle[i, gi] = S.THROTTLE_BITS["sw_thermal"] | (S.THROTTLE_BITS["hw_thermal"] if temp[i, gi] > 90 else 0)
                     sm_clock[i, gi] = max(600.0, 1980 - 40 * (temp[i, gi] - 83))
@@ -401,11 +403,22 @@ class SimStats:
     wall_s: float = 0.0
 
 
+# The series that shows each fault best, for the progress line of a demo.
+def _fault_signal(f: Fault) -> str:
+    g = f"gpu{f.detail.get('gpu', 0)}"
+    return {"thermal_runaway": f"{g}.temperature_c", "ecc_growth": f"{g}.ecc.volatile.corrected",
+            "memory_leak": "mem.available_pct", "disk_fill": "fs./.free_pct", "service_crash": f"service.{SERVICE}.up",
+            "nvlink_errors": f"{g}.nvlink{f.detail.get('link', 0)}.crc_flit", "xid_burst": f"{g}.up"}[f.fault]
+
+
 def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtime: bool = False, speed: float = 1.0,
                    truth_path: str | Path | None = None, progress: Callable[[str], None] | None = None,
                    flush_every: int = 5000, stop: Callable[[], bool] | None = None) -> SimStats:
     """Run the whole span: `publish(records)` gets each tick's records (fast mode: in chunks of
-    about `flush_every`). Realtime paces tick k at k·interval/speed wall seconds from the start."""
+    about `flush_every`). Realtime paces tick k at k·interval/speed wall seconds from the start.
+    Progress: a line per second at most (per tick in realtime), one per fault start and end."""
+    if speed <= 0:
+        raise ValueError("speed must be positive")
     sim = FleetSimulator(cfg)
     if truth_path:
         write_ground_truth(sim.faults_, truth_path)
@@ -415,40 +428,49 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
         + (f", ground truth in {truth_path})" if truth_path else ")"))
     stats = SimStats()
     t0 = time.monotonic()
-    next_report = t0 + 1.0
+    last_report = t0
     pending: list = []
-    started: set[int] = set()
     for k in range(cfg.ticks):
         if stop and stop():
             break
         if realtime:
             due = t0 + k * cfg.interval_s / speed
-            while (wait := due - time.monotonic()) > 0:
-                time.sleep(min(wait, max(0.05, next_report - time.monotonic())))
-                if time.monotonic() >= next_report:
-                    next_report = _report(say, stats, sim, k, t0, next_report)
-        for f, p, first, last in sim.active(k):
-            if id(f) not in started:
-                started.add(id(f))
+            while (wait := due - time.monotonic()) > 0 and not (stop and stop()):
+                time.sleep(min(wait, 0.2))
+        active = sim.active(k)
+        for f, _, first, _ in active:
+            if first:
                 stats.faults_started += 1
                 say(f"  fault ▶ {f.describe()}  {iso(f.start)} → {iso(f.end)}")
-            if last:
-                say(f"  fault ■ {f.host} {f.fault} ends")
         batches, events = sim.tick(k)
         stats.ticks += 1
         stats.batches += len(batches)
         stats.values += sum(len(b.values) for b in batches)
         stats.logs += len(events)
-        for e in events:
-            if e.kind != "raw" and e.severity in ("error", "critical") and realtime:
-                say(f"  log   {e.host} {e.kind}/{e.severity}: {e.line[:90]}")
+        if realtime:
+            for e in events:
+                if e.kind != "raw" and e.severity in ("error", "critical"):
+                    say(f"  log     {e.host} {e.kind}/{e.severity}: {e.line[:90]}")
         pending += batches
         pending += events
         if realtime or len(pending) >= flush_every or k == cfg.ticks - 1:
             publish(pending)
             pending = []
-        if time.monotonic() >= next_report:
-            next_report = _report(say, stats, sim, k + 1, t0, next_report)
+        now = time.monotonic()
+        if now - last_report >= 1.0 or (realtime and now - last_report >= 0.95 * cfg.interval_s / speed):
+            last_report = now
+            by_host = {b.host: b for b in batches}
+            shown = []
+            for f, _, _, _ in active:
+                name = _fault_signal(f)
+                value = by_host[f.host].values.get(name) if f.host in by_host else None
+                shown.append(f"{f.host} {name}={'null' if value is None else f'{value:g}'}")
+            wall = now - t0
+            say(f"  {iso(sim.time_of(k))} tick {k + 1}/{cfg.ticks}  {stats.batches} batches  {stats.logs} logs  "
+                f"{(stats.batches + stats.logs) / max(wall, 1e-9):.0f} rec/s" + ("  | " + "; ".join(shown) if shown else ""))
+        for f, _, _, last in active:
+            if last:
+                say(f"  fault ■ {f.host} {f.fault} over at {iso(f.end)}")
     if pending:
         publish(pending)
     stats.wall_s = time.monotonic() - t0
@@ -457,11 +479,3 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
         f"({(stats.batches + stats.logs) / max(stats.wall_s, 1e-9):.0f} records/s, "
         f"{stats.values / max(stats.wall_s, 1e-9):.0f} values/s)")
     return stats
-
-
-def _report(say, stats: SimStats, sim: FleetSimulator, k: int, t0: float, next_report: float) -> float:
-    wall = time.monotonic() - t0
-    active = len(sim.active(min(k, sim.cfg.ticks - 1)))
-    say(f"  {iso(sim.time_of(k))} tick {k}/{sim.cfg.ticks}  {stats.batches} batches  {stats.logs} logs  "
-        f"{active} faults active  {(stats.batches + stats.logs) / max(wall, 1e-9):.0f} rec/s")
-    return next_report + 1.0 * max(1, math.ceil((time.monotonic() - next_report) / 1.0))
