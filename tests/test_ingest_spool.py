@@ -4,6 +4,8 @@ The outage test starts its own embedded broker on free ports (never the shared o
 mid-run, restarts it on the same data, and reads everything back.
 """
 
+import threading
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +15,9 @@ from fleetmedic.config import BrokerSettings
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import wait_until
+from ingest.promtext import parse
 from ingest.publisher import ExporterHealth, Publisher
+from ingest.runner import Exporter, ExporterOptions
 from ingest.spool import Spool
 
 from conftest import make_settings
@@ -70,42 +74,55 @@ def _batch(host: str, seq: int) -> MetricBatch:
     return MetricBatch(host=host, time=T0 + timedelta(seconds=seq), source="outage-test", values={"seq": float(seq)})
 
 
+def _health(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {s.name.replace("fleetmedic_exporter_", ""): s.value for s in parse(body)}
+
+
 def test_broker_outage_loses_nothing_and_keeps_each_hosts_order(tmp_path):
+    """An exporter runs on its interval in a thread while its broker is stopped and restarted."""
     broker = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"))
     broker.start(progress=lambda m: None)
+    exporter = None
     try:
         settings = make_settings(broker.bootstrap)
         create_topics(settings)
-        health = ExporterHealth("outage")
-        pub = Publisher(settings, health, Spool(tmp_path / "spool"), ack_timeout_s=2.0, retry_s=0.5)
+        opts = ExporterOptions(spool_dir=tmp_path / "spool", health_port=-1, ack_timeout_s=2.0, retry_s=0.5,
+                               drain_on_exit_s=30)
+        exporter = Exporter("outage", settings, opts)
         hosts = ["node-a", "node-b", "node-c"]
-        seq = 0
+        seq = [0]
 
-        def round_():
-            nonlocal seq
-            pub.publish([_batch(h, seq) for h in hosts])
-            seq += 1
+        def collect():
+            seq[0] += 1
+            return [_batch(h, seq[0] - 1) for h in hosts]
 
-        for _ in range(5):
-            round_()
-        assert health.sent == 15 and health.spooled == 0
+        runner = threading.Thread(target=exporter.run, args=(collect, 0.1), daemon=True)
+        runner.start()
+        health = exporter.health
+        wait_until(lambda: health.sent >= 15, 30, what="records before the outage")
         broker.stop()
-        for _ in range(5):  # the broker is away: everything goes to the spool
-            round_()
-        assert health.spooled >= 15 and health.spool_records >= 15
+        wait_until(lambda: health.spool_records >= 15, 60, what="records spooled during the outage")
+        during = _health(exporter.server.port)
+        assert during["records_spooled_total"] >= 15 and during["spool_records"] >= 15
+        assert during["last_error_timestamp_seconds"] > 0
         broker.start(progress=lambda m: None)
-        # Keep producing while the spool drains: new records must queue behind the spooled ones.
-        wait_until(lambda: (round_(), health.spool_records == 0)[1], timeout_s=90, interval_s=0.2,
+        wait_until(lambda: health.spool_records == 0 and health.resent >= 15, 90,
                    what="the spool to drain after the broker came back")
-        round_()
-        pub.close()
-        assert health.dropped == 0 and health.resent >= 15
+        after = health.sent
+        wait_until(lambda: health.sent >= after + 9, 30, what="live records after the drain")
+        exporter.stop.set()
+        runner.join(30)
+        exporter.close()
+        assert health.dropped == 0 and health.spool_records == 0
         got = read_topic(settings, topic_name(settings, "metrics.v1"), MetricBatch)
         per_host: dict[str, list[int]] = {}
         for _, _, _, record in got:
             per_host.setdefault(record.host, []).append(int(record.values["seq"]))
         assert set(per_host) == set(hosts)
         for host in hosts:
-            assert per_host[host] == list(range(seq)), host  # once each, in order
+            assert per_host[host] == list(range(seq[0])), host  # once each, in order
     finally:
+        if exporter is not None:
+            exporter.stop.set()
         broker.stop()
