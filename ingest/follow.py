@@ -26,7 +26,6 @@ class _State:
     dev: int = 0
     ino: int = 0
     offset: int = 0               # offset after the last whole line read
-    committed: tuple[int, int, int] | None = None  # (dev, ino, offset) safely handed over
 
 
 class LogFollower:
@@ -45,11 +44,9 @@ class LogFollower:
         self._pending_old: list[tuple[_State, object]] = []  # rotated-away handles still to finish
         for st in self.files:
             pos = saved.get(str(st.path))
-            if pos:
-                st.committed = (pos["dev"], pos["ino"], pos["offset"])
-            self._open(st, resume=pos)
+            self._open(st, resume=pos, at_start=True)
 
-    def _open(self, st: _State, resume: dict | None = None) -> None:
+    def _open(self, st: _State, resume: dict | None = None, at_start: bool = False) -> None:
         try:
             handle = open(st.path, "rb")
         except FileNotFoundError:
@@ -63,8 +60,8 @@ class LogFollower:
             else:
                 st.offset = 0
                 self._finish_rotated_sibling(st, resume)
-        elif self.from_end and st.committed is None:
-            st.offset = info.st_size
+        elif self.from_end and at_start:
+            st.offset = info.st_size  # only files already there at start: a file that appears later is new
         else:
             st.offset = 0
         handle.seek(st.offset)

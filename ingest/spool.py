@@ -44,7 +44,8 @@ class Spool:
             data = seg.read_bytes()
             self.bytes_ += len(data)
             self.records_ += data.count(b"\n")
-        self._tail = None  # open handle of the newest segment
+        self._tail = None  # open handle of the newest segment (always a new file: old ones may be rewritten)
+        self._tail_size = 0
 
     def _segments(self) -> list[Path]:
         return sorted(self.directory.glob("*" + SUFFIX))
@@ -58,13 +59,15 @@ class Spool:
         if self.bytes_ + len(line) > self.max_bytes:
             self.dropped_ += 1
             return False
-        segments = self._segments()
-        if self._tail is None or not segments or segments[-1].stat().st_size >= self.segment_bytes:
+        if self._tail is None or self._tail_size >= self.segment_bytes or not Path(self._tail.name).exists():
             if self._tail is not None:
                 self._tail.close()
+            segments = self._segments()
             seq = int(segments[-1].stem) + 1 if segments else 1
             self._tail = open(self.directory / f"{seq:012d}{SUFFIX}", "ab")
+            self._tail_size = 0
         self._tail.write(line)
+        self._tail_size += len(line)
         self._tail.flush()
         self.bytes_ += len(line)
         self.records_ += 1

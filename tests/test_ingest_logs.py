@@ -150,3 +150,14 @@ def test_export_logs_command_follows_rotation_and_resumes_after_restart(settings
     assert [r.line for r in got] == ["line 1", "systemd[1]: slurmd.service: Main process exited, code=killed, "
                                      "status=9/KILL", "line 3", "line 4"]
     assert [r.kind for r in got if r.kind != "raw"] == ["service_crash"]
+
+
+def test_from_end_skips_old_lines_but_not_a_file_created_later(tmp_path):
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    _append(old, "history")
+    f = LogFollower([old, new], from_end=True)
+    assert f.poll() == []
+    _append(old, "fresh")
+    _append(new, "first line of a new file")
+    assert [l for _, l in f.poll()] == ["fresh", "first line of a new file"]
+    f.close()
