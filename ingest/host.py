@@ -35,11 +35,14 @@ def _systemd_active(name: str) -> bool | None:
         return None
     unit = name if "." in name else name + ".service"
     try:
-        out = subprocess.run([systemctl, "is-active", unit], capture_output=True, text=True, timeout=5)
+        out = subprocess.run([systemctl, "show", "--property=LoadState,ActiveState", unit], capture_output=True,
+                             text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    state = out.stdout.strip()
-    return None if state == "inactive" and "could not be found" in out.stderr else state == "active"
+    props = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    if out.returncode != 0 or props.get("LoadState") in (None, "not-found"):
+        return None  # systemd does not know it: look for a process instead
+    return props.get("ActiveState") == "active"
 
 
 def _process_running(name: str) -> bool:
