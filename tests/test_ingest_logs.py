@@ -1,14 +1,12 @@
 """Log parsers, and the log follower on real files being rotated and truncated, into the real broker."""
 
 import os
-import threading
 
 import pytest
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import wait_until
 from ingest.cli import log_events
 from ingest.follow import LogFollower
 from ingest.logparse import parse_line

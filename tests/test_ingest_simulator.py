@@ -1,11 +1,9 @@
 """The fleet simulator: determinism, ground truth, visible faults, names shared with the exporters,
 and a run published to the real broker (and through the CLI)."""
 
-import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-import pytest
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent, MetricBatch

@@ -8,7 +8,6 @@ import threading
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from fleetmedic.broker import EmbeddedBroker
 from fleetmedic.config import BrokerSettings
