@@ -3,8 +3,8 @@
 Per GPU: utilisation, memory, temperature, power and energy, clocks and clock-event (throttle)
 reasons, ECC corrected/uncorrected (volatile and aggregate), remapped rows, retired pages, PCIe
 replays and link state, NVLink error counters. A field the GPU does not support is left out,
-never zero-filled. A GPU that answers NVML_ERROR_GPU_IS_LOST reports `gpu<i>.up` = 0 and one
-`gpu_fell_off_bus` log event. XID and double-bit-ECC events come from an NVML event set and are
+never zero-filled. A GPU that answers NVML_ERROR_GPU_IS_LOST reports `gpu<i>.up` = 0, null for
+the series it reported before, and one `gpu_fell_off_bus` log event. XID and double-bit-ECC events come from an NVML event set and are
 published as `LogEvent`s (kind "xid" / "ecc_dbe") as they happen.
 
 The NVML module is a parameter so tests can hand in a fake (there is no GPU on CI).
@@ -61,6 +61,7 @@ class GpuCollector:
                 except nvml.NVMLError:
                     pass
         self.lost_: set[int] = set()
+        self.known_: dict[int, list[str]] = {}  # per GPU, the series it answered last time
         self.event_set_ = None
         self._register_events()
 
@@ -173,6 +174,9 @@ class GpuCollector:
             try:
                 v, c = self._gpu_values(i)
             except _Lost:
+                # What it reported before could not be read now: null, as the contract says (not absent,
+                # which would mean "not supported", and never 0).
+                values.update(dict.fromkeys(self.known_.get(i, ()), None))
                 values[S.gpu(i, "up")] = 0.0
                 if i not in self.lost_:
                     self.lost_.add(i)
@@ -182,6 +186,7 @@ class GpuCollector:
                                            fields={"gpu": i, "pci": pci}))
                 continue
             self.lost_.discard(i)
+            self.known_[i] = list(v)
             values[S.gpu(i, "up")] = 1.0
             values.update(v)
             counters += c

@@ -193,9 +193,12 @@ def test_supported_fields_are_read_and_unsupported_ones_left_out():
 def test_a_lost_gpu_reports_up_zero_and_one_event_until_it_returns():
     nvml = FakeNvml()
     c = GpuCollector(nvml)
+    c.collect("gpu-node-07")
     nvml.lost.add(1)
     values, _, events = c.collect("gpu-node-07")
-    assert values["gpu1.up"] == 0.0 and "gpu1.temperature_c" not in values and values["gpu0.up"] == 1.0
+    assert values["gpu1.up"] == 0.0 and values["gpu0.up"] == 1.0
+    assert values["gpu1.temperature_c"] is None and values["gpu1.pcie.replay"] is None  # could not be read: null
+    assert "gpu1.ecc.volatile.corrected" not in values  # never supported: still absent
     assert [(e.kind, e.severity, e.fields["gpu"]) for e in events] == [("gpu_fell_off_bus", "critical", 1)]
     assert c.collect("gpu-node-07")[2] == []  # said once, not every interval
     nvml.lost.clear()
