@@ -28,10 +28,13 @@ _SKIP_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup
             "fuse.snapfuse", "fuse.lxcfs", "tracefs", "debugfs", "securityfs", "configfs", "ramfs"}
 
 
+SYSTEMD_RUNTIME = Path("/run/systemd/system")  # exists only when systemd is the running init
+
+
 def _systemd_active(name: str) -> bool | None:
     """True/False from systemctl when it knows the unit; None when there is no systemd here."""
     systemctl = shutil.which("systemctl")
-    if not systemctl or not Path("/run/systemd/system").is_dir():
+    if not systemctl or not SYSTEMD_RUNTIME.is_dir():
         return None
     unit = name if "." in name else name + ".service"
     try:

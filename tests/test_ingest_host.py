@@ -1,5 +1,6 @@
 """The host exporter on this machine, for real, into the real broker; its health endpoint."""
 
+import os
 import urllib.request
 
 import psutil
@@ -65,3 +66,21 @@ def test_export_host_command_runs_against_the_broker(settings, tmp_path, monkeyp
     got = [r for *_, r in read_topic(settings, topic_name(settings, "metrics.v1"), MetricBatch)]
     assert [r.host for r in got] == ["cli-host", "cli-host"] and got[0].labels == {"class": "test"}
     assert got[0].source == "host"
+
+
+def test_services_are_asked_of_systemd_when_it_runs(tmp_path, monkeypatch):
+    """No systemd in the test container: a FAKE `systemctl` script stands in for it."""
+    import ingest.host as host
+
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\ncase "$3" in\n'
+                    '  slurmd.service) printf "LoadState=loaded\\nActiveState=active\\n" ;;\n'
+                    '  munge.service) printf "LoadState=loaded\\nActiveState=failed\\n" ;;\n'
+                    '  *) printf "LoadState=not-found\\nActiveState=inactive\\n" ;;\nesac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(host, "SYSTEMD_RUNTIME", tmp_path)
+    me = psutil.Process().name()
+    values, _ = HostCollector(watch=["slurmd", "munge", me]).collect()
+    assert values["service.slurmd.up"] == 1.0 and values["service.munge.up"] == 0.0
+    assert values[f"service.{me}.up"] == 1.0  # unknown to systemd: found as a process
