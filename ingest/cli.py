@@ -41,14 +41,29 @@ def _this_host(args) -> str:
     return host_name(args.host or socket.gethostname())
 
 
-def _start(name: str, args):
-    from fleetmedic.topics import create_topics
+def _ensure_topics(settings, what: str) -> None:
+    """Create the topics (idempotent), or exit with a clear message when the broker is not there."""
+    from kafka.errors import KafkaError
 
+    from fleetmedic.topics import admin_client, create_topics
+
+    try:
+        admin = admin_client(settings, bootstrap_timeout_ms=10_000)
+        try:
+            create_topics(settings, admin)
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        raise SystemExit(f"fleetmedic {what}: broker {','.join(settings.bootstrap_servers)} not reachable ({exc}); "
+                         f"start one with `fleetmedic broker start` or set FLEETMEDIC_BOOTSTRAP_SERVERS")
+
+
+def _start(name: str, args):
     from .runner import Exporter, stop_on_signals
 
     settings = settings_from(args)
     if args.create_topics:
-        create_topics(settings)
+        _ensure_topics(settings, f"export {name}")
     try:
         exporter = Exporter(name, settings, _options(args))
     except OSError as exc:  # the health port is taken, or the spool folder cannot be written
@@ -207,9 +222,7 @@ def cmd_simulate(args) -> int:
     health = ExporterHealth("sim")
     publisher = None
     if not args.dry_run:
-        from fleetmedic.topics import create_topics
-
-        create_topics(settings)
+        _ensure_topics(settings, "simulate")
         publisher = Publisher(settings, health, spool=None)
     stop = threading.Event()
     from .runner import stop_on_signals
