@@ -18,6 +18,7 @@ _COUNTERS = [
     ("records_spooled_total", "spooled", "records written to the disk spool while the broker was unreachable"),
     ("records_resent_total", "resent", "records delivered later from the spool"),
     ("records_dropped_total", "dropped", "records lost because the spool was full"),
+    ("records_already_stored_total", "already_stored", "spooled after a timeout but found in Kafka: not resent"),
     ("errors_total", "errors", "failed sends or reads"),
 ]
 _GAUGES = [

@@ -4,16 +4,24 @@
 acknowledge (it is down, unreachable, or timed out) go to the spool in order, and while the
 spool holds anything every new record queues behind it, so each host's records reach Kafka in
 the order they were read. The spool is retried at most every `retry_s` seconds and on close.
-A record whose acknowledgement was lost after the broker stored it can be sent twice
-(at-least-once); an idempotent producer removes the duplicates of its own retries.
+
+A send that timed out may have been stored by the broker anyway (it went down after writing,
+before answering). So the first resend after such a failure reads the topic partitions from the
+time of that send and drops from the spool the records already there (same key, same bytes):
+each record lands once. The check counts byte-identical records, so two identical records of
+one host sent within the uncertain window (same event time, same content) can count as one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
 
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Contract
@@ -34,6 +42,7 @@ class ExporterHealth:
     spooled: int = 0       # written to the spool because the broker did not take them
     resent: int = 0        # delivered later from the spool
     dropped: int = 0       # lost because the spool was full
+    already_stored: int = 0  # spooled after a timeout, found in Kafka on resend, not sent again
     errors: int = 0
     last_error: str = ""
     last_error_time: float = 0.0
@@ -104,15 +113,20 @@ class Publisher:
         if producer is None:
             return items
         futures = []
+        sent_ms = int(time.time() * 1000)
         try:
             for topic, key, value in items:
-                futures.append(producer.send_raw(topic, value, key))
+                futures.append(producer.send_raw(topic, value, key, timestamp_ms=sent_ms))
             producer.flush(timeout_s=self.ack_timeout_s * 2)
         except Exception as exc:
             self._failed(f"send: {type(exc).__name__}: {exc}")
         failed = [item for item, fut in zip(items, futures) if not (fut.is_done and fut.succeeded())]
         failed += items[len(futures):]
         if failed:
+            if futures and self.spool is not None:
+                # Handed to the producer, not acknowledged: the broker may hold them all the same.
+                since = self.spool.uncertain_since_ms
+                self.spool.uncertain_since_ms = sent_ms if since is None else min(since, sent_ms)
             first = next((f.exception for f in futures if f.is_done and f.failed()), None)
             if first is not None:
                 self._failed(f"{len(failed)} of {len(items)} not acknowledged: {type(first).__name__}: {first}")
@@ -130,6 +144,15 @@ class Publisher:
             return False
         while len(self.spool):
             head = self.spool.head()
+            if self.spool.uncertain_since_ms is not None:
+                try:
+                    head = self._drop_already_stored(head, self.spool.uncertain_since_ms)
+                except Exception as exc:  # the broker is still away: try again later
+                    self._failed(f"checking what the broker already holds: {type(exc).__name__}: {exc}")
+                    return False
+                self.spool.uncertain_since_ms = None
+                if not head:
+                    continue
             left = self._send_all(head)
             self.spool.consume_head(left)
             with self.health.lock:
@@ -140,6 +163,51 @@ class Publisher:
                 return False
         log.info("spool drained")
         return True
+
+    def _drop_already_stored(self, head, since_ms: int):
+        """Remove from the spool's head the records Kafka already holds (sent at or after `since_ms`)."""
+        digest = lambda v: hashlib.blake2b(v, digest_size=16).digest()  # noqa: E731
+        wanted = Counter(digest(v) for _, _, v in head)
+        keys = {k for _, k, _ in head}
+        found: Counter = Counter()
+        ms = int(self.ack_timeout_s * 1000)
+        consumer = KafkaConsumer(**self.settings.kafka_kwargs(), enable_auto_commit=False, group_id=None,
+                                 bootstrap_timeout_ms=ms, request_timeout_ms=max(ms, 2000))
+        try:
+            for topic in sorted({t for t, _, _ in head}):
+                tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                if not tps:
+                    continue
+                starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
+                ends = consumer.end_offsets(tps)
+                consumer.assign(tps)
+                for tp in tps:
+                    consumer.seek(tp, starts[tp].offset if starts.get(tp) is not None else ends[tp])
+                deadline = time.monotonic() + 4 * self.ack_timeout_s
+                while any(consumer.position(tp) < ends[tp] for tp in tps):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"could not read {topic} to its end")
+                    for msgs in consumer.poll(timeout_ms=200).values():
+                        for m in msgs:
+                            if m.key in keys and (d := digest(m.value)) in wanted:
+                                found[d] += 1
+        finally:
+            consumer.close()
+        keep = []
+        for item in head:
+            d = digest(item[2])
+            if found[d] > 0:
+                found[d] -= 1
+            else:
+                keep.append(item)
+        if len(keep) < len(head):
+            log.info("%d spooled records were already stored before the outage: not sent again", len(head) - len(keep))
+            self.spool.consume_head(keep)
+            with self.health.lock:
+                self.health.already_stored += len(head) - len(keep)
+                self.health.sent += len(head) - len(keep)
+            self._sync_spool_health()
+        return keep
 
     def publish(self, records: list[Contract]) -> int:
         """Deliver or spool `records`; returns how many reached the broker now."""

@@ -109,6 +109,26 @@ class Spool:
             self.bytes_ -= old_size
             self.records_ -= old_records
 
+    # A send that timed out may have been stored by the broker all the same: the time of the
+    # oldest such send is kept here until a resend has checked Kafka for those records.
+    @property
+    def uncertain_since_ms(self) -> int | None:
+        path = self.directory / "uncertain-since"
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    @uncertain_since_ms.setter
+    def uncertain_since_ms(self, value: int | None) -> None:
+        path = self.directory / "uncertain-since"
+        if value is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(str(value))
+            os.replace(tmp, path)
+
     def close(self) -> None:
         if self._tail is not None:
             self._tail.close()

@@ -125,3 +125,23 @@ def test_broker_outage_loses_nothing_and_keeps_each_hosts_order(tmp_path):
         if exporter is not None:
             exporter.stop.set()
         broker.stop()
+
+
+def test_records_the_broker_stored_before_a_timeout_are_not_sent_twice(settings, tmp_path):
+    """The broker wrote a batch but its answer was lost: the spool holds it, and the resend must skip it."""
+    health = ExporterHealth("dedupe")
+    spool = Spool(tmp_path / "spool")
+    pub = Publisher(settings, health, spool, retry_s=0)
+    stored = [_batch("node-a", i) for i in range(3)]
+    since = int(datetime.now(timezone.utc).timestamp() * 1000)
+    assert pub.publish(stored) == 3
+    # As if those three had timed out: spooled, marked uncertain, followed by two never sent.
+    topic = topic_name(settings, "metrics.v1")
+    for record in stored + [_batch("node-a", 3), _batch("node-a", 4)]:
+        spool.append(topic, record.key(), record.to_bytes())
+    spool.uncertain_since_ms = since - 50
+    assert pub.publish([_batch("node-a", 5)]) == 1
+    pub.close()
+    assert health.already_stored == 3 and spool.uncertain_since_ms is None and len(spool) == 0
+    got = [int(r.values["seq"]) for *_, r in read_topic(settings, topic, MetricBatch)]
+    assert got == [0, 1, 2, 3, 4, 5]
