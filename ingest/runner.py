@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class ExporterOptions:
     spool_dir: Path | None = Path(".fleetmedic/spool")
     spool_max_bytes: int = 256 * 1024 * 1024
-    health_port: int | None = None         # None or 0 → no health endpoint... -1 → any free port
+    health_port: int | None = None         # None or 0: no health endpoint; -1: any free port
     health_bind: str = "127.0.0.1"
     ack_timeout_s: float = 10.0
     retry_s: float = 5.0
