@@ -15,6 +15,7 @@ from . import __version__
 # Each stage adds its own commands: a module with `register(subparsers)`, whose handlers take
 # the parsed args (call `settings_from(args)` for the settings) and return an exit code.
 STAGE_CLIS: list[str] = [
+    "ingest.cli",
     "detectors.cli",
     "detectors.eval_cli",
     "review.cli",

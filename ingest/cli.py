@@ -1,0 +1,320 @@
+"""`fleetmedic export host|gpu|logs|prom` and `fleetmedic simulate`."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fleetmedic.cli import settings_from
+
+HEALTH_PORTS = {"host": 9731, "gpu": 9732, "logs": 9733, "prom": 9734}
+
+
+def _options(args):
+    from .runner import ExporterOptions
+
+    return ExporterOptions(
+        spool_dir=None if args.no_spool else Path(args.spool_dir),
+        spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
+        health_port=args.health_port,
+        health_bind=args.health_bind,
+        ack_timeout_s=args.ack_timeout,
+    )
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--label wants KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _this_host(args) -> str:
+    from .series import host_name
+
+    return host_name(args.host or socket.gethostname())
+
+
+def _ensure_topics(settings, what: str) -> None:
+    """Create the topics (idempotent), or exit with a clear message when the broker is not there."""
+    from kafka.errors import KafkaError
+
+    from fleetmedic.topics import admin_client, create_topics
+
+    try:
+        admin = admin_client(settings, bootstrap_timeout_ms=10_000)
+        try:
+            create_topics(settings, admin)
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        raise SystemExit(f"fleetmedic {what}: broker {','.join(settings.bootstrap_servers)} not reachable ({exc}); "
+                         f"start one with `fleetmedic broker start` or set FLEETMEDIC_BOOTSTRAP_SERVERS")
+
+
+def _start(name: str, args):
+    from .runner import Exporter, stop_on_signals
+
+    settings = settings_from(args)
+    if args.create_topics:
+        _ensure_topics(settings, f"export {name}")
+    try:
+        exporter = Exporter(name, settings, _options(args))
+    except OSError as exc:  # the health port is taken, or the spool folder cannot be written
+        raise SystemExit(f"fleetmedic export {name}: {exc} (health port {args.health_port}, spool {args.spool_dir})")
+    stop_on_signals(exporter.stop)
+    where = f", health on :{exporter.server.port}/metrics" if exporter.server else ""
+    spool = f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool else ", no spool"
+    print(f"export {name}: host {_this_host(args)} → {settings.bootstrap_servers[0]}{spool}{where}", flush=True)
+    return exporter
+
+
+def _finish(exporter) -> int:
+    exporter.close()
+    h = exporter.health
+    print(f"export {exporter.name}: sent {h.sent}, spooled {h.spooled}, resent {h.resent}, dropped {h.dropped}, "
+          f"left in spool {h.spool_records}", flush=True)
+    return 0 if h.dropped == 0 else 4
+
+
+def cmd_export_host(args) -> int:
+    from fleetmedic.schemas import MetricBatch
+
+    from .host import HostCollector
+
+    host, labels = _this_host(args), _labels(args.label)
+    collector = HostCollector(watch=args.watch, mounts=args.mount)
+    exporter = _start("host", args)
+
+    def collect():
+        values, counters = collector.collect()
+        return [MetricBatch(host=host, time=datetime.now(timezone.utc), source="host", labels=labels, values=values,
+                            counters=counters)]
+
+    try:
+        exporter.run(collect, args.interval, count=args.count)
+    finally:
+        code = _finish(exporter)
+    return code
+
+
+def cmd_export_gpu(args) -> int:
+    from fleetmedic.schemas import MetricBatch
+
+    from .gpu import GpuCollector, GpuUnavailable
+
+    try:
+        collector = GpuCollector()
+    except GpuUnavailable as exc:
+        print(f"fleetmedic export gpu: {exc}", file=sys.stderr)
+        return 3
+    host, labels = _this_host(args), _labels(args.label)
+    exporter = _start("gpu", args)
+
+    def collect():
+        values, counters, events = collector.collect(host)
+        batch = MetricBatch(host=host, time=datetime.now(timezone.utc), source="gpu",
+                            labels={**collector.labels_, **labels}, values=values, counters=counters)
+        return [batch, *events]
+
+    try:
+        exporter.run(collect, args.interval, count=args.count, wait=lambda s: collector.wait_events(host, s))
+    finally:
+        collector.close()
+        code = _finish(exporter)
+    return code
+
+
+def log_events(lines, host: str):
+    """(path, line) pairs → LogEvents, parsed, stamped with the line's own time when it has one."""
+    from fleetmedic.schemas import LogEvent
+
+    from .logparse import parse_line
+
+    now = datetime.now(timezone.utc)
+    out = []
+    for path, line in lines:
+        p = parse_line(line, now=now)
+        out.append(LogEvent(host=host, time=p.time or now, source=path[:512], line=line, kind=p.kind,
+                            severity=p.severity, fields=p.fields))
+    return out
+
+
+def cmd_export_logs(args) -> int:
+    from .follow import LogFollower
+
+    host = _this_host(args)
+    follower = LogFollower(args.paths, position_file=args.position_file, from_end=args.from_end)
+    exporter = _start("logs", args)
+
+    def collect():
+        batch = follower.poll()
+        events = log_events(batch, host)
+        exporter.publish(events)  # delivered or spooled: now the position may move past them
+        follower.commit()
+        return []
+
+    try:
+        exporter.run(collect, args.interval, count=args.count)
+    finally:
+        follower.close()
+        code = _finish(exporter)
+    return code
+
+
+def cmd_export_prom(args) -> int:
+    from .prom import Target, scrape
+
+    try:
+        targets = [Target.of(u, args.host) for u in args.urls]
+    except ValueError as exc:
+        print(f"fleetmedic export prom: {exc}", file=sys.stderr)
+        return 2
+    exporter = _start("prom", args)
+    down: set[str] = set()
+
+    def collect():
+        out = []
+        for t in targets:
+            batch, error = scrape(t, timeout_s=args.timeout, drop_labels=frozenset(args.drop_label),
+                                  canonical_names=args.canonical)
+            if error and t.url not in down:
+                print(f"export prom: {t.url} is down: {error}", file=sys.stderr, flush=True)
+                exporter.health.error(f"{t.url}: {error}")
+                down.add(t.url)
+            elif not error and t.url in down:
+                print(f"export prom: {t.url} is back", flush=True)
+                down.discard(t.url)
+            out.append(batch)
+        exporter.health.extra["targets_down"] = float(len(down))
+        return out
+
+    try:
+        exporter.run(collect, args.interval, count=args.count)
+    finally:
+        code = _finish(exporter)
+    return code
+
+
+def cmd_simulate(args) -> int:
+    from .publisher import ExporterHealth, Publisher
+    from .simulator import FAULT_KINDS, SimConfig, run_simulation
+
+    try:
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00")) if args.start else None
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip()) if args.fault_kinds else FAULT_KINDS
+        cfg = SimConfig(nodes=args.nodes, gpus=args.gpus, seconds=args.seconds, interval_s=args.interval, seed=args.seed,
+                        faults=args.faults, fault_kinds=kinds,
+                        start=start or (datetime.now(timezone.utc).replace(microsecond=0) if args.realtime
+                                        else SimConfig.start))
+    except ValueError as exc:
+        print(f"fleetmedic simulate: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from(args)
+    health = ExporterHealth("sim")
+    publisher = None
+    if not args.dry_run:
+        _ensure_topics(settings, "simulate")
+        publisher = Publisher(settings, health, spool=None)
+    stop = threading.Event()
+    from .runner import stop_on_signals
+
+    stop_on_signals(stop)
+    try:
+        run_simulation(cfg, publisher.publish if publisher else (lambda records: None), realtime=args.realtime,
+                       speed=args.speed, truth_path=args.truth, progress=lambda m: print(m, flush=True),
+                       stop=stop.is_set)
+    finally:
+        if publisher:
+            publisher.close()
+    if health.dropped:
+        print(f"simulate: {health.dropped} records could not be delivered (last error: {health.last_error})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _common(p) -> None:
+    p.add_argument("--host", help="host name to publish as (default: this machine's name / the target's host)")
+    p.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds between collections")
+    p.add_argument("--count", type=int, default=None, metavar="N", help="stop after N collections")
+    p.add_argument("--spool-dir", default=".fleetmedic/spool", metavar="DIR",
+                   help="where records wait while the broker is unreachable (one folder per exporter)")
+    p.add_argument("--spool-max-mb", type=float, default=256.0, metavar="MB",
+                   help="spool bound; records beyond it are dropped and counted")
+    p.add_argument("--no-spool", action="store_true", help="drop (and count) what the broker does not take")
+    p.add_argument("--health-bind", default="127.0.0.1", metavar="ADDR")
+    p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",
+                   help="how long to wait for the broker before spooling")
+    p.add_argument("--create-topics", action="store_true", help="create the fleetmedic topics first (idempotent)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="run a node exporter: host, gpu, logs or prom",
+                       description="Publish this node's signals to Kafka (metrics.v1 / logs.v1), spooling to disk "
+                                   "while the broker is unreachable. Health: GET :PORT/metrics.")
+    kinds = p.add_subparsers(dest="exporter", required=True, metavar="EXPORTER")
+
+    e = kinds.add_parser("host", help="this machine's CPU, memory, filesystems, disks, network, temperatures, services")
+    _common(e)
+    e.add_argument("--watch", action="append", default=[], metavar="NAME",
+                   help="a systemd unit or process name whose up/down state to report (repeatable)")
+    e.add_argument("--mount", action="append", default=None, metavar="PATH", help="only these mount points")
+    e.add_argument("--label", action="append", default=[], metavar="K=V", help="host label, e.g. class=h100x8")
+    e.add_argument("--health-port", type=int, default=HEALTH_PORTS["host"], metavar="PORT", help="0: none")
+    e.set_defaults(func=cmd_export_host)
+
+    e = kinds.add_parser("gpu", help="NVIDIA GPU metrics and XID events through NVML",
+                         description="Exits 3 when there is no NVIDIA driver or GPU.")
+    _common(e)
+    e.add_argument("--label", action="append", default=[], metavar="K=V")
+    e.add_argument("--health-port", type=int, default=HEALTH_PORTS["gpu"], metavar="PORT", help="0: none")
+    e.set_defaults(func=cmd_export_gpu)
+
+    e = kinds.add_parser("logs", help="follow log files (rotation, truncation) and parse known kernel/service lines")
+    _common(e)
+    e.add_argument("paths", nargs="+", metavar="PATH")
+    e.add_argument("--position-file", default=".fleetmedic/log-positions.json", metavar="FILE",
+                   help="where the offsets of delivered lines are kept across restarts")
+    e.add_argument("--from-end", action="store_true", help="a file never seen before starts at its end")
+    e.add_argument("--health-port", type=int, default=HEALTH_PORTS["logs"], metavar="PORT", help="0: none")
+    e.set_defaults(func=cmd_export_logs, interval=1.0)
+
+    e = kinds.add_parser("prom", help="scrape Prometheus text endpoints (node_exporter, dcgm-exporter, ...)")
+    _common(e)
+    e.add_argument("urls", nargs="+", metavar="URL")
+    e.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per scrape")
+    e.add_argument("--drop-label", action="append", default=[], metavar="NAME",
+                   help="leave this label out of series names (repeatable), e.g. DCGM_FI_DRIVER_VERSION")
+    e.add_argument("--canonical", action="store_true",
+                   help="also publish known node_exporter/dcgm series under fleetmedic's names (gpu0.temperature_c...)")
+    e.add_argument("--health-port", type=int, default=HEALTH_PORTS["prom"], metavar="PORT", help="0: none")
+    e.set_defaults(func=cmd_export_prom, interval=15.0)
+
+    p = sub.add_parser("simulate", help="a synthetic GPU fleet with injected faults, published to Kafka",
+                       description="N nodes × G GPUs with daily load cycles, noise and log chatter, and a seeded "
+                                   "schedule of faults (XID bursts, thermal runaway, ECC growth, memory leak, disk "
+                                   "filling, service crash, NVLink errors) whose ground truth goes to --truth.")
+    p.add_argument("--nodes", type=int, default=8)
+    p.add_argument("--gpus", type=int, default=4, help="GPUs per node")
+    p.add_argument("--seconds", type=float, default=600.0, help="simulated span")
+    p.add_argument("--interval", type=float, default=10.0, help="simulated seconds between metric batches")
+    p.add_argument("--start", default=None, help="simulated start, ISO UTC (default 2026-01-01T00:00:00Z; "
+                                                 "now with --realtime)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--faults", type=int, default=None, help="how many faults (default: nodes/4, at least 1)")
+    p.add_argument("--fault-kinds", default=None, metavar="K1,K2", help="limit to these fault kinds")
+    p.add_argument("--truth", default=".fleetmedic/sim-ground-truth.jsonl", metavar="FILE",
+                   help="ground truth, one JSON line per fault")
+    p.add_argument("--realtime", action="store_true", help="pace the simulated clock to the wall clock (demos)")
+    p.add_argument("--speed", type=float, default=1.0, help="with --realtime: simulated seconds per wall second")
+    p.add_argument("--dry-run", action="store_true", help="generate without publishing (no broker needed)")
+    p.set_defaults(func=cmd_simulate)

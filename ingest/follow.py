@@ -1,0 +1,148 @@
+"""Follow log files like `tail -F`, remembering positions so a restart neither re-sends nor skips.
+
+Each path is followed by name: a file that does not exist yet is picked up when it appears; a
+rotated file (same name, new inode) is read to its end before the new one is opened from its
+start; a truncated file (shorter than our offset) is read again from its start. Only whole
+lines (ending in a newline) are taken. The position file records, per path, the device, inode
+and offset of the last line *delivered or spooled*: the follower calls `commit()` after the
+publisher took the lines. On start, a path whose inode changed while we were away is first
+finished from its rotated sibling (``name.1``, ``name-20261125``...) when one has the old inode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_LINE = 65536
+
+
+@dataclass
+class _State:
+    path: Path
+    handle: object | None = None  # open binary file
+    dev: int = 0
+    ino: int = 0
+    offset: int = 0               # offset after the last whole line read
+
+
+class LogFollower:
+    def __init__(self, paths: list[str | os.PathLike], position_file: str | os.PathLike | None = None,
+                 from_end: bool = False):
+        """`from_end`: a file seen for the first time (no saved position) starts at its end."""
+        self.position_file = Path(position_file) if position_file else None
+        self.from_end = from_end
+        saved = {}
+        if self.position_file and self.position_file.exists():
+            try:
+                saved = json.loads(self.position_file.read_text())
+            except ValueError:
+                saved = {}  # a corrupt position file: start as if new, and say nothing is lost by re-reading
+        self.files = [_State(Path(p)) for p in paths]
+        self._pending_old: list[tuple[_State, object]] = []  # rotated-away handles still to finish
+        for st in self.files:
+            pos = saved.get(str(st.path))
+            self._open(st, resume=pos, at_start=True)
+
+    def _open(self, st: _State, resume: dict | None = None, at_start: bool = False) -> None:
+        try:
+            handle = open(st.path, "rb")
+        except FileNotFoundError:
+            st.handle = None
+            return
+        info = os.fstat(handle.fileno())
+        st.handle, st.dev, st.ino = handle, info.st_dev, info.st_ino
+        if resume is not None:
+            if (resume["dev"], resume["ino"]) == (info.st_dev, info.st_ino):
+                st.offset = resume["offset"] if resume["offset"] <= info.st_size else 0
+            else:
+                st.offset = 0
+                self._finish_rotated_sibling(st, resume)
+        elif self.from_end and at_start:
+            st.offset = info.st_size  # only files already there at start: a file that appears later is new
+        else:
+            st.offset = 0
+        handle.seek(st.offset)
+
+    def _finish_rotated_sibling(self, st: _State, resume: dict) -> None:
+        for sibling in sorted(st.path.parent.glob(st.path.name + "?*")):
+            try:
+                info = sibling.stat()
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) == (resume["dev"], resume["ino"]) and info.st_size >= resume["offset"]:
+                old = open(sibling, "rb")
+                old.seek(resume["offset"])
+                self._pending_old.append((st, old))
+                return
+
+    @staticmethod
+    def _lines(handle, st: _State | None, limit: int) -> list[str]:
+        out = []
+        start = handle.tell()
+        for raw in iter(handle.readline, b""):
+            if not raw.endswith(b"\n"):
+                if len(raw) >= MAX_LINE:  # a runaway line without newline: take it in pieces
+                    out.append(raw.decode("utf-8", "replace"))
+                    start += len(raw)
+                    continue
+                handle.seek(start)  # a half-written line: wait for the rest
+                break
+            start += len(raw)
+            out.append(raw[:-1].decode("utf-8", "replace")[:MAX_LINE])
+            if len(out) >= limit:
+                break
+        if st is not None:
+            st.offset = start
+        return out
+
+    def poll(self, limit: int = 5000) -> list[tuple[str, str]]:
+        """New whole lines as (path, line), in file order; reacts to rotation and truncation."""
+        out: list[tuple[str, str]] = []
+        while self._pending_old:
+            st, old = self._pending_old.pop(0)
+            out += [(str(st.path), line) for line in self._lines(old, None, 10**9)]
+            old.close()
+        for st in self.files:
+            if st.handle is None:
+                self._open(st)
+                if st.handle is None:
+                    continue
+            try:
+                info = os.stat(st.path)
+                replaced = (info.st_dev, info.st_ino) != (st.dev, st.ino)
+            except FileNotFoundError:
+                info, replaced = None, False  # moved away, new one not created yet: keep reading the old
+            if not replaced and info is not None and info.st_size < st.offset:
+                st.offset = 0  # truncated in place (copytruncate, `> file`)
+                st.handle.seek(0)
+            out += [(str(st.path), line) for line in self._lines(st.handle, st, limit)]
+            if replaced:
+                out += [(str(st.path), line) for line in self._lines(st.handle, st, 10**9)]  # finish the old
+                st.handle.close()
+                self._open(st)
+                if st.handle is not None:
+                    out += [(str(st.path), line) for line in self._lines(st.handle, st, limit)]
+        return out
+
+    def commit(self) -> None:
+        """Record the current positions (call after the lines from `poll` were published)."""
+        if not self.position_file:
+            return
+        data = {str(st.path): {"dev": st.dev, "ino": st.ino, "offset": st.offset}
+                for st in self.files if st.handle is not None}
+        tmp = self.position_file.with_suffix(".tmp")
+        self.position_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.position_file)
+
+    def close(self) -> None:
+        for st in self.files:
+            if st.handle is not None:
+                st.handle.close()
+                st.handle = None
+        for _, old in self._pending_old:
+            old.close()
+        self._pending_old = []
