@@ -14,7 +14,9 @@ from . import __version__
 
 # Each stage adds its own commands: a module with `register(subparsers)`, whose handlers take
 # the parsed args (call `settings_from(args)` for the settings) and return an exit code.
-STAGE_CLIS: list[str] = []
+STAGE_CLIS: list[str] = [
+    "remediator.cli",
+]
 
 
 def settings_from(args):
