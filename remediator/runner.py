@@ -1,10 +1,13 @@
 """The one call into ansible-runner: run an allowed playbook with typed variables, summarise it.
 
 Everything the remediator executes goes through `run_playbook`. It refuses a playbook that does
-not resolve to a file inside the allowed directory, passes variables as data (ansible-runner's
-`extravars`, written to a file that ansible-playbook reads with `-e @file`), never as text on a
-command line, honours a timeout and a cancel event, summarises the runner's events into a
-`RunSummary`, and keeps only the newest artifact directories, without the environment in them.
+not resolve to a file inside the allowed directory, passes variables as data (a YAML file that
+ansible-playbook reads with `-e @file`), never as text on a command line, honours a timeout and a
+cancel event, summarises the runner's events into a `RunSummary`, and keeps only the newest
+artifact directories, without the environment in them.
+
+Every string variable is tagged `!unsafe`: Ansible would otherwise template extra vars, and an
+incident field such as `{{ lookup('pipe', 'rm -rf /') }}` would run on the controller.
 
 Example (runs a real playbook; the demo service does not need to be running for `--check`)::
 
@@ -18,7 +21,9 @@ Example (runs a real playbook; the demo service does not need to be running for 
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 import os
 import re
 import shutil
@@ -122,6 +127,22 @@ def validate_extra_vars(extra_vars: dict) -> dict[str, ExtraVar]:
     return checked
 
 
+def write_extra_vars(extra_vars: dict[str, ExtraVar], path: Path) -> Path:
+    """Write the variables as YAML with every string `!unsafe` (never templated by Ansible).
+
+    A JSON string is a valid YAML double-quoted scalar, so json.dumps quotes each value exactly.
+    """
+    lines = []
+    for name, value in extra_vars.items():
+        if isinstance(value, str):
+            lines.append(f"{name}: !unsafe {json.dumps(value)}")
+        else:
+            lines.append(f"{name}: {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n" if lines else "{}\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
 def ansible_bin_dir() -> Path:
     """The directory holding ansible-playbook: this interpreter's bin first, then PATH."""
     here = Path(sys.executable).parent
@@ -221,7 +242,6 @@ def run_playbook(
     ident = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
     events = _EventSummary()
     cancel = cancel or threading.Event()
-    cmdline = "--check --diff" if run.check else None
 
     inventory = {"all": {"hosts": {"localhost": {
         "ansible_connection": "local",
@@ -241,6 +261,9 @@ def run_playbook(
     # for this run; the artifacts (events, stdout, rc, status) go to artifacts_dir/ident.
     with tempfile.TemporaryDirectory(prefix="fm-run-") as private:
         envvars["ANSIBLE_LOCAL_TEMP"] = str(Path(private) / "tmp")
+        # ansible-runner's own `extravars` would be templated: pass our `!unsafe` file instead.
+        vars_file = write_extra_vars(extra_vars, Path(private) / "fleetmedic-extra-vars.yml")
+        cmdline = f"-e @{shlex.quote(str(vars_file))}" + (" --check --diff" if run.check else "")
         if on_start is not None:
             on_start()
         started_at = datetime.now(timezone.utc)
@@ -249,7 +272,6 @@ def run_playbook(
             project_dir=str(playbook.parent),
             playbook=str(playbook),
             inventory=inventory,
-            extravars=extra_vars,
             envvars=envvars,
             cmdline=cmdline,
             artifact_dir=str(artifacts_dir),

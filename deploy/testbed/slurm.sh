@@ -5,7 +5,7 @@
 #   slurm.sh stop DIR       stop the daemons started from DIR (by their pid files)
 #   slurm.sh env DIR        print "export SLURM_CONF=DIR/slurm.conf"
 # Every path is absolute (the daemons change directory when they detach). Ports: SLURM_PORT_BASE
-# (default 16817): slurmctld = base, slurmd = base+1, node1/node2 = base+184/base+185.
+# (default 16817): slurmctld = base, slurmd = base+1, node1/node2 = base+2/base+3.
 set -euo pipefail
 action=${1:?usage: slurm.sh install|start|stop|env [DIR]}
 
@@ -58,7 +58,7 @@ MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerParameters=sched_interval=2
-NodeName=node[1-2] NodeHostname=localhost Port=$((base + 184))-$((base + 185)) CPUs=1 RealMemory=1000 State=UNKNOWN
+NodeName=node[1-2] NodeHostname=localhost Port=$((base + 2))-$((base + 3)) CPUs=1 RealMemory=1000 State=UNKNOWN
 PartitionName=gpu Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP
 CONF
     export SLURM_CONF=$conf
@@ -75,6 +75,11 @@ CONF
     done
     echo "slurm did not reach 2 idle nodes in 30 s; logs in $dir/log" >&2; sinfo -N >&2 || true; exit 1 ;;
 stop)
+    # cancel this cluster's jobs first: with proctrack/linuxproc their processes outlive slurmd
+    if [ -f "$dir/slurmctld.pid" ] && [ -f "$conf" ]; then
+        SLURM_CONF=$conf scancel --full --signal=KILL --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 1 50); do [ -z "$(SLURM_CONF=$conf squeue -h -t RUNNING,COMPLETING 2>/dev/null)" ] && break; sleep 0.1; done
+    fi
     stop_pidfile "$dir/slurmd-node1.pid"
     stop_pidfile "$dir/slurmd-node2.pid"
     stop_pidfile "$dir/slurmctld.pid"
