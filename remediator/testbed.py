@@ -133,7 +133,8 @@ class SlurmCluster:
 
     def submit(self, node: str, seconds: int = 300) -> str:
         """A requeueable batch job pinned to `node`; returns its id."""
-        return self.run("sbatch", "--parsable", "--requeue", "-w", node, "--wrap", f"sleep {seconds}").strip()
+        return self.run("sbatch", "--parsable", "--requeue", "-w", node, f"--chdir={self.directory}",
+                        f"--output={self.directory}/job-%j.out", "--wrap", f"sleep {seconds}").strip()
 
     def job(self, job_id: str) -> dict[str, str]:
         """`scontrol show job` as a dict (JobState, NodeList, Restarts, ...)."""
