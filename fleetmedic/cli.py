@@ -16,6 +16,7 @@ from . import __version__
 # the parsed args (call `settings_from(args)` for the settings) and return an exit code.
 STAGE_CLIS: list[str] = [
     "remediator.cli",
+    "remediator.playbook_cli",
 ]
 
 
