@@ -61,4 +61,4 @@ def test_unknown_program_fails_clearly(demo, tmp_path):
     result = run_playbook(PlaybookRun("restart_service.yml", {**demo.restart_vars(), "service": "nosuch"}),
                           playbooks_dir=PLAYBOOKS, artifacts_dir=tmp_path / "artifacts")
     assert result.status == "failed"
-    assert result.summary.failed_tasks == ["Read the supervisor program's state"]
+    assert result.summary.failed_tasks == ["Start or restart the supervisor program"]
