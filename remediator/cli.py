@@ -26,7 +26,7 @@ def cmd_remediate(args) -> int:
     engine = Remediator(settings_from(args), policy,
                         RunnerConfig(playbooks_dir=playbooks, artifacts_dir=Path(args.artifacts),
                                      keep_artifacts=args.keep_artifacts),
-                        group_id=args.group)
+                        group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000))
     print(f"remediator: group {args.group}, policy {args.policy} ({len(policy.rules)} rules), "
           f"playbooks {playbooks.resolve()}", flush=True)
     engine.run()
@@ -59,6 +59,8 @@ def register(sub) -> None:
                    help="ansible-runner artifacts (newest --keep-artifacts runs are kept)")
     p.add_argument("--keep-artifacts", type=int, default=50, metavar="N")
     p.add_argument("--group", default="fleetmedic-remediator", help="consumer group id")
+    p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
+                   help="a crashed remediator's incidents move to another member after S seconds (>= 6)")
     p.set_defaults(func=cmd_remediate)
 
     p = sub.add_parser("approve", help="approve (or --deny) a remediation that is awaiting approval",

@@ -53,7 +53,8 @@ from .policy import HUMAN, Policy, PolicyError
 log = logging.getLogger(__name__)
 
 # Tests kill the process (SIGKILL) at one of these points to show that no run happens twice.
-CRASH_ENV = "FLEETMEDIC_REMEDIATOR_CRASH_AT"
+# (not FLEETMEDIC_*: that prefix is reserved for settings)
+CRASH_ENV = "FM_REMEDIATOR_CRASH_AT"
 CRASH_POINTS = ("claimed", "started", "ran", "produced")
 # A claim with no outcome (its process died mid-run) is escalated this long after its timeout.
 ORPHAN_GRACE_S = 30.0
@@ -82,7 +83,8 @@ class Remediator:
 
     def __init__(self, settings: Settings, policy: Policy, runner: RunnerConfig, *,
                  group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
-                 clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5):
+                 clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
+                 session_timeout_ms: int = 10_000):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
@@ -106,6 +108,8 @@ class Remediator:
             after_flush=lambda stats: _crash_point("produced"), max_records=100,
             # a batch waits for its playbook runs before the commit: allow long runs between polls
             max_poll_interval_ms=3_600_000,
+            # a crashed member's partitions move to another process after this long
+            session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
         )
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()

@@ -14,9 +14,9 @@ from remediator_kit import (EngineThread, incident, make_policy, marker_lines, m
 def test_incident_to_a_real_run_with_records_in_order(settings, tmp_path):
     marker = tmp_path / "marker.txt"
     send(settings, incident("node1", "inc-a"))
-    with EngineThread(settings, make_policy(marker), tmp_path, group_id="rem-e2e"):
+    with EngineThread(settings, make_policy(marker), tmp_path, group_id=settings.topic_prefix + "rem-e2e"):
         done = wait_for_status(settings, "succeeded", incident_id="inc-a")
-        wait_until(lambda: caught_up(settings, "rem-e2e", topic_name(settings, Incident.topic)), 20,
+        wait_until(lambda: caught_up(settings, settings.topic_prefix + "rem-e2e", topic_name(settings, Incident.topic)), 20,
                    what="incident offsets committed")
     assert statuses(settings, "inc-a") == [("claimed", "restart_service", 0), ("running", "restart_service", 0),
                                            ("succeeded", "restart_service", 0)]
@@ -30,14 +30,14 @@ def test_incident_to_a_real_run_with_records_in_order(settings, tmp_path):
 def test_the_same_incident_again_never_runs_twice(settings, tmp_path):
     marker = tmp_path / "marker.txt"
     send(settings, incident("node1", "inc-b"))
-    with EngineThread(settings, make_policy(marker), tmp_path, group_id="rem-dup"):
+    with EngineThread(settings, make_policy(marker), tmp_path, group_id=settings.topic_prefix + "rem-dup"):
         wait_for_status(settings, "succeeded", incident_id="inc-b")
         send(settings, incident("node1", "inc-b", status="update"), incident("node1", "inc-b"))
-        wait_until(lambda: caught_up(settings, "rem-dup", topic_name(settings, Incident.topic)), 20,
+        wait_until(lambda: caught_up(settings, settings.topic_prefix + "rem-dup", topic_name(settings, Incident.topic)), 20,
                    what="the repeats consumed")
     # a new process with a new group reads every incident again: the claims stop it
-    with EngineThread(settings, make_policy(marker), tmp_path, group_id="rem-dup-2"):
-        wait_until(lambda: caught_up(settings, "rem-dup-2", topic_name(settings, Incident.topic)), 20,
+    with EngineThread(settings, make_policy(marker), tmp_path, group_id=settings.topic_prefix + "rem-dup-2"):
+        wait_until(lambda: caught_up(settings, settings.topic_prefix + "rem-dup-2", topic_name(settings, Incident.topic)), 20,
                    what="second process caught up")
     assert len(marker_lines(marker)) == 1
     assert [s for s, *_ in statuses(settings, "inc-b")] == ["claimed", "running", "succeeded"]
@@ -46,7 +46,7 @@ def test_the_same_incident_again_never_runs_twice(settings, tmp_path):
 def test_dry_run_runs_in_check_mode_and_changes_nothing(settings, tmp_path):
     marker = tmp_path / "marker.txt"
     send(settings, incident("node1", "inc-c"))
-    with EngineThread(settings, make_policy(marker, dry_run=True), tmp_path, group_id="rem-dry"):
+    with EngineThread(settings, make_policy(marker, dry_run=True), tmp_path, group_id=settings.topic_prefix + "rem-dry"):
         record = wait_for_status(settings, "dry_run", incident_id="inc-c")[0]
     assert record.rc == 0
     assert not marker.exists()  # check mode wrote nothing
@@ -60,7 +60,7 @@ def test_a_failed_run_is_recorded_and_escalates_to_the_next_step(settings, tmp_p
     second = marker_step(marker, action="collect_diagnostics")
     policy = make_policy(marker, steps=[failing, second, {"action": "human"}])
     send(settings, incident("node2", "inc-d"))
-    with EngineThread(settings, policy, tmp_path, group_id="rem-fail"):
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "rem-fail"):
         failed = wait_for_status(settings, "failed", incident_id="inc-d")[0]
         # step 1 succeeds; the incident never resolves, so after resolve_within_s the human gets it
         wait_for_status(settings, "succeeded", incident_id="inc-d")
@@ -78,7 +78,7 @@ def test_closed_loop_escalates_when_not_resolved_and_stops_when_resolved(setting
     slow = {"name": "slow", "match": {"kinds": ["slow"]}, "steps": [marker_step(marker, resolve_within_s=60)]}
     policy = make_policy(marker, steps=steps, extra_rules=[slow])
     send(settings, incident("node1", "inc-e"), incident("node3", "inc-f", kind="slow"))
-    with EngineThread(settings, policy, tmp_path, group_id="rem-loop"):
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "rem-loop"):
         wait_for_status(settings, "succeeded", incident_id="inc-f")
         send(settings, incident("node3", "inc-f", kind="slow", status="resolve"))
         wait_for_status(settings, "cancelled", incident_id="inc-f")

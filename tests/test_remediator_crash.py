@@ -1,0 +1,82 @@
+"""At most once across crashes: SIGKILL the remediator at each step of a run, restart it, count runs.
+
+The remediator runs as a real `fleetmedic remediate` process; FM_REMEDIATOR_CRASH_AT makes it
+SIGKILL itself at one point of the protocol:
+
+- claimed:  the claim is on the broker, the playbook has not started;
+- started:  the playbook process is about to start (`running` sent, maybe not delivered);
+- ran:      the playbook has finished, its outcome is not recorded;
+- produced: the outcome is recorded, the incident's offset is not committed.
+
+A second remediator in the same consumer group then gets the incident again (its offset was never
+committed) and must not run it again: the marker playbook's file shows at most one run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fleetmedic.schemas import Incident
+from fleetmedic.topics import topic_name
+from fleetmedic.transport import wait_until
+
+from kafka_helpers import caught_up
+from remediator_kit import EngineThread, incident, make_policy, marker_lines, send, statuses, TEST_PLAYBOOKS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+POLICY = """\
+gates: {{cooldown_s: 0}}
+rules:
+  - name: service_down
+    match: {{kinds: [service_down]}}
+    steps:
+      - action: restart_service
+        playbook: marker.yml
+        vars:
+          target_host: {{from: host}}
+          marker_id: {{from: id}}
+          marker_file: {{value: "{marker}"}}
+"""
+
+# point → (runs the marker shows, statuses on the topic after the restart; "running" may be lost
+# at the `started` point because the process dies before that record is flushed)
+EXPECTED = {
+    "claimed": (0, [["claimed"]]),
+    "started": (0, [["claimed"], ["claimed", "running"]]),
+    "ran": (1, [["claimed", "running"]]),
+    "produced": (1, [["claimed", "running", "succeeded"]]),
+}
+
+
+@pytest.mark.parametrize("point", list(EXPECTED))
+def test_sigkill_at_each_step_never_runs_twice(settings, tmp_path, point):
+    marker = tmp_path / "marker.txt"
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(textwrap.dedent(POLICY.format(marker=marker)))
+    group = f"{settings.topic_prefix}rem-crash-{point}"
+    send(settings, incident("node1", "inc-crash"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FM_REMEDIATOR_CRASH_AT=point,
+               FLEETMEDIC_BOOTSTRAP_SERVERS=",".join(settings.bootstrap_servers),
+               FLEETMEDIC_TOPIC_PREFIX=settings.topic_prefix, FLEETMEDIC_CLIENT_ID="fm-crash")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleetmedic.cli", "remediate", "--policy", str(policy_file),
+         "--playbooks", str(TEST_PLAYBOOKS), "--artifacts", str(tmp_path / "artifacts"), "--group", group,
+         "--session-timeout-s", "6"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, f"expected SIGKILL at {point}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    incidents = topic_name(settings, Incident.topic)
+    assert not caught_up(settings, group, incidents)  # the crash left the incident uncommitted
+
+    runs, allowed = EXPECTED[point]
+    wait_until(lambda: len(marker_lines(marker)) >= runs, 30, what="the killed process's playbook to finish")
+    with EngineThread(settings, make_policy(marker), tmp_path, group_id=group):
+        wait_until(lambda: caught_up(settings, group, incidents), 60, what="the restarted remediator to commit")
+    assert len(marker_lines(marker)) == runs
+    assert [s for s, *_ in statuses(settings, "inc-crash")] in allowed
