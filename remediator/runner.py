@@ -202,9 +202,15 @@ class _EventSummary:
 
 def prune_artifacts(artifacts_dir: Path, keep: int) -> None:
     """Keep the newest `keep` run directories (by modification time), delete the rest."""
-    runs = [p for p in Path(artifacts_dir).iterdir() if p.is_dir() and not p.is_symlink()]
-    runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in runs[max(keep, 0):]:
+    runs = []
+    for path in Path(artifacts_dir).iterdir():
+        try:
+            if path.is_dir() and not path.is_symlink():
+                runs.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # pruned meanwhile by a concurrent run
+            continue
+    runs.sort(reverse=True)
+    for _, old in runs[max(keep, 0):]:
         shutil.rmtree(old, ignore_errors=True)
 
 
