@@ -84,7 +84,7 @@ class Remediator:
     def __init__(self, settings: Settings, policy: Policy, runner: RunnerConfig, *,
                  group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
                  clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
-                 session_timeout_ms: int = 10_000):
+                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
@@ -93,6 +93,7 @@ class Remediator:
         self.pipeline = pipeline or default_pipeline(policy)
         self.clock = clock
         self.tick_s = tick_s
+        self.orphan_grace_s = orphan_grace_s
         self._run_playbook = run_playbook
         self.incidents: dict[str, Incident] = {}
         self.resolved: set[str] = set()
@@ -342,7 +343,7 @@ class Remediator:
         elif status in ("failed", "timed_out", "cancelled") and top.claimed_at is not None and top.latest.gate is None:
             return f"{top.first.action} ended {status}"
         elif status in ("claimed", "running") and top.claimed_at is not None:
-            if now >= top.claimed_at + timedelta(seconds=step.timeout_s + ORPHAN_GRACE_S):
+            if now >= top.claimed_at + timedelta(seconds=step.timeout_s + self.orphan_grace_s):
                 return (f"{top.first.action} was claimed at {top.claimed_at.isoformat()} but no outcome was "
                         f"recorded (the remediator stopped during the run); not run again")
         return None

@@ -27,7 +27,7 @@ from fleetmedic.topics import topic_name
 from fleetmedic.transport import wait_until
 
 from kafka_helpers import caught_up
-from remediator_kit import EngineThread, incident, make_policy, marker_lines, send, statuses, TEST_PLAYBOOKS
+from remediator_kit import TEST_PLAYBOOKS, EngineThread, incident, make_policy, marker_lines, send, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,3 +80,29 @@ def test_sigkill_at_each_step_never_runs_twice(settings, tmp_path, point):
         wait_until(lambda: caught_up(settings, group, incidents), 60, what="the restarted remediator to commit")
     assert len(marker_lines(marker)) == runs
     assert [s for s, *_ in statuses(settings, "inc-crash")] in allowed
+
+
+def test_a_claim_without_outcome_is_not_run_again_and_the_ladder_moves_on(settings, tmp_path):
+    """A process died mid-run (its claim has no outcome): the next step runs, the claimed one never does."""
+    from datetime import datetime, timedelta, timezone
+
+    from fleetmedic.schemas import Remediation
+    from remediator.claims import claim_reason, remediation_id
+    from remediator_kit import marker_step, wait_for_status
+
+    marker = tmp_path / "marker.txt"
+    policy = make_policy(marker, steps=[marker_step(marker, timeout_s=1),
+                                        marker_step(marker, action="collect_diagnostics")])
+    inc = incident("node1", "inc-orphan")
+    claimed_at = datetime.now(timezone.utc) - timedelta(seconds=5)
+    orphan = Remediation(id=remediation_id(inc.id, "restart_service", 0), incident_id=inc.id,
+                         fingerprint=inc.fingerprint, host="node1", action="restart_service", playbook="marker.yml",
+                         status="claimed", step=0, time=claimed_at, reason=claim_reason(None))
+    send(settings, orphan, inc)
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "orphan", orphan_grace_s=0):
+        wait_for_status(settings, "succeeded", incident_id=inc.id)
+    records = statuses(settings, inc.id)
+    assert records == [("claimed", "restart_service", 0), ("escalated", "restart_service", 0),
+                       ("claimed", "collect_diagnostics", 1), ("running", "collect_diagnostics", 1),
+                       ("succeeded", "collect_diagnostics", 1)]
+    assert len(marker_lines(marker)) == 1  # only step 1 ran; the orphaned claim never did
