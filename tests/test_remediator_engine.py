@@ -96,3 +96,24 @@ def test_closed_loop_escalates_when_not_resolved_and_stops_when_resolved(setting
     closing = [r for r in remediations(settings)
                if r.incident_id == "inc-f" and r.status == "cancelled"][0]
     assert closing.gate == "closed_loop" and "incident resolved" in closing.reason
+
+
+def test_two_remediators_in_one_group_run_each_incident_once(settings, tmp_path):
+    """Scale-out and rebalance: a second member joins while runs are in flight; no incident runs twice."""
+    marker = tmp_path / "marker.txt"
+    policy = make_policy(marker, gates={"max_concurrent": 8})
+    group = settings.topic_prefix + "rem-pair"
+    hosts = ["node1", "node2", "node3", "node4"]
+    send(settings, *[incident(h, f"inc-{h}") for h in hosts[:2]])
+    with EngineThread(settings, policy, tmp_path / "a", group_id=group):
+        wait_for_status(settings, "claimed", count=1)
+        with EngineThread(settings, policy, tmp_path / "b", group_id=group):
+            send(settings, *[incident(h, f"inc-{h}") for h in hosts[2:]])
+            send(settings, *[incident(h, f"inc-{h}", status="update") for h in hosts])
+            wait_for_status(settings, "succeeded", count=4, timeout_s=60)
+            wait_until(lambda: caught_up(settings, group, topic_name(settings, Incident.topic)), 30,
+                       what="both members committed")
+    ran = sorted(line.split()[0] for line in marker_lines(marker))
+    assert ran == [f"inc-{h}" for h in hosts]
+    for h in hosts:
+        assert [s for s, *_ in statuses(settings, f"inc-{h}")] == ["claimed", "running", "succeeded"]
