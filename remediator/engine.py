@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, decode
 
 from . import approvals
-from .claims import FINAL, RUN_OUTCOMES, Entry, LedgerReader, claim_reason, remediation_id
+from .claims import Entry, LedgerReader, claim_reason, remediation_id
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline
 from .policy import HUMAN, Policy, PolicyError
 
@@ -441,4 +441,4 @@ class Remediator:
                 self.reader.close()
 
 
-__all__ = ["Remediator", "RunnerConfig", "CRASH_ENV", "CRASH_POINTS", "FINAL", "RUN_OUTCOMES"]
+__all__ = ["Remediator", "RunnerConfig", "CRASH_ENV", "CRASH_POINTS"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fleetmedic.config import Settings
@@ -107,4 +107,4 @@ def wait_for_status(settings: Settings, status: str, *, incident_id: str | None 
 
 
 __all__ = ["incident", "make_policy", "marker_step", "send", "remediations", "statuses", "marker_lines",
-           "EngineThread", "wait_for_status", "TEST_PLAYBOOKS", "timedelta"]
+           "EngineThread", "wait_for_status", "TEST_PLAYBOOKS"]
