@@ -322,6 +322,9 @@ class Remediator:
                         "status": "cancelled", "time": now, "gate": "approval",
                         "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default"}), out)
             top = max(entries, key=lambda e: e.first.step)
+            if top.latest.status == "escalated" and top.first.action != HUMAN:
+                self._next_step_after_crash(incident_id, top, out, runs)
+                continue
             due = self._escalation_due(top, now)
             if due is not None:
                 self._escalate(incident_id, top, due, now, out, runs)
@@ -347,6 +350,18 @@ class Remediator:
                 return (f"{top.first.action} was claimed at {top.claimed_at.isoformat()} but no outcome was "
                         f"recorded (the remediator stopped during the run); not run again")
         return None
+
+    def _next_step_after_crash(self, incident_id: str, top: Entry, out: list, runs: list) -> None:
+        """A step was marked escalated but the process stopped before the next step was recorded."""
+        incident = self.incidents.get(incident_id)
+        rule = self.policy.rule_for(incident) if incident else None
+        if rule is None or top.first.step + 1 >= len(rule.steps):
+            return  # the ladder ended with that escalation (a human has it)
+        proposal = self.propose(incident, top.first.step + 1)
+        if isinstance(proposal, Remediation):
+            self._emit(proposal, out)
+        elif proposal is not None:
+            self._decide(proposal, out, runs)
 
     def _escalate(self, incident_id: str, top: Entry, why: str, now: datetime, out: list, runs: list) -> None:
         incident = self.incidents[incident_id]
@@ -374,8 +389,7 @@ class Remediator:
     def _recover_incidents(self, wanted: set[str] | None = None) -> None:
         """Read back the incidents that the ledger shows in progress (their offsets are committed)."""
         if wanted is None:
-            wanted = {i for i, ids in self.ledger.by_incident.items()
-                      if not any(self.ledger.entries[x].first.gate == CLOSED_LOOP for x in ids)}
+            wanted = {i for i, ids in self.ledger.by_incident.items() if self._in_progress(ids)}
         wanted -= set(self.incidents)
         if not wanted:
             return
@@ -400,6 +414,16 @@ class Remediator:
                             self.incidents[rec.id] = rec
         finally:
             consumer.close()
+
+    def _in_progress(self, ids: list[str]) -> bool:
+        """Can this incident's ladder still move (a timer, a retry, an answer)? Ended ladders need no incident."""
+        entries = [self.ledger.entries[x] for x in ids]
+        if any(e.first.gate == CLOSED_LOOP for e in entries):
+            return False
+        top = max(entries, key=lambda e: e.first.step).latest
+        if top.status == "cancelled" or (top.status == "escalated" and top.action == HUMAN):
+            return False
+        return not (top.status == "skipped" and top.gate not in RETRYABLE)
 
     def run_once(self) -> int:
         n = self.loop.run_once()

@@ -106,3 +106,26 @@ def test_a_claim_without_outcome_is_not_run_again_and_the_ladder_moves_on(settin
                        ("claimed", "collect_diagnostics", 1), ("running", "collect_diagnostics", 1),
                        ("succeeded", "collect_diagnostics", 1)]
     assert len(marker_lines(marker)) == 1  # only step 1 ran; the orphaned claim never did
+
+
+def test_a_crash_between_escalation_and_the_next_step_still_takes_the_next_step(settings, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from fleetmedic.schemas import Remediation
+    from remediator.claims import remediation_id
+    from remediator_kit import marker_step, wait_for_status
+
+    marker = tmp_path / "marker.txt"
+    policy = make_policy(marker, steps=[marker_step(marker), marker_step(marker, action="drain_node")])
+    inc = incident("node2", "inc-esc")
+    t = datetime.now(timezone.utc) - timedelta(seconds=30)
+    base = dict(id=remediation_id(inc.id, "restart_service", 0), incident_id=inc.id, fingerprint=inc.fingerprint,
+                host="node2", action="restart_service", playbook="marker.yml", step=0)
+    history = [Remediation(status=s, time=t + timedelta(seconds=i), **base)
+               for i, s in enumerate(["claimed", "running", "succeeded", "escalated"])]
+    send(settings, *history, inc)
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "esc"):
+        wait_for_status(settings, "succeeded", incident_id=inc.id, count=2)
+    assert [(s, a) for s, a, _ in statuses(settings, inc.id)][4:] == [
+        ("claimed", "drain_node"), ("running", "drain_node"), ("succeeded", "drain_node")]
+    assert [line.split()[0] for line in marker_lines(marker)] == ["inc-esc"]  # step 1 only
