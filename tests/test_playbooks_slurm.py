@@ -95,5 +95,8 @@ def test_check_mode_drains_nothing(slurm, tmp_path):
     wait_until(lambda: _running_on(slurm, job, "node1"), 30, what=f"job {job} running on node1")
     result = _play("slurm_drain.yml", {"node": "node1", "reason": "xid 79"}, tmp_path, check=True)
     assert result.status == "succeeded" and result.summary.changed == 0
+    said = (result.artifacts / "stdout").read_text()
+    assert "would drain node1 with reason" in said and "fleetmedic: xid 79" in said
+    assert f"'{job}'" in said  # the job it would requeue
     assert "DRAIN" not in slurm.node("node1")["State"]
     assert _running_on(slurm, job, "node1") and slurm.job(job)["Restarts"] == "0"
