@@ -74,6 +74,8 @@ class RunResult:
     finished_at: datetime
     summary: RunSummary
     artifacts: Path | None
+    # what the play published with `set_stats` (e.g. collect_diagnostics.yml's diagnostics_file)
+    stats: dict = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -297,4 +299,5 @@ def run_playbook(
     status = _STATUS.get(outcome.status, "failed")
     rc = outcome.rc if isinstance(outcome.rc, int) else -1
     return RunResult(status=status, rc=rc, started_at=started_at, finished_at=finished_at,
-                     summary=events.summary(), artifacts=artifact if artifact.is_dir() else None)
+                     summary=events.summary(), artifacts=artifact if artifact.is_dir() else None,
+                     stats=dict((events.stats or {}).get("artifact_data") or {}))

@@ -67,3 +67,4 @@ def test_collect_diagnostics_writes_a_report(tmp_path, monkeypatch):
     assert report["host"] == "node1" and report["incident_id"] == "inc-7"
     assert report["probes"]["uname"]["rc"] == 0 and os.uname().sysname in report["probes"]["uname"]["stdout"]
     assert set(report["probes"]) >= {"uname", "uptime", "disk", "memory", "processes", "gpus"}
+    assert result.stats["diagnostics_file"] == str(out / "node1-inc-7.json")
