@@ -188,11 +188,15 @@ class Remediator:
         runs.append(verdict)
 
     def _on_incident(self, incident: Incident, out: list, runs: list) -> None:
-        self.incidents[incident.id] = incident
         if incident.status == "resolve":
-            self.resolved.add(incident.id)
-            self._close_ladder(incident, out)
+            if self.ledger.by_incident.get(incident.id):
+                self.resolved.add(incident.id)
+                self._close_ladder(incident, out)
+            self.incidents.pop(incident.id, None)  # its ladder is over: keep memory bounded
             return
+        if self.policy.rule_for(incident) is None and incident.id not in self.ledger.by_incident:
+            return  # no rule, no history: nothing to do and nothing to remember
+        self.incidents[incident.id] = incident
         if incident.id in self.resolved:
             return
         entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP]

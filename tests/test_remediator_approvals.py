@@ -37,18 +37,28 @@ def test_an_approved_action_runs_once_approved(settings, tmp_path, monkeypatch, 
         write_approval(settings, waiting.id)
 
 
-def test_deny_and_expiry_both_cancel(settings, tmp_path, monkeypatch):
+def test_deny_cancels(settings, tmp_path, monkeypatch):
     marker = tmp_path / "marker.txt"
-    policy = make_policy(marker, needs_approval=True)
-    policy = policy.model_copy(update={"approvals": policy.approvals.model_copy(update={"expire_s": 2.0})})
-    send(settings, incident("node1", "inc-deny"), incident("node2", "inc-quiet"))
-    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "deny"):
+    send(settings, incident("node1", "inc-deny"))
+    with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
+                      group_id=settings.topic_prefix + "deny"):
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-deny")[0]
         assert approve_cli(settings, monkeypatch, waiting.id, "--deny", "--by", "bob") == 0
         denied = wait_for_status(settings, "cancelled", incident_id="inc-deny")[0]
+    assert denied.id == waiting.id and denied.gate == "approval" and denied.reason == "denied by bob"
+    assert marker_lines(marker) == []
+
+
+def test_no_answer_before_expiry_means_deny(settings, tmp_path):
+    marker = tmp_path / "marker.txt"
+    policy = make_policy(marker, needs_approval=True)
+    policy = policy.model_copy(update={"approvals": policy.approvals.model_copy(update={"expire_s": 1.0})})
+    send(settings, incident("node2", "inc-quiet"))
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "quiet"):
+        waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-quiet")[0]
         expired = wait_for_status(settings, "cancelled", incident_id="inc-quiet", timeout_s=20)[0]
-    assert denied.gate == "approval" and denied.reason == "denied by bob"
-    assert expired.gate == "approval" and "denied by default" in expired.reason
+    assert expired.id == waiting.id and expired.gate == "approval" and "denied by default" in expired.reason
+    assert (expired.time - waiting.time).total_seconds() >= 1.0
     assert marker_lines(marker) == []
 
 
