@@ -19,6 +19,8 @@ STAGE_CLIS: list[str] = [
     "detectors.cli",
     "detectors.eval_cli",
     "review.cli",
+    "remediator.cli",
+    "remediator.playbook_cli",
 ]
 
 

@@ -1,0 +1,167 @@
+"""Claims and outcomes: what the remediations topic says has happened, read back at start.
+
+At most once per (incident, action): a remediation's id is derived from (incident id, action,
+step), the engine writes a `claimed` record and waits for the broker's acknowledgement BEFORE it
+starts the playbook, and a claimed id is never run again, by this process or any other. After a
+crash between the claim and the outcome the run's effect is unknown; it is not repeated (at most
+once), and the incident's ladder moves on once its deadline passes.
+
+`Ledger` is the in-memory view built from the remediations topic (every partition, from the
+beginning) and kept current by reading the topic while the engine runs, so limits that span the
+fleet (rate, concurrency, blast radius) also count what other remediator processes did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from kafka import KafkaConsumer, TopicPartition
+
+from fleetmedic.config import Settings
+from fleetmedic.schemas import Remediation
+from fleetmedic.topics import topic_name
+from fleetmedic.transport import DecodeError, decode
+
+log = logging.getLogger(__name__)
+
+# Statuses after which nothing more happens to that remediation id.
+FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated"})
+# Outcomes of a run that was started (the closed loop watches these).
+RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled"})
+# A claim whose outcome never arrived (its process died) stops counting as "running" after this.
+ORPHAN_AFTER_S = 3600.0
+_JOB = re.compile(r"\bjob=([A-Za-z0-9._:/-]{1,128})$")
+
+
+def remediation_id(incident_id: str, action: str, step: int) -> str:
+    """The id of the remediation of (incident, action, step): the same after any crash."""
+    digest = hashlib.sha256(f"{incident_id}\x00{action}\x00{step}".encode()).hexdigest()[:20]
+    return f"rem-{digest}"
+
+
+def claim_reason(job: str | None) -> str:
+    """The claim record's reason; it carries the job so blast radius per job survives restarts."""
+    if job and _JOB.search(f"job={job}"):
+        return f"claimed before the run; job={job}"
+    return "claimed before the run"
+
+
+@dataclass
+class Entry:
+    """Everything recorded about one remediation id."""
+
+    first: Remediation
+    latest: Remediation
+    claimed_at: datetime | None = None
+    job: str | None = None
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.latest.status in FINAL
+
+
+class Ledger:
+    """Latest status per remediation id, and the fleet-wide history the gates look at."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.by_incident: dict[str, list[str]] = defaultdict(list)
+        self.applied = 0
+
+    def apply(self, record: Remediation) -> None:
+        entry = self.entries.get(record.id)
+        if entry is None:
+            entry = self.entries[record.id] = Entry(first=record, latest=record)
+            self.by_incident[record.incident_id].append(record.id)
+        elif entry.latest.status in FINAL and record.status not in ("escalated", "cancelled"):
+            # a late or duplicate record never reopens a final remediation (escalated/cancelled
+            # close the ladder after an outcome and are allowed to follow it)
+            entry.statuses.append(record.status)
+            self.applied += 1
+            return
+        else:
+            entry.latest = record
+        entry.statuses.append(record.status)
+        if record.status == "claimed":
+            entry.claimed_at = entry.claimed_at or record.time
+            m = _JOB.search(record.reason or "")
+            entry.job = m.group(1) if m else None
+        self.applied += 1
+
+    def get(self, rem_id: str) -> Entry | None:
+        return self.entries.get(rem_id)
+
+    def was_claimed(self, rem_id: str) -> bool:
+        entry = self.entries.get(rem_id)
+        return entry is not None and entry.claimed_at is not None
+
+    def incident_entries(self, incident_id: str) -> list[Entry]:
+        return [self.entries[i] for i in self.by_incident.get(incident_id, ())]
+
+    # --- what the gates count -------------------------------------------------------------
+    def claims(self) -> list[Entry]:
+        return [e for e in self.entries.values() if e.claimed_at is not None]
+
+    def running(self, now: datetime) -> list[Entry]:
+        cutoff = now - timedelta(seconds=ORPHAN_AFTER_S)
+        return [e for e in self.claims() if not e.final and e.claimed_at >= cutoff]
+
+    def claims_since(self, since: datetime, *, real_only: bool = False) -> list[Entry]:
+        """Claims made at or after `since`; `real_only` leaves out check-mode (dry-run) runs."""
+        out = [e for e in self.claims() if e.claimed_at >= since]
+        if real_only:
+            out = [e for e in out if "dry_run" not in e.statuses]
+        return out
+
+
+class LedgerReader:
+    """Reads the remediations topic into a Ledger: to its end at start, then what is new."""
+
+    def __init__(self, settings: Settings, ledger: Ledger | None = None):
+        self.settings = settings
+        self.ledger = ledger or Ledger()
+        self.topic = topic_name(settings, Remediation.topic)
+        self.consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{settings.client_id}-ledger",
+                                      **settings.kafka_kwargs())
+        parts = self.consumer.partitions_for_topic(self.topic)
+        if not parts:
+            self.consumer.close()
+            raise RuntimeError(f"topic {self.topic} does not exist: run `fleetmedic topics create`")
+        self.tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_beginning(*self.tps)
+
+    def catch_up(self, timeout_s: float = 60.0) -> int:
+        """Read everything written up to now; returns the number of records applied."""
+        end = self.consumer.end_offsets(self.tps)
+        deadline = time.monotonic() + timeout_s
+        n = 0
+        while any(self.consumer.position(tp) < end[tp] for tp in self.tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {self.topic} to its end in {timeout_s:.0f}s")
+            n += self.poll(200)
+        return n
+
+    def poll(self, timeout_ms: int = 0) -> int:
+        n = 0
+        for msgs in self.consumer.poll(timeout_ms=timeout_ms, max_records=10_000).values():
+            for msg in msgs:
+                try:
+                    record = decode(Remediation, msg.value, self.settings.max_record_bytes)
+                except DecodeError as exc:  # not ours to dead-letter: the writer's consumer does
+                    log.warning("unreadable remediation record at %s[%d]@%d: %s", msg.topic, msg.partition,
+                                msg.offset, exc)
+                    continue
+                self.ledger.apply(record)
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self.consumer.close()

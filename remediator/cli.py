@@ -1,0 +1,75 @@
+"""The remediator's commands: `fleetmedic remediate` and `fleetmedic approve ID`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fleetmedic.cli import settings_from
+
+
+def cmd_remediate(args) -> int:
+    from fleetmedic.yamlfile import ConfigFileError
+
+    from .engine import Remediator, RunnerConfig
+    from .policy import load_policy
+
+    try:
+        policy = load_policy(args.policy)
+    except ConfigFileError as exc:
+        print(f"fleetmedic: invalid policy:\n{exc}", file=sys.stderr)
+        return 2
+    playbooks = Path(args.playbooks)
+    if not playbooks.is_dir():
+        print(f"fleetmedic: --playbooks {playbooks}: not a directory", file=sys.stderr)
+        return 2
+    engine = Remediator(settings_from(args), policy,
+                        RunnerConfig(playbooks_dir=playbooks, artifacts_dir=Path(args.artifacts),
+                                     keep_artifacts=args.keep_artifacts),
+                        group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000))
+    print(f"remediator: group {args.group}, policy {args.policy} ({len(policy.rules)} rules), "
+          f"playbooks {playbooks.resolve()}", flush=True)
+    engine.run()
+    return 0
+
+
+def cmd_approve(args) -> int:
+    from .approvals import ApprovalError, write_approval
+
+    try:
+        approval, request = write_approval(settings_from(args), args.id, deny=args.deny, by=args.by,
+                                           comment=args.comment, valid_s=args.valid_s)
+    except ApprovalError as exc:
+        print(f"fleetmedic: approve: {exc}", file=sys.stderr)
+        return 1
+    print(f"{approval.decision} {approval.remediation_id}: {request.action} ({request.playbook}) on "
+          f"{request.host} for incident {request.incident_id}, by {approval.by}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("remediate", help="run the remediator: incidents → policy → safety gates → playbooks",
+                       description="Consume incidents (and approvals), choose an action by the policy (first "
+                                   "matching rule in file order), pass it through the safety gates, claim it on "
+                                   "the remediations topic, run the playbook with ansible-runner and record the "
+                                   "outcome. SIGTERM finishes the batch in hand and exits.")
+    p.add_argument("--policy", required=True, metavar="FILE", help="policy YAML (see deploy/policy.example.yaml)")
+    p.add_argument("--playbooks", default="playbooks", metavar="DIR", help="the allowed playbooks directory")
+    p.add_argument("--artifacts", default=".fleetmedic/artifacts", metavar="DIR",
+                   help="ansible-runner artifacts (newest --keep-artifacts runs are kept)")
+    p.add_argument("--keep-artifacts", type=int, default=50, metavar="N")
+    p.add_argument("--group", default="fleetmedic-remediator", help="consumer group id")
+    p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
+                   help="a crashed remediator's incidents move to another member after S seconds (>= 6)")
+    p.set_defaults(func=cmd_remediate)
+
+    p = sub.add_parser("approve", help="approve (or --deny) a remediation that is awaiting approval",
+                       description="Write an Approval record for remediation ID (shown in its awaiting_approval "
+                                   "record). Unanswered requests are denied when they expire.")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--deny", action="store_true")
+    p.add_argument("--by", default=None, help="who decides (default: the login name)")
+    p.add_argument("--comment", default="")
+    p.add_argument("--valid-s", type=float, default=3600.0, metavar="S",
+                   help="the approval is void when not acted on within S seconds")
+    p.set_defaults(func=cmd_approve)

@@ -1,0 +1,276 @@
+"""Safety gates: one small stage per concern, composed into one pipeline.
+
+Like Alertmanager's notification pipeline, every stage receives the proposed action and either
+passes it on (possibly changed: the dry-run stage switches it to check mode) or stops it with a
+`Skip` naming the gate and the reason; the engine turns a skip into a `skipped` remediation
+record, so every stop is in the audit trail. The order (`default_pipeline`) is:
+
+    kill_switch → silence → maintenance → dry_run → flapping → cooldown → blast_radius
+    → max_concurrent → rate_limit
+
+Stops that a person asked for come first (kill switch, silences, maintenance); dry_run then
+marks the action for Ansible check mode; then the flapping guard (a host that keeps needing
+repair goes to a human rather than waiting out a cooldown), then the per-host and fleet-wide
+limits, which count claims in the `Ledger` (the remediations topic, so other remediator
+processes count too). Check-mode runs change nothing: they are not counted by cooldown, flapping
+and blast radius, and blast radius lets them through; they do count for concurrency and rate.
+
+Example::
+
+    >>> from datetime import datetime, timezone
+    >>> from remediator.claims import Ledger
+    >>> from remediator.policy import Policy
+    >>> policy = Policy.model_validate({"gates": {"kill_switch": True}})
+    >>> gate = KillSwitch(policy.gates)
+    >>> gate(None, Ledger(), datetime.now(timezone.utc))
+    Skip(gate='kill_switch', reason='the kill switch is on (policy gates.kill_switch): nothing runs')
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from fleetmedic.schemas import Incident
+
+from .claims import Ledger
+from .policy import Gates, Policy, Rule, Step
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An action the policy chose for an incident, on its way through the gates."""
+
+    incident: Incident
+    rule: Rule
+    step_index: int
+    step: Step
+    remediation_id: str
+    extra_vars: dict
+    dry_run: bool
+    needs_approval: bool
+
+    @property
+    def host(self) -> str:
+        return self.incident.host
+
+    @property
+    def action(self) -> str:
+        return self.step.action
+
+
+@dataclass(frozen=True)
+class Skip:
+    gate: str
+    reason: str
+
+
+class Gate(Protocol):
+    name: str
+
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip: ...
+
+
+class KillSwitch:
+    """Nothing runs while `gates.kill_switch` is true or `gates.kill_switch_file` exists."""
+
+    name = "kill_switch"
+
+    def __init__(self, gates: Gates):
+        self.gates = gates
+
+    def __call__(self, proposal, ledger, now):
+        if self.gates.kill_switch:
+            return Skip(self.name, "the kill switch is on (policy gates.kill_switch): nothing runs")
+        if self.gates.kill_switch_file is not None and self.gates.kill_switch_file.exists():
+            return Skip(self.name, f"the kill switch file {self.gates.kill_switch_file} exists: nothing runs")
+        return proposal
+
+
+class Silences:
+    """Matching incidents are left alone between a silence's start and end."""
+
+    name = "silence"
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    def __call__(self, proposal, ledger, now):
+        for silence in self.policy.gates.silences:
+            if not silence.starts_at <= now < silence.ends_at:
+                continue
+            if silence.hosts and not any(fnmatch.fnmatchcase(proposal.host, h) for h in silence.hosts):
+                continue
+            if not silence.match.holds(proposal.incident, self.policy):
+                continue
+            note = f" ({silence.comment})" if silence.comment else ""
+            return Skip(self.name, f"silenced until {silence.ends_at.isoformat()}{note}")
+        return proposal
+
+
+class Maintenance:
+    """Hosts of a group in a maintenance window are left alone (people are working on them)."""
+
+    name = "maintenance"
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    def __call__(self, proposal, ledger, now):
+        for window in self.policy.gates.maintenance:
+            groups = [g for g in window.host_groups if self.policy.in_group(proposal.host, g)]
+            if groups and window.active(now):
+                return Skip(self.name, f"maintenance window {window.name} is active for group {groups[0]}")
+        return proposal
+
+
+class Flapping:
+    """A host remediated `max_runs` times within `within_s` goes to a human instead."""
+
+    name = "flapping"
+
+    def __init__(self, gates: Gates):
+        self.limit = gates.flapping
+
+    def __call__(self, proposal, ledger, now):
+        since = now - timedelta(seconds=self.limit.within_s)
+        runs = [e for e in ledger.claims_since(since, real_only=True) if e.first.host == proposal.host]
+        if len(runs) >= self.limit.max_runs:
+            return Skip(self.name, f"{proposal.host} was remediated {len(runs)} times in the last "
+                                   f"{self.limit.within_s:g}s (limit {self.limit.max_runs}): handed to a human")
+        return proposal
+
+
+class Cooldown:
+    """The same action on the same host waits `cooldown_s` after its last run."""
+
+    name = "cooldown"
+
+    def __init__(self, gates: Gates):
+        self.cooldown_s = gates.cooldown_s
+
+    def __call__(self, proposal, ledger, now):
+        if self.cooldown_s <= 0:
+            return proposal
+        since = now - timedelta(seconds=self.cooldown_s)
+        last = [e.claimed_at for e in ledger.claims_since(since, real_only=True)
+                if e.first.host == proposal.host and e.first.action == proposal.action]
+        if last:
+            ready = max(last) + timedelta(seconds=self.cooldown_s)
+            return Skip(self.name, f"{proposal.action} ran on {proposal.host} at {max(last).isoformat()}; "
+                                   f"cooldown {self.cooldown_s:g}s lasts until {ready.isoformat()}")
+        return proposal
+
+
+class BlastRadius:
+    """At most `max_percent` of any host group, and `max_nodes_per_job` nodes of one job, at once.
+
+    A host counts as under remediation while a run on it is in flight or for `active_s` after it
+    was claimed (a drained node stays out of service until it is resumed). A group's size is
+    `len(host_groups[group])`: list hosts one per entry for groups you want capped.
+    """
+
+    name = "blast_radius"
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.limit = policy.gates.blast_radius
+
+    def __call__(self, proposal, ledger, now):
+        if proposal.dry_run:
+            return proposal
+        since = now - timedelta(seconds=self.limit.active_s)
+        active = [e for e in ledger.claims_since(since, real_only=True)] + ledger.running(now)
+        hosts = {e.first.host for e in active}
+        if proposal.host not in hosts:
+            for group in self.policy.groups_of(proposal.host):
+                size = len(self.policy.host_groups[group])
+                in_group = {h for h in hosts if self.policy.in_group(h, group)}
+                allowed = math.floor(size * self.limit.max_percent / 100)
+                if len(in_group) + 1 > allowed:
+                    return Skip(self.name, f"group {group}: {len(in_group)} of {size} hosts already under "
+                                           f"remediation; one more exceeds {self.limit.max_percent:g}% "
+                                           f"(at most {allowed})")
+        job = proposal.incident.labels.get(self.limit.job_label)
+        if job:
+            job_hosts = {e.first.host for e in active if e.job == job} - {proposal.host}
+            if len(job_hosts) + 1 > self.limit.max_nodes_per_job:
+                return Skip(self.name, f"job {job}: {len(job_hosts)} of its nodes already under remediation "
+                                       f"({', '.join(sorted(job_hosts))}); limit {self.limit.max_nodes_per_job}")
+        return proposal
+
+
+class MaxConcurrent:
+    """At most `max_concurrent` runs in flight across the fleet."""
+
+    name = "max_concurrent"
+
+    def __init__(self, gates: Gates):
+        self.max = gates.max_concurrent
+
+    def __call__(self, proposal, ledger, now):
+        running = ledger.running(now)
+        if len(running) >= self.max:
+            return Skip(self.name, f"{len(running)} runs in flight (limit {self.max})")
+        return proposal
+
+
+class RateLimit:
+    """At most `max_runs` runs started per `per_s` seconds across the fleet."""
+
+    name = "rate_limit"
+
+    def __init__(self, gates: Gates):
+        self.limit = gates.rate_limit
+
+    def __call__(self, proposal, ledger, now):
+        recent = ledger.claims_since(now - timedelta(seconds=self.limit.per_s))
+        if len(recent) >= self.limit.max_runs:
+            return Skip(self.name, f"{len(recent)} runs started in the last {self.limit.per_s:g}s "
+                                   f"(limit {self.limit.max_runs})")
+        return proposal
+
+
+class DryRun:
+    """A rule or step marked `dry_run` runs in Ansible check mode (recorded as `dry_run`)."""
+
+    name = "dry_run"
+
+    def __call__(self, proposal, ledger, now):
+        wanted = proposal.step.dry_run if proposal.step.dry_run is not None else proposal.rule.dry_run
+        return replace(proposal, dry_run=True) if wanted and not proposal.dry_run else proposal
+
+
+# Gates whose stop may lift without anyone acting (capacity frees up, the switch is turned off):
+# a later record of the same incident is evaluated again. Other skips are final for that step.
+RETRYABLE = frozenset({"kill_switch", "cooldown", "blast_radius", "max_concurrent", "rate_limit", "silence",
+                       "maintenance"})
+
+
+class Pipeline:
+    """The gates in order; `run` returns the proposal that passed all of them, or the first Skip."""
+
+    def __init__(self, gates: list[Gate]):
+        self.gates = gates
+
+    def run(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
+        for gate in self.gates:
+            out = gate(proposal, ledger, now)
+            if isinstance(out, Skip):
+                return out
+            proposal = out
+        return proposal
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self.gates]
+
+
+def default_pipeline(policy: Policy) -> Pipeline:
+    g = policy.gates
+    # dry_run is decided first so that the capacity gates know a check-mode run changes nothing
+    return Pipeline([KillSwitch(g), Silences(policy), Maintenance(policy), DryRun(), Flapping(g), Cooldown(g),
+                     BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])

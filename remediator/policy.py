@@ -1,0 +1,314 @@
+"""The remediation policy: a declarative YAML file that maps incidents to actions.
+
+The file is validated by pydantic through `fleetmedic.yamlfile`, so every error names the file,
+the line and the reason. Matching order is explicit: **rules are tried in file order and the
+first rule whose `match` holds wins**; later rules are not consulted. A rule holds an escalation
+ladder (`steps`): step 0 is the first action; the remediator takes step N+1 when the incident has
+not resolved `resolve_within_s` after step N finished (or at once when step N failed).
+
+A step's extra variables are typed and come only from an allow-list of incident fields
+(`ALLOWED_SOURCES`, plus `labels.<name>` and `details.<name>` for evidence details) or from
+constants written in the policy. Nothing else of an incident can reach a playbook.
+
+Example::
+
+    >>> from remediator.policy import Policy
+    >>> policy = Policy.model_validate({"rules": [{"name": "crashed", "match": {"kinds": ["service_down"]},
+    ...     "steps": [{"action": "restart_service", "playbook": "restart_service.yml",
+    ...                "vars": {"service": {"from": "subject"}}}]}]})
+    >>> [r.name for r in policy.rules]
+    ['crashed']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from datetime import datetime, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from fleetmedic.schemas import ActionClass, Incident
+from fleetmedic.yamlfile import load_model
+
+# Incident fields a policy may copy into a playbook variable.
+ALLOWED_SOURCES = ("id", "fingerprint", "host", "kind", "subject", "severity", "detector", "action_class",
+                   "score", "summary")
+_SOURCE = re.compile(r"^(id|fingerprint|host|kind|subject|severity|detector|action_class|score|summary"
+                     r"|labels\.[A-Za-z0-9_.-]{1,128}|details\.[A-Za-z0-9_.-]{1,128})$")
+_IDENT = r"^[a-z][a-z0-9_]{0,63}$"
+HUMAN = "human"  # the action name of a ladder's last rung: hand the incident to a person
+
+Ident = Annotated[str, StringConstraints(pattern=_IDENT)]
+VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+class PolicyError(ValueError):
+    """A variable could not be rendered from an incident (missing field, wrong type)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VarSpec(_Strict):
+    """One playbook variable: `from` an allowed incident field, or a constant `value`; typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    source: str | None = Field(None, alias="from", description="allowed incident field, labels.X or details.X")
+    value: str | int | float | bool | None = None
+    type: Literal["str", "int", "float", "bool"] = "str"
+    default: str | int | float | bool | None = None
+    pattern: str | None = Field(None, description="a str value must fully match this regex")
+    max_length: int = Field(256, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "VarSpec":
+        if (self.source is None) == (self.value is None):
+            raise ValueError("give exactly one of `from` (an incident field) or `value` (a constant)")
+        if self.source is not None and not _SOURCE.match(self.source):
+            raise ValueError(f"`from: {self.source}` is not an allowed incident field; allowed: "
+                             f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>")
+        if self.pattern is not None:
+            re.compile(self.pattern)
+        if self.value is not None:
+            self.convert(self.value)
+        return self
+
+    def convert(self, raw: Any):
+        if self.type == "str":
+            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                raise PolicyError(f"{raw!r} is not a string")
+            out = str(raw)
+            if len(out) > self.max_length:
+                raise PolicyError(f"{len(out)} characters exceeds max_length {self.max_length}")
+            if self.pattern is not None and not re.fullmatch(self.pattern, out):
+                raise PolicyError(f"{out!r} does not match {self.pattern!r}")
+            return out
+        if self.type == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in ("true", "false"):
+                return raw.lower() == "true"
+            raise PolicyError(f"{raw!r} is not a bool")
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            out = int(raw) if self.type == "int" else float(raw)
+        except (TypeError, ValueError):
+            raise PolicyError(f"{raw!r} is not {'an int' if self.type == 'int' else 'a float'}") from None
+        if self.type == "int" and isinstance(raw, float) and raw != out:
+            raise PolicyError(f"{raw!r} is not an int")
+        if isinstance(out, float) and not math.isfinite(out):
+            raise PolicyError(f"{raw!r} is not finite")
+        return out
+
+    def render(self, incident: Incident):
+        if self.value is not None:
+            return self.convert(self.value)
+        raw = _lookup(incident, self.source)
+        if raw is None:
+            if self.default is None:
+                raise PolicyError(f"incident has no {self.source}")
+            raw = self.default
+        return self.convert(raw)
+
+
+def _lookup(incident: Incident, source: str):
+    if source.startswith("labels."):
+        return incident.labels.get(source[len("labels."):])
+    if source.startswith("details."):
+        return incident.evidence.details.get(source[len("details."):])
+    return getattr(incident, source)
+
+
+class Step(_Strict):
+    """One rung of the escalation ladder: a playbook with its variables, or `action: human`."""
+
+    action: Ident
+    playbook: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}\.ya?ml$")] | None = None
+    vars: dict[VarName, VarSpec] = Field(default_factory=dict)
+    dry_run: bool | None = Field(None, description="run in Ansible check mode; default: the rule's")
+    needs_approval: bool | None = Field(None, description="wait for `fleetmedic approve`; default: the rule's")
+    timeout_s: float = Field(300.0, gt=0, le=86400)
+    resolve_within_s: float = Field(300.0, gt=0, le=7 * 86400,
+                                    description="escalate when the incident is still open this long after the run")
+
+    @model_validator(mode="after")
+    def _playbook_unless_human(self) -> "Step":
+        if self.action == HUMAN and self.playbook is not None:
+            raise ValueError("action `human` hands the incident to a person: it takes no playbook")
+        if self.action != HUMAN and self.playbook is None:
+            raise ValueError(f"action `{self.action}` needs a playbook")
+        if self.playbook is not None and ".." in Path(self.playbook).parts:
+            raise ValueError("playbook: '..' is not allowed")
+        for name in self.vars:
+            if name.startswith("ansible_"):
+                raise ValueError(f"vars.{name}: ansible_* variables are set by the runner only")
+        return self
+
+    def render_vars(self, incident: Incident) -> dict[str, str | int | float | bool]:
+        """The extra variables this step passes for `incident` (PolicyError names the variable)."""
+        out = {}
+        for name, spec in self.vars.items():
+            try:
+                out[name] = spec.render(incident)
+            except PolicyError as exc:
+                raise PolicyError(f"variable {name}: {exc}") from None
+        return out
+
+
+class Match(_Strict):
+    """All given conditions must hold (an empty match holds for every incident)."""
+
+    kinds: list[str] | None = None
+    severities: list[Literal["info", "warning", "critical"]] | None = None
+    action_classes: list[ActionClass] | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="label → glob")
+    host_groups: list[str] | None = Field(None, description="the host is in at least one of these groups")
+    statuses: list[Literal["open", "update"]] = ["open", "update"]
+
+    def holds(self, incident: Incident, policy: "Policy") -> bool:
+        if incident.status not in self.statuses:
+            return False
+        if self.kinds is not None and incident.kind not in self.kinds:
+            return False
+        if self.severities is not None and incident.severity not in self.severities:
+            return False
+        if self.action_classes is not None and incident.action_class not in self.action_classes:
+            return False
+        for name, glob in self.labels.items():
+            if name not in incident.labels or not fnmatch.fnmatchcase(incident.labels[name], glob):
+                return False
+        if self.host_groups is not None and not any(policy.in_group(incident.host, g) for g in self.host_groups):
+            return False
+        return True
+
+
+class Rule(_Strict):
+    name: Ident
+    match: Match = Match()
+    steps: list[Step] = Field(min_length=1, description="the escalation ladder, step 0 first")
+    dry_run: bool = False
+    needs_approval: bool = False
+
+
+class Silence(_Strict):
+    """No remediation for matching incidents between `starts_at` and `ends_at`."""
+
+    match: Match = Match()
+    hosts: list[str] = Field(default_factory=list, description="host globs (empty: any host)")
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    comment: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Silence":
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class MaintenanceWindow(_Strict):
+    """A recurring UTC window (e.g. Sundays 02:00 for 120 minutes) during which a group is left alone."""
+
+    name: Ident
+    host_groups: list[str] = Field(min_length=1)
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri",
+                                                                                 "sat", "sun"]
+    start: time = Field(description="UTC time of day, HH:MM")
+    duration_min: int = Field(gt=0, le=7 * 24 * 60)
+
+    def active(self, now: datetime) -> bool:
+        days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        for back in range(0, 8):  # a window may have started on an earlier day
+            day = now.date().toordinal() - back
+            start_day = datetime.fromordinal(day).replace(tzinfo=now.tzinfo)
+            if days[start_day.weekday()] not in self.weekdays:
+                continue
+            begin = start_day.replace(hour=self.start.hour, minute=self.start.minute)
+            if 0 <= (now - begin).total_seconds() < self.duration_min * 60:
+                return True
+        return False
+
+
+class RateLimit(_Strict):
+    max_runs: int = Field(10, ge=1)
+    per_s: float = Field(600.0, gt=0)
+
+
+class BlastRadius(_Strict):
+    max_percent: float = Field(25.0, gt=0, le=100, description="of a host group under remediation at once")
+    job_label: str = Field("slurm_job", description="incident label naming the job a host runs")
+    max_nodes_per_job: int = Field(1, ge=1)
+    active_s: float = Field(1800.0, gt=0, description="a host counts as under remediation this long after its run")
+
+
+class Flapping(_Strict):
+    max_runs: int = Field(3, ge=1, description="runs of one host allowed within `within_s`")
+    within_s: float = Field(3600.0, gt=0)
+
+
+class Gates(_Strict):
+    kill_switch: bool = False
+    kill_switch_file: Path | None = Field(None, description="when this file exists, nothing runs")
+    silences: list[Silence] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    cooldown_s: float = Field(600.0, ge=0, description="per (host, action)")
+    rate_limit: RateLimit = RateLimit()
+    max_concurrent: int = Field(4, ge=1)
+    blast_radius: BlastRadius = BlastRadius()
+    flapping: Flapping = Flapping()
+
+
+class Approvals(_Strict):
+    expire_s: float = Field(3600.0, gt=0, description="an unanswered request is denied after this long")
+
+
+class Policy(_Strict):
+    """The whole policy file."""
+
+    host_groups: dict[Ident, list[str]] = Field(default_factory=dict, description="group → host globs")
+    gates: Gates = Gates()
+    approvals: Approvals = Approvals()
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Policy":
+        names = set()
+        for i, rule in enumerate(self.rules):
+            if rule.name in names:
+                raise ValueError(f"rules.{i}: duplicate rule name {rule.name!r}")
+            names.add(rule.name)
+            for group in rule.match.host_groups or ():
+                if group not in self.host_groups:
+                    raise ValueError(f"rules.{i} ({rule.name}): unknown host group {group!r}")
+        for i, window in enumerate(self.gates.maintenance):
+            for group in window.host_groups:
+                if group not in self.host_groups:
+                    raise ValueError(f"gates.maintenance.{i}: unknown host group {group!r}")
+        return self
+
+    def in_group(self, host: str, group: str) -> bool:
+        return any(fnmatch.fnmatchcase(host, glob) for glob in self.host_groups.get(group, ()))
+
+    def groups_of(self, host: str) -> list[str]:
+        return [g for g in self.host_groups if self.in_group(host, g)]
+
+    def rule_for(self, incident: Incident) -> Rule | None:
+        """The first rule, in file order, whose match holds; None when none does."""
+        for rule in self.rules:
+            if rule.match.holds(incident, self):
+                return rule
+        return None
+
+    def rule_named(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate a policy file; ConfigFileError names file:line: field: reason."""
+    return load_model(path, Policy)

@@ -1,0 +1,303 @@
+"""The one call into ansible-runner: run an allowed playbook with typed variables, summarise it.
+
+Everything the remediator executes goes through `run_playbook`. It refuses a playbook that does
+not resolve to a file inside the allowed directory, passes variables as data (a YAML file that
+ansible-playbook reads with `-e @file`), never as text on a command line, honours a timeout and a
+cancel event, summarises the runner's events into a `RunSummary`, and keeps only the newest
+artifact directories, without the environment in them.
+
+Every string variable is tagged `!unsafe`: Ansible would otherwise template extra vars, and an
+incident field such as `{{ lookup('pipe', 'rm -rf /') }}` would run on the controller.
+
+Example (runs a real playbook; the demo service does not need to be running for `--check`)::
+
+    >>> from pathlib import Path
+    >>> result = run_playbook(  # doctest: +SKIP
+    ...     PlaybookRun("collect_diagnostics.yml", {"target_host": "node1"}, check=True),
+    ...     playbooks_dir=Path("playbooks"), artifacts_dir=Path("/tmp/fm-artifacts"))
+    >>> result.status, result.summary.failed  # doctest: +SKIP
+    ('succeeded', 0)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Literal
+
+from fleetmedic.schemas import RunSummary
+
+RunStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
+ExtraVar = str | int | float | bool
+
+# ansible-runner's final states → ours. "error" (the process could not start) is a failure.
+_STATUS = {"successful": "succeeded", "failed": "failed", "timeout": "timed_out",
+           "canceled": "cancelled", "error": "failed"}
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+DEFAULT_KEEP_ARTIFACTS = 50
+MAX_FAILED_TASKS = 20
+
+
+class PlaybookRefused(ValueError):
+    """The run was refused before anything started: bad playbook path or bad variables."""
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """What to run: a playbook file name inside the allowed directory and its variables."""
+
+    playbook: str
+    extra_vars: dict[str, ExtraVar] = field(default_factory=dict)
+    check: bool = False
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended. `artifacts` is the run's artifact directory (None once pruned)."""
+
+    status: RunStatus
+    rc: int
+    started_at: datetime
+    finished_at: datetime
+    summary: RunSummary
+    artifacts: Path | None
+    # what the play published with `set_stats` (e.g. collect_diagnostics.yml's diagnostics_file)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def resolve_playbook(name: str, playbooks_dir: Path) -> Path:
+    """The playbook's real path, or PlaybookRefused when it is not a plain file inside the dir.
+
+    Checked on the name (no absolute path, no '..', a .yml/.yaml suffix) and again on the fully
+    resolved path, so a symlink that points outside the directory is refused too.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise PlaybookRefused(f"playbook {name!r}: not a file name")
+    candidate = Path(name)
+    if candidate.is_absolute():
+        raise PlaybookRefused(f"playbook {name!r}: absolute paths are not allowed")
+    if ".." in candidate.parts:
+        raise PlaybookRefused(f"playbook {name!r}: '..' is not allowed")
+    if candidate.suffix not in _PLAYBOOK_SUFFIXES:
+        raise PlaybookRefused(f"playbook {name!r}: must end in .yml or .yaml")
+    root = Path(playbooks_dir).resolve()
+    try:
+        real = (root / candidate).resolve(strict=True)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise PlaybookRefused(f"playbook {name!r}: not found in {root}") from exc
+    if not real.is_relative_to(root):
+        raise PlaybookRefused(f"playbook {name!r}: resolves to {real}, outside {root}")
+    if not real.is_file():
+        raise PlaybookRefused(f"playbook {name!r}: not a regular file")
+    return real
+
+
+def validate_extra_vars(extra_vars: dict) -> dict[str, ExtraVar]:
+    """The variables, checked: identifier names, scalar values, no `ansible_*` overrides.
+
+    Extra vars have the highest precedence in Ansible, so a name such as `ansible_connection`
+    would let an incident field change how or where the play runs: refused.
+    """
+    checked: dict[str, ExtraVar] = {}
+    for name, value in extra_vars.items():
+        if not isinstance(name, str) or not _VAR_NAME.match(name):
+            raise PlaybookRefused(f"extra var {name!r}: names are identifiers ([A-Za-z_][A-Za-z0-9_]*)")
+        if name.startswith("ansible_"):
+            raise PlaybookRefused(f"extra var {name!r}: ansible_* variables are set by the runner only")
+        if not isinstance(value, (str, int, float, bool)):
+            raise PlaybookRefused(f"extra var {name!r}: {type(value).__name__} is not a str, int, float or bool")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PlaybookRefused(f"extra var {name!r}: not a finite number")
+        checked[name] = value
+    return checked
+
+
+def write_extra_vars(extra_vars: dict[str, ExtraVar], path: Path) -> Path:
+    """Write the variables as YAML with every string `!unsafe` (never templated by Ansible).
+
+    A JSON string is a valid YAML double-quoted scalar, so json.dumps quotes each value exactly.
+    """
+    lines = []
+    for name, value in extra_vars.items():
+        if isinstance(value, str):
+            lines.append(f"{name}: !unsafe {json.dumps(value)}")
+        else:
+            lines.append(f"{name}: {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n" if lines else "{}\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def ansible_bin_dir() -> Path:
+    """The directory holding ansible-playbook: this interpreter's bin first, then PATH."""
+    here = Path(sys.executable).parent
+    if (here / "ansible-playbook").exists():
+        return here
+    found = shutil.which("ansible-playbook")
+    if found is None:
+        raise RuntimeError("ansible-playbook not found next to this Python nor on PATH")
+    return Path(found).parent
+
+
+class _EventSummary:
+    """Counts task results from ansible-runner's events; the final stats win when present."""
+
+    def __init__(self) -> None:
+        self.ok = self.changed = self.failed = self.skipped = self.unreachable = 0
+        self.failed_tasks: list[str] = []
+        self.stats: dict | None = None
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "runner_on_ok":
+            self.ok += 1
+            self.changed += bool((data.get("res") or {}).get("changed"))
+        elif kind == "runner_on_failed":
+            if data.get("ignore_errors"):
+                self.ok += 1
+            else:
+                self.failed += 1
+                self._failed_task(data)
+        elif kind == "runner_on_skipped":
+            self.skipped += 1
+        elif kind == "runner_on_unreachable":
+            self.unreachable += 1
+            self._failed_task(data)
+        elif kind == "playbook_on_stats":
+            self.stats = data
+        return True  # keep the event in the artifacts
+
+    def _failed_task(self, data: dict) -> None:
+        name = str(data.get("task") or data.get("task_action") or "?")
+        if len(self.failed_tasks) < MAX_FAILED_TASKS and name not in self.failed_tasks:
+            self.failed_tasks.append(name[:512])
+
+    def summary(self) -> RunSummary:
+        if self.stats is not None:
+            def total(key: str) -> int:
+                return sum(int(v) for v in (self.stats.get(key) or {}).values())
+            # Ansible's "ok" includes the changed results; so does ours.
+            return RunSummary(ok=total("ok"), changed=total("changed"), failed=total("failures"),
+                              skipped=total("skipped"), unreachable=total("dark"),
+                              failed_tasks=self.failed_tasks)
+        return RunSummary(ok=self.ok, changed=self.changed, failed=self.failed, skipped=self.skipped,
+                          unreachable=self.unreachable, failed_tasks=self.failed_tasks)
+
+
+def prune_artifacts(artifacts_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` run directories (by modification time), delete the rest."""
+    runs = []
+    for path in Path(artifacts_dir).iterdir():
+        try:
+            if path.is_dir() and not path.is_symlink():
+                runs.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # pruned meanwhile by a concurrent run
+            continue
+    runs.sort(reverse=True)
+    for _, old in runs[max(keep, 0):]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _scrub(artifact: Path) -> None:
+    # ansible-runner writes the whole process environment into `command`: keep no copy of it.
+    (artifact / "command").unlink(missing_ok=True)
+    shutil.rmtree(artifact / "env", ignore_errors=True)
+
+
+def run_playbook(
+    run: PlaybookRun,
+    *,
+    playbooks_dir: Path,
+    artifacts_dir: Path,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[], None] | None = None,
+    keep_artifacts: int = DEFAULT_KEEP_ARTIFACTS,
+) -> RunResult:
+    """Run one playbook against localhost through ansible-runner and report how it ended.
+
+    Raises PlaybookRefused (before anything runs, and before `on_start`) for a playbook outside
+    `playbooks_dir` or bad variables. `on_start` is called right before the playbook process is
+    started; if it raises, nothing runs. Setting `cancel` stops a running play ("cancelled");
+    passing `timeout_s` stops it as "timed_out".
+    """
+    import ansible_runner  # imported here: it is slow to import and only this module needs it
+
+    playbook = resolve_playbook(run.playbook, playbooks_dir)
+    extra_vars = validate_extra_vars(dict(run.extra_vars))
+    if not (run.timeout_s > 0 and math.isfinite(run.timeout_s)):
+        raise PlaybookRefused(f"timeout_s {run.timeout_s!r}: must be a positive number of seconds")
+    artifacts_dir = Path(artifacts_dir)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = ansible_bin_dir()
+    ident = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
+    events = _EventSummary()
+    cancel = cancel or threading.Event()
+
+    inventory = {"all": {"hosts": {"localhost": {
+        "ansible_connection": "local",
+        # the discovered interpreter can be a broken shim: use the one that has our modules
+        "ansible_python_interpreter": sys.executable,
+    }}}}
+    envvars = {
+        # ansible-runner starts "ansible-playbook" by name: the venv's bin goes first on PATH
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_HOST_KEY_CHECKING": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+    }
+
+    # ansible-runner's private data dir holds the inventory and the variables file: it lives only
+    # for this run; the artifacts (events, stdout, rc, status) go to artifacts_dir/ident.
+    with tempfile.TemporaryDirectory(prefix="fm-run-") as private:
+        envvars["ANSIBLE_LOCAL_TEMP"] = str(Path(private) / "tmp")
+        # ansible-runner's own `extravars` would be templated: pass our `!unsafe` file instead.
+        vars_file = write_extra_vars(extra_vars, Path(private) / "fleetmedic-extra-vars.yml")
+        cmdline = f"-e @{shlex.quote(str(vars_file))}" + (" --check --diff" if run.check else "")
+        if on_start is not None:
+            on_start()
+        started_at = datetime.now(timezone.utc)
+        outcome = ansible_runner.run(
+            private_data_dir=private,
+            project_dir=str(playbook.parent),
+            playbook=str(playbook),
+            inventory=inventory,
+            envvars=envvars,
+            cmdline=cmdline,
+            artifact_dir=str(artifacts_dir),
+            ident=ident,
+            timeout=max(1, math.ceil(run.timeout_s)),
+            cancel_callback=cancel.is_set,  # also keeps ansible-runner off our signal handlers
+            event_handler=events,
+            suppress_env_files=True,
+            quiet=True,
+        )
+        finished_at = datetime.now(timezone.utc)
+
+    artifact = artifacts_dir / ident
+    if artifact.is_dir():
+        _scrub(artifact)
+    prune_artifacts(artifacts_dir, keep_artifacts)
+    status = _STATUS.get(outcome.status, "failed")
+    rc = outcome.rc if isinstance(outcome.rc, int) else -1
+    return RunResult(status=status, rc=rc, started_at=started_at, finished_at=finished_at,
+                     summary=events.summary(), artifacts=artifact if artifact.is_dir() else None,
+                     stats=dict((events.stats or {}).get("artifact_data") or {}))

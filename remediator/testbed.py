@@ -1,0 +1,151 @@
+"""The local remediation targets, for tests, benchmarks and the demo.
+
+`DemoService` runs deploy/testbed/demo-service.sh (supervisord with an HTTP service as program
+`demo`); `SlurmCluster` runs deploy/testbed/slurm.sh (a real two-node Slurm cluster). Both keep
+everything under a directory the caller gives and stop what they started.
+
+    >>> with DemoService(Path("/tmp/fm-demo"), port=18080) as demo:  # doctest: +SKIP
+    ...     demo.kill9(); demo.restart_vars()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+TESTBED_DIR = Path(__file__).resolve().parent.parent / "deploy" / "testbed"
+
+
+def _script(name: str, *args: str, env: dict | None = None, timeout_s: float = 60.0) -> str:
+    full_env = dict(os.environ, PYTHON=sys.executable, **(env or {}))
+    done = subprocess.run(["bash", str(TESTBED_DIR / name), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} {' '.join(args)} failed (rc {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+class DemoService:
+    """supervisord + program `demo` (an HTTP service on 127.0.0.1:port) under `directory`."""
+
+    program = "demo"
+
+    def __init__(self, directory: Path, port: int):
+        self.directory = Path(directory)
+        self.port = port
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "supervisord.conf"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> "DemoService":
+        _script("demo-service.sh", "start", str(self.directory), str(self.port))
+        return self
+
+    def stop(self) -> None:
+        _script("demo-service.sh", "stop", str(self.directory))
+
+    def __enter__(self) -> "DemoService":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def answer(self, timeout_s: float = 1.0) -> dict | None:
+        """The service's JSON answer ({"service", "pid"}), or None when it does not answer."""
+        try:
+            with urllib.request.urlopen(self.url, timeout=timeout_s) as response:
+                return json.loads(response.read()) if response.status == 200 else None
+        except OSError:
+            return None
+
+    def status(self) -> str:
+        """supervisorctl's status line for the program (RUNNING, EXITED, ...)."""
+        ctl = Path(sys.executable).parent / "supervisorctl"
+        done = subprocess.run([str(ctl), "-c", str(self.config), "status", self.program],
+                              capture_output=True, text=True, timeout=10)
+        return done.stdout.strip()
+
+    def kill9(self) -> int:
+        """The fault: SIGKILL the service's process. Returns the pid killed."""
+        answer = self.answer()
+        if answer is None:
+            raise RuntimeError("demo does not answer: nothing to kill")
+        os.kill(int(answer["pid"]), signal.SIGKILL)
+        return int(answer["pid"])
+
+    def restart_vars(self) -> dict[str, str]:
+        """The restart_service.yml variables for this service."""
+        return {"service": self.program, "supervisor_config": str(self.config), "health_url": self.url}
+
+
+def slurm_missing_reason() -> str | None:
+    """Why a Slurm cluster cannot run here, or None when it can."""
+    for tool in ("slurmctld", "slurmd", "munged", "scontrol", "sbatch"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"{tool} not installed (deploy/testbed/slurm.sh install: apt-get install slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "the Slurm testbed runs its daemons as root (SlurmUser=root): not root"
+    return None
+
+
+class SlurmCluster:
+    """A real two-node Slurm cluster (node1, node2, partition gpu) under `directory`."""
+
+    def __init__(self, directory: Path, port_base: int):
+        self.directory = Path(directory)
+        self.port_base = port_base
+
+    @property
+    def conf(self) -> Path:
+        return self.directory / "slurm.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def start(self) -> "SlurmCluster":
+        _script("slurm.sh", "start", str(self.directory), env={"SLURM_PORT_BASE": str(self.port_base)})
+        return self
+
+    def stop(self) -> None:
+        _script("slurm.sh", "stop", str(self.directory))
+
+    def __enter__(self) -> "SlurmCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def run(self, *argv: str) -> str:
+        env = dict(os.environ, **self.env)
+        return subprocess.run(list(argv), capture_output=True, text=True, env=env, check=True, timeout=30).stdout
+
+    def submit(self, node: str, seconds: int = 300) -> str:
+        """A requeueable batch job pinned to `node`; returns its id."""
+        return self.run("sbatch", "--parsable", "--requeue", "-w", node, f"--chdir={self.directory}",
+                        f"--output={self.directory}/job-%j.out", "--wrap", f"sleep {seconds}").strip()
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a dict (JobState, NodeList, Restarts, ...)."""
+        return dict(field.split("=", 1) for field in self.run("scontrol", "show", "job", "-o", job_id).split()
+                    if "=" in field)
+
+    def node(self, name: str) -> dict[str, str]:
+        """`scontrol show node`: State, and Reason (without its [user@time] suffix)."""
+        text = self.run("scontrol", "show", "node", "-o", name).strip()
+        fields = dict(f.split("=", 1) for f in text.split(" Reason=")[0].split() if "=" in f)
+        if " Reason=" in text:
+            reason = text.split(" Reason=", 1)[1]
+            fields["Reason"] = reason.rsplit(" [", 1)[0] if reason.endswith("]") else reason
+        return fields

@@ -1,0 +1,98 @@
+"""Each safety gate stops an action with a `skipped` record naming the gate and the reason.
+
+The fleet's history is what other remediator processes wrote to the remediations topic: each case
+seeds those records first, then a real remediator (real broker) gets one incident. Nothing may run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fleetmedic.schemas import Remediation
+from remediator.claims import claim_reason, remediation_id
+from remediator.gates import Skip, default_pipeline
+
+from remediator_kit import EngineThread, incident, make_policy, marker_lines, send, statuses, wait_for_status
+
+
+def seeded(host: str, n: int, *, ago_s: float = 60, outcome: str | None = "succeeded", job: str | None = None,
+           action: str = "restart_service") -> list[Remediation]:
+    """What another remediator recorded: a claim (and its outcome) `ago_s` seconds ago."""
+    when = datetime.now(timezone.utc) - timedelta(seconds=ago_s)
+    out = []
+    for i in range(n):
+        inc = f"old-{host}-{i}"
+        base = dict(id=remediation_id(inc, action, 0), incident_id=inc, fingerprint=f"{host}/old", host=host,
+                    action=action, playbook="marker.yml", step=0)
+        out.append(Remediation(status="claimed", time=when, reason=claim_reason(job), **base))
+        if outcome:
+            out.append(Remediation(status=outcome, time=when + timedelta(seconds=3), rc=0, started_at=when,
+                                   finished_at=when + timedelta(seconds=3), **base))
+    return out
+
+
+NOW = datetime.now(timezone.utc)
+
+CASES = {
+    "kill_switch": (lambda tmp: {"kill_switch_file": str(tmp / "STOP")}, [], {},
+                    "kill switch file"),
+    "silence": (lambda tmp: {"silences": [{"hosts": ["node1"], "starts_at": NOW - timedelta(hours=1),
+                                           "ends_at": NOW + timedelta(hours=6), "comment": "OPS-1 firmware"}]},
+                [], {}, "(OPS-1 firmware)"),
+    "maintenance": (lambda tmp: {"maintenance": [{"name": "patching", "host_groups": ["all"], "start": "00:00",
+                                                  "duration_min": 1440}]},
+                    [], {}, "maintenance window patching is active for group all"),
+    "flapping": (lambda tmp: {"flapping": {"max_runs": 2, "within_s": 3600}}, seeded("node1", 2), {},
+                 "node1 was remediated 2 times in the last 3600s (limit 2): handed to a human"),
+    "cooldown": (lambda tmp: {"cooldown_s": 600}, seeded("node1", 1), {},
+                 "cooldown 600s lasts until"),
+    "blast_radius": (lambda tmp: {"blast_radius": {"max_percent": 50}}, seeded("node2", 1) + seeded("node3", 1), {},
+                     "group all: 2 of 4 hosts already under remediation; one more exceeds 50% (at most 2)"),
+    "blast_radius_job": (lambda tmp: {"blast_radius": {"max_percent": 100, "max_nodes_per_job": 1}},
+                         seeded("node2", 1, job="77"), {"slurm_job": "77"},
+                         "job 77: 1 of its nodes already under remediation (node2); limit 1"),
+    "max_concurrent": (lambda tmp: {"max_concurrent": 1}, seeded("node2", 1, outcome=None), {},
+                       "1 runs in flight (limit 1)"),
+    "rate_limit": (lambda tmp: {"rate_limit": {"max_runs": 2, "per_s": 600}}, seeded("node2", 1) + seeded("node3", 1),
+                   {}, "2 runs started in the last 600s (limit 2)"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gate_skips_with_its_name_and_reason(settings, tmp_path, case):
+    gates, history, labels, reason = CASES[case]
+    (tmp_path / "STOP").touch()
+    marker = tmp_path / "marker.txt"
+    policy = make_policy(marker, gates=gates(tmp_path))
+    send(settings, *history, incident("node1", "inc-g", labels=labels))
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "gates"):
+        skip = wait_for_status(settings, "skipped", incident_id="inc-g")[0]
+    assert skip.gate == case.removesuffix("_job")
+    assert reason in skip.reason, skip.reason
+    assert skip.action == "restart_service" and skip.host == "node1" and skip.step == 0
+    assert statuses(settings, "inc-g") == [("skipped", "restart_service", 0)]
+    assert marker_lines(marker) == []
+
+
+def test_a_skip_for_capacity_is_tried_again_on_the_next_record_of_the_incident(settings, tmp_path):
+    marker = tmp_path / "marker.txt"
+    stop = tmp_path / "STOP"
+    stop.touch()
+    policy = make_policy(marker, gates={"kill_switch_file": str(stop)})
+    send(settings, incident("node1", "inc-r"))
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "retry"):
+        wait_for_status(settings, "skipped", incident_id="inc-r")
+        stop.unlink()
+        send(settings, incident("node1", "inc-r", status="update"))
+        wait_for_status(settings, "succeeded", incident_id="inc-r")
+    assert [s for s, *_ in statuses(settings, "inc-r")] == ["skipped", "claimed", "running", "succeeded"]
+    assert len(marker_lines(marker)) == 1
+
+
+def test_the_pipeline_order_is_the_documented_one(tmp_path):
+    policy = make_policy(tmp_path / "m")
+    assert default_pipeline(policy).names == ["kill_switch", "silence", "maintenance", "dry_run", "flapping",
+                                              "cooldown", "blast_radius", "max_concurrent", "rate_limit"]
+    assert Skip("a", "b").gate == "a"
