@@ -84,12 +84,6 @@ def cmd_tail(args) -> int:
     return tail(_settings(args), args.topic, from_beginning=args.from_beginning, limit=args.max, idle_s=args.idle)
 
 
-def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    return run_demo(_settings(args), seconds=args.seconds)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleetmedic",
@@ -131,12 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=None, metavar="S", help="stop after S seconds without records")
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("demo", help="the main job on the embedded broker: show records travelling through the topics",
-                       description="Produce a small synthetic fleet's metric batches and log lines (and one "
-                                   "garbage record), consume them through the shared consumer loop, and show "
-                                   "what arrived and what went to the dead-letter topic.")
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.set_defaults(func=cmd_demo)
 
     for module in STAGE_CLIS:
         importlib.import_module(module).register(sub)

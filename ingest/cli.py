@@ -48,7 +48,7 @@ def _ensure_topics(settings, what: str) -> None:
     from fleetmedic.topics import admin_client, create_topics
 
     try:
-        admin = admin_client(settings, bootstrap_timeout_ms=10_000)
+        admin = admin_client(settings, api_version_auto_timeout_ms=10_000)
         try:
             create_topics(settings, admin)
         finally:

@@ -79,7 +79,7 @@ class Publisher:
             ms = int(self.ack_timeout_s * 1000)
             try:
                 self._producer = Producer(self.settings, delivery_timeout_ms=ms, request_timeout_ms=max(ms - 500, 500),
-                                          max_block_ms=ms, bootstrap_timeout_ms=ms, retry_backoff_ms=200,
+                                          max_block_ms=ms, api_version_auto_timeout_ms=ms, retry_backoff_ms=200,
                                           reconnect_backoff_max_ms=1000)
             except Exception as exc:  # NoBrokersAvailable and friends: the broker is not there
                 self._failed(f"cannot connect: {type(exc).__name__}: {exc}")
@@ -172,7 +172,7 @@ class Publisher:
         found: Counter = Counter()
         ms = int(self.ack_timeout_s * 1000)
         consumer = KafkaConsumer(**self.settings.kafka_kwargs(), enable_auto_commit=False, group_id=None,
-                                 bootstrap_timeout_ms=ms, request_timeout_ms=max(ms, 2000))
+                                 api_version_auto_timeout_ms=ms, request_timeout_ms=max(ms, 2000))
         try:
             for topic in sorted({t for t, _, _ in head}):
                 tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

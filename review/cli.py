@@ -34,7 +34,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from fleetmedic.cli import settings_from
+
+    from .demo import run_demo
+
+    return run_demo(settings_from(args), nodes=args.nodes, sim_seconds=args.hours * 3600, speed=args.speed)
+
+
 def register(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: a simulated fleet through the real detectors, incidents and a report",
+                       description="Runs `fleetmedic simulate` (with injected faults) and `fleetmedic detect` as "
+                                   "separate processes on fresh topics, prints the incident timeline beside the "
+                                   "ground truth, and writes the first incident's report to .fleetmedic/.")
+    p.add_argument("--nodes", type=int, default=8)
+    p.add_argument("--hours", type=float, default=4.0, help="simulated hours (default 4)")
+    p.add_argument("--speed", type=float, default=480.0, help="simulated seconds per wall second (default 480)")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("report", help="a self-contained HTML page of one incident or one host's time range",
                        description="Series with their EWMA band, log lines, incident lifecycle, every remediation "
                                    "decision (skips and reasons included) and playbook outcomes on one timeline; "
