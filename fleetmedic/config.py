@@ -71,7 +71,8 @@ class BrokerSettings(_Strict):
 
     port: int = Field(19092, ge=1, le=65535)
     controller_port: int = Field(19093, ge=1, le=65535)
-    data_dir: Path = Path(".fleetmedic/kafka")
+    # Absolute, so `broker status|stop` find the broker from any directory.
+    data_dir: Path = Path(os.path.expanduser("~/.local/share/fleetmedic/kafka"))
     jar_cache: Path = Path(os.path.expanduser("~/.cache/fleetmedic/kafka-jars"))
     heap: str = Field("512m", pattern=r"^[0-9]+[kmgKMG]$")
     start_timeout_s: float = Field(90.0, gt=0)
