@@ -47,7 +47,7 @@ from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, 
 
 from . import approvals
 from .claims import Entry, LedgerReader, claim_reason, remediation_id
-from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline
+from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
 from .policy import HUMAN, Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -142,20 +142,7 @@ class Remediator:
     # --- planning -------------------------------------------------------------------------
     def propose(self, incident: Incident, step_index: int = 0) -> Proposal | Remediation | None:
         """The proposal for step `step_index` of the incident's rule; a record when it cannot be planned."""
-        rule = self.policy.rule_for(incident)
-        if rule is None or step_index >= len(rule.steps):
-            return None
-        step = rule.steps[step_index]
-        rem_id = remediation_id(incident.id, step.action, step_index)
-        try:
-            extra_vars = step.render_vars(incident)
-        except PolicyError as exc:
-            return Remediation(id=rem_id, incident_id=incident.id, fingerprint=incident.fingerprint,
-                               host=incident.host, action=step.action, playbook=step.playbook, status="skipped",
-                               gate="policy", reason=f"rule {rule.name}: {exc}", step=step_index, time=self.clock())
-        needs = step.needs_approval if step.needs_approval is not None else rule.needs_approval
-        return Proposal(incident=incident, rule=rule, step_index=step_index, step=step, remediation_id=rem_id,
-                        extra_vars=extra_vars, dry_run=False, needs_approval=needs)
+        return propose(self.policy, incident, step_index, self.clock())
 
     def _decide(self, proposal: Proposal, out: list, runs: list, *, approved: str | None = None) -> None:
         """Gates, then: skip record, approval request, hand to a human, or claim for a run."""

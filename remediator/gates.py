@@ -34,10 +34,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from fleetmedic.schemas import Incident
+from fleetmedic.schemas import Incident, Remediation
 
-from .claims import Ledger
-from .policy import Gates, Policy, Rule, Step
+from .claims import Ledger, remediation_id
+from .policy import Gates, Policy, PolicyError, Rule, Step
 
 
 @dataclass(frozen=True)
@@ -267,6 +267,25 @@ class Pipeline:
     @property
     def names(self) -> list[str]:
         return [g.name for g in self.gates]
+
+
+def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) -> Proposal | Remediation | None:
+    """The proposal for step `step_index` of the incident's rule; a skip record when its variables
+    cannot be rendered; None when no rule (or no such step) applies."""
+    rule = policy.rule_for(incident)
+    if rule is None or step_index >= len(rule.steps):
+        return None
+    step = rule.steps[step_index]
+    rem_id = remediation_id(incident.id, step.action, step_index)
+    try:
+        extra_vars = step.render_vars(incident)
+    except PolicyError as exc:
+        return Remediation(id=rem_id, incident_id=incident.id, fingerprint=incident.fingerprint,
+                           host=incident.host, action=step.action, playbook=step.playbook, status="skipped",
+                           gate="policy", reason=f"rule {rule.name}: {exc}", step=step_index, time=now)
+    needs = step.needs_approval if step.needs_approval is not None else rule.needs_approval
+    return Proposal(incident=incident, rule=rule, step_index=step_index, step=step, remediation_id=rem_id,
+                    extra_vars=extra_vars, dry_run=False, needs_approval=needs)
 
 
 def default_pipeline(policy: Policy) -> Pipeline:

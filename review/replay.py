@@ -21,7 +21,7 @@ from datetime import datetime
 
 from fleetmedic.config import Settings
 from fleetmedic.ranges import RangeSpec, RangeStats, read_range
-from fleetmedic.schemas import Incident, LogEvent, MetricBatch
+from fleetmedic.schemas import Incident, LogEvent, MetricBatch, Remediation
 from fleetmedic.topics import topic_name
 
 
@@ -120,20 +120,40 @@ def diff(recorded: list[Incident], replayed: list[Incident]) -> IncidentDiff:
 
 
 def plan(records: list[Incident], policy) -> list[tuple[Incident, str]]:
-    """For each opening record, what the policy's first step would do (a dry plan: nothing runs;
-    the stateful gates — cooldown, rate, blast radius — are not evaluated here)."""
+    """What the remediator would have decided for each opening record, as a dry plan: the policy's
+    first step through the real gate pipeline, in event-time order, nothing run. Each planned run
+    is taken to finish at once, so cooldown, flapping and rate limits see it; approvals are not
+    waited for; escalation steps are not planned."""
+    from remediator.claims import Ledger, claim_reason
+    from remediator.gates import Skip, default_pipeline, propose
+    from remediator.policy import HUMAN
+
+    pipeline, ledger = default_pipeline(policy), Ledger()
     out = []
-    for r in records:
-        if r.status != "open":
-            continue
-        rule = policy.rule_for(r)
-        if rule is None:
+    for r in sorted((r for r in records if r.status == "open"), key=lambda r: (r.time, r.id)):
+        proposal = propose(policy, r, 0, r.time)
+        if proposal is None:
             out.append((r, "no rule matches: no action"))
             continue
-        step = rule.steps[0]
-        what = "a human" if step.action == "human" else f"{step.action} via {step.playbook} {step.render_vars(r)}"
-        mode = " (dry run)" if (step.dry_run if step.dry_run is not None else rule.dry_run) else ""
-        out.append((r, f"rule {rule.name}: {what}{mode}"))
+        if isinstance(proposal, Remediation):
+            out.append((r, f"skipped by {proposal.gate}: {proposal.reason}"))
+            continue
+        rule, step = proposal.rule.name, proposal.step
+        if step.action == HUMAN:
+            out.append((r, f"rule {rule}: a human"))
+            continue
+        verdict = pipeline.run(proposal, ledger, r.time)
+        if isinstance(verdict, Skip):
+            out.append((r, f"rule {rule}: {step.action} skipped by {verdict.gate}: {verdict.reason}"))
+            continue
+        mode = " (dry run)" if verdict.dry_run else ""
+        approval = " after approval" if verdict.needs_approval else ""
+        out.append((r, f"rule {rule}: {step.action} via {step.playbook} {verdict.extra_vars}{mode}{approval}"))
+        for status in ("claimed", "succeeded"):
+            ledger.apply(Remediation(id=verdict.remediation_id, incident_id=r.id, fingerprint=r.fingerprint,
+                                     host=r.host, action=step.action, playbook=step.playbook, status=status, step=0,
+                                     time=r.time, reason=claim_reason(None) if status == "claimed" else None,
+                                     extra_vars=verdict.extra_vars))
     return out
 
 
@@ -150,7 +170,8 @@ def print_diff(d: IncidentDiff, policy=None, out=sys.stdout) -> None:
             print(f"{label:8s} {iid:28s} {r.host:14s} {r.kind + '/' + r.subject:40s} {steps}", file=out)
             if policy is not None:
                 for _, action in plan(records, policy):
-                    print(f"{'':8s} plan: {action}", file=out)
+                    print(f"{'':8s} {'would have' if label == 'added' else 'would not have'} planned: {action}",
+                          file=out)
     for iid, (old, new) in sorted(d.changed.items()):
         r = new[0]
         was = ", ".join(f"{x.status}@{x.time:%H:%M:%S}" for x in old)

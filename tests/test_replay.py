@@ -4,12 +4,15 @@ changed threshold (exactly the expected diff)."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from detector_scenarios import fleet, write_config, xid
 from detectors.config import load_config
 from detectors.engine import DetectService, Engine
 from fleetmedic.schemas import Incident
 from fleetmedic.transport import Producer
+from review.collect import collect, incident_window
+from review.report import render
 from review.replay import diff, plan, recorded_incidents, replay
 
 
@@ -35,6 +38,12 @@ def test_replay_with_the_recorded_configuration_gives_an_empty_diff(settings, tm
     d = diff(recorded, result.incidents)
     assert d.empty, d
     assert sorted(r.to_bytes() for r in result.incidents) == sorted(r.to_bytes() for r in recorded)
+    # ... and the report of one of the recorded incidents, with its plots.
+    lifecycle = [r for r in recorded if r.kind == "gpu_overheat"]
+    start, end = incident_window(lifecycle, timedelta(minutes=5))
+    page = render(collect(settings, "node01", start, end), "overheat on node01")
+    assert page.count("data:image/png;base64,") >= 2
+    assert "gpu0.temperature_c" in page and "<td>resolve</td>" in page
 
 
 def test_replay_with_a_changed_threshold_shows_exactly_what_it_changes(settings, tmp_path):
@@ -60,6 +69,8 @@ def test_plan_names_the_policy_action_for_added_or_removed_incidents(settings, t
 
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(
+        "gates:\n"
+        "  cooldown_s: 3600\n"
         "rules:\n"
         "  - name: hot_gpu\n"
         "    match: {kinds: [gpu_overheat]}\n"
@@ -70,7 +81,13 @@ def test_plan_names_the_policy_action_for_added_or_removed_incidents(settings, t
         "          node: {from: host}\n")
     config = load_config(write_config(tmp_path))
     _record_live_run(settings, config)
-    opened = [r for r in recorded_incidents(settings) if r.status == "open"]
-    planned = dict((r.kind, action) for r, action in plan(opened, load_policy(policy_file)))
-    assert planned["gpu_overheat"] == "rule hot_gpu: drain via slurm_drain.yml {'node': 'node01'}"
-    assert planned["xid"] == "no rule matches: no action"
+    recorded = recorded_incidents(settings)
+    overheat = next(r for r in recorded if r.kind == "gpu_overheat" and r.status == "open")
+    # The same fault again 20 minutes later: the cooldown gate would have stopped the second drain.
+    again = overheat.model_copy(update={"id": "inc-again", "time": overheat.time + timedelta(minutes=20)})
+    planned = [(r.id, r.kind, action) for r, action in plan(recorded + [again], load_policy(policy_file))]
+    assert (overheat.id, "gpu_overheat", "rule hot_gpu: drain via slurm_drain.yml {'node': 'node01'}") in planned
+    assert ("inc-again", "gpu_overheat", "rule hot_gpu: drain skipped by cooldown: drain ran on node01 at "
+            f"{overheat.time.isoformat()}; cooldown 3600s lasts until "
+            f"{(overheat.time + timedelta(hours=1)).isoformat()}") in planned
+    assert [a for _, k, a in planned if k == "xid"] == ["no rule matches: no action"] * 2  # two XID bursts
