@@ -15,16 +15,10 @@ log = logging.getLogger(__name__)
 
 def cmd_detect(args) -> int:
     from fleetmedic.cli import settings_from
-    from fleetmedic.yamlfile import ConfigFileError
-
     from .config import load_config
     from .engine import DetectService, Engine
 
-    try:
-        config = load_config(args.detectors)
-    except ConfigFileError as exc:
-        print(f"fleetmedic detect: invalid detector configuration:\n{exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.detectors)
     try:
         engine = Engine(config)
     except ValueError as exc:  # e.g. a fault model file that cannot be loaded

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .broker import BrokerError
     from .config import SettingsError
+    from .yamlfile import ConfigFileError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SettingsError as exc:
         print(f"fleetmedic: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except ConfigFileError as exc:  # a detector config or remediation policy: file:line: reason
+        print(f"fleetmedic: invalid configuration file:\n{exc}", file=sys.stderr)
         return 2
     except BrokerError as exc:
         print(f"fleetmedic: broker: {exc}", file=sys.stderr)

@@ -9,16 +9,10 @@ from fleetmedic.cli import settings_from
 
 
 def cmd_remediate(args) -> int:
-    from fleetmedic.yamlfile import ConfigFileError
-
     from .engine import Remediator, RunnerConfig
     from .policy import load_policy
 
-    try:
-        policy = load_policy(args.policy)
-    except ConfigFileError as exc:
-        print(f"fleetmedic: invalid policy:\n{exc}", file=sys.stderr)
-        return 2
+    policy = load_policy(args.policy)
     playbooks = Path(args.playbooks)
     if not playbooks.is_dir():
         print(f"fleetmedic: --playbooks {playbooks}: not a directory", file=sys.stderr)

@@ -72,16 +72,10 @@ def plan_try(policy, incident, playbook: str, step_index: int | None = None):
 
 
 def cmd_try(args) -> int:
-    from fleetmedic.yamlfile import ConfigFileError
-
     from .policy import PolicyError, load_policy
     from .runner import PlaybookRefused, PlaybookRun, run_playbook
 
-    try:
-        policy = load_policy(args.policy)
-    except ConfigFileError as exc:
-        print(f"fleetmedic: invalid policy:\n{exc}", file=sys.stderr)
-        return 2
+    policy = load_policy(args.policy)
     incident = _load_incident(args.incident)
     try:
         rule, index, step, extra_vars = plan_try(policy, incident, args.playbook, args.step)

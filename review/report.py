@@ -129,9 +129,14 @@ def _table(headers: list[str], rows: list[list]) -> str:
 def pick_series(review: HostReview, limit: int = 8) -> list[str]:
     """Series named in incident evidence first, then the ones that moved most."""
     named = [s for r in review.incidents for s in r.evidence.series if s in review.series]
-    rest = sorted((n for n in review.series if n not in named),
-                  key=lambda n: -float(np.nanstd(review.series[n].values) / (abs(np.nanmean(review.series[n].values)) + 1e-9))
-                  if np.isfinite(review.series[n].values).any() else 0.0)
+
+    def variation(name: str) -> float:  # coefficient of variation; flat or empty series last
+        v = review.series[name].values
+        if not np.isfinite(v).any():
+            return 0.0
+        return float(np.nanstd(v) / (abs(np.nanmean(v)) + 1e-9))
+
+    rest = sorted((n for n in review.series if n not in named), key=variation, reverse=True)
     return list(dict.fromkeys(named + rest))[:limit]
 
 

@@ -63,3 +63,17 @@ def test_bad_yaml_names_the_line(tmp_path):
         load_settings(f, environ={})
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml", environ={})
+
+
+def test_a_bad_detector_or_policy_file_is_rejected_with_its_line(tmp_path, capsys):
+    from fleetmedic.cli import main
+
+    f = tmp_path / "detectors.yaml"
+    f.write_text("static:\n  - name: hot\n    match: [gpu*.temperature_c]\n    threshold: warm\n")
+    assert main(["detect", "--detectors", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration file" in err and f"{f}:4: static.0.threshold" in err
+    p = tmp_path / "policy.yaml"
+    p.write_text("rules:\n  - name: r\n    steps: []\n")
+    assert main(["remediate", "--policy", str(p)]) == 2
+    assert f"{p}:3: rules.0.steps" in capsys.readouterr().err

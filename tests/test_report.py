@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from datetime import timedelta
 
@@ -100,6 +101,5 @@ def test_report_renders_in_headless_chromium(settings, tmp_path, monkeypatch):
     assert pixels[..., :3].std() > 0.05
     blue = (pixels[..., 2] > 0.6) & (pixels[..., 0] < 0.2) & (pixels[..., 1] < 0.5)
     assert blue.sum() > 200
-    keep = __import__("os").environ.get("KEEP_REPORT_SCREENSHOT")
-    if keep:
-        shutil.copy(shot, keep)
+    if os.environ.get("KEEP_REPORT_SCREENSHOT"):  # to look at the page by hand
+        shutil.copy(shot, os.environ["KEEP_REPORT_SCREENSHOT"])
