@@ -81,7 +81,7 @@ def main() -> int:
         missing = slurm_missing_reason()
         if missing is None:
             import os
-            with SlurmCluster(tmp / "slurm", port_base=free_port() % 60000 + 1024) as slurm:
+            with SlurmCluster(tmp / "slurm") as slurm:
                 os.environ["SLURM_CONF"] = str(slurm.conf)
                 drains, moves = [], []
                 for _ in range(args.repeats):

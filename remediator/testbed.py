@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -99,12 +101,31 @@ def slurm_missing_reason() -> str | None:
     return None
 
 
-class SlurmCluster:
-    """A real two-node Slurm cluster (node1, node2, partition gpu) under `directory`."""
+def free_port_block(count: int, low: int = 20000, high: int = 32000) -> int:
+    """The first of `count` consecutive free ports, below the kernel's ephemeral range (32768+), where
+    the client sockets of Kafka and friends would otherwise take one of them between check and bind."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - count)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
 
-    def __init__(self, directory: Path, port_base: int):
+
+class SlurmCluster:
+    """A real two-node Slurm cluster (node1, node2, partition gpu) under `directory`.
+
+    It uses four consecutive ports from `port_base` (slurmctld, slurmd, node1, node2); by default a
+    free block is chosen."""
+
+    def __init__(self, directory: Path, port_base: int | None = None):
         self.directory = Path(directory)
-        self.port_base = port_base
+        self.port_base = port_base if port_base is not None else free_port_block(4)
 
     @property
     def conf(self) -> Path:

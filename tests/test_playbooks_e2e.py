@@ -89,10 +89,7 @@ def test_job_moves_from_drained_node1_to_node2(settings, tmp_path):
         "name": "gpu_fell_off_bus", "match": {"kinds": ["xid"], "host_groups": ["slurm"]},
         "steps": [{"action": "drain_node", "playbook": "slurm_drain.yml", "timeout_s": 120, "vars": {
             "node": {"from": "host"}, "reason": {"from": "summary", "max_length": 200}}}]}]})
-    base = free_port()
-    while base > 65000:
-        base = free_port()
-    with SlurmCluster(tmp_path / "slurm", port_base=base) as slurm, pytest.MonkeyPatch.context() as env:
+    with SlurmCluster(tmp_path / "slurm") as slurm, pytest.MonkeyPatch.context() as env:
         env.setenv("SLURM_CONF", str(slurm.conf))
         job = slurm.submit("node1")
         wait_until(lambda: slurm.job(job).get("NodeList") == "node1" and slurm.job(job)["JobState"] == "RUNNING",

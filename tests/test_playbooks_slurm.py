@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from fleetmedic.transport import wait_until
-from kafka_helpers import free_port
 from remediator.runner import PlaybookRun, run_playbook
 from remediator.testbed import SlurmCluster, slurm_missing_reason
 
@@ -22,10 +21,7 @@ pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    base = free_port()
-    while base > 65000:
-        base = free_port()
-    with SlurmCluster(tmp_path_factory.mktemp("slurm"), port_base=base) as slurm:
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as slurm:
         yield slurm
 
 
