@@ -115,6 +115,9 @@ class Incident(Contract):
     evidence: Evidence = Field(default_factory=Evidence)
 
 
+MAX_OUTPUT_CHARS = 8192
+
+
 class RunSummary(BaseModel):
     """What ansible-runner reported for one playbook run."""
 
@@ -125,6 +128,10 @@ class RunSummary(BaseModel):
     skipped: int = 0
     unreachable: int = 0
     failed_tasks: list[str] = Field(default_factory=list)
+    outputs: dict[Annotated[str, StringConstraints(max_length=128)],
+                  Annotated[str, StringConstraints(max_length=MAX_OUTPUT_CHARS)]] = Field(
+        default_factory=dict, max_length=32,
+        description="what the play published with set_stats (e.g. collect_diagnostics.yml's probes), as JSON text")
 
 
 RemediationStatus = Literal[

@@ -265,8 +265,9 @@ def register(sub) -> None:
 
     e = kinds.add_parser("host", help="this machine's CPU, memory, filesystems, disks, network, temperatures, services")
     _common(e)
-    e.add_argument("--watch", action="append", default=[], metavar="NAME",
-                   help="a systemd unit or process name whose up/down state to report (repeatable)")
+    e.add_argument("--watch", action="append", default=[], metavar="NAME[=PROCESS]",
+                   help="a systemd unit or process name whose up/down state to report as service.NAME.up; "
+                        "NAME=PROCESS reports process PROCESS (its name or script) as NAME (repeatable)")
     e.add_argument("--mount", action="append", default=None, metavar="PATH", help="only these mount points")
     e.add_argument("--label", action="append", default=[], metavar="K=V", help="host label, e.g. class=h100x8")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["host"], metavar="PORT", help="0: none")

@@ -6,10 +6,10 @@ exposes, the kernel's OOM-kill count, and whether named services or processes ar
 names are in docs/ingest.md. The first collection has no CPU percentages (they need two
 readings); counters are sent as raw totals and listed in `counters`.
 
->>> c = HostCollector(watch=["definitely-not-running-xyz"])
+>>> c = HostCollector(watch=["definitely-not-running-xyz", "web=no-such-process.py"])
 >>> v, counters = c.collect()
->>> v["service.definitely-not-running-xyz.up"], "mem.available_bytes" in v
-(0.0, True)
+>>> v["service.definitely-not-running-xyz.up"], v["service.web.up"], "mem.available_bytes" in v
+(0.0, 0.0, True)
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class HostCollector:
     """Reads this host's metrics; keeps the previous CPU times to turn them into percentages."""
 
     def __init__(self, watch: list[str] | tuple[str, ...] = (), mounts: list[str] | None = None):
-        self.watch = list(watch)
+        # "NAME" watches the unit or process NAME; "NAME=PROCESS" reports process PROCESS as
+        # service NAME (a supervised program whose process is `python demo_http.py` is still `demo`).
+        self.watch = [tuple(w.split("=", 1)) if "=" in w else (w, w) for w in watch]
         self.mounts = mounts  # None: every real mounted filesystem
         self.cpu_times_ = psutil.cpu_times()
 
@@ -138,9 +140,9 @@ class HostCollector:
         if oom is not None:
             v["vmstat.oom_kill"] = float(oom)
             counters.append("vmstat.oom_kill")
-        for name in self.watch:
-            up = _systemd_active(name)
+        for name, target in self.watch:
+            up = _systemd_active(target)
             if up is None:
-                up = _process_running(name)
+                up = _process_running(target)
             v[f"service.{S.part(name)}.up"] = 1.0 if up else 0.0
         return v, counters

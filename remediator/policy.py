@@ -62,6 +62,8 @@ class VarSpec(_Strict):
     value: str | int | float | bool | None = None
     type: Literal["str", "int", "float", "bool"] = "str"
     default: str | int | float | bool | None = None
+    extract: str | None = Field(None, description="regex with one group: the value is what the group captured "
+                                                  "(e.g. `^service\\.(.+)\\.up$` on a subject)")
     pattern: str | None = Field(None, description="a str value must fully match this regex")
     max_length: int = Field(256, ge=1, le=4096)
 
@@ -74,6 +76,11 @@ class VarSpec(_Strict):
                              f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>")
         if self.pattern is not None:
             re.compile(self.pattern)
+        if self.extract is not None:
+            if self.source is None:
+                raise ValueError("`extract` applies to a value taken `from` an incident field")
+            if re.compile(self.extract).groups != 1:
+                raise ValueError(f"`extract: {self.extract}` must have exactly one group")
         if self.value is not None:
             self.convert(self.value)
         return self
@@ -114,6 +121,11 @@ class VarSpec(_Strict):
             if self.default is None:
                 raise PolicyError(f"incident has no {self.source}")
             raw = self.default
+        elif self.extract is not None:
+            found = re.search(self.extract, str(raw))
+            if found is None or found.group(1) is None:
+                raise PolicyError(f"{self.source} {raw!r} does not match extract {self.extract!r}")
+            raw = found.group(1)
         return self.convert(raw)
 
 

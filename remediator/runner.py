@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
-from fleetmedic.schemas import RunSummary
+from fleetmedic.schemas import MAX_OUTPUT_CHARS, RunSummary
 
 RunStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
 ExtraVar = str | int | float | bool
@@ -190,6 +190,15 @@ class _EventSummary:
         if len(self.failed_tasks) < MAX_FAILED_TASKS and name not in self.failed_tasks:
             self.failed_tasks.append(name[:512])
 
+    def outputs(self) -> dict[str, str]:
+        """The play's set_stats data, one JSON text per key, bounded to fit the record."""
+        data = (self.stats or {}).get("artifact_data") or {}
+        out = {}
+        for key in sorted(data)[:32]:
+            text = json.dumps(data[key], sort_keys=True, default=str)
+            out[str(key)[:128]] = text if len(text) <= MAX_OUTPUT_CHARS else text[:MAX_OUTPUT_CHARS - 14] + "...(truncated)"
+        return out
+
     def summary(self) -> RunSummary:
         if self.stats is not None:
             def total(key: str) -> int:
@@ -197,7 +206,7 @@ class _EventSummary:
             # Ansible's "ok" includes the changed results; so does ours.
             return RunSummary(ok=total("ok"), changed=total("changed"), failed=total("failures"),
                               skipped=total("skipped"), unreachable=total("dark"),
-                              failed_tasks=self.failed_tasks)
+                              failed_tasks=self.failed_tasks, outputs=self.outputs())
         return RunSummary(ok=self.ok, changed=self.changed, failed=self.failed, skipped=self.skipped,
                           unreachable=self.unreachable, failed_tasks=self.failed_tasks)
 

@@ -39,7 +39,7 @@ class DemoService:
     program = "demo"
 
     def __init__(self, directory: Path, port: int):
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()
         self.port = port
 
     @property
@@ -124,7 +124,7 @@ class SlurmCluster:
     free block is chosen."""
 
     def __init__(self, directory: Path, port_base: int | None = None):
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()
         self.port_base = port_base if port_base is not None else free_port_block(4)
 
     @property

@@ -99,7 +99,9 @@ def cmd_demo(args) -> int:
 
     from .demo import run_demo
 
-    return run_demo(settings_from(args), nodes=args.nodes, sim_seconds=args.hours * 3600, speed=args.speed)
+    scenes = tuple(s for s in ("fleet", "service", "slurm") if s not in (args.skip or []))
+    return run_demo(settings_from(args), nodes=args.nodes, sim_seconds=args.hours * 3600, speed=args.speed,
+                    scenes=scenes)
 
 
 def register(sub) -> None:
@@ -123,13 +125,17 @@ def register(sub) -> None:
     p.add_argument("--no-diff", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="the main job: a simulated fleet through the real detectors, incidents and a report",
-                       description="Runs `fleetmedic simulate` (with injected faults) and `fleetmedic detect` as "
-                                   "separate processes on fresh topics, prints the incident timeline beside the "
-                                   "ground truth, and writes the first incident's report to .fleetmedic/.")
+    p = sub.add_parser("demo", help="the main job: fleet → detectors → remediator → real playbooks, with timelines",
+                       description="On fresh topics, runs `fleetmedic detect` and `fleetmedic remediate` as separate "
+                                   "processes; simulates a fleet with injected faults and prints the incidents "
+                                   "beside the ground truth (and the first incident's report page under "
+                                   ".fleetmedic/); then kills a supervised service and, with Slurm installed, "
+                                   "puts an XID on a node running a job, and prints each fault's timeline "
+                                   "through detection, safety gates and the playbook run to the healed state.")
     p.add_argument("--nodes", type=int, default=8)
     p.add_argument("--hours", type=float, default=4.0, help="simulated hours (default 4)")
     p.add_argument("--speed", type=float, default=480.0, help="simulated seconds per wall second (default 480)")
+    p.add_argument("--skip", action="append", choices=("fleet", "service", "slurm"), help="leave a scene out")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="a self-contained HTML page of one incident or one host's time range",

@@ -1,18 +1,28 @@
-"""`fleetmedic demo` (what `make demo` runs): a simulated fleet → real detectors → incidents.
+"""`fleetmedic demo` (what `make demo` runs): the whole loop, fleet → detectors → remediator → playbooks.
 
-Each run gets its own topic prefix, so it starts clean and never mixes with earlier runs. The
-simulator (`fleetmedic simulate`) and the detectors (`fleetmedic detect`) run as the separate
-processes they are in production; the demo then prints the incident timeline next to the
-simulator's ground truth and renders the report page of the first incident.
+Each run gets its own topic prefix, so it starts clean and never mixes with earlier runs. Every
+stage runs as the separate process it is in production: `fleetmedic detect`, `fleetmedic
+remediate` (policy: deploy/demo-policy.yaml), the exporters and `fleetmedic simulate`.
+
+1. A simulated fleet with seeded faults: the demo prints the incidents next to the simulator's
+   ground truth and renders the report page of the first incident. The demo policy hands the
+   simulated nodes' incidents to a person (they are not real machines).
+2. The closed loop on real local targets (review/demo_loop.py): a supervised service is killed
+   and brought back by restart_service.yml; with Slurm installed, an XID on node1 drains it and
+   its job moves to node2. Each scene prints its timeline: fault, incident, gate decisions,
+   playbook run, healed, resolve.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,8 +30,12 @@ from fleetmedic.config import Settings
 from fleetmedic.ranges import RangeSpec, read_range
 from fleetmedic.schemas import Incident
 from fleetmedic.topics import create_topics, topic_name
+from remediator.testbed import DemoService, SlurmCluster, free_port_block
+
+from .demo_loop import Follower, service_scene, slurm_missing_reason, slurm_scene, summary, write_policy
 
 OUT = Path(".fleetmedic")
+PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
 
 def _incidents(settings: Settings) -> list[Incident]:
@@ -29,33 +43,68 @@ def _incidents(settings: Settings) -> list[Incident]:
     return sorted((i.record for b in read_range(settings, spec, Incident) for i in b), key=lambda r: (r.time, r.id))
 
 
-def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 3600, speed: float = 480.0) -> int:
-    prefix = f"demo{time.strftime('%Y%m%d%H%M%S')}."
+def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 3600, speed: float = 480.0,
+             scenes: tuple[str, ...] = ("fleet", "service", "slurm"), prefix: str | None = None) -> int:
+    prefix = prefix or f"demo{time.strftime('%Y%m%d%H%M%S')}."
     settings = settings.model_copy(update={"topic_prefix": prefix})
     create_topics(settings)
     env = {**os.environ, "FLEETMEDIC_TOPIC_PREFIX": prefix,
            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers)}
     cli = [sys.executable, "-m", "fleetmedic.cli"]
     OUT.mkdir(exist_ok=True)
-    truth = OUT / "demo-ground-truth.jsonl"
+    work = OUT / "demo"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
     print(f"demo: topics under prefix {prefix!r} on {settings.bootstrap_servers[0]}", flush=True)
-    detect = subprocess.Popen(cli + ["detect", "--group", "demo-detectors"], env=env)
-    try:
-        print(f"demo: simulating {nodes} nodes x 4 GPUs for {sim_seconds / 3600:.0f} simulated hours "
-              f"at {speed:.0f}x (about {sim_seconds / speed:.0f} s)", flush=True)
-        subprocess.run(cli + ["simulate", "--nodes", str(nodes), "--gpus", "4", "--seconds", str(sim_seconds),
-                              "--interval", "10", "--seed", "7", "--realtime", "--speed", str(speed),
-                              "--truth", str(truth)], env=env, check=True)
-        # The detectors are done when the incident count stops moving for a while.
-        last, quiet_since = -1, time.monotonic()
-        while time.monotonic() - quiet_since < 8:
-            n = len(_incidents(settings))
-            if n != last:
-                last, quiet_since = n, time.monotonic()
-            time.sleep(1)
-    finally:
-        detect.terminate()
-        detect.wait(30)
+    with ExitStack() as stack:
+        service = stack.enter_context(DemoService(work / "service", port=free_port_block(1))) \
+            if "service" in scenes else None
+        cluster = None
+        if "slurm" in scenes:
+            why = slurm_missing_reason()
+            if why:
+                print(f"demo: slurm scene skipped: {why}", flush=True)
+            else:
+                print("demo: starting a two-node Slurm cluster (node1, node2)", flush=True)
+                cluster = stack.enter_context(SlurmCluster(work / "slurm"))
+        policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf")
+        print(f"demo: remediator policy {policy} (from deploy/demo-policy.yaml)", flush=True)
+        procs = stack.enter_context(_Processes())
+        procs.start(cli + ["detect", "--group", "demo-detectors"], env)
+        procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
+                           "--artifacts", str(work / "artifacts"), "--group", "demo-remediator"], env)
+        follower = Follower(settings)
+        stack.callback(follower.close)
+        status = 0
+        if "fleet" in scenes:
+            status = _fleet_scene(settings, cli, env, follower, nodes, sim_seconds, speed)
+        if service is not None:
+            print("\ndemo: service scene (kill a supervised service; the remediator restarts it)", flush=True)
+            tl = service_scene(follower, cli, env, work, service)
+            print(tl.render() + "\n" + summary(tl), flush=True)
+        if cluster is not None:
+            print("\ndemo: slurm scene (XID on node1 while a job runs; the remediator drains it)", flush=True)
+            tl = slurm_scene(follower, cli, env, work, cluster)
+            print(tl.render() + "\n" + summary(tl), flush=True)
+        return status
+
+
+def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follower, nodes: int,
+                 sim_seconds: float, speed: float) -> int:
+    truth = OUT / "demo-ground-truth.jsonl"
+    print(f"demo: simulating {nodes} nodes x 4 GPUs for {sim_seconds / 3600:.0f} simulated hours "
+          f"at {speed:.0f}x (about {sim_seconds / speed:.0f} s)", flush=True)
+    subprocess.run(cli + ["simulate", "--nodes", str(nodes), "--gpus", "4", "--seconds", str(sim_seconds),
+                          "--interval", "10", "--seed", "7", "--realtime", "--speed", str(speed),
+                          "--truth", str(truth)], env=env, check=True)
+    # The detectors are done when the incident count stops moving for a while.
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < 8:
+        n = len(_incidents(settings))
+        if n != last:
+            last, quiet_since = n, time.monotonic()
+        time.sleep(1)
     incidents = _incidents(settings)
     print(f"\nground truth ({truth}):")
     for line in truth.read_text().splitlines():
@@ -75,4 +124,35 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
     page = write_report(collect(settings, first[0].host, start, end), OUT / "demo-report.html",
                         f"fleetmedic incident {first[0].id} on {first[0].host}")
     print(f"\nreport of the first incident: {page.resolve()}")
+    opened = {r.id for r in incidents if r.status == "open"}
+    follower.wait(lambda: opened <= {r.incident_id for r in follower.remediations}, 60,
+                  "the remediator's decision on every simulated incident")
+    decided = [r for r in follower.remediations if r.incident_id in opened]
+    print(f"remediator: {len(decided)} decisions on {len(opened)} simulated incidents: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in decided).items()))
+          + " (the demo policy hands simulated nodes to a person)")
     return 0
+
+
+class _Processes:
+    """Child processes that are terminated (SIGTERM: finish the batch, commit) when the demo ends."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], env: dict) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def __enter__(self) -> "_Processes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -84,3 +84,10 @@ def test_services_are_asked_of_systemd_when_it_runs(tmp_path, monkeypatch):
     values, _ = HostCollector(watch=["slurmd", "munge", me]).collect()
     assert values["service.slurmd.up"] == 1.0 and values["service.munge.up"] == 0.0
     assert values[f"service.{me}.up"] == 1.0  # unknown to systemd: found as a process
+
+
+def test_watch_name_reports_another_process_under_its_service_name():
+    me = psutil.Process().name()
+    values, _ = HostCollector(watch=[f"web={me}", "db=no-such-process-fm"]).collect()
+    assert values["service.web.up"] == 1.0 and values["service.db.up"] == 0.0
+    assert f"service.{me}.up" not in values

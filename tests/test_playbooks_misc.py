@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetmedic.schemas import RunSummary
+
 from remediator.runner import PlaybookRun, ansible_bin_dir, run_playbook
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
@@ -68,3 +70,10 @@ def test_collect_diagnostics_writes_a_report(tmp_path, monkeypatch):
     assert report["probes"]["uname"]["rc"] == 0 and os.uname().sysname in report["probes"]["uname"]["stdout"]
     assert set(report["probes"]) >= {"uname", "uptime", "disk", "memory", "processes", "gpus"}
     assert result.stats["diagnostics_file"] == str(out / "node1-inc-7.json")
+    # the record carries the probes' last lines (bounded), not only the file's path
+    outputs = result.summary.outputs
+    assert json.loads(outputs["diagnostics_file"]) == str(out / "node1-inc-7.json")
+    probes = json.loads(outputs["probes"])
+    assert probes["uname"]["rc"] == 0 and os.uname().nodename in probes["uname"]["tail"]
+    assert all(len(p["tail"]) <= 400 for p in probes.values())
+    assert RunSummary.model_validate_json(result.summary.model_dump_json()) == result.summary

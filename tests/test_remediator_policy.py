@@ -83,6 +83,10 @@ def test_vars_are_typed_and_come_only_from_the_incident_fields_named(tmp_path):
     ("gates:\n  cooldown_s: -1\n", 2, "gates.cooldown_s: Input should be greater than or equal to 0"),
     ("rules:\n  - name: r\n    stepz: []\n", 3, "rules.0.stepz: Extra inputs are not permitted"),
     ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
+     "          svc: {from: subject, extract: 'service[.].+[.]up'}\n", 7, "must have exactly one group"),
+    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
+     "          svc: {value: web, extract: '(.+)'}\n", 7, "`extract` applies to a value taken `from`"),
+    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
      "          ansible_connection: {value: ssh}\n", 4, "ansible_* variables are set by the runner only"),
 ])
 def test_errors_name_the_line_and_the_reason(tmp_path, text, line, reason):
@@ -92,6 +96,33 @@ def test_errors_name_the_line_and_the_reason(tmp_path, text, line, reason):
     message = str(err.value)
     assert f"{path}:{line}:" in message, message
     assert reason in message, message
+
+
+def test_extract_takes_a_part_of_an_incident_field(tmp_path):
+    step = load_policy(write(tmp_path, """\
+        rules:
+          - name: down
+            steps:
+              - action: restart_service
+                playbook: restart_service.yml
+                vars:
+                  service: {from: subject, extract: '^service\\.([A-Za-z0-9_-]+)\\.up$'}
+        """)).rules[0].steps[0]
+    down = INCIDENT.model_copy(update={"kind": "service_down", "subject": "service.web-api.up"})
+    assert step.render_vars(down) == {"service": "web-api"}
+    with pytest.raises(PolicyError, match=r"variable service: subject 'service.a b.up' does not match extract"):
+        step.render_vars(down.model_copy(update={"subject": "service.a b.up"}))
+
+
+def test_the_demo_policy_loads_and_restarts_the_watched_service(tmp_path):
+    from review.demo_loop import write_policy
+
+    policy = load_policy(write_policy(tmp_path, tmp_path / "supervisord.conf", tmp_path / "slurm.conf"))
+    down = INCIDENT.model_copy(update={"host": "demo-host", "kind": "service_down", "subject": "service.demo.up"})
+    rule = policy.rule_for(down)
+    assert rule.name == "service_down"
+    assert rule.steps[0].render_vars(down) == {"service": "demo",
+                                               "supervisor_config": str(tmp_path / "supervisord.conf")}
 
 
 def test_the_example_policy_loads():

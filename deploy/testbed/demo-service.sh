@@ -3,7 +3,7 @@
 #   demo-service.sh start DIR [PORT]   write DIR/supervisord.conf, start supervisord (and demo)
 #   demo-service.sh stop DIR           stop supervisord and demo
 #   demo-service.sh status DIR         supervisorctl status
-# Everything (config, socket, pid, logs) lives under DIR. PYTHON picks the interpreter (default:
+# Everything (config, pid, logs) lives under DIR; the control socket in /tmp (see below). PYTHON picks the interpreter (default:
 # the shared venv's); supervisord/supervisorctl come from the same bin directory.
 set -euo pipefail
 action=${1:?usage: demo-service.sh start|stop|status DIR [PORT]}
@@ -13,12 +13,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-/work/main/.venv/bin/python}
 bin=$(dirname "$python")
 conf=$dir/supervisord.conf
+# A unix socket path must fit in 108 bytes: a deep DIR would not, so the socket goes to /tmp
+# under a name derived from DIR (one supervisord per DIR, as before).
+sock=/tmp/fm-supervisor-$(printf %s "$dir" | sha256sum | cut -c1-16).sock
 
 case $action in
 start)
     cat > "$conf" <<CONF
 [unix_http_server]
-file=$dir/supervisor.sock
+file=$sock
+chmod=0700
 
 [supervisord]
 pidfile=$dir/supervisord.pid
@@ -31,7 +35,7 @@ nodaemon=false
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
-serverurl=unix://$dir/supervisor.sock
+serverurl=unix://$sock
 
 [program:demo]
 command=$python $here/demo_http.py $port

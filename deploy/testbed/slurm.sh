@@ -20,6 +20,9 @@ fi
 dir=$(mkdir -p "${2:?DIR required}" && cd "$2" && pwd)
 conf=$dir/slurm.conf
 base=${SLURM_PORT_BASE:-16817}
+# slurmstepd makes unix sockets in the spool directory, and their paths must fit in 108 bytes: a
+# deep DIR would not, so the spool goes to /tmp under a name derived from DIR.
+spool=/tmp/fm-slurm-$(printf %s "$dir" | sha256sum | cut -c1-16)
 
 stop_pidfile() {
     local f=$1
@@ -34,7 +37,7 @@ stop_pidfile() {
 case $action in
 start)
     command -v slurmctld >/dev/null || { echo "slurmctld not installed (run: slurm.sh install)" >&2; exit 3; }
-    mkdir -p "$dir/state" "$dir/spool/node1" "$dir/spool/node2" "$dir/log"
+    mkdir -p "$dir/state" "$spool/node1" "$spool/node2" "$dir/log"
     cat > "$conf" <<CONF
 ClusterName=fm
 SlurmctldHost=localhost
@@ -43,7 +46,7 @@ SlurmdPort=$((base + 1))
 AuthType=auth/munge
 SlurmUser=root
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool/%n
+SlurmdSpoolDir=$spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
@@ -83,6 +86,7 @@ stop)
     stop_pidfile "$dir/slurmd-node1.pid"
     stop_pidfile "$dir/slurmd-node2.pid"
     stop_pidfile "$dir/slurmctld.pid"
+    rm -rf "$spool"
     echo "slurm stopped" ;;
 env)
     echo "export SLURM_CONF=$conf" ;;

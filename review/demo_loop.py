@@ -1,0 +1,247 @@
+"""The closed-loop part of `fleetmedic demo`: real faults on real local targets, healed by the remediator.
+
+Two scenes, each driven through the production processes (exporters, `fleetmedic detect`,
+`fleetmedic remediate`) and nothing else:
+
+- **service**: a real HTTP service under supervisord is killed with SIGKILL; `fleetmedic export
+  host --watch demo=demo_http.py` reports `service.demo.up = 0`; the detectors' `service_down` rule
+  opens an incident; the policy's `restart_service.yml` brings it back; the incident resolves.
+- **slurm** (when Slurm is installed and we are root): a job runs on node1 of a real two-node
+  cluster; an XID 79 kernel line is appended to a log file that `fleetmedic export logs --host
+  node1` follows; the XID table opens an incident; `slurm_drain.yml` drains node1 and requeues the
+  job, which Slurm then runs on node2.
+
+`Follower` reads the incidents and remediations topics as they fill; `Timeline` merges their
+records with what the demo itself did and saw (fault injected, service answers again, job moved).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from fleetmedic.config import Settings
+from fleetmedic.schemas import Incident, Remediation
+from fleetmedic.topics import topic_name
+from fleetmedic.transport import DecodeError, decode, wait_until
+from remediator.testbed import DemoService, SlurmCluster, free_port_block, slurm_missing_reason
+
+POLICY_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "demo-policy.yaml"
+SERVICE_HOST = "demo-host"
+SLURM_NODE = "node1"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def write_policy(directory: Path, supervisor_conf: Path, slurm_conf: Path) -> Path:
+    """deploy/demo-policy.yaml with this run's testbed paths filled in."""
+    text = POLICY_TEMPLATE.read_text().replace("${SUPERVISOR_CONF}", str(supervisor_conf.resolve())) \
+        .replace("${SLURM_CONF}", str(slurm_conf.resolve()))
+    path = directory / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+class Follower:
+    """Every incident and remediation record of the demo's topics, read as they arrive."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.models = {topic_name(settings, Incident.topic): Incident,
+                       topic_name(settings, Remediation.topic): Remediation}
+        self.consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_kwargs())
+        tps = [TopicPartition(t, p) for t in self.models for p in sorted(self.consumer.partitions_for_topic(t) or ())]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.incidents: list[Incident] = []
+        self.remediations: list[Remediation] = []
+        # when each incident reached Kafka: its own `time` is event time (a log line's stamp)
+        self.written: dict[tuple[str, str, datetime], datetime] = {}
+
+    def poll(self) -> None:
+        for tp, msgs in self.consumer.poll(timeout_ms=200, max_records=10_000).items():
+            for msg in msgs:
+                try:
+                    record = decode(self.models[tp.topic], msg.value, self.settings.max_record_bytes)
+                except DecodeError:
+                    continue  # the detectors' and remediator's own output: dead letters are not ours to judge
+                if isinstance(record, Incident):
+                    self.incidents.append(record)
+                    self.written[(record.id, record.status, record.time)] = \
+                        datetime.fromtimestamp(msg.timestamp / 1000, timezone.utc)
+                else:
+                    self.remediations.append(record)
+
+    def wait(self, condition, timeout_s: float, what: str) -> None:
+        def polled() -> bool:
+            self.poll()
+            return condition()
+        wait_until(polled, timeout_s, interval_s=0.2, what=what)
+
+    def of_host(self, host: str) -> tuple[list[Incident], list[Remediation]]:
+        return ([i for i in self.incidents if i.host == host], [r for r in self.remediations if r.host == host])
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@dataclass
+class Timeline:
+    """What happened in one scene, in wall-clock order, relative to the fault.
+
+    Incidents are placed when they reached Kafka (the record timestamp); remediation records carry
+    the remediator's own clock."""
+
+    title: str
+    fault_at: datetime | None = None
+    events: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def note(self, text: str, at: datetime | None = None) -> datetime:
+        at = at or now()
+        self.events.append((at, text))
+        return at
+
+    def add_records(self, follower: Follower, host: str) -> None:
+        incidents, remediations = follower.of_host(host)
+        for i in incidents:
+            written = follower.written.get((i.id, i.status, i.time), i.time)
+            self.note(f"incident {i.status:7s} {i.kind}/{i.subject} ({i.detector}) {i.id}, "
+                      f"event time {i.time:%H:%M:%S.%f}"[:-3], written)
+        for r in remediations:
+            what = f"{r.action}" + (f" via {r.playbook}" if r.playbook else "")
+            if r.status == "running" and r.started_at:
+                self.note(f"remediation running   {what} (playbook started)", r.started_at)
+                continue
+            detail = r.reason or ""
+            if r.run is not None and r.status in ("succeeded", "failed", "dry_run", "timed_out"):
+                detail = f"rc {r.rc}, {r.run.ok} ok / {r.run.changed} changed / {r.run.failed} failed tasks" + \
+                         (f"; {r.reason}" if r.reason else "")
+            gate = f" [{r.gate}]" if r.gate else ""
+            self.note(f"remediation {r.status:9s} {what}{gate}" + (f": {detail[:110]}" if detail else ""), r.time)
+
+    def render(self) -> str:
+        lines = [f"\n{self.title}"]
+        origin = self.fault_at or min(t for t, _ in self.events)
+        for at, text in sorted(self.events, key=lambda e: e[0]):
+            lines.append(f"  {at:%H:%M:%S.%f}"[:-3] + f"  {(at - origin).total_seconds():+7.2f}s  {text}")
+        return "\n".join(lines)
+
+    def first(self, needle: str) -> datetime | None:
+        times = [at for at, text in self.events if needle in text]
+        return min(times) if times else None
+
+
+def _health_sent(port: int) -> int:
+    """records_sent_total from an exporter's health endpoint (0 while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("fleetmedic_exporter_records_sent_total"):
+                    return int(float(line.rsplit(" ", 1)[1]))
+    except OSError:
+        pass
+    return 0
+
+
+def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, service: DemoService,
+                  timeout_s: float = 180.0) -> Timeline:
+    """Kill the supervised service; watch exporter → detectors → remediator bring it back."""
+    tl = Timeline("service scene: demo (supervisord) on demo-host, killed with SIGKILL")
+    health_port = free_port_block(1)
+    exporter = subprocess.Popen(cli + ["export", "host", "--host", SERVICE_HOST, "--watch", "demo=demo_http.py",
+                                       "--interval", "2", "--health-port", str(health_port),
+                                       "--spool-dir", str(work / "spool-host"), "--mount", "/"],
+                                env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _health_sent(health_port) >= 2, 60, what="the host exporter's first batches")
+        pid = service.kill9()
+        tl.fault_at = tl.note(f"fault: demo (pid {pid}) killed with SIGKILL")
+        answer = {}
+
+        def back() -> bool:
+            nonlocal answer
+            answer = service.answer(timeout_s=0.5) or {}
+            return answer.get("pid") not in (None, pid)
+        wait_until(back, timeout_s, interval_s=0.2, what="the demo service to answer again")
+        tl.note(f"healed: demo answers again (pid {answer['pid']})")
+
+        def closed() -> bool:
+            incidents, remediations = follower.of_host(SERVICE_HOST)
+            return any(i.status == "resolve" for i in incidents) and \
+                any(r.gate == "closed_loop" for r in remediations)
+        follower.wait(closed, timeout_s, "the service_down incident to resolve and close its ladder")
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+    tl.add_records(follower, SERVICE_HOST)
+    return tl
+
+
+def slurm_scene(follower: Follower, cli: list[str], env: dict, work: Path, cluster: SlurmCluster,
+                timeout_s: float = 180.0) -> Timeline:
+    """An XID 79 on node1 while a job runs there; watch the job move to node2."""
+    tl = Timeline("slurm scene: a job on node1, then XID 79 (GPU fallen off the bus) in node1's kernel log")
+    job = cluster.submit(SLURM_NODE, seconds=600)
+    wait_until(lambda: cluster.job(job).get("JobState") == "RUNNING", 60, what=f"job {job} to run on node1")
+    tl.note(f"job {job} running on {cluster.job(job).get('NodeList')}")
+    kern = work / "kern.log"
+    kern.write_text("")
+    health_port = free_port_block(1)
+    exporter = subprocess.Popen(cli + ["export", "logs", str(kern), "--host", SLURM_NODE,
+                                       "--position-file", str(work / "log-positions.json"),
+                                       "--health-port", str(health_port), "--spool-dir", str(work / "spool-logs")],
+                                env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(health_port), 60, what="the log exporter to start")
+        stamp = now()
+        with kern.open("a") as f:
+            f.write(f"{stamp.isoformat()} {SLURM_NODE} kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, "
+                    f"GPU has fallen off the bus.\n")
+        tl.fault_at = tl.note("fault: XID 79 written to node1's kernel log", stamp)
+
+        def moved() -> bool:
+            info = cluster.job(job)
+            return info.get("JobState") == "RUNNING" and info.get("NodeList") == "node2"
+        wait_until(moved, timeout_s, interval_s=0.5, what=f"job {job} to run on node2")
+        node = cluster.node(SLURM_NODE)
+        tl.note(f"healed: job {job} running on node2; node1 {node.get('State')}, reason {node.get('Reason')!r}")
+        follower.wait(lambda: any(r.status == "succeeded" for r in follower.of_host(SLURM_NODE)[1]), 60,
+                      "the drain's outcome record")
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+    tl.add_records(follower, SLURM_NODE)
+    return tl
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def summary(tl: Timeline) -> str:
+    """Fault → incident open → playbook start → healed, in seconds."""
+    fault, opened = tl.fault_at, tl.first("incident open")
+    started, healed = tl.first("playbook started"), tl.first("healed:")
+    parts = []
+    if fault and opened:
+        parts.append(f"fault→incident {(opened - fault).total_seconds():.2f} s")
+    if opened and started:
+        parts.append(f"incident→playbook start {(started - opened).total_seconds():.2f} s")
+    if fault and healed:
+        parts.append(f"fault→healed {(healed - fault).total_seconds():.2f} s")
+    return "  " + ", ".join(parts)
+
+
+__all__ = ["Follower", "Timeline", "service_scene", "slurm_scene", "slurm_missing_reason", "summary",
+           "write_policy"]
