@@ -151,13 +151,15 @@ def _health_sent(port: int) -> int:
 
 
 def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, service: DemoService,
-                  timeout_s: float = 180.0) -> Timeline:
-    """Kill the supervised service; watch exporter → detectors → remediator bring it back."""
-    tl = Timeline("service scene: demo (supervisord) on demo-host, killed with SIGKILL")
+                  timeout_s: float = 180.0, host: str = SERVICE_HOST, wait_resolved: bool = True) -> Timeline:
+    """Kill the supervised service; watch exporter → detectors → remediator bring it back.
+
+    With `wait_resolved` the scene also waits for the incident to resolve and the ladder to close."""
+    tl = Timeline(f"service scene: demo (supervisord) on {host}, killed with SIGKILL")
     health_port = free_port_block(1)
-    exporter = subprocess.Popen(cli + ["export", "host", "--host", SERVICE_HOST, "--watch", "demo=demo_http.py",
+    exporter = subprocess.Popen(cli + ["export", "host", "--host", host, "--watch", "demo=demo_http.py",
                                        "--interval", "2", "--health-port", str(health_port),
-                                       "--spool-dir", str(work / "spool-host"), "--mount", "/"],
+                                       "--spool-dir", str(work / f"spool-{host}"), "--mount", "/"],
                                 env=env, stdout=subprocess.DEVNULL)
     try:
         wait_until(lambda: _health_sent(health_port) >= 2, 60, what="the host exporter's first batches")
@@ -173,14 +175,19 @@ def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, ser
         tl.note(f"healed: demo answers again (pid {answer['pid']})")
 
         def closed() -> bool:
-            incidents, remediations = follower.of_host(SERVICE_HOST)
+            incidents, remediations = follower.of_host(host)
             return any(i.status == "resolve" for i in incidents) and \
                 any(r.gate == "closed_loop" for r in remediations)
-        follower.wait(closed, timeout_s, "the service_down incident to resolve and close its ladder")
+
+        def started() -> bool:
+            return any(r.status == "running" for r in follower.of_host(host)[1])
+        follower.wait(closed if wait_resolved else started, timeout_s,
+                      "the service_down incident to resolve and close its ladder" if wait_resolved
+                      else "the restart's running record")
     finally:
         exporter.terminate()
         exporter.wait(30)
-    tl.add_records(follower, SERVICE_HOST)
+    tl.add_records(follower, host)
     return tl
 
 
@@ -229,19 +236,23 @@ def _answers(port: int) -> bool:
         return False
 
 
-def summary(tl: Timeline) -> str:
-    """Fault → incident open → playbook start → healed, in seconds."""
+def durations(tl: Timeline) -> dict[str, float]:
+    """Seconds from fault to incident, incident to playbook start, and fault to healed (those seen)."""
     fault, opened = tl.fault_at, tl.first("incident open")
     started, healed = tl.first("playbook started"), tl.first("healed:")
-    parts = []
+    out = {}
     if fault and opened:
-        parts.append(f"fault→incident {(opened - fault).total_seconds():.2f} s")
+        out["fault→incident"] = (opened - fault).total_seconds()
     if opened and started:
-        parts.append(f"incident→playbook start {(started - opened).total_seconds():.2f} s")
+        out["incident→playbook start"] = (started - opened).total_seconds()
     if fault and healed:
-        parts.append(f"fault→healed {(healed - fault).total_seconds():.2f} s")
-    return "  " + ", ".join(parts)
+        out["fault→healed"] = (healed - fault).total_seconds()
+    return out
 
 
-__all__ = ["Follower", "Timeline", "service_scene", "slurm_scene", "slurm_missing_reason", "summary",
+def summary(tl: Timeline) -> str:
+    return "  " + ", ".join(f"{name} {s:.2f} s" for name, s in durations(tl).items())
+
+
+__all__ = ["Follower", "Timeline", "durations", "service_scene", "slurm_scene", "slurm_missing_reason", "summary",
            "write_policy"]
