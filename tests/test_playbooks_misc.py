@@ -77,3 +77,33 @@ def test_collect_diagnostics_writes_a_report(tmp_path, monkeypatch):
     assert probes["uname"]["rc"] == 0 and os.uname().nodename in probes["uname"]["tail"]
     assert all(len(p["tail"]) <= 400 for p in probes.values())
     assert RunSummary.model_validate_json(result.summary.model_dump_json()) == result.summary
+
+
+def _k8s_missing() -> str | None:
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError:
+        return "the kubernetes package is not installed (pip install '.[k8s]')"
+    if not (os.environ.get("FLEETMEDIC_TEST_K8S_NODE") and os.environ.get("K8S_AUTH_KUBECONFIG")):
+        return ("no Kubernetes cluster here (no Docker for kind, no k3s download): set K8S_AUTH_KUBECONFIG and "
+                "FLEETMEDIC_TEST_K8S_NODE to a node this test may cordon, drain and uncordon")
+    return None
+
+
+@pytest.mark.skipif(_k8s_missing() is not None, reason=str(_k8s_missing()))
+def test_k8s_cordon_drain_then_uncordon_on_a_real_cluster(tmp_path):
+    from kubernetes import client, config
+
+    node = os.environ["FLEETMEDIC_TEST_K8S_NODE"]
+    config.load_kube_config(os.environ["K8S_AUTH_KUBECONFIG"])
+    api = client.CoreV1Api()
+    try:
+        drained = run_playbook(PlaybookRun("k8s_cordon_drain.yml", {"node": node, "drain_timeout_s": 120}),
+                               playbooks_dir=PLAYBOOKS, artifacts_dir=tmp_path / "artifacts")
+        assert drained.status == "succeeded", drained
+        assert api.read_node(node).spec.unschedulable is True
+    finally:
+        back = run_playbook(PlaybookRun("k8s_uncordon.yml", {"node": node}), playbooks_dir=PLAYBOOKS,
+                            artifacts_dir=tmp_path / "artifacts")
+    assert back.status == "succeeded", back
+    assert not api.read_node(node).spec.unschedulable
