@@ -320,10 +320,12 @@ class Engine:
             if item.offset + 1 > self.positions.get(tp, 0):
                 self.positions[tp] = item.offset + 1
             emit = item.offset >= self.replay_until.get(tp, -1)
+            values = None
             if self.forests is not None and not isinstance(record, LogEvent):
                 # before the host's skip: a forest's checkpoint covers its own offsets
+                values = np.array(list(record.values.values()), dtype=np.float64)  # shared with the row below
                 hs_known = self.hosts.get(record.host)
-                self.forests.offer(item, record, hs_known.labels if hs_known else None, emit)
+                self.forests.offer(item, record, values, hs_known.labels if hs_known else None, emit)
             skip = self.skip_below.get(record.host)
             if skip and item.offset < skip.get(tp, -1):
                 self.stats.skipped_restored += 1  # already inside the restored state
@@ -350,7 +352,9 @@ class Engine:
             if self.fault:
                 self._emit(out, self.fault.step(hs, record, item, t), item, emit)
             slots, is_counter = self._layout(hs, record)
-            row = _Row(hs, item, t, emit, slots, is_counter, np.array(list(record.values.values()), dtype=np.float64))
+            if values is None:
+                values = np.array(list(record.values.values()), dtype=np.float64)
+            row = _Row(hs, item, t, emit, slots, is_counter, values)
             rounds[rank[record.host]].append(row)
             rank[record.host] += 1
         for k in range(len(rounds)):

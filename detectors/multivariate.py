@@ -130,7 +130,7 @@ class ForestStream:
         self.last_time_: dict[str, float] = {}  # host → newest vector time: per host, time only moves forward
         self.labels_: dict[str, dict] = {}  # host → labels of its latest batch (for the incidents)
         self.covered_ = -1  # records below this offset are inside the restored state
-        self.pending: list[tuple[_Offer, MetricBatch]] = []
+        self.pending: list[tuple[_Offer, MetricBatch, np.ndarray]] = []
         self.dirty = False
 
     @property
@@ -144,7 +144,7 @@ class ForestStream:
             self.lifecycle.grow(slot + 1)
         return slot
 
-    def offer(self, offer: _Offer, record: MetricBatch, stats: ForestStats) -> None:
+    def offer(self, offer: _Offer, record: MetricBatch, values: np.ndarray, stats: ForestStats) -> None:
         if offer.item.offset < self.covered_:
             stats.skipped_restored += 1
             return
@@ -153,18 +153,18 @@ class ForestStream:
             return
         self.last_time_[offer.host] = offer.t
         self.labels_[offer.host] = offer.labels
-        self.pending.append((offer, record))
+        self.pending.append((offer, record, values))
         self.dirty = True
 
     def _vectors(self, builder: VectorBuilder) -> np.ndarray:
         """The pending batches' vectors, in offer order (grouped by layout for numpy)."""
         groups: dict[tuple, list[int]] = {}
-        for i, (_, record) in enumerate(self.pending):
+        for i, (_, record, _) in enumerate(self.pending):
             groups.setdefault((tuple(record.values), tuple(record.counters)), []).append(i)
         out = np.empty((len(self.pending), len(builder.features)))
         for (names, counters), rows in groups.items():
-            values = np.array([list(self.pending[i][1].values.values()) for i in rows], dtype=np.float64)
-            out[rows] = builder.vectors(names, counters, values.reshape(len(rows), len(names)))
+            values = np.stack([self.pending[i][2] for i in rows]).reshape(len(rows), len(names))
+            out[rows] = builder.vectors(names, counters, values)
         return out
 
     def flush(self, builder: VectorBuilder, stats: ForestStats) -> list[tuple[Received, bool, Incident]]:
@@ -174,7 +174,7 @@ class ForestStream:
         vectors = self._vectors(builder)
         ok = ~np.isnan(vectors).any(axis=1)
         stats.missing_feature += int((~ok).sum())
-        offers = [o for (o, _), keep in zip(self.pending, ok) if keep]
+        offers = [o for (o, _, _), keep in zip(self.pending, ok) if keep]
         self.pending = []
         vectors = vectors[ok]
         stats.vectors += len(offers)
@@ -291,8 +291,9 @@ class ForestRule:
         self.stats = ForestStats()
         self._pending: dict[tuple[str, int, str], ForestStream] = {}
 
-    def offer(self, item: Received, record: MetricBatch, host_labels: dict | None, emit: bool) -> None:
-        """Note one metric batch (in offset order); nothing is scored before `flush`.
+    def offer(self, item: Received, record: MetricBatch, values: np.ndarray, host_labels: dict | None,
+              emit: bool) -> None:
+        """Note one metric batch (in offset order; `values` = its values as floats); nothing is scored before `flush`.
 
         The class comes from the batch's labels, or the host's last known ones when the batch has none.
         """
@@ -301,7 +302,8 @@ class ForestRule:
         stream = self.streams.get(key)
         if stream is None:
             stream = self.streams[key] = ForestStream(self.cfg, key[2], item.topic, item.partition, self.max_gap_s)
-        stream.offer(_Offer(item, record.host, record.time.timestamp(), dict(labels), emit), record, self.stats)
+        stream.offer(_Offer(item, record.host, record.time.timestamp(), dict(labels), emit), record, values,
+                     self.stats)
         self._pending[key] = stream
 
     def flush(self) -> list[tuple[Received, bool, Incident]]:
