@@ -121,7 +121,7 @@ def test_packed_scores_are_score_samples_bit_for_bit():
     model = IsolationForest(n_estimators=60, max_samples=200, random_state=4).fit(train)
     probe = np.vstack([rng.normal(size=(500, 4)) * [3, 30, 300, 3000], train[:50], np.zeros((1, 4))])
     assert np.array_equal(PackedForest(model).score(probe), -model.score_samples(probe))
-    forest = ClassForest(["a", "b", "c", "d"], window=700, refit_interval_s=10, min_train=100, n_estimators=30)
+    forest = ClassForest(["a", "b", "c", "d"], window=700, refit_interval_s=5000, min_train=100, n_estimators=30)
     forest.update(train, every_10s(700))
     assert forest.packed_ is not None  # verified at the fit, in use
 
