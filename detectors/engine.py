@@ -22,6 +22,9 @@ Messy streams (the documented rules):
   consecutive samples; a decrease is a counter reset (counted): the rate is taken from zero;
 - a series that appears mid-stream gets its own fresh state and warms up on its own;
 - a gap longer than `max_gap_s` restarts a pending `for` (it needs consecutive breaching values);
+- isolation forests each follow one source partition, refit by event time and keep their own
+  checkpoints and covered offsets (detectors/multivariate.py), so partition interleaving, batch
+  boundaries and restarts do not change them;
 - an XID burst resolves on the host's next log event after the quiet window (resolve time = last
   XID + window). Only log events decide it: metrics and logs are separate topics whose relative
   arrival order is not fixed, so letting metric time close a burst would make replays differ.
