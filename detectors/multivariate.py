@@ -44,7 +44,7 @@ from fleetmedic.transport import Received
 from .config import ForestFeatureConfig, IsolationForestConfig
 from .iforest import ClassForest
 from .incidents import make_incident, source, to_datetime
-from .lifecycle import Lifecycle
+from .lifecycle import NORMAL, Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,18 @@ class ForestStream:
         clear = scores < self.clear_threshold
         slots = np.fromiter((self._slot(o.host) for o in offers), np.int64, len(offers))
         offsets = np.fromiter((o.item.offset for o in offers), np.int64, len(offers))
-        # round k = every host's k-th vector: slots are unique within a lifecycle step
-        rank = np.empty(len(offers), np.int64)
-        seen: dict[str, int] = {}
-        for i, o in enumerate(offers):
-            rank[i] = seen[o.host] = seen.get(o.host, -1) + 1
+        # A host that is normal and does not breach in this batch stays normal: its lifecycle only
+        # needs the time of its newest vector (a host's times only grow: the maximum is the last).
+        # Only the others go through the lifecycle, in rounds: round k = every such host's k-th vector.
+        busy = np.zeros(len(self.slots_), bool)
+        busy[slots[alarms]] = True
+        busy[:len(self.slots_)] |= self.lifecycle.status[:len(self.slots_)] != NORMAL
+        quiet = ~busy[slots]
+        np.maximum.at(self.lifecycle.last_time, slots[quiet], times[quiet])
+        rank = np.full(len(offers), -1, np.int64)
+        seen: dict[int, int] = {}
+        for i in np.flatnonzero(~quiet):
+            rank[i] = seen[slots[i]] = seen.get(slots[i], -1) + 1
         out = []
         for k in range(int(rank.max()) + 1):
             sel = np.flatnonzero(rank == k)
