@@ -8,7 +8,6 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from fleetmedic.schemas import MetricBatch
 from fleetmedic.transport import Received
 from fleetmedic.yamlfile import ConfigFileError
 
@@ -43,9 +42,10 @@ def per_partition(incidents) -> dict[int, list[bytes]]:
 def test_an_unusual_combination_opens_one_incident_with_the_model_version_then_resolves(config):
     records = loaded_fleet(odd_combination={1: (100, 109)})
     # every value of the odd host stays inside what the fleet reports anyway
+    is_odd = lambda r: r.host == "node01" and 1000 <= r.time.timestamp() % 86400 <= 1090  # noqa: E731
     for name in ("gpu0.temperature_c", "gpu0.power_w", "gpu0.util_pct"):
-        clean = [r.values[name] for r in records if not (r.host == "node01" and 1000 <= r.time.timestamp() % 86400 <= 1090)]
-        odd = [r.values[name] for r in records if r.host == "node01" and 1000 <= r.time.timestamp() % 86400 <= 1090]
+        clean = [r.values[name] for r in records if not is_odd(r)]
+        odd = [r.values[name] for r in records if is_odd(r)]
         assert min(clean) < min(odd) and max(odd) < max(clean)
     engine = Engine(config)
     out = engine.process(received(records))
@@ -130,7 +130,8 @@ def test_restore_neither_rewarms_nor_reraises(config):
     (after,) = second.forests.streams.values()
     assert after.forest.version_ == before.forest.version_ and after.forest.n_fits_ == before.forest.n_fits_
     # the next vector is scored by the same model as in the uninterrupted run: not re-warmed
-    np.testing.assert_array_equal(after.forest.score(before.forest.train_[:5]), before.forest.score(before.forest.train_[:5]))
+    probe = before.forest.train_[:5]
+    np.testing.assert_array_equal(after.forest.score(probe), before.forest.score(probe))
     # a restart replays from the oldest covered offset: covered records are skipped, not re-learned
     tail = second.process(records[cut - 60:])
     assert second.forests.stats.skipped_restored == 60
@@ -167,7 +168,8 @@ GOOD = "iforest:\n  features:\n    - {name: t, match: ['gpu*.temperature_c']}\n"
 
 @pytest.mark.parametrize("text, expected", [
     (GOOD + "  min_train: 4096\n", ":1: iforest: Value error, min_train must not exceed window"),
-    ("iforest:\n  features:\n    - {name: a, match: ['x*'], agg: median}\n", ":3: iforest.features.0.agg: Input should be"),
+    ("iforest:\n  features:\n    - {name: a, match: ['x*'], agg: median}\n",
+     ":3: iforest.features.0.agg: Input should be"),
     (GOOD + "  thresold: 0.5\n", ":4: iforest.thresold: Extra inputs are not permitted"),
     (GOOD + "  threshold: 1.5\n", ":4: iforest.threshold: Input should be less than 1"),
     ("iforest:\n  features: []\n", ":2: iforest.features: List should have at least 1 item"),
