@@ -1,6 +1,7 @@
 """Detector benchmark: one command, one table (targets in /work/shared/DESIGN.md).
 
     PYTHONPATH=. python bench/detect_bench.py [--records 20000] [--values 100] [--series 1000000]
+                                              [--iforest] [--only throughput --only latency]
 
 1. throughput: metric batches pre-produced to a fresh topic set on the broker (settings from
    FLEETMEDIC_* / --config, default 127.0.0.1:19092); one `DetectService` in this process reads
@@ -11,6 +12,11 @@
    saturation) stamped with the wall clock as event time, every 5th host in every other round carrying a breaching value
    (a static rule, for_s 0, resolve_after_s 0: each one opens an incident); latency = arrival of
    the incident on the incidents topic − its event time.
+   `--iforest` adds an isolation forest (IFOREST_CONFIG: four features aggregated over 10 series
+   each, default window and refit settings) to both runs. Note the event-time compression: the
+   throughput run covers 10 s of event time per host and batch, so its 20,000 records span 2,000 s
+   of event time processed in seconds, with every forest refitted at each 600 s boundary; live,
+   the same refits are spread over wall-clock minutes.
 3. memory: an engine fed `--series` distinct series (hosts × 100 values, every series matched by
    one EWMA rule); RSS growth per million series and the detector-state array bytes per series.
 """
@@ -60,6 +66,16 @@ ewma:
 """
 
 
+IFOREST_CONFIG = """
+iforest:
+  features:
+    - {name: f0, match: ["s00*"], agg: max}
+    - {name: f1, match: ["s01*"], agg: mean}
+    - {name: f2, match: ["s02*"], agg: min}
+    - {name: f3, match: ["s03*"], agg: sum}
+"""
+
+
 def batch(host: str, step: int, n_values: int, rng, when: datetime | None = None, trigger: float | None = None):
     values = {f"s{i:03d}": float(v) for i, v in enumerate(np.round(50 + rng.normal(0, 1, n_values), 3))}
     if trigger is not None:
@@ -80,7 +96,7 @@ def config_from(text: str) -> DetectorConfig:
     return DetectorConfig.model_validate(yaml.safe_load(text))
 
 
-def throughput(base, n_records: int, n_values: int, n_hosts: int = 100) -> dict:
+def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: str = "") -> dict:
     settings = fresh_settings(base)
     rng = np.random.default_rng(0)
     records = [batch(f"h{i % n_hosts:05d}", i // n_hosts, n_values, rng) for i in range(n_records)]
@@ -91,7 +107,7 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100) -> dict:
             producer.send_raw(topic, r.to_bytes(), r.key())
     produce_s = time.perf_counter() - t
 
-    service = DetectService(settings, Engine(config_from(BENCH_CONFIG)), group_id="bench")
+    service = DetectService(settings, Engine(config_from(BENCH_CONFIG + extra)), group_id="bench")
     # timed from the end of the first batch (group join excluded) to the last commit
     while service.loop.run_once() == 0:
         pass
@@ -101,7 +117,7 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100) -> dict:
     kafka_s = time.perf_counter() - t
     values_after_first = (n_records - first_n) * n_values
 
-    engine = Engine(config_from(BENCH_CONFIG))
+    engine = Engine(config_from(BENCH_CONFIG + extra))
     received = [Received(r, topic, 0, i, 0, None) for i, r in enumerate(records)]
     t = time.perf_counter()
     for lo in range(0, len(received), 2000):
@@ -109,13 +125,19 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100) -> dict:
     engine_s = time.perf_counter() - t
     return {"values": values_after_first, "kafka_s": kafka_s, "kafka_vps": values_after_first / kafka_s,
             "engine_vps": n_records * n_values / engine_s, "produce_vps": n_records * n_values / produce_s,
-            "incidents": service.engine.stats.incidents}
+            "incidents": service.engine.stats.incidents,
+            "forest_fits": _fits(service.engine), "forest_fit_s": _fits(service.engine, "fit_seconds_")}
 
 
-def latency(base, rate_per_s: float, n_values: int, seconds: float) -> dict:
+def _fits(engine: Engine, what: str = "n_fits_"):
+    """Isolation-forest refits (or seconds spent in them) of an engine's forests, 0 without."""
+    return sum(getattr(s.forest, what) for s in engine.forests.streams.values()) if engine.forests else 0
+
+
+def latency(base, rate_per_s: float, n_values: int, seconds: float, extra: str = "") -> dict:
     settings = fresh_settings(base)
     cfg = Path(tempfile.mkdtemp()) / "latency.yaml"
-    cfg.write_text(LATENCY_CONFIG)
+    cfg.write_text(LATENCY_CONFIG + extra)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
            "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, "FLEETMEDIC_TOPICS__PARTITIONS": "6"}
@@ -195,15 +217,28 @@ def main() -> int:
     ap.add_argument("--series", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--iforest", action="store_true", help="add an isolation forest (IFOREST_CONFIG) to the runs")
+    ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory"),
+                    help="run only these parts (repeatable; default: all)")
     args = ap.parse_args()
     base = load_settings(args.config)
+    parts = set(args.only or ("throughput", "latency", "memory"))
+    extra = IFOREST_CONFIG if args.iforest else ""
+    nan = float("nan")
 
-    mem = memory(args.series, args.values)
-    tp = throughput(base, args.records, args.values)
-    lt = latency(base, args.rate, args.values, args.seconds)
+    mem = memory(args.series, args.values) if "memory" in parts else \
+        dict.fromkeys(("rss_per_million_mib", "rss_bytes_per_series", "array_bytes_per_series", "series"), nan)
+    tp = throughput(base, args.records, args.values, extra=extra) if "throughput" in parts else \
+        dict.fromkeys(("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits", "forest_fit_s"),
+                      nan)
+    lt = latency(base, args.rate, args.values, args.seconds, extra=extra) if "latency" in parts else \
+        dict.fromkeys(("p50", "p99", "n", "rate_vps"), nan)
 
     cpu = os.cpu_count()
-    print(f"\nfleetmedic detector benchmark ({cpu} CPUs, broker {','.join(base.bootstrap_servers)})\n")
+    forest = f", isolation forest on: {tp['forest_fits']} refits taking {tp['forest_fit_s']:.2f} s of the " \
+             f"Kafka run" if args.iforest else ""
+    print(f"\nfleetmedic detector benchmark ({cpu} CPUs, broker {','.join(base.bootstrap_servers)}{forest}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})\n")
     rows = [
         ("throughput, Kafka in → incidents out, 1 process", f"{tp['kafka_vps']:,.0f} values/s",
          "≥ 1,000,000 values/s", f"{tp['values']:,} values in {tp['kafka_s']:.2f} s, {args.values}/batch"),

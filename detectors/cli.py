@@ -31,7 +31,8 @@ def cmd_detect(args) -> int:
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
           f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
     stats = service.run()
-    print(f"detect: stopped; {stats}", flush=True)
+    forests = f"; isolation forests: {service.engine.forests.stats}" if service.engine.forests else ""
+    print(f"detect: stopped; {stats}{forests}", flush=True)
     return 0
 
 

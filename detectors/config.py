@@ -103,12 +103,60 @@ class FaultModelConfig(_Strict):
     action_class: ActionClass | None = "drain_and_reset"
 
 
+class ForestFeatureConfig(_Strict):
+    """One coordinate of the per-host vector: an aggregate over the batch's series matching `match`."""
+
+    name: str = RuleName
+    match: list[str] = Field(min_length=1, description="glob patterns on series names (gauges; counters are skipped)")
+    agg: Literal["max", "mean", "min", "sum"] = Field("max", description="across the matched series of one batch")
+
+    def matches(self, series: str) -> bool:
+        return any(fnmatchcase(series, pattern) for pattern in self.match)
+
+
+class IsolationForestConfig(_Strict):
+    """Isolation forest per (host class, source partition) over one vector per host per metric batch."""
+
+    enabled: bool = True
+    kind: str = Field("multivariate_anomaly", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      description="incident kind")
+    class_label: str = Field("class", min_length=1, description="host label naming the host class ('default' "
+                                                                 "when a host has none)")
+    features: list[ForestFeatureConfig] = Field(min_length=1)
+    window: int = Field(1024, ge=2, description="vectors the forest is fitted on (the newest)")
+    window_s: float | None = Field(None, gt=0, description="...and of those only the ones this recent (event time)")
+    refit_interval_s: float = Field(600.0, gt=0, description="refit at every multiple of this (event time)")
+    min_train: int = Field(256, ge=2, description="no model until this many vectors qualify")
+    n_estimators: int = Field(100, ge=1, le=1000)
+    max_samples: int = Field(256, ge=2, description="vectors drawn per tree")
+    threshold: float = Field(0.7, gt=0, lt=1, description="anomaly score (0..1, ~0.5 ordinary) that breaches")
+    clear_threshold: float | None = Field(None, gt=0, lt=1, description="hysteresis; default = threshold")
+    seed: int = Field(0, ge=0)
+    for_s: float = Field(60.0, ge=0)
+    resolve_after_s: float = Field(120.0, ge=0)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    action_class: ActionClass | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "IsolationForestConfig":
+        if self.min_train > self.window:
+            raise ValueError("min_train must not exceed window")
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique: {', '.join(dupes)}")
+        if self.clear_threshold is not None and self.clear_threshold > self.threshold:
+            raise ValueError("clear_threshold must not exceed threshold")
+        return self
+
+
 class DetectorConfig(_Strict):
     ewma: list[EwmaRuleConfig] = Field(default_factory=list)
     static: list[StaticRuleConfig] = Field(default_factory=list)
     univariate: list[UnivariateRuleConfig] = Field(default_factory=list)
     log_rules: LogRulesConfig = LogRulesConfig()
     fault_model: FaultModelConfig | None = None
+    iforest: IsolationForestConfig | None = None
     late_tolerance_s: float = Field(120.0, ge=0, description="records older than the host's newest by more "
                                                              "than this are counted and dropped")
     max_gap_s: float = Field(300.0, gt=0, description="a gap longer than this restarts a pending `for`")

@@ -22,6 +22,9 @@ Messy streams (the documented rules):
   consecutive samples; a decrease is a counter reset (counted): the rate is taken from zero;
 - a series that appears mid-stream gets its own fresh state and warms up on its own;
 - a gap longer than `max_gap_s` restarts a pending `for` (it needs consecutive breaching values);
+- isolation forests each follow one source partition, refit by event time and keep their own
+  checkpoints and covered offsets (detectors/multivariate.py), so partition interleaving, batch
+  boundaries and restarts do not change them;
 - an XID burst resolves on the host's next log event after the quiet window (resolve time = last
   XID + window). Only log events decide it: metrics and logs are separate topics whose relative
   arrival order is not fixed, so letting metric time close a burst would make replays differ.
@@ -54,6 +57,7 @@ from .ewma import EwmaScorer, StaticScorer
 from .incidents import make_incident, source
 from .lifecycle import PENDING, Lifecycle, grown
 from .log_rules import LogRules, load_table
+from .multivariate import ForestRule
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +253,9 @@ class Engine:
         self.logs = LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s) \
             if config.log_rules.enabled else None
         self.fault = FaultRule(config.fault_model, config.max_gap_s) if config.fault_model else None
+        # isolation forests per (host class, partition): their own state and offsets (detectors/multivariate.py)
+        self.forests = ForestRule(config.iforest, config.max_gap_s) \
+            if config.iforest is not None and config.iforest.enabled else None
         self.hosts: dict[str, HostState] = {}
         self.slot_host: list[HostState] = []
         self.slot_name: list[str] = []
@@ -315,11 +322,17 @@ class Engine:
             tp = (item.topic, item.partition)
             if item.offset + 1 > self.positions.get(tp, 0):
                 self.positions[tp] = item.offset + 1
+            emit = item.offset >= self.replay_until.get(tp, -1)
+            values = None
+            if self.forests is not None and not isinstance(record, LogEvent):
+                # before the host's skip: a forest's checkpoint covers its own offsets
+                values = np.array(list(record.values.values()), dtype=np.float64)  # shared with the row below
+                hs_known = self.hosts.get(record.host)
+                self.forests.offer(item, record, values, hs_known.labels if hs_known else None, emit)
             skip = self.skip_below.get(record.host)
             if skip and item.offset < skip.get(tp, -1):
                 self.stats.skipped_restored += 1  # already inside the restored state
                 continue
-            emit = item.offset >= self.replay_until.get(tp, -1)
             hs = self.host(record.host)
             hs.tps.add(tp)
             self.dirty.add(record.host)
@@ -342,11 +355,16 @@ class Engine:
             if self.fault:
                 self._emit(out, self.fault.step(hs, record, item, t), item, emit)
             slots, is_counter = self._layout(hs, record)
-            row = _Row(hs, item, t, emit, slots, is_counter, np.array(list(record.values.values()), dtype=np.float64))
+            if values is None:
+                values = np.array(list(record.values.values()), dtype=np.float64)
+            row = _Row(hs, item, t, emit, slots, is_counter, values)
             rounds[rank[record.host]].append(row)
             rank[record.host] += 1
         for k in range(len(rounds)):
             self._round(rounds[k], out)
+        if self.forests is not None:
+            for item, emit, incident in self.forests.flush():
+                self._emit(out, [incident], item, emit)
         # In input order (per source partition), so batch boundaries do not change the output order.
         out.sort(key=lambda pair: pair[0])
         return [incident for _, incident in out]
@@ -465,7 +483,16 @@ class Engine:
                              time=_dt(hs.max_time), source_offsets=offsets,
                              state_b64=base64.b64encode(blob).decode())
 
+    @property
+    def forest_state_name(self) -> str:
+        """The `detector` of the forests' state records (one per forest, keyed by partition and class)."""
+        return f"{self.state_name}/iforest"
+
     def restore(self, state: DetectorState) -> None:
+        if state.detector == self.forest_state_name:
+            if self.forests is not None:
+                self.forests.restore(state)
+            return
         if state.detector != self.state_name or state.state_version != STATE_VERSION:
             log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
                         state.state_version)
@@ -526,7 +553,15 @@ class Engine:
         hosts = sorted(h for h in self.dirty if h in self.hosts
                        and (partitions is None or any(p in partitions for _, p in self.hosts[h].tps)))
         self.dirty.difference_update(hosts)
-        return [self.snapshot(h) for h in hosts]
+        states = [self.snapshot(h) for h in hosts]
+        if self.forests is not None:
+            states += self.forests.take_dirty(self.forest_state_name, self.positions, partitions)
+        return states
+
+    def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
+        """Drop the forests of (topic, partition)s that moved away (hosts go with `forget`)."""
+        if self.forests is not None:
+            self.forests.forget(partitions)
 
     def bytes_per_series(self) -> float:
         """Array bytes of detector state per series (excluding the Python series table)."""
@@ -600,6 +635,7 @@ class DetectService:
         self.checkpoint(parts)
         for host in [h for h, hs in self.engine.hosts.items() if any(p in parts for _, p in hs.tps)]:
             self.engine.forget(host)
+        self.engine.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
         self.assigned -= revoked
 
     def on_assign(self, assigned: set[TopicPartition]) -> None:
@@ -651,7 +687,8 @@ class DetectService:
                         except ValueError as exc:
                             log.warning("unreadable state at %s:%d@%d: %s", m.topic, m.partition, m.offset, exc)
                             continue
-                        if s.detector == self.engine.state_name and wanted & s.source_offsets.keys():
+                        if s.detector in (self.engine.state_name, self.engine.forest_state_name) \
+                                and wanted & s.source_offsets.keys():
                             newest[s.host] = s
         finally:
             consumer.close(autocommit=False)

@@ -6,8 +6,10 @@ given configuration. Results go to a JSON-lines file (or a scratch topic), never
 incidents topic. Metrics and logs are replayed topic after topic: the engine keeps each host's
 order within a topic, and no detector decision depends on the interleaving of the two topics.
 
-A replay starts its detectors cold: a range that begins mid-stream re-warms the EWMA series,
-so compare from the start of a recording (or expect differences early in the range).
+A replay starts its detectors cold: a range that begins mid-stream re-warms the EWMA series and
+the isolation forests, so compare from the start of a recording (or expect differences early in
+the range). Each forest follows one source partition (docs/detectors.md), so the order in which
+the replay interleaves partitions changes nothing.
 """
 
 from __future__ import annotations

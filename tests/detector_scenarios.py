@@ -104,3 +104,69 @@ def xid(host: str, step: int, code: int) -> LogEvent:
 def received(records, topic="metrics", partition=0, first_offset=0) -> list[Received]:
     """Records as the consumer loop hands them over (one partition, consecutive offsets)."""
     return [Received(r, f"t.{topic}.v1", partition, first_offset + i, 0, r.key()) for i, r in enumerate(records)]
+
+
+FOREST_YAML = """
+late_tolerance_s: 60
+max_gap_s: 300
+checkpoint_interval_s: 0.5
+iforest:
+  class_label: class
+  features:
+    - {name: gpu_temp_max, match: ["gpu*.temperature_c"], agg: max}
+    - {name: gpu_power_max, match: ["gpu*.power_w"], agg: max}
+    - {name: gpu_util_mean, match: ["gpu*.util_pct"], agg: mean}
+  window: 512
+  refit_interval_s: 300
+  min_train: 100
+  n_estimators: 50
+  threshold: 0.66
+  seed: 3
+  for_s: 20
+  resolve_after_s: 30
+  severity: warning
+  action_class: drain_and_reset
+"""
+
+
+def write_forest_config(tmp_path, extra: str = "") -> str:
+    path = tmp_path / "forest.yaml"
+    path.write_text(FOREST_YAML + extra)
+    return str(path)
+
+
+def loaded_fleet(n_hosts: int = 6, steps: int = 150, *, gpus: int = 2, seed: int = 11, host_class: str = "h100x2",
+                 odd_combination: dict | None = None) -> list[MetricBatch]:
+    """Hosts whose GPU temperature, power and utilisation all follow one load (a 20-minute cycle).
+
+    odd_combination: host index → (first, last) step during which the host draws high-load power at
+    low-load temperature and utilisation: every value stays inside the fleet's normal range, only
+    the combination is unusual (the multivariate case; no single-series rule could tell).
+    """
+    rng = np.random.default_rng(seed)
+    odd = odd_combination or {}
+    phase = rng.uniform(0, 1, n_hosts)
+    noise = np.zeros(n_hosts)
+    out = []
+    for step in range(steps):
+        noise = 0.8 * noise + rng.normal(0, 0.02, n_hosts)
+        load = np.clip(0.5 + 0.35 * np.sin(2 * np.pi * (step / 120 + phase)) + noise, 0.05, 1.0)
+        for h in range(n_hosts):
+            gload = np.clip(load[h] + rng.normal(0, 0.02, gpus), 0, 1)
+            temp = 33 + 42 * gload + rng.normal(0, 0.4, gpus)
+            power = 75 + 590 * gload + rng.normal(0, 6, gpus)
+            lo, hi = odd.get(h, (-1, -2))
+            if lo <= step <= hi:
+                temp = 33 + 42 * 0.3 + rng.normal(0, 0.4, gpus)
+                power = 75 + 590 * 0.8 + rng.normal(0, 6, gpus)
+                gload = 0.3 + rng.normal(0, 0.02, gpus)
+            values = {}
+            for g in range(gpus):
+                values[f"gpu{g}.temperature_c"] = round(float(temp[g]), 2)
+                values[f"gpu{g}.power_w"] = round(float(power[g]), 1)
+                values[f"gpu{g}.util_pct"] = round(float(100 * gload[g]), 1)
+            values["gpu0.ecc.volatile.corrected"] = float(step)
+            out.append(MetricBatch(host=f"node{h:02d}", time=T0 + timedelta(seconds=STEP_S * step), source="sim",
+                                   labels={"class": host_class}, values=values,
+                                   counters=["gpu0.ecc.volatile.corrected"]))
+    return out

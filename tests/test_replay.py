@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from detector_scenarios import fleet, write_config, xid
+from detector_scenarios import fleet, loaded_fleet, write_config, write_forest_config, xid
 from detectors.config import load_config
 from detectors.engine import DetectService, Engine
 from fleetmedic.schemas import Incident
@@ -44,6 +44,24 @@ def test_replay_with_the_recorded_configuration_gives_an_empty_diff(settings, tm
     page = render(collect(settings, "node01", start, end), "overheat on node01")
     assert page.count("data:image/png;base64,") >= 2
     assert "gpu0.temperature_c" in page and "<td>resolve</td>" in page
+
+
+def test_replay_gives_the_live_isolation_forest_incidents_byte_for_byte(settings, tmp_path):
+    """Live, the partitions interleave as they arrive; the replay reads them in its own order. Each
+    forest follows one partition, so the incidents, model versions included, are the same."""
+    config = load_config(write_forest_config(tmp_path))
+    metrics = loaded_fleet(n_hosts=9, odd_combination={1: (100, 109), 3: (120, 129)})
+    with Producer(settings) as producer:
+        for r in metrics:
+            producer.send(r)
+    service = DetectService(settings, Engine(config), group_id=settings.topic_prefix + "live")
+    service.run(until=lambda s: s.loop.stats.consumed >= len(metrics), install_signals=False)
+    recorded = recorded_incidents(settings)
+    assert sorted((r.host, r.status) for r in recorded) == [("node01", "open"), ("node01", "resolve"),
+                                                            ("node03", "open"), ("node03", "resolve")]
+    result = replay(settings, config)
+    assert diff(recorded, result.incidents).empty
+    assert sorted(r.to_bytes() for r in result.incidents) == sorted(r.to_bytes() for r in recorded)
 
 
 def test_replay_with_a_changed_threshold_shows_exactly_what_it_changes(settings, tmp_path):
