@@ -342,7 +342,7 @@ class Engine:
             if self.fault:
                 self._emit(out, self.fault.step(hs, record, item, t), item, emit)
             slots, is_counter = self._layout(hs, record)
-            row = _Row(hs, item, t, emit, slots, is_counter, np.array(list(record.values.values()), dtype=np.float64))
+            row = _Row(hs, item, t, emit, slots, is_counter, _values_array(record.values))
             rounds[rank[record.host]].append(row)
             rank[record.host] += 1
         for k in range(len(rounds)):
@@ -537,6 +537,18 @@ class Engine:
             total += sum(getattr(rule.scorer, f).nbytes for f in rule.scorer.state_fields)
             total += sum(getattr(rule.lifecycle, f).nbytes for f in (*Lifecycle.state_fields, "last_time"))
         return total / n
+
+
+def _values_array(values: dict) -> np.ndarray:
+    """A record's values as float64, null → NaN (a gap).
+
+    `np.fromiter` is about a third faster than `np.array(list(...))` per record but refuses
+    None, so a record with nulls takes the slower path.
+    """
+    try:
+        return np.fromiter(values.values(), np.float64, len(values))
+    except TypeError:
+        return np.array(list(values.values()), dtype=np.float64)
 
 
 def _dt(t: float):
