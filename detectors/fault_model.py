@@ -72,11 +72,11 @@ from .log_rules import load_table, xid_of
 FEATURES: list[tuple[str, str, bool]] = [
     ("ecc_corrected_rate", "gpu*.ecc.volatile.corrected", True),
     ("ecc_uncorrected_rate", "gpu*.ecc.volatile.uncorrected", True),
-    ("remapped_rows", "gpu*.remapped_rows*", False),
+    ("remapped_rows", "gpu*.remap.*correctable", False),  # remap.correctable, remap.uncorrectable
     ("temperature_c", "gpu*.temperature_c", False),
     ("power_w", "gpu*.power_w", False),
     ("pcie_replay_rate", "gpu*.pcie.replay*", True),
-    ("throttle_reasons", "gpu*.clocks_event_reasons", False),
+    ("throttle_reasons", "gpu*.throttle.*_*", False),  # 1 when hw_slowdown, sw/hw_thermal or power_brake is set
     ("xid_rate", "gpu*.xid_count", True),
 ]
 
