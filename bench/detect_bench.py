@@ -1,13 +1,21 @@
 """Detector benchmark: one command, one table (targets in /work/shared/DESIGN.md).
 
-    PYTHONPATH=. python bench/detect_bench.py [--records 20000] [--values 100] [--series 1000000]
+    PYTHONPATH=. python bench/detect_bench.py [--records 60000] [--values 100] [--series 1000000]
                                               [--iforest] [--only throughput --only latency]
+                                              [--profile FILE.prof]
+
+The figures of docs/detectors.md come from that command with its defaults, run twice, with
+`uptime` before each run; the table's notes give the load average and the CPU time the
+process used, because on a shared 2-core machine the wall-clock figures move with other load.
 
 1. throughput: metric batches pre-produced to a fresh topic set on the broker (settings from
    FLEETMEDIC_* / --config, default 127.0.0.1:19092); one `DetectService` in this process reads
    them from the beginning to the end, decoding, detecting and producing incidents and state
-   checkpoints; values/s = values consumed / wall time from the first poll to the last commit.
-   The engine alone (records already decoded) is timed too.
+   checkpoints; values/s = values consumed / wall time from the end of the first poll to the
+   last commit (group join excluded), and values per CPU second of this process over the same
+   span. The process is prepared as `fleetmedic detect` prepares itself (`freeze_heap`).
+   `--profile FILE` writes a cProfile of that span (`python -m pstats FILE`). The engine alone
+   (records already decoded) is timed too.
 2. latency: `fleetmedic detect` as its own process; a producer sends batches at a fixed rate (below
    saturation) stamped with the wall clock as event time, every 5th host in every other round carrying a breaching value
    (a static rule, for_s 0, resolve_after_s 0: each one opens an incident); latency = arrival of
@@ -24,6 +32,7 @@
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import os
 import subprocess
@@ -42,7 +51,7 @@ from kafka import KafkaConsumer
 from fleetmedic.config import TopicSettings, load_settings
 from fleetmedic.schemas import Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import Producer, Received
+from fleetmedic.transport import Producer, Received, freeze_heap
 
 from detectors.config import DetectorConfig
 from detectors.engine import DetectService, Engine
@@ -96,7 +105,8 @@ def config_from(text: str) -> DetectorConfig:
     return DetectorConfig.model_validate(yaml.safe_load(text))
 
 
-def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: str = "") -> dict:
+def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: str = "",
+               profile: str | None = None) -> dict:
     settings = fresh_settings(base)
     rng = np.random.default_rng(0)
     records = [batch(f"h{i % n_hosts:05d}", i // n_hosts, n_values, rng) for i in range(n_records)]
@@ -108,13 +118,21 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: s
     produce_s = time.perf_counter() - t
 
     service = DetectService(settings, Engine(config_from(BENCH_CONFIG + extra)), group_id="bench")
+    freeze_heap()  # as `fleetmedic detect` does before its loop
     # timed from the end of the first batch (group join excluded) to the last commit
     while service.loop.run_once() == 0:
         pass
-    t = time.perf_counter()
+    profiler = cProfile.Profile() if profile else None
+    load_before = os.getloadavg()[0]
+    t, cpu = time.perf_counter(), time.process_time()
     first_n = service.loop.stats.consumed
+    if profiler:
+        profiler.enable()
     service.run(until=lambda svc: svc.loop.stats.consumed >= n_records, install_signals=False)
-    kafka_s = time.perf_counter() - t
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    kafka_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
     values_after_first = (n_records - first_n) * n_values
 
     engine = Engine(config_from(BENCH_CONFIG + extra))
@@ -124,6 +142,7 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: s
         engine.process(received[lo:lo + 2000])
     engine_s = time.perf_counter() - t
     return {"values": values_after_first, "kafka_s": kafka_s, "kafka_vps": values_after_first / kafka_s,
+            "cpu_vps": values_after_first / cpu_s, "load": (load_before, os.getloadavg()[0]),
             "engine_vps": n_records * n_values / engine_s, "produce_vps": n_records * n_values / produce_s,
             "incidents": service.engine.stats.incidents,
             "forest_fits": _fits(service.engine), "forest_fit_s": _fits(service.engine, "fit_seconds_")}
@@ -212,7 +231,7 @@ def memory(n_series: int, n_values: int = 100) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="fleetmedic settings YAML (broker address)")
-    ap.add_argument("--records", type=int, default=20000)
+    ap.add_argument("--records", type=int, default=60000)
     ap.add_argument("--values", type=int, default=100, help="values per metric batch")
     ap.add_argument("--series", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
@@ -220,6 +239,7 @@ def main() -> int:
     ap.add_argument("--iforest", action="store_true", help="add an isolation forest (IFOREST_CONFIG) to the runs")
     ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory"),
                     help="run only these parts (repeatable; default: all)")
+    ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the throughput run's detect loop")
     args = ap.parse_args()
     base = load_settings(args.config)
     parts = set(args.only or ("throughput", "latency", "memory"))
@@ -228,9 +248,9 @@ def main() -> int:
 
     mem = memory(args.series, args.values) if "memory" in parts else \
         dict.fromkeys(("rss_per_million_mib", "rss_bytes_per_series", "array_bytes_per_series", "series"), nan)
-    tp = throughput(base, args.records, args.values, extra=extra) if "throughput" in parts else \
-        dict.fromkeys(("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits", "forest_fit_s"),
-                      nan)
+    tp = throughput(base, args.records, args.values, extra=extra, profile=args.profile) if "throughput" in parts \
+        else dict.fromkeys(("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits",
+                            "forest_fit_s", "cpu_vps"), nan) | {"load": (nan, nan)}
     lt = latency(base, args.rate, args.values, args.seconds, extra=extra) if "latency" in parts else \
         dict.fromkeys(("p50", "p99", "n", "rate_vps"), nan)
 
@@ -241,7 +261,9 @@ def main() -> int:
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})\n")
     rows = [
         ("throughput, Kafka in → incidents out, 1 process", f"{tp['kafka_vps']:,.0f} values/s",
-         "≥ 1,000,000 values/s", f"{tp['values']:,} values in {tp['kafka_s']:.2f} s, {args.values}/batch"),
+         "≥ 1,000,000 values/s", f"{tp['values']:,} values in {tp['kafka_s']:.2f} s, {args.values}/batch, "
+                                 f"load average {tp['load'][0]:.2f} → {tp['load'][1]:.2f}"),
+        ("  per CPU second of the process", f"{tp['cpu_vps']:,.0f} values/s", "", "all its threads"),
         ("  engine alone (decoded records)", f"{tp['engine_vps']:,.0f} values/s", "", ""),
         ("  producing the input (for scale)", f"{tp['produce_vps']:,.0f} values/s", "", ""),
         ("event-to-incident latency p50", f"{lt['p50']:.1f} ms", "", f"{lt['n']} incidents at "

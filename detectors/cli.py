@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 def cmd_detect(args) -> int:
     from fleetmedic.cli import settings_from
+    from fleetmedic.transport import freeze_heap
     from .config import load_config
     from .engine import DetectService, Engine
 
@@ -30,6 +31,7 @@ def cmd_detect(args) -> int:
                             heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4))
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
           f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
+    freeze_heap()
     stats = service.run()
     forests = f"; isolation forests: {service.engine.forests.stats}" if service.engine.forests else ""
     print(f"detect: stopped; {stats}{forests}", flush=True)

@@ -133,15 +133,20 @@ class FaultRule:
     kind = "fault_risk"
 
     def __init__(self, cfg, max_gap_s: float):
-        from .fault_model import FeatureState
+        from .fault_model import FEATURE_NAMES, FeatureState, XidHistory
 
         try:
             self.model = json.loads(Path(cfg.path).read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"fault_model.path: cannot load {cfg.path}: {exc}") from None
+        unknown = [n for n in self.model.get("features", ()) if n not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"fault_model.path: {cfg.path}: features this version does not compute: {unknown}")
         self.cfg = cfg
         self.threshold = cfg.threshold if cfg.threshold is not None else float(self.model.get("threshold", 0.5))
-        self.features = FeatureState()
+        self.features = FeatureState(XidHistory.from_model(self.model))
+        # the model's columns among the computed features (a model saved before a feature existed lacks it)
+        self.columns = [FEATURE_NAMES.index(n) for n in self.model["features"]]
         self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
         self.slots: dict[str, int] = {}
 
@@ -158,7 +163,7 @@ class FaultRule:
         slot = self.slot(record.host)
         if t <= self.lifecycle.last_time[slot]:
             return []  # per host, time only moves forward
-        row = self.features.row(record)
+        row = self.features.row(record)[self.columns]
         p = float(predict_proba(self.model, row[None, :])[0])
         s = np.array([slot])
         opened, resolved, since = self.lifecycle.step(s, np.array([t]), np.array([p >= self.threshold]),
@@ -187,7 +192,11 @@ class FaultRule:
         if slot is None:
             return None
         lc = [getattr(self.lifecycle, f)[slot].item() for f in (*Lifecycle.state_fields, "last_time")]
-        return {"prev": self.features.prev.get(host, {}), "lifecycle": lc}
+        return {"prev": self.features.prev.get(host, {}), "lifecycle": lc, "xids": self.features.xid.state_of(host)}
+
+    def observe(self, event: LogEvent) -> None:
+        """A log event of the host: its XID, if any, joins the XID-history features."""
+        self.features.xid.observe(event)
 
     def restore(self, host: str, state: dict | None) -> None:
         self.forget(host)
@@ -195,12 +204,14 @@ class FaultRule:
             return
         slot = self.slot(host)
         self.features.prev[host] = {k: list(v) for k, v in state["prev"].items()}
+        self.features.xid.restore(host, state.get("xids"))
         for f, v in zip((*Lifecycle.state_fields, "last_time"), state["lifecycle"]):
             getattr(self.lifecycle, f)[slot] = v
 
     def forget(self, host: str) -> None:
         self.slots.pop(host, None)  # the slot is not reused, like series slots
         self.features.prev.pop(host, None)
+        self.features.xid.forget(host)
 
 
 class HostState:
@@ -326,7 +337,7 @@ class Engine:
             values = None
             if self.forests is not None and not isinstance(record, LogEvent):
                 # before the host's skip: a forest's checkpoint covers its own offsets
-                values = np.array(list(record.values.values()), dtype=np.float64)  # shared with the row below
+                values = _values_array(record.values)  # shared with the row below
                 hs_known = self.hosts.get(record.host)
                 self.forests.offer(item, record, values, hs_known.labels if hs_known else None, emit)
             skip = self.skip_below.get(record.host)
@@ -341,9 +352,12 @@ class Engine:
             if isinstance(record, LogEvent):
                 if t < hs.log_max_time - tolerance:
                     self.stats.dropped_late += 1
-                elif self.logs:
+                elif self.logs or self.fault:
                     hs.log_max_time = max(hs.log_max_time, t)
-                    self._emit(out, self.logs.process(record, item.topic, item.partition, item.offset), item, emit)
+                    if self.fault:
+                        self.fault.observe(record)
+                    if self.logs:
+                        self._emit(out, self.logs.process(record, item.topic, item.partition, item.offset), item, emit)
                 continue
             if t < hs.max_time - tolerance:
                 self.stats.dropped_late += 1
@@ -356,7 +370,7 @@ class Engine:
                 self._emit(out, self.fault.step(hs, record, item, t), item, emit)
             slots, is_counter = self._layout(hs, record)
             if values is None:
-                values = np.array(list(record.values.values()), dtype=np.float64)
+                values = _values_array(record.values)
             row = _Row(hs, item, t, emit, slots, is_counter, values)
             rounds[rank[record.host]].append(row)
             rank[record.host] += 1
@@ -572,6 +586,18 @@ class Engine:
             total += sum(getattr(rule.scorer, f).nbytes for f in rule.scorer.state_fields)
             total += sum(getattr(rule.lifecycle, f).nbytes for f in (*Lifecycle.state_fields, "last_time"))
         return total / n
+
+
+def _values_array(values: dict) -> np.ndarray:
+    """A record's values as float64, null → NaN (a gap).
+
+    `np.fromiter` is about a third faster than `np.array(list(...))` per record but refuses
+    None, so a record with nulls takes the slower path.
+    """
+    try:
+        return np.fromiter(values.values(), np.float64, len(values))
+    except TypeError:
+        return np.array(list(values.values()), dtype=np.float64)
 
 
 def _dt(t: float):

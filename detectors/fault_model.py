@@ -6,7 +6,9 @@ regression, sigmoid calibration by cross-validation, seeded) on a labelled histo
 - `--history FILE.jsonl`: metric batches, one JSON record per line (what `fleetmedic tail
   metrics --from-beginning` or the simulator writes);
 - `--faults FILE.csv`: `host,time` (ISO 8601) of each fault (the simulator's ground truth, or past
-  incidents with outcomes).
+  incidents with outcomes);
+- `--logs FILE.jsonl` (optional): log events, one JSON record per line (`fleetmedic tail logs
+  --from-beginning`), whose XIDs become the XID-history features.
 
 Each metric batch is one example: its features (below) and label 1 when its host faults within
 `--horizon-s` after the batch's time. The history is split by time: the earliest part trains,
@@ -22,7 +24,30 @@ below it.
 
 Features (each the maximum over the GPUs matching the pattern; counters as per-second rates,
 reset-aware): corrected and uncorrected ECC rates, remapped rows, temperature, power, PCIe
-replay rate, throttle-reason bits, XID count rate when the exporter counts them.
+replay rate, throttle-reason bits, XID count rate when the exporter counts them; and the host's
+XID history from its log events (`XidHistory`): XIDs in the last hour, in the last 24 hours, and
+hours since the last one.
+
+XID history and event time. Metrics and logs are separate topics, read at their own pace, so
+when a metric batch is scored the log events of the same moment may or may not have been read.
+The rule: an XID counts for a batch at time t only when its event time is at or before
+t - `lag_s` (saved with the model, default 120 s, the default late tolerance). Training sees
+every log event, so there it is exact. Live, the features (and so the incidents) are the same
+for every replay of the same range as long as, whenever a batch at t is scored, the log
+events of its host up to t - lag_s have been read; a log stream more than lag_s behind the
+metric stream breaks that (the XIDs it has not delivered yet are missing from the features).
+XIDs whose action class is `none` in the XID table (43, 45, 63, 92: benign) are left out.
+
+>>> from datetime import datetime, timezone
+>>> from fleetmedic.schemas import LogEvent
+>>> xids = XidHistory(lag_s=60, ignored_codes=[43])
+>>> at = lambda s: datetime.fromtimestamp(s, timezone.utc)
+>>> for s, code in [(0, 79), (600, 43), (1200, 48)]:
+...     _ = xids.observe(LogEvent(host="n1", time=at(s), source="sim", kind="xid", line="", fields={"xid": code}))
+>>> xids.features("n1", 1230).tolist()  # the XID at 1200 is younger than the lag: not yet
+[1.0, 1.0, 0.325]
+>>> xids.features("n1", 1260).tolist()
+[2.0, 2.0, 0.0]
 """
 
 from __future__ import annotations
@@ -31,6 +56,7 @@ import csv
 import hashlib
 import json
 import sys
+from bisect import bisect_right, insort
 from collections import defaultdict
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -38,35 +64,108 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetmedic.schemas import MetricBatch
+from fleetmedic.schemas import LogEvent, MetricBatch
+
+from .log_rules import load_table, xid_of
 
 # (feature name, series glob, rate?)
 FEATURES: list[tuple[str, str, bool]] = [
     ("ecc_corrected_rate", "gpu*.ecc.volatile.corrected", True),
     ("ecc_uncorrected_rate", "gpu*.ecc.volatile.uncorrected", True),
-    ("remapped_rows", "gpu*.remapped_rows*", False),
+    ("remapped_rows", "gpu*.remap.*correctable", False),  # remap.correctable, remap.uncorrectable
     ("temperature_c", "gpu*.temperature_c", False),
     ("power_w", "gpu*.power_w", False),
     ("pcie_replay_rate", "gpu*.pcie.replay*", True),
-    ("throttle_reasons", "gpu*.clocks_event_reasons", False),
+    ("throttle_reasons", "gpu*.throttle.*_*", False),  # 1 when hw_slowdown, sw/hw_thermal or power_brake is set
     ("xid_rate", "gpu*.xid_count", True),
 ]
+
+
+class XidHistory:
+    """Each host's XIDs by event time, turned into features of a metric batch at time t.
+
+    Features: XIDs in the hour and in the 24 hours up to t - lag_s, and hours since the last
+    one (24 when there was none in that day). Only XIDs at or before t - lag_s count (see the
+    module docstring); codes in `ignored_codes` never count. Per host, `features` is asked
+    for times that only move forward, so XIDs older than a day before the cut are dropped.
+    """
+
+    names = ("xid_1h", "xid_24h", "xid_hours_since")
+    HOUR, DAY = 3600.0, 86400.0
+
+    def __init__(self, lag_s: float = 120.0, ignored_codes=()):
+        self.lag_s = float(lag_s)
+        self.ignored_codes = frozenset(int(c) for c in ignored_codes)
+        self.times_: dict[str, list[float]] = {}  # host → XID event times, sorted
+
+    @classmethod
+    def from_model(cls, model: dict) -> "XidHistory":
+        saved = model.get("xid_history") or {}
+        return cls(saved.get("lag_s", 120.0), saved.get("ignored_codes", ()))
+
+    @staticmethod
+    def benign_codes(table=None) -> list[int]:
+        """The codes whose action class is `none` in the XID table (default: the packaged one)."""
+        table = table or load_table()
+        return sorted(code for code, m in table.xids.items() if m.action_class == "none")
+
+    def observe(self, event: LogEvent) -> bool:
+        """Remember the event if it is a counted XID; True when it was."""
+        xid = xid_of(event)
+        if xid is None:
+            return False
+        try:
+            if int(xid) in self.ignored_codes:
+                return False
+        except (TypeError, ValueError):
+            pass  # an unreadable code is an unknown XID: it counts
+        insort(self.times_.setdefault(event.host, []), event.time.timestamp())
+        return True
+
+    def features(self, host: str, t: float) -> np.ndarray:
+        times = self.times_.get(host)
+        if not times:
+            return np.array([0.0, 0.0, 24.0])
+        cut = t - self.lag_s
+        del times[:bisect_right(times, cut - self.DAY)]  # never needed again: t only moves forward
+        upto = bisect_right(times, cut)
+        hour = upto - bisect_right(times, cut - self.HOUR)
+        since = (cut - times[upto - 1]) / self.HOUR if upto else 24.0
+        return np.array([float(hour), float(upto), since])
+
+    def state_of(self, host: str) -> list[float]:
+        return list(self.times_.get(host, ()))
+
+    def restore(self, host: str, times: list[float] | None) -> None:
+        self.forget(host)
+        if times:
+            self.times_[host] = sorted(float(x) for x in times)
+
+    def forget(self, host: str) -> None:
+        self.times_.pop(host, None)
+
+
+FEATURE_NAMES: list[str] = [f[0] for f in FEATURES] + list(XidHistory.names)
 
 
 class FeatureState:
     """Features of one metric batch after another; the same code serves training and live scoring.
 
     State per host: the last (time, value) of each rate series, so rates are reset-aware and
-    never cross hosts. The matching of series names to features is cached per name.
+    never cross hosts, and the host's XID history (`xid`, fed with `xid.observe(log_event)`).
+    The matching of series names to features is cached per name. A row has one column per
+    name of `FEATURE_NAMES`.
     """
 
-    def __init__(self):
+    def __init__(self, xid: XidHistory | None = None):
         self.prev: dict[str, dict[str, list[float]]] = {}
+        self.xid = xid or XidHistory()
         self._match: dict[str, tuple[int, ...]] = {}
 
     def row(self, b: MetricBatch) -> np.ndarray:
         t = b.time.timestamp()
-        row = np.zeros(len(FEATURES))
+        row = np.zeros(len(FEATURE_NAMES))
+        row[len(FEATURES):] = self.xid.features(b.host, t)
         prev = self.prev.setdefault(b.host, {})
         for name, value in b.values.items():
             if value is None:
@@ -87,13 +186,20 @@ class FeatureState:
         return row
 
 
-def feature_matrix(batches: list[MetricBatch]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(X, hosts, times) with one row per batch, in the order given (sort by time first)."""
-    state = FeatureState()
+def feature_matrix(batches: list[MetricBatch], logs: list[LogEvent] = (),
+                   xid: XidHistory | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(X, hosts, times) with one row per batch, in the order given (sort by time first).
+
+    Every log event is observed first: the lag rule already keeps each row to the XIDs it
+    may see, exactly as live scoring with a log stream that is not behind.
+    """
+    state = FeatureState(xid)
+    for event in logs:
+        state.xid.observe(event)
     rows = [state.row(b) for b in batches]
     hosts = [b.host for b in batches]
     times = np.array([b.time.timestamp() for b in batches])
-    return np.array(rows).reshape(-1, len(FEATURES)), hosts, times
+    return np.array(rows).reshape(-1, len(FEATURE_NAMES)), hosts, times
 
 
 def labels(hosts: list[str], times: np.ndarray, faults: dict[str, list[float]], horizon_s: float) -> np.ndarray:
@@ -103,15 +209,17 @@ def labels(hosts: list[str], times: np.ndarray, faults: dict[str, list[float]], 
     return y
 
 
-def read_history(path: str | Path) -> list[MetricBatch]:
+def read_history(path: str | Path, model=MetricBatch) -> list:
+    """Records of one contract (metric batches, or log events), one JSON per line, sorted by time."""
+    what = "a metric batch" if model is MetricBatch else "a log event"
     out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    out.append(MetricBatch.model_validate_json(line))
+                    out.append(model.model_validate_json(line))
                 except ValueError as exc:
-                    raise ValueError(f"{path}:{n}: not a metric batch: {str(exc).splitlines()[0]}") from None
+                    raise ValueError(f"{path}:{n}: not {what}: {str(exc).splitlines()[0]}") from None
     out.sort(key=lambda b: (b.time, b.host))
     return out
 
@@ -129,8 +237,15 @@ def read_faults(path: str | Path) -> dict[str, list[float]]:
     return faults
 
 
-def train(X: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
-    """Fit scaler + calibrated logistic regression; returns the model as plain JSON-able numbers."""
+def train(X: np.ndarray, y: np.ndarray, seed: int = 0, xid: XidHistory | None = None) -> dict:
+    """Fit scaler + calibrated logistic regression; returns the model as plain JSON-able numbers.
+
+    X has one column per name of FEATURE_NAMES; `xid` (the history the XID columns came from)
+    is saved so live scoring counts XIDs by the same rule.
+    """
+    if X.shape[1] != len(FEATURE_NAMES):
+        raise ValueError(f"X has {X.shape[1]} columns, the features are {len(FEATURE_NAMES)}")
+    xid = xid or XidHistory()
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -144,8 +259,9 @@ def train(X: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
         lr, cal = cc.estimator, cc.calibrators[0]
         members.append({"coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
                         "a": float(cal.a_), "b": float(cal.b_)})
-    model = {"features": [f[0] for f in FEATURES], "mean": scaler.mean_.tolist(),
-             "scale": scaler.scale_.tolist(), "members": members}
+    model = {"features": list(FEATURE_NAMES), "mean": scaler.mean_.tolist(),
+             "scale": scaler.scale_.tolist(), "members": members,
+             "xid_history": {"lag_s": xid.lag_s, "ignored_codes": sorted(xid.ignored_codes)}}
     model["version"] = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:12]
     return model
 
@@ -165,11 +281,13 @@ def cmd_train(args) -> int:
 
     try:
         batches = read_history(args.history)
+        logs = read_history(args.logs, LogEvent) if args.logs else []
         faults = read_faults(args.faults)
     except (OSError, ValueError) as exc:
         print(f"fleetmedic model train: {exc}", file=sys.stderr)
         return 2
-    X, hosts, times = feature_matrix(batches)
+    xid = XidHistory(args.xid_lag_s, XidHistory.benign_codes())
+    X, hosts, times = feature_matrix(batches, logs, xid)
     y = labels(hosts, times, faults, args.horizon_s)
     cut = np.quantile(times, 1 - args.test_fraction)
     train_rows, test_rows = times < cut, times >= cut
@@ -178,7 +296,7 @@ def cmd_train(args) -> int:
               f"examples (train: {int(y[train_rows].sum())} of {int(train_rows.sum())} positive, held out: "
               f"{int(y[test_rows].sum())} of {int(test_rows.sum())})", file=sys.stderr)
         return 2
-    model = train(X[train_rows], y[train_rows], seed=args.seed)
+    model = train(X[train_rows], y[train_rows], seed=args.seed, xid=xid)
     model.update(horizon_s=args.horizon_s, threshold=args.threshold)
     p = predict_proba(model, X[test_rows])
     pred = p >= args.threshold
@@ -219,6 +337,9 @@ def register(sub) -> None:
     t = msub.add_parser("train", help="fit on a labelled history; report held-out precision, recall, PR-AUC")
     t.add_argument("--history", required=True, metavar="FILE.jsonl", help="metric batches, one JSON per line")
     t.add_argument("--faults", required=True, metavar="FILE.csv", help="host,time of each fault")
+    t.add_argument("--logs", metavar="FILE.jsonl", help="log events, one JSON per line: their XIDs become features")
+    t.add_argument("--xid-lag-s", type=float, default=120.0, metavar="S",
+                   help="an XID counts for metric batches at least this much later (saved with the model)")
     t.add_argument("--horizon-s", type=float, default=3600.0)
     t.add_argument("--test-fraction", type=float, default=0.3, help="latest share of the time range held out")
     t.add_argument("--threshold", type=float, default=0.5)

@@ -74,7 +74,24 @@ class Lifecycle:
 
         Returns (opened, resolved, resolved_since): indexes into `slots` of the values that opened
         and resolved an incident, and the firing start of each resolved one (its incident id).
+
+        Most values of a healthy fleet neither breach nor belong to a pending or firing slot; for
+        those the only change is `last_time` (a normal slot's other fields stay NaN / -1), so only
+        the rest go through the full state machine (`advance`), which gives the same result.
         """
+        status = self.status[slots]
+        active = breach | (status != NORMAL)
+        if active.all():
+            return self.advance(slots, times, breach, clear, offsets)
+        self.last_time[slots[~active]] = times[~active]
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            return idx, idx, np.zeros(0)
+        opened, resolved, since = self.advance(slots[idx], times[idx], breach[idx], clear[idx], offsets[idx])
+        return idx[opened], idx[resolved], since
+
+    def advance(self, slots, times, breach, clear, offsets):
+        """`step` for every value given, without the shortcut for normal, non-breaching slots."""
         status = self.status[slots]
         gap = (times - self.last_time[slots]) > self.max_gap_s
         self.last_time[slots] = times

@@ -58,6 +58,20 @@ def load_table(path: str | Path | None = None) -> LogTable:
     return load_model(path or DEFAULT_TABLE, LogTable)
 
 
+def xid_of(event: LogEvent):
+    """The XID code an event reports (`fields.xid`, or parsed from a raw `NVRM: Xid` line), else None.
+
+    The log rules and the fault model's XID history both read XIDs through this function.
+    """
+    if event.kind not in ("xid", "raw"):
+        return None
+    xid = event.fields.get("xid")
+    if xid is None:
+        m = XID_LINE.search(event.line)
+        xid = m and m.group("xid")
+    return xid
+
+
 @dataclass
 class Burst:
     kind: str
@@ -86,11 +100,8 @@ class LogRules:
 
     def classify(self, event: LogEvent) -> tuple[str, str, str, Meaning] | None:
         """(kind, subject, code, meaning) of an event a rule covers, else None."""
-        xid = event.fields.get("xid")
-        if xid is None and event.kind in ("xid", "raw"):
-            m = XID_LINE.search(event.line)
-            xid = m and m.group("xid")
-        if xid is not None and event.kind in ("xid", "raw"):
+        xid = xid_of(event)
+        if xid is not None:
             try:
                 code = int(xid)
             except (TypeError, ValueError):

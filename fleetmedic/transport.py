@@ -11,6 +11,7 @@ means the batch is read again on restart: nothing is lost, a duplicate is possib
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -171,6 +172,12 @@ class ConsumerLoop:
     records to produce. `on_assign` / `on_revoke` run inside the rebalance, between batches,
     when nothing is uncommitted. `after_flush` runs after the results are acknowledged and just
     before the commit (tests use it to crash at the worst moment).
+
+    `max_records` bounds a batch. 5000 rather than 2000: a poll drains one partition's fetch
+    before the next, so a small batch holds few hosts, and the detector's per-round numpy work
+    (one round = the k-th record of every host in the batch) is then spread over few values
+    (bench/detect_bench.py, docs/detectors.md). A batch of 5000 records of 100 values is about
+    40 MB of decoded records while in hand.
     """
 
     def __init__(
@@ -184,7 +191,7 @@ class ConsumerLoop:
         on_assign: PartitionsHook | None = None,
         on_revoke: PartitionsHook | None = None,
         after_flush: Callable[[LoopStats], None] | None = None,
-        max_records: int = 2000,
+        max_records: int = 5000,
         poll_timeout_ms: int = 200,
         **consumer_overrides,
     ):
@@ -291,6 +298,19 @@ class ConsumerLoop:
                 self.producer.close()
         finally:
             self.consumer.close(autocommit=False)
+
+
+def freeze_heap() -> None:
+    """Exempt everything allocated so far (modules, configuration, clients) from garbage collection.
+
+    Call once in a long-running consumer process, after start-up. A consumer allocates many
+    short-lived containers per record, so collections run often, and each full collection would
+    walk the whole start-up heap again: in the detector benchmark that walk was about 8 % of the
+    time per record. Frozen objects are still freed by reference counting; only cycles among
+    them are never collected, and start-up objects live as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1, what: str = "condition") -> None:

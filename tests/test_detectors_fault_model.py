@@ -9,23 +9,36 @@ from datetime import timedelta
 import numpy as np
 
 from fleetmedic.cli import main
-from fleetmedic.schemas import MetricBatch
+from fleetmedic.schemas import LogEvent, MetricBatch
 
 from detector_scenarios import T0
 from detectors import fault_model
 
 
-def history(tmp_path, n_hosts=30, steps=200, seed=0):
+def history(tmp_path, n_hosts=30, steps=200, seed=0, xid_precursor=False):
     """Hosts report every 60 s; a third of them fault, their corrected-ECC rate and temperature
-    climbing in the 20 minutes before."""
+    climbing in the 20 minutes before.
+
+    With `xid_precursor`, half of the faulty hosts (h % 6 == 3) show no metric sign but XIDs
+    (48, 94) every other minute in the 20 minutes before; every host logs benign XID 43s and,
+    rarely, a stray actionable XID 13. The log events go to logs.jsonl (third value returned).
+    """
     rng = np.random.default_rng(seed)
     faults = {f"n{h:02d}": int(rng.integers(60, steps)) for h in range(n_hosts) if h % 3 == 0}
-    lines, ecc = [], dict.fromkeys(range(n_hosts), 0.0)
+    lines, ecc, logs = [], dict.fromkeys(range(n_hosts), 0.0), []
     for s in range(steps):
         for h in range(n_hosts):
             host = f"n{h:02d}"
             lead = faults.get(host, 10**9) - s
-            sick = 0 < lead <= 20
+            by_xid = xid_precursor and h % 6 == 3
+            sick = 0 < lead <= 20 and not by_xid
+            if xid_precursor:
+                when = T0 + timedelta(seconds=60 * s + 30)
+                code = 48 + 46 * (s % 4 == 0) if by_xid and 0 < lead <= 20 and s % 2 == 0 else \
+                    43 if rng.random() < 0.05 else 13 if rng.random() < 0.003 else None
+                if code is not None:
+                    logs.append(LogEvent(host=host, time=when, source="sim", kind="xid", severity="critical",
+                                         line=f"NVRM: Xid (PCI:0000:3b:00): {code}, pid=1", fields={"xid": code}))
             ecc[h] += rng.poisson(40 if sick else 1)
             batch = MetricBatch(host=host, time=T0 + timedelta(seconds=60 * s), source="sim",
                                 values={"gpu0.ecc.volatile.corrected": ecc[h], "gpu1.ecc.volatile.corrected": 0.0,
@@ -41,6 +54,10 @@ def history(tmp_path, n_hosts=30, steps=200, seed=0):
         w.writerow(["host", "time"])
         for host, s in faults.items():
             w.writerow([host, (T0 + timedelta(seconds=60 * s)).isoformat()])
+    if xid_precursor:
+        lpath = tmp_path / "logs.jsonl"
+        lpath.write_text("".join(e.model_dump_json() + "\n" for e in logs))
+        return hist, fpath, lpath
     return hist, fpath
 
 
@@ -96,7 +113,7 @@ def test_saved_numbers_give_sklearns_calibrated_probabilities():
     from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, len(fault_model.FEATURES)))
+    X = rng.normal(size=(400, len(fault_model.FEATURE_NAMES)))
     y = (X[:, 0] + rng.normal(size=400) > 1).astype(int)
     model = fault_model.train(X, y)
     scaler = StandardScaler().fit(X)
@@ -136,3 +153,96 @@ def test_detect_scores_the_model_live_raises_before_the_fault_and_restores_exact
     for s in first.take_dirty():
         second.restore(s)
     assert [i.to_bytes() for i in head + second.process(records[900:])] == [i.to_bytes() for i in incidents]
+
+
+def test_xid_history_doctest():
+    import doctest
+
+    assert doctest.testmod(fault_model).failed == 0
+
+
+def _train_with_logs(tmp_path, capsys, logs=True):
+    hist, faults, lpath = history(tmp_path, xid_precursor=True)
+    out = tmp_path / ("models-logs" if logs else "models-metrics")
+    args = ["model", "train", "--history", str(hist), "--faults", str(faults), "--horizon-s", "1200",
+            "--threshold", "0.7", "--out", str(out)]
+    assert main(args + (["--logs", str(lpath)] if logs else [])) == 0
+    text = capsys.readouterr().out
+    line = next(l for l in text.splitlines() if l.startswith("held-out"))
+    scores = {k: float(line.split(k)[1].split()[0]) for k in ("precision", "recall", "PR-AUC")}
+    [saved] = out.glob("fault-model-*.json")
+    return saved, scores, (hist, faults, lpath)
+
+
+def test_xid_history_is_a_feature_in_training_explain_and_live_scoring(tmp_path, capsys):
+    from detectors.config import DetectorConfig
+    from detectors.engine import Engine
+    from detector_scenarios import received
+
+    saved, with_logs, (hist, faults, lpath) = _train_with_logs(tmp_path, capsys)
+    _, without, _ = _train_with_logs(tmp_path, capsys, logs=False)
+    # the hosts warned only by XIDs are found only with the XID history
+    assert with_logs["PR-AUC"] > without["PR-AUC"] + 0.05
+    model = json.loads(saved.read_text())
+    assert model["xid_history"] == {"lag_s": 120.0, "ignored_codes": fault_model.XidHistory.benign_codes()}
+    assert 43 in model["xid_history"]["ignored_codes"]
+    assert main(["model", "explain", str(saved)]) == 0
+    explained = {l.split()[0]: float(l.split()[1]) for l in capsys.readouterr().out.splitlines()[1:]}
+    assert explained["xid_1h"] > 0 and "xid_24h" in explained and "xid_hours_since" in explained
+
+    # the same quiet metrics, once with a burst of XIDs on the host: a higher probability
+    quiet = [MetricBatch(host="q1", time=T0 + timedelta(seconds=60 * s), source="sim",
+                         values={"gpu0.ecc.volatile.corrected": float(s), "gpu0.temperature_c": 62.0,
+                                 "gpu0.power_w": 300.0}, counters=["gpu0.ecc.volatile.corrected"])
+             for s in range(40)]
+    burst = [LogEvent(host="q1", time=T0 + timedelta(seconds=60 * s + 10), source="sim", kind="raw",
+                      line=f"kernel: NVRM: Xid (PCI:0000:3b:00): 94, pid=1") for s in range(20, 30)]
+    xid = fault_model.XidHistory.from_model(model)
+    p_without = fault_model.predict_proba(model, fault_model.feature_matrix(quiet, [], xid)[0])
+    p_with = fault_model.predict_proba(model, fault_model.feature_matrix(quiet, burst, xid)[0])
+    assert p_with[:20].tolist() == p_without[:20].tolist()  # nothing before the burst changes
+    assert p_with[22] == p_without[22] < p_with[23]  # the first XID (20 min 10 s) counts from 22 min + lag
+    assert p_with[32] > 0.2 and p_with[32] > 50 * p_without[32]
+
+    # live: the engine reads the XIDs from the logs topic; only the host with the burst is warned
+    config = DetectorConfig.model_validate({"fault_model": {"path": str(saved), "threshold": 0.2, "for_s": 120,
+                                                            "resolve_after_s": 600}})
+    twin = [b.model_copy(update={"host": "q2"}) for b in quiet]
+    metrics = received(sorted(quiet + twin, key=lambda b: (b.time, b.host)))
+    logs = received(burst, topic="logs")
+    stream = sorted(metrics + logs, key=lambda r: (r.record.time, r.topic))
+    incidents = Engine(config).process(stream)
+    assert {(i.host, i.status) for i in incidents if i.kind == "fault_risk"} == {("q1", "open")}
+    [opened] = [i for i in incidents if i.kind == "fault_risk"]
+    assert opened.evidence.series == model["features"]
+    assert opened.evidence.values[model["features"].index("xid_1h")] > 0
+
+    # the XID history is checkpointed with the host: snapshot and restore mid-stream continue exactly
+    first = Engine(config)
+    head = first.process(stream[:50])
+    second = Engine(config)
+    for st in first.take_dirty():
+        second.restore(st)
+    assert [i.to_bytes() for i in head + second.process(stream[50:])] == [i.to_bytes() for i in incidents]
+
+
+def test_a_model_saved_before_the_xid_features_still_scores(tmp_path):
+    from detectors.config import DetectorConfig
+    from detectors.engine import Engine
+    from detector_scenarios import received
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, len(fault_model.FEATURES)))
+    y = (X[:, 0] > 1).astype(int)
+    scaler_mean, scaler_scale = X.mean(axis=0), X.std(axis=0)
+    old = {"features": [f[0] for f in fault_model.FEATURES], "mean": scaler_mean.tolist(),
+           "scale": scaler_scale.tolist(), "version": "old000000000", "threshold": 0.5,
+           "members": [{"coef": [2.0] + [0.0] * (X.shape[1] - 1), "intercept": -1.0, "a": -1.0, "b": 0.0}]}
+    path = tmp_path / "fault-model-old000000000.json"
+    path.write_text(json.dumps(old))
+    config = DetectorConfig.model_validate({"fault_model": {"path": str(path), "for_s": 0, "resolve_after_s": 60}})
+    batches = [MetricBatch(host="h", time=T0 + timedelta(seconds=60 * s), source="t",
+                           values={"gpu0.ecc.volatile.corrected": float(100 * s * s)},
+                           counters=["gpu0.ecc.volatile.corrected"]) for s in range(10)]
+    [opened] = Engine(config).process(received(batches))
+    assert opened.kind == "fault_risk" and len(opened.evidence.values) == len(fault_model.FEATURES)
