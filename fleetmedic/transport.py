@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -126,10 +127,23 @@ class Producer:
         return len(pending)
 
     def close(self, timeout_s: float = 30.0) -> None:
+        """Flush (raising what could not be delivered), then close; the sender thread always stops."""
         try:
             self.flush(timeout_s)
         finally:
-            self._producer.close(timeout=timeout_s)
+            try:
+                self._producer.close(timeout=timeout_s)
+            except KafkaTimeoutError:
+                # kafka-python 2.3.3's close() flushes first and, with records it cannot deliver
+                # (broker gone), raises before it stops its network thread or marks itself closed:
+                # an exporter recreating its producer through an outage would leak one thread per
+                # retry, and __del__ would raise again later. What was pending is abandoned on
+                # purpose here (the caller spools it), so stop the thread without sending.
+                sender = self._producer._sender
+                if sender is not None:
+                    sender.force_close()
+                    sender.join(timeout_s)
+                self._producer._closed = True
 
     def __enter__(self) -> "Producer":
         return self

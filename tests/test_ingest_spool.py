@@ -8,12 +8,14 @@ import threading
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
+import pytest
+from kafka.errors import KafkaTimeoutError
 
 from fleetmedic.broker import EmbeddedBroker
 from fleetmedic.config import BrokerSettings
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import wait_until
+from fleetmedic.transport import Producer, wait_until
 from ingest.promtext import parse
 from ingest.publisher import ExporterHealth, Publisher
 from ingest.runner import Exporter, ExporterOptions
@@ -100,7 +102,15 @@ def test_broker_outage_loses_nothing_and_keeps_each_hosts_order(tmp_path):
         runner.start()
         health = exporter.health
         wait_until(lambda: health.sent >= 15, 30, what="records before the outage")
+        orphan = Producer(settings, request_timeout_ms=1500, delivery_timeout_ms=2000, max_block_ms=2000)
+        orphan.send_raw(topic_name(settings, "approvals.v1"), b"{}", b"k")
+        orphan.flush(10)  # metadata known: the next send is accepted and stays pending
         broker.stop()
+        # closing a producer whose records cannot be delivered raises, and still stops its thread
+        orphan.send_raw(topic_name(settings, "approvals.v1"), b"{}", b"k")
+        with pytest.raises(KafkaTimeoutError):
+            orphan.close(timeout_s=0)
+        wait_until(lambda: not orphan._producer._sender.is_alive(), 5, what="the closed producer's thread to stop")
         wait_until(lambda: health.spool_records >= 15, 60, what="records spooled during the outage")
         during = _health(exporter.server.port)
         assert during["records_spooled_total"] >= 15 and during["spool_records"] >= 15
