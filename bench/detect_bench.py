@@ -27,6 +27,11 @@ process used, because on a shared 2-core machine the wall-clock figures move wit
    the same refits are spread over wall-clock minutes.
 3. memory: an engine fed `--series` distinct series (hosts × 100 values, every series matched by
    one EWMA rule); RSS growth per million series and the detector-state array bytes per series.
+4. checkpoint: an engine (the throughput configuration) fed `--checkpoint-hosts` hosts × `--values`
+   series for 40 rounds (past the EWMA warm-up, so the state is not all zeros); then µs per host of
+   what a checkpoint does per changed host (`Engine.snapshot` + the record's bytes) and of what a
+   restore does per host (parsing the record + `Engine.restore` into a fresh engine), the record
+   bytes per host, and the record bytes of one host with 1,000 series.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import psutil
 from kafka import KafkaConsumer
 
 from fleetmedic.config import TopicSettings, load_settings
-from fleetmedic.schemas import Incident, MetricBatch
+from fleetmedic.schemas import DetectorState, Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import Producer, Received, freeze_heap
 
@@ -228,6 +233,44 @@ def memory(n_series: int, n_values: int = 100) -> dict:
             "rss_bytes_per_series": rss / len(engine.slot_name), "array_bytes_per_series": engine.bytes_per_series()}
 
 
+def _fed_engine(n_hosts: int, n_values: int, rounds: int = 40, seed: int = 2) -> Engine:
+    """An engine whose hosts have all been through `rounds` records of noisy values."""
+    engine = Engine(config_from(BENCH_CONFIG))
+    rng = np.random.default_rng(seed)
+    names = [f"s{i:03d}" for i in range(n_values)]
+    offset = 0
+    for step in range(rounds):
+        chunk = []
+        levels = np.round(50 + rng.normal(0, 1, (n_hosts, n_values)), 3).tolist()
+        for h in range(n_hosts):
+            r = MetricBatch.model_construct(host=f"h{h:05d}", time=T0 + timedelta(seconds=10 * step), source="bench",
+                                            labels={}, values=dict(zip(names, levels[h])), counters=[])
+            chunk.append(Received(r, "bench.metrics.v1", h % 6, offset, 0, None))
+            offset += 1
+        engine.process(chunk)
+    return engine
+
+
+def checkpoint(n_hosts: int, n_values: int) -> dict:
+    engine = _fed_engine(n_hosts, n_values)
+    hosts = sorted(engine.hosts)
+    t = time.perf_counter()
+    snapshots = [engine.snapshot(h) for h in hosts]
+    snapshot_s = time.perf_counter() - t
+    t = time.perf_counter()
+    blobs = [s.to_bytes() for s in snapshots]  # what DetectService produces per state record
+    encode_s = time.perf_counter() - t
+    fresh = Engine(config_from(BENCH_CONFIG))
+    t = time.perf_counter()
+    for b in blobs:
+        fresh.restore(DetectorState.model_validate_json(b))
+    restore_s = time.perf_counter() - t
+    big = _fed_engine(1, 1000, rounds=40)
+    return {"snapshot_us": snapshot_s / n_hosts * 1e6, "encode_us": encode_s / n_hosts * 1e6,
+            "restore_us": restore_s / n_hosts * 1e6, "bytes": sum(map(len, blobs)) / n_hosts,
+            "big_bytes": len(big.snapshot("h00000").to_bytes()), "hosts": n_hosts}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="fleetmedic settings YAML (broker address)")
@@ -237,12 +280,13 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--iforest", action="store_true", help="add an isolation forest (IFOREST_CONFIG) to the runs")
-    ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory"),
+    ap.add_argument("--checkpoint-hosts", type=int, default=2000, help="checkpoint run: hosts of --values series")
+    ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory", "checkpoint"),
                     help="run only these parts (repeatable; default: all)")
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the throughput run's detect loop")
     args = ap.parse_args()
     base = load_settings(args.config)
-    parts = set(args.only or ("throughput", "latency", "memory"))
+    parts = set(args.only or ("throughput", "latency", "memory", "checkpoint"))
     extra = IFOREST_CONFIG if args.iforest else ""
     nan = float("nan")
 
@@ -251,6 +295,8 @@ def main() -> int:
     tp = throughput(base, args.records, args.values, extra=extra, profile=args.profile) if "throughput" in parts \
         else dict.fromkeys(("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits",
                             "forest_fit_s", "cpu_vps"), nan) | {"load": (nan, nan)}
+    cp = checkpoint(args.checkpoint_hosts, args.values) if "checkpoint" in parts else \
+        dict.fromkeys(("snapshot_us", "encode_us", "restore_us", "bytes", "big_bytes", "hosts"), nan)
     lt = latency(base, args.rate, args.values, args.seconds, extra=extra) if "latency" in parts else \
         dict.fromkeys(("p50", "p99", "n", "rate_vps"), nan)
 
@@ -273,6 +319,11 @@ def main() -> int:
          f"{mem['series']:,} series"),
         ("detector state arrays per series", f"{mem['array_bytes_per_series']:.0f} bytes", "≤ 256 bytes",
          f"RSS {mem['rss_bytes_per_series']:.0f} bytes/series incl. the series table"),
+        ("checkpoint per changed host", f"{cp['snapshot_us'] + cp['encode_us']:,.0f} µs", "",
+         f"snapshot {cp['snapshot_us']:,.0f} µs + record bytes {cp['encode_us']:,.0f} µs; "
+         f"{cp['hosts']:,} hosts × {args.values} series"),
+        ("  restore per host", f"{cp['restore_us']:,.0f} µs", "", "parse the record + Engine.restore"),
+        ("  state record per host", f"{cp['bytes']:,.0f} bytes", "", f"a 1,000-series host: {cp['big_bytes']:,.0f} bytes"),
     ]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("what", "measured", "target", "notes")
