@@ -241,9 +241,17 @@ class _SnapshotIndex:
     """
     n_names: int
     table_json: bytes  # the payload's table: series names in slot order, key/dtype/shape of each array
-    gslots: np.ndarray  # their global slots
+    gslots: np.ndarray | slice  # their global slots (a slice when consecutive, the usual case)
     rules: dict[str, int]  # rule name → rule index, for rules covering at least one of the series
-    positions: list[tuple[int, np.ndarray, np.ndarray]]  # (rule index, positions in gslots, rule-local slots)
+    positions: list[tuple[int, np.ndarray, np.ndarray | slice]]  # (rule index, positions in gslots, rule-local slots)
+
+
+def _slice_if_consecutive(slots: np.ndarray) -> np.ndarray | slice:
+    """`slots` as a slice when they are consecutive (a host's series are allocated together, so they
+    usually are): gathering by a slice is a view, several times cheaper than indexing by an array."""
+    if slots.size and int(slots[-1]) - int(slots[0]) == slots.size - 1 and bool(np.all(np.diff(slots) == 1)):
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
 
 
 @dataclass
@@ -528,8 +536,8 @@ class Engine:
             if pos.size:
                 rules[rule.cfg.name] = i
                 # stored in the smallest integer type that holds them: a host has few series
-                positions.append((i, pos.astype(np.min_scalar_type(len(names))), local[pos]))
-        index = _SnapshotIndex(len(names), b"", gslots, rules, positions)
+                positions.append((i, pos.astype(np.min_scalar_type(len(names))), _slice_if_consecutive(local[pos])))
+        index = _SnapshotIndex(len(names), b"", _slice_if_consecutive(gslots), rules, positions)
         index.table_json = state_codec.encode_table(names, self._state_arrays(index))
         hs.snapshot_index = index
         return index
