@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/detect_bench.py [--records 60000] [--values 100] [--series 1000000]
                                               [--iforest] [--only throughput --only latency]
-                                              [--profile FILE.prof]
+                                              [--checkpoint-hosts 2000] [--profile FILE.prof]
 
 The figures of docs/detectors.md come from that command with its defaults, run twice, with
 `uptime` before each run; the table's notes give the load average and the CPU time the
