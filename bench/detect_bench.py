@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/detect_bench.py [--records 60000] [--values 100] [--series 1000000]
                                               [--iforest] [--only throughput --only latency]
-                                              [--profile FILE.prof]
+                                              [--checkpoint-hosts 2000] [--profile FILE.prof]
 
 The figures of docs/detectors.md come from that command with its defaults, run twice, with
 `uptime` before each run; the table's notes give the load average and the CPU time the
@@ -27,6 +27,13 @@ process used, because on a shared 2-core machine the wall-clock figures move wit
    the same refits are spread over wall-clock minutes.
 3. memory: an engine fed `--series` distinct series (hosts × 100 values, every series matched by
    one EWMA rule); RSS growth per million series and the detector-state array bytes per series.
+4. checkpoint: an engine (the throughput configuration) fed `--checkpoint-hosts` hosts × `--values`
+   series for 40 rounds (past the EWMA warm-up, so the state is not all zeros) and checkpointed
+   once, then one more round (every host changes); then µs per host of what that second
+   checkpoint does per changed host (`Engine.snapshot` + the record's bytes; the steady state, as
+   every `checkpoint_interval_s`), of a host's first snapshot (in the notes), and of what a
+   restore does per host (parsing the record + `Engine.restore` into a fresh engine); the record
+   bytes per host, and those of one host with 1,000 series.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import psutil
 from kafka import KafkaConsumer
 
 from fleetmedic.config import TopicSettings, load_settings
-from fleetmedic.schemas import Incident, MetricBatch
+from fleetmedic.schemas import DetectorState, Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import Producer, Received, freeze_heap
 
@@ -228,6 +235,49 @@ def memory(n_series: int, n_values: int = 100) -> dict:
             "rss_bytes_per_series": rss / len(engine.slot_name), "array_bytes_per_series": engine.bytes_per_series()}
 
 
+def _feed(engine: Engine, n_hosts: int, n_values: int, steps: range, rng) -> None:
+    """Every host through one record of noisy values per step (offsets: one partition per host % 6)."""
+    names = [f"s{i:03d}" for i in range(n_values)]
+    for step in steps:
+        chunk = []
+        levels = np.round(50 + rng.normal(0, 1, (n_hosts, n_values)), 3).tolist()
+        for h in range(n_hosts):
+            r = MetricBatch.model_construct(host=f"h{h:05d}", time=T0 + timedelta(seconds=10 * step), source="bench",
+                                            labels={}, values=dict(zip(names, levels[h])), counters=[])
+            chunk.append(Received(r, "bench.metrics.v1", h % 6, step, 0, None))
+        engine.process(chunk)
+
+
+def _timed_checkpoint(engine: Engine) -> tuple[list[bytes], float, float]:
+    """The state records of every host, as DetectService makes them: (records, snapshot s, to-bytes s)."""
+    t = time.perf_counter()
+    snapshots = [engine.snapshot(h) for h in sorted(engine.hosts)]
+    snapshot_s = time.perf_counter() - t
+    t = time.perf_counter()
+    blobs = [s.to_bytes() for s in snapshots]
+    return blobs, snapshot_s, time.perf_counter() - t
+
+
+def checkpoint(n_hosts: int, n_values: int, rounds: int = 40) -> dict:
+    rng = np.random.default_rng(2)
+    engine = Engine(config_from(BENCH_CONFIG))
+    _feed(engine, n_hosts, n_values, range(rounds), rng)
+    _, first_s, _ = _timed_checkpoint(engine)  # a host's first checkpoint since start
+    _feed(engine, n_hosts, n_values, range(rounds, rounds + 1), rng)  # every host changes again
+    blobs, snapshot_s, encode_s = _timed_checkpoint(engine)  # the steady state: checkpoint after checkpoint
+    fresh = Engine(config_from(BENCH_CONFIG))
+    t = time.perf_counter()
+    for b in blobs:
+        fresh.restore(DetectorState.model_validate_json(b))
+    restore_s = time.perf_counter() - t
+    big = Engine(config_from(BENCH_CONFIG))
+    _feed(big, 1, 1000, range(rounds), rng)
+    us = lambda s: s / n_hosts * 1e6  # noqa: E731
+    return {"snapshot_us": us(snapshot_s), "first_snapshot_us": us(first_s), "encode_us": us(encode_s),
+            "restore_us": us(restore_s), "bytes": sum(map(len, blobs)) / n_hosts,
+            "big_bytes": len(big.snapshot("h00000").to_bytes()), "hosts": n_hosts}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="fleetmedic settings YAML (broker address)")
@@ -237,12 +287,13 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--iforest", action="store_true", help="add an isolation forest (IFOREST_CONFIG) to the runs")
-    ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory"),
+    ap.add_argument("--checkpoint-hosts", type=int, default=2000, help="checkpoint run: hosts of --values series")
+    ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory", "checkpoint"),
                     help="run only these parts (repeatable; default: all)")
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the throughput run's detect loop")
     args = ap.parse_args()
     base = load_settings(args.config)
-    parts = set(args.only or ("throughput", "latency", "memory"))
+    parts = set(args.only or ("throughput", "latency", "memory", "checkpoint"))
     extra = IFOREST_CONFIG if args.iforest else ""
     nan = float("nan")
 
@@ -251,6 +302,8 @@ def main() -> int:
     tp = throughput(base, args.records, args.values, extra=extra, profile=args.profile) if "throughput" in parts \
         else dict.fromkeys(("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits",
                             "forest_fit_s", "cpu_vps"), nan) | {"load": (nan, nan)}
+    cp = checkpoint(args.checkpoint_hosts, args.values) if "checkpoint" in parts else \
+        dict.fromkeys(("snapshot_us", "first_snapshot_us", "encode_us", "restore_us", "bytes", "big_bytes", "hosts"), nan)
     lt = latency(base, args.rate, args.values, args.seconds, extra=extra) if "latency" in parts else \
         dict.fromkeys(("p50", "p99", "n", "rate_vps"), nan)
 
@@ -273,6 +326,11 @@ def main() -> int:
          f"{mem['series']:,} series"),
         ("detector state arrays per series", f"{mem['array_bytes_per_series']:.0f} bytes", "≤ 256 bytes",
          f"RSS {mem['rss_bytes_per_series']:.0f} bytes/series incl. the series table"),
+        ("checkpoint per changed host", f"{cp['snapshot_us'] + cp['encode_us']:,.0f} µs", "",
+         f"snapshot {cp['snapshot_us']:,.0f} µs + record bytes {cp['encode_us']:,.0f} µs; "
+         f"{cp['hosts']:,} hosts × {args.values} series; a host's first snapshot {cp['first_snapshot_us']:,.0f} µs"),
+        ("  restore per host", f"{cp['restore_us']:,.0f} µs", "", "parse the record + Engine.restore"),
+        ("  state record per host", f"{cp['bytes']:,.0f} bytes", "", f"a 1,000-series host: {cp['big_bytes']:,.0f} bytes"),
     ]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("what", "measured", "target", "notes")

@@ -33,13 +33,11 @@ Messy streams (the documented rules):
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import signal
 import threading
 import time as wall
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +56,13 @@ from .incidents import make_incident, source
 from .lifecycle import PENDING, Lifecycle, grown
 from .log_rules import LogRules, load_table
 from .multivariate import ForestRule
+from . import state_codec
 
 log = logging.getLogger(__name__)
 
 STATE_DETECTOR = "engine"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: the .npz payload, still restored (detectors/state_codec.py)
+_STATE_DECODERS = {1: state_codec.decode_v1, 2: state_codec.decode}
 
 
 class SeriesRule:
@@ -114,11 +114,15 @@ class SeriesRule:
         return scores, alarms
 
     def new_slot(self) -> int:
-        slot = self.n
-        self.n += 1
+        return int(self.new_slots(1)[0])
+
+    def new_slots(self, count: int) -> np.ndarray:
+        """`count` consecutive new slots; the state arrays grow once for all of them."""
+        first = self.n
+        self.n += count
         self.scorer.grow(self.n)
         self.lifecycle.grow(self.n)
-        return slot
+        return np.arange(first, self.n, dtype=np.int64)
 
     def state_arrays(self) -> list[tuple[object, str]]:
         """(owner, attribute) of every per-slot state array: the scorer's, then the lifecycle's."""
@@ -215,7 +219,7 @@ class FaultRule:
 
 
 class HostState:
-    __slots__ = ("host", "names", "layouts", "max_time", "log_max_time", "labels", "tps")
+    __slots__ = ("host", "names", "layouts", "max_time", "log_max_time", "labels", "tps", "snapshot_index")
 
     def __init__(self, host: str):
         self.host = host
@@ -225,6 +229,29 @@ class HostState:
         self.log_max_time = -np.inf  # newest log event time (topics are consumed at their own pace)
         self.labels: dict[str, str] = {}
         self.tps: set[tuple[str, int]] = set()
+        self.snapshot_index: _SnapshotIndex | None = None  # cached: the parts of a snapshot that change only with names
+
+
+@dataclass
+class _SnapshotIndex:
+    """What a host's snapshot needs that depends only on its series table, not on its values.
+
+    A host's series table only grows (slots are appended, never removed, while the host is
+    here), so this is valid as long as the host has `n_names` series and is rebuilt when it has more.
+    """
+    n_names: int
+    table_json: bytes  # the payload's table: series names in slot order, key/dtype/shape of each array
+    gslots: np.ndarray | slice  # their global slots (a slice when consecutive, the usual case)
+    rules: dict[str, int]  # rule name → rule index, for rules covering at least one of the series
+    positions: list[tuple[int, np.ndarray, np.ndarray | slice]]  # (rule index, positions in gslots, rule-local slots)
+
+
+def _slice_if_consecutive(slots: np.ndarray) -> np.ndarray | slice:
+    """`slots` as a slice when they are consecutive (a host's series are allocated together, so they
+    usually are): gathering by a slice is a view, several times cheaper than indexing by an array."""
+    if slots.size and int(slots[-1]) - int(slots[0]) == slots.size - 1 and bool(np.all(np.diff(slots) == 1)):
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
 
 
 @dataclass
@@ -280,37 +307,50 @@ class Engine:
         self.dirty: set[str] = set()
 
     # -- series table ---------------------------------------------------------------------------
-    def _slot(self, hs: HostState, name: str) -> int:
-        slot = hs.names.get(name)
-        if slot is not None:
-            return slot
-        slot = len(self.slot_name)
-        hs.names[name] = slot
-        self.slot_host.append(hs)
-        self.slot_name.append(name)
-        self.last_time = grown(self.last_time, slot + 1, -np.inf)
-        self.prev_value = grown(self.prev_value, slot + 1, np.nan)
+    def _slots(self, hs: HostState, names) -> np.ndarray:
+        """The global slots of a host's series names (in order), allocating the new ones."""
+        new = [n for n in dict.fromkeys(names) if n not in hs.names]
+        if new:
+            self._allocate(hs, new)
+        return np.fromiter((hs.names[n] for n in names), np.int64, len(names))
+
+    def _allocate(self, hs: HostState, new: list[str]) -> None:
+        """Slots for a host's new series names, all at once: every state array grows once, not once per name.
+
+        The slots are numbered as if the names had been added one at a time in this order.
+        """
+        first = len(self.slot_name)
+        end = first + len(new)
+        for k, name in enumerate(new):
+            hs.names[name] = first + k
+        self.slot_host.extend([hs] * len(new))
+        self.slot_name.extend(new)
+        self.last_time = grown(self.last_time, end, -np.inf)
+        self.prev_value = grown(self.prev_value, end, np.nan)
+        matching = [self._rules_matching(name) for name in new]
+        for i, rule in enumerate(self.rules):
+            self.rule_local[i] = grown(self.rule_local[i], end, -1)
+            members = np.array([first + k for k, rules in enumerate(matching) if i in rules], np.int64)
+            if members.size == 0:
+                continue
+            local = rule.new_slots(members.size)
+            self.rule_local[i][members] = local
+            self.rule_global[i] = grown(self.rule_global[i], int(local[-1]) + 1, -1)
+            self.rule_global[i][local] = members
+
+    def _rules_matching(self, name: str) -> tuple[int, ...]:
         rules = self._rules_for_name.get(name)
         if rules is None:
             rules = tuple(i for i, r in enumerate(self.rules) if r.cfg.matches(name))
             self._rules_for_name[name] = rules
-        for i in rules:
-            local = self.rules[i].new_slot()
-            self.rule_local[i] = grown(self.rule_local[i], slot + 1, -1)
-            self.rule_local[i][slot] = local
-            self.rule_global[i] = grown(self.rule_global[i], local + 1, -1)
-            self.rule_global[i][local] = slot
-        for i in range(len(self.rules)):
-            if i not in rules:
-                self.rule_local[i] = grown(self.rule_local[i], slot + 1, -1)
-        return slot
+        return rules
 
     def _layout(self, hs: HostState, record: MetricBatch) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(record.values)
         cached = hs.layouts.get((key, tuple(record.counters)))
         if cached is None:
             counters = set(record.counters)
-            slots = np.fromiter((self._slot(hs, n) for n in key), np.int64, len(key))
+            slots = self._slots(hs, key)
             is_counter = np.fromiter((n in counters for n in key), bool, len(key))
             cached = hs.layouts[(key, tuple(record.counters))] = (slots, is_counter)
         return cached
@@ -465,37 +505,50 @@ class Engine:
     def snapshot(self, host: str) -> DetectorState:
         """The host's whole detector state as one record for the compacted state topic.
 
-        The payload is a zlib-compressed .npz: the host's series names, and for every rule the
-        positions of the series it covers and one array per state field (gathered with numpy,
-        no per-series Python work), plus a small JSON header (times, labels, open log bursts).
+        The payload (detectors/state_codec.py, version 2) holds the host's series names, and for
+        every rule the positions of the series it covers and one array per state field (gathered
+        with numpy, no per-series Python work), plus a small JSON header (times, labels, open log
+        bursts, the fault model's state).
         """
         hs = self.hosts[host]
-        names = list(hs.names)
-        gslots = np.fromiter(hs.names.values(), np.int64, len(names))
-        arrays = {"names": np.array(names, dtype=str), "last_time": self.last_time[gslots],
-                  "prev_value": self.prev_value[gslots]}
-        rules = {}
-        for i, rule in enumerate(self.rules):
-            local = self.rule_local[i][gslots]
-            pos = np.flatnonzero(local >= 0)
-            if pos.size == 0:
-                continue
-            rules[rule.cfg.name] = i
-            arrays[f"{i}.pos"] = pos
-            for owner, f in rule.state_arrays():
-                arrays[f"{i}.{f}"] = getattr(owner, f)[local[pos]]
-        header = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels, "rules": rules,
-                  "logs": self.logs.state_of(host) if self.logs else [],
+        index = self._snapshot_index(hs)
+        header = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels,
+                  "rules": index.rules, "logs": self.logs.state_of(host) if self.logs else [],
                   "fault": self.fault.state_of(host) if self.fault else None}
-        arrays["header"] = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        blob = zlib.compress(buf.getvalue(), 1)
+        blob = state_codec.encode(header, index.table_json, [a for _, a in self._state_arrays(index)])
         offsets = {f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps)
                    if (topic, p) in self.positions}
         return DetectorState(host=host, detector=self.state_name, state_version=STATE_VERSION,
                              time=_dt(hs.max_time), source_offsets=offsets,
                              state_b64=base64.b64encode(blob).decode())
+
+    def _snapshot_index(self, hs: HostState) -> _SnapshotIndex:
+        """The host's cached snapshot index, rebuilt only when the host has gained series since."""
+        index = hs.snapshot_index
+        if index is not None and index.n_names == len(hs.names):
+            return index
+        names = list(hs.names)
+        gslots = np.fromiter(hs.names.values(), np.int64, len(names))
+        rules, positions = {}, []
+        for i, rule in enumerate(self.rules):
+            local = self.rule_local[i][gslots]
+            pos = np.flatnonzero(local >= 0)
+            if pos.size:
+                rules[rule.cfg.name] = i
+                # stored in the smallest integer type that holds them: a host has few series
+                positions.append((i, pos.astype(np.min_scalar_type(len(names))), _slice_if_consecutive(local[pos])))
+        index = _SnapshotIndex(len(names), b"", _slice_if_consecutive(gslots), rules, positions)
+        index.table_json = state_codec.encode_table(names, self._state_arrays(index))
+        hs.snapshot_index = index
+        return index
+
+    def _state_arrays(self, index: _SnapshotIndex) -> list[tuple[str, np.ndarray]]:
+        """(key, values) of every state array of a host, gathered by its snapshot index, in a fixed order."""
+        arrays = [("last_time", self.last_time[index.gslots]), ("prev_value", self.prev_value[index.gslots])]
+        for i, pos, local in index.positions:
+            arrays.append((f"{i}.pos", pos))
+            arrays += [(f"{i}.{f}", getattr(owner, f)[local]) for owner, f in self.rules[i].state_arrays()]
+        return arrays
 
     @property
     def forest_state_name(self) -> str:
@@ -507,19 +560,18 @@ class Engine:
             if self.forests is not None:
                 self.forests.restore(state)
             return
-        if state.detector != self.state_name or state.state_version != STATE_VERSION:
+        decode = _STATE_DECODERS.get(state.state_version)
+        if state.detector != self.state_name or decode is None:
             log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
                         state.state_version)
             return
-        data = np.load(io.BytesIO(zlib.decompress(base64.b64decode(state.state_b64))), allow_pickle=False)
-        header = json.loads(data["header"].tobytes())
+        header, names, data = decode(base64.b64decode(state.state_b64))
         self.forget(state.host)
         hs = self.host(state.host)
         hs.max_time = float(header["max_time"])
         hs.log_max_time = float(header["log_max_time"])
         hs.labels = dict(header["labels"])
-        names = data["names"].tolist()
-        gslots = np.fromiter((self._slot(hs, n) for n in names), np.int64, len(names))
+        gslots = self._slots(hs, names)
         self.last_time[gslots] = data["last_time"]
         self.prev_value[gslots] = data["prev_value"]
         by_name = {r.cfg.name: i for i, r in enumerate(self.rules)}
@@ -553,9 +605,9 @@ class Engine:
         """Drop a host (its partition moved away). Its slots are not reused: rebalances are rare."""
         hs = self.hosts.pop(host, None)
         if hs is not None:
-            for g in hs.names.values():
-                for i in range(len(self.rules)):
-                    self.rule_local[i][g] = -1
+            gslots = np.fromiter(hs.names.values(), np.int64, len(hs.names))
+            for i in range(len(self.rules)):
+                self.rule_local[i][gslots] = -1
         if self.logs:
             self.logs.forget(host)
         if self.fault:

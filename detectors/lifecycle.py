@@ -36,10 +36,17 @@ NORMAL, PENDING, FIRING = 0, 1, 2
 
 
 def grown(array: np.ndarray, n: int, fill) -> np.ndarray:
-    """`array` extended to at least n entries (amortised doubling), new entries = fill."""
+    """`array` extended to at least n entries (amortised doubling), new entries = fill.
+
+    The size is 64 doubled as often as needed, whether the array grows by one entry or by many at
+    once (a host's series are allocated together): the same capacities either way, so memory per
+    series does not depend on how many series arrive at a time.
+    """
     if array.shape[0] >= n:
         return array
-    size = max(n, 2 * array.shape[0], 64)
+    size = max(2 * array.shape[0], 64)
+    while size < n:
+        size *= 2
     out = np.full(size, fill, dtype=array.dtype)
     out[: array.shape[0]] = array
     return out

@@ -7,13 +7,19 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from fleetmedic.schemas import MetricBatch
+from pathlib import Path
+
+from fleetmedic.config import Settings
+from fleetmedic.schemas import DetectorState, MetricBatch
 from fleetmedic.yamlfile import ConfigFileError
 
 from detectors.config import load_config
-from detectors.engine import Engine, SeriesRule
+from detectors.engine import STATE_VERSION, Engine, SeriesRule
 from detectors.ewma import EwmaScorer
 from detector_scenarios import T0, fleet, received, write_config, xid
+
+
+OLD_STATES = Path(__file__).parent / "data" / "engine_state_v1.jsonl"
 
 
 @pytest.fixture
@@ -142,6 +148,66 @@ def test_snapshot_restore_continues_exactly(config):
     tail = [i.to_bytes() for i in second.process(records[200:])]
     assert second.stats.skipped_restored == 50
     assert head + tail == straight
+
+
+def test_state_written_by_the_previous_version_still_restores_exactly(config):
+    """An upgrade over a state topic written by version 1 (the .npz payload) neither re-warms nor re-raises.
+
+    tests/data/engine_state_v1.jsonl: the states of this scenario after records[:250], written by
+    the version-1 code (commit 6ef4c1b).
+    """
+    records = received(fleet(overheat={1: (40, 59)}, power_spike={2: (60, 70)}))
+    straight = [i.to_bytes() for i in Engine(config).process(records)]
+    head = [i.to_bytes() for i in Engine(config).process(records[:250])]
+    old = [DetectorState.model_validate_json(line) for line in OLD_STATES.read_bytes().splitlines()]
+    assert {s.state_version for s in old} == {1} and len(old) == 4
+    second = Engine(config)
+    for s in old:
+        second.restore(s)
+    tail = [i.to_bytes() for i in second.process(records[200:])]
+    assert second.stats.skipped_restored == 50
+    assert head + tail == straight
+    # and the upgraded engine writes the current version, the same state as an engine that never stopped
+    first = Engine(config)
+    first.process(records[:250])
+    again = Engine(config)
+    for s in old:
+        again.restore(s)
+    assert all(again.snapshot(h).state_b64 == first.snapshot(h).state_b64 for h in first.hosts)
+    assert again.snapshot("node00").state_version == STATE_VERSION == 2
+
+
+def test_a_restored_host_snapshots_to_the_same_bytes_after_gaining_series(config):
+    """The snapshot's cached series table follows series that appear after an earlier snapshot."""
+    early = fleet(n_hosts=2, steps=60)
+    late = [r.model_copy(update={"values": {**r.values, "gpu1.power_w": r.values["gpu0.power_w"] + 1}})
+            for r in fleet(n_hosts=2, steps=60, start=30)]
+    records = received([r for r in early if r.time < T0 + timedelta(seconds=300)] + late)
+    engine = Engine(config)
+    engine.process(records[:40])
+    before = engine.take_dirty()
+    engine.process(records[40:])
+    after = {s.host: s for s in engine.take_dirty()}
+    assert all(len(s.state_b64) < len(after[s.host].state_b64) for s in before)
+    restored = Engine(config)
+    for s in after.values():
+        restored.restore(s)
+    assert set(restored.hosts["node00"].names) >= {"gpu0.power_w", "gpu1.power_w"}
+    for host, s in after.items():
+        assert restored.snapshot(host).state_b64 == s.state_b64
+
+
+def test_a_thousand_series_host_fits_a_record_many_times_over(config):
+    names = [f"gpu{g}.{m}" for g in range(100) for m in ("temperature_c", "power_w", "ecc.volatile.uncorrected")]
+    names += [f"node.extra{i:03d}" for i in range(1000 - len(names))]
+    rng = np.random.default_rng(5)
+    engine = Engine(config)
+    records = [MetricBatch(host="big", time=T0 + timedelta(seconds=10 * i), source="t",
+                           values=dict(zip(names, np.round(50 + rng.normal(0, 1, len(names)), 3).tolist())))
+               for i in range(30)]
+    engine.process(received(records))
+    size = len(engine.snapshot("big").to_bytes())
+    assert size < Settings().max_record_bytes / 10, size
 
 
 def test_config_errors_name_file_line_and_field(tmp_path):
