@@ -4,7 +4,8 @@
 
 Runs the fleet simulator (ingest/simulator.py) in this process, without a broker, and writes
 what `fleetmedic tail` would have written: metric batches (metrics.jsonl), log events
-(logs.jsonl), and the ground truth as `host,time` of each fault start (faults.csv). Then it runs
+(logs.jsonl), and the ground truth as `host,time,end` of each fault (faults.csv; batches inside
+a fault are left out, see `fleetmedic model train`). Then it runs
 `fleetmedic model train` twice on the same files, without and with `--logs`, so the only
 difference is the XID-history features; each prints its held-out precision, recall and PR-AUC
 (the later 40 % of the time range by default: the simulator starts
@@ -35,11 +36,13 @@ def simulate(out: Path, nodes: int, gpus: int, hours: float, interval_s: float, 
             logs.writelines(e.model_dump_json() + "\n" for e in events)
     with open(out / "faults.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["host", "time"])
+        w.writerow(["host", "time", "end"])
         for f in sim.faults_:
-            w.writerow([f.host, iso(f.start)])
+            w.writerow([f.host, iso(f.start), iso(f.end)])
+    lead = sum(f.precursor_start is not None for f in sim.faults_)
     print(f"simulated {nodes} nodes x {gpus} GPUs, {hours:g} h every {interval_s:g} s, seed {seed}: "
-          f"{len(sim.faults_)} faults ({', '.join(sorted({f.fault for f in sim.faults_}))})", flush=True)
+          f"{len(sim.faults_)} faults ({', '.join(sorted({f.fault for f in sim.faults_}))}), "
+          f"{lead} with a lead-up, {len(sim.false_alarms_)} false alarms", flush=True)
 
 
 def main() -> int:

@@ -200,12 +200,12 @@ class PrecursorShape:
     single batch is noisy. Kept below every default detector rule: no uncorrected ECC, no
     critical XID, temperature at most `thermal_creep_c` above normal (the GPU overheat rule is
     at 85 °C, the clean-fleet tests keep pre-fault temperatures below 82 °C)."""
-    ecc_corrected_per_s: float = 0.02     # normal: 0.0002
+    ecc_corrected_per_s: float = 0.05     # normal: 0.0002
     remap_per_s: float = 0.0005           # each one also logs XID 63 (benign)
-    pcie_replay_per_s: float = 0.02       # normal: flat
-    nvlink_crc_per_s: float = 0.05        # normal: flat
+    pcie_replay_per_s: float = 0.05       # normal: flat
+    nvlink_crc_per_s: float = 0.1         # normal: flat
     thermal_creep_c: float = 3.0
-    throttle_chance: float = 0.25         # per tick: sw_thermal set and the SM clock dips
+    throttle_chance: float = 0.4          # per tick: sw_thermal set and the SM clock dips
     soft_xid_per_s: float = 1 / 1800      # xid_burst lead-ups only; never on false alarms
 
 
