@@ -6,7 +6,9 @@ regression, sigmoid calibration by cross-validation, seeded) on a labelled histo
 - `--history FILE.jsonl`: metric batches, one JSON record per line (what `fleetmedic tail
   metrics --from-beginning` or the simulator writes);
 - `--faults FILE.csv`: `host,time` (ISO 8601) of each fault (the simulator's ground truth, or past
-  incidents with outcomes);
+  incidents with outcomes), optionally `host,time,end`: batches of a host inside one of its
+  faults are then left out of training and of the held-out figures (the fault has started, so
+  there is nothing left to predict, and its own signals are not a lead-up);
 - `--logs FILE.jsonl` (optional): log events, one JSON record per line (`fleetmedic tail logs
   --from-beginning`), whose XIDs become the XID-history features.
 
@@ -237,6 +239,27 @@ def read_faults(path: str | Path) -> dict[str, list[float]]:
     return faults
 
 
+def read_fault_spans(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """host → (start, end) of each fault whose row has a third column, `end` (ISO 8601)."""
+    spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with open(path, newline="", encoding="utf-8") as fh:
+        for n, row in enumerate(csv.reader(fh), 1):
+            if len(row) < 3 or not row[2] or (n == 1 and row[:2] == ["host", "time"]):
+                continue
+            try:
+                start, end = (datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp() for x in row[1:3])
+            except ValueError as exc:
+                raise ValueError(f"{path}:{n}: expected host,time,end (ISO 8601): {exc}") from None
+            spans[row[0]].append((start, end))
+    return spans
+
+
+def in_fault(hosts: list[str], times: np.ndarray, spans: dict[str, list[tuple[float, float]]]) -> np.ndarray:
+    """True for the rows whose host is inside one of its faults: not a prediction example (the fault
+    has started already), and its signals, the fault's own, would teach the model the wrong thing."""
+    return np.array([any(a <= t < b for a, b in spans.get(h, ())) for h, t in zip(hosts, times)], dtype=bool)
+
+
 def train(X: np.ndarray, y: np.ndarray, seed: int = 0, xid: XidHistory | None = None) -> dict:
     """Fit scaler + calibrated logistic regression; returns the model as plain JSON-able numbers.
 
@@ -283,6 +306,7 @@ def cmd_train(args) -> int:
         batches = read_history(args.history)
         logs = read_history(args.logs, LogEvent) if args.logs else []
         faults = read_faults(args.faults)
+        spans = read_fault_spans(args.faults)
     except (OSError, ValueError) as exc:
         print(f"fleetmedic model train: {exc}", file=sys.stderr)
         return 2
@@ -290,7 +314,8 @@ def cmd_train(args) -> int:
     X, hosts, times = feature_matrix(batches, logs, xid)
     y = labels(hosts, times, faults, args.horizon_s)
     cut = np.quantile(times, 1 - args.test_fraction)
-    train_rows, test_rows = times < cut, times >= cut
+    healthy = ~in_fault(hosts, times, spans)
+    train_rows, test_rows = (times < cut) & healthy, (times >= cut) & healthy
     if len(set(y[train_rows])) < 2 or len(set(y[test_rows])) < 2:
         print("fleetmedic model train: both the training and the held-out range need faulty and healthy "
               f"examples (train: {int(y[train_rows].sum())} of {int(train_rows.sum())} positive, held out: "
@@ -303,8 +328,9 @@ def cmd_train(args) -> int:
     out = Path(args.out) / f"fault-model-{model['version']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model, indent=1) + "\n")
+    dropped = f", {int((~healthy).sum())} batches inside a fault left out" if spans else ""
     print(f"trained on {int(train_rows.sum())} examples before {datetime.utcfromtimestamp(cut):%Y-%m-%dT%H:%M:%SZ}, "
-          f"held out {int(test_rows.sum())} ({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s")
+          f"held out {int(test_rows.sum())} ({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s{dropped}")
     print(f"held-out precision {precision_score(y[test_rows], pred, zero_division=0):.3f}  "
           f"recall {recall_score(y[test_rows], pred, zero_division=0):.3f}  "
           f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})")

@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -81,6 +81,13 @@ class SimConfig:
     chatter_per_node_hour: float = 12.0      # benign log lines
     host_prefix: str = "sim-node-"
     host_class: str = ""
+    # Precursors (see `schedule_precursors`): the share of GPU faults that show a lead-up, how long
+    # before the start it begins (seconds, drawn uniformly), and precursor-like episodes on healthy
+    # GPUs that end without a fault, per node and simulated day.
+    precursor_fraction: float = 0.7
+    precursor_lead_s: tuple[float, float] = (1800.0, 21600.0)
+    false_alarms_per_node_day: float = 0.2
+    precursor_shape: "PrecursorShape" = None  # None: PrecursorShape()
 
     def __post_init__(self):
         if self.nodes < 1 or self.gpus < 0 or self.seconds <= 0 or self.interval_s <= 0:
@@ -90,6 +97,11 @@ class SimConfig:
             raise ValueError(f"unknown fault kinds {sorted(bad)}; known: {', '.join(FAULT_KINDS)}")
         if self.start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
+        lo, hi = self.precursor_lead_s
+        if not 0 <= self.precursor_fraction <= 1 or not 0 < lo <= hi or self.false_alarms_per_node_day < 0:
+            raise ValueError("precursor_fraction in [0, 1], 0 < lead min ≤ lead max and false alarms ≥ 0 are needed")
+        if self.precursor_shape is None:
+            object.__setattr__(self, "precursor_shape", PrecursorShape())
 
     @property
     def ticks(self) -> int:
@@ -104,9 +116,14 @@ class Fault:
     start: datetime
     end: datetime
     detail: dict = field(default_factory=dict)
+    precursor_start: datetime | None = None   # when the lead-up began (it ends at `start`); None: no lead-up
+    precursor: str = ""                       # its signal: one of PRECURSOR_SIGNALS
 
     def truth(self) -> dict:
-        return {"host": self.host, "fault": self.fault, "start": iso(self.start), "end": iso(self.end), **self.detail}
+        out = {"host": self.host, "fault": self.fault, "start": iso(self.start), "end": iso(self.end), **self.detail}
+        if self.precursor_start is not None:
+            out.update(precursor_start=iso(self.precursor_start), precursor=self.precursor)
+        return out
 
     def describe(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in self.detail.items())
@@ -154,6 +171,120 @@ def schedule_faults(cfg: SimConfig) -> list[Fault]:
     return sorted(out, key=lambda f: (f.start, f.host))
 
 
+# What each precursor looks like on the affected GPU. Real parts often warn before they fail:
+# corrected ECC errors climb and rows get remapped before an uncorrectable error or a GPU lost
+# from the bus; PCIe replays rise before link trouble; NVLink CRC errors before an NVLink fault;
+# clocks throttle and temperature creeps before a thermal event; and application-class XIDs
+# turn up sporadically ahead of a hard XID.
+PRECURSOR_SIGNALS = ("ecc", "pcie", "nvlink", "thermal")
+SOFT_XIDS = (13, 31, 94)  # warning-class XIDs (restart_app in detectors/xid_table.yaml)
+
+
+def precursor_signal(f: "Fault") -> str:
+    """The lead-up a fault shows, "" when its kind has none (host faults grow within the fault)."""
+    if f.fault == "ecc_growth":
+        return "ecc"
+    if f.fault == "thermal_runaway":
+        return "thermal"
+    if f.fault == "nvlink_errors":
+        return "nvlink"
+    if f.fault == "xid_burst":
+        return {48: "ecc", 94: "ecc", 95: "ecc", 64: "ecc", 74: "nvlink"}.get(f.detail.get("xid"), "pcie")
+    return ""
+
+
+@dataclass(frozen=True)
+class PrecursorShape:
+    """Rates at full strength; strength rises as ((t - precursor start) / lead)², so the signal is
+    faint for most of the lead-up and clear only close to the fault. Counts are Poisson, so a
+    single batch is noisy. Kept below every default detector rule: no uncorrected ECC, no
+    critical XID, temperature at most `thermal_creep_c` above normal (the GPU overheat rule is
+    at 85 °C, the clean-fleet tests keep pre-fault temperatures below 82 °C)."""
+    ecc_corrected_per_s: float = 0.05     # normal: 0.0002
+    remap_per_s: float = 0.0005           # each one also logs XID 63 (benign)
+    pcie_replay_per_s: float = 0.05       # normal: flat
+    nvlink_crc_per_s: float = 0.1         # normal: flat
+    thermal_creep_c: float = 3.0
+    throttle_chance: float = 0.4          # per tick: sw_thermal set and the SM clock dips
+    soft_xid_per_s: float = 1 / 1800      # xid_burst lead-ups only; never on false alarms
+
+
+@dataclass(frozen=True)
+class Precursor:
+    """A lead-up window on one GPU: before `fault` when there is one, else a false alarm."""
+    host: str
+    node: int
+    gpu: int
+    signal: str
+    start: datetime
+    end: datetime
+    link: int = 0
+    soft_xids: bool = False
+    fault: "Fault | None" = None
+
+
+def _lead_window(cfg: SimConfig, f: Fault, lead: float, busy_until: datetime) -> datetime | None:
+    """Where a lead-up of `lead` seconds before `f` may start: not before the first tick, nor
+    before the host's previous fault ended; None when nothing is left."""
+    first = cfg.start + timedelta(seconds=cfg.interval_s)
+    begin = max(f.start - timedelta(seconds=lead), first, busy_until)
+    return begin if begin < f.start else None
+
+
+def schedule_precursors(cfg: SimConfig, faults: list[Fault]) -> tuple[list[Fault], list[Precursor]]:
+    """The faults with their lead-ups filled in, and every precursor window (lead-ups and false alarms).
+
+    Drawn from their own stream ([seed, 3]), so the faults and the fleet's normal signals are
+    the same as without precursors. False alarms fall on GPUs with no fault and no lead-up within
+    `precursor_lead_s` max of the window on that host, so they end in nothing."""
+    rng = np.random.default_rng([cfg.seed, 3])
+    lo, hi = cfg.precursor_lead_s
+    out_faults, windows = [], []
+    ends: dict[int, datetime] = {}
+    for f in faults:  # sorted by start
+        signal = precursor_signal(f)
+        draw, lead = rng.random(), rng.uniform(lo, hi)
+        begin = _lead_window(cfg, f, lead, ends.get(f.node, cfg.start))
+        ends[f.node] = max(ends.get(f.node, cfg.start), f.end)
+        if not signal or draw >= cfg.precursor_fraction or begin is None:
+            out_faults.append(f)
+            continue
+        f = replace(f, precursor_start=begin, precursor=signal)
+        out_faults.append(f)
+        windows.append(Precursor(f.host, f.node, f.detail["gpu"], signal, begin, f.start, f.detail.get("link", 0),
+                                 f.fault == "xid_burst", f))
+    windows += _false_alarms(cfg, out_faults, rng)
+    return out_faults, windows
+
+
+def _false_alarms(cfg: SimConfig, faults: list[Fault], rng: np.random.Generator) -> list[Precursor]:
+    if cfg.gpus == 0:
+        return []
+    span = cfg.ticks * cfg.interval_s
+    wanted = int(round(cfg.false_alarms_per_node_day * cfg.nodes * span / 86400))
+    lo, hi = cfg.precursor_lead_s
+    margin = timedelta(seconds=hi)
+    taken: dict[int, list[tuple[datetime, datetime]]] = {}
+    for f in faults:
+        taken.setdefault(f.node, []).append((f.precursor_start or f.start, f.end))
+    out = []
+    for _ in range(wanted):
+        for _ in range(20):
+            node, gpu = int(rng.integers(cfg.nodes)), int(rng.integers(cfg.gpus))
+            length = float(rng.uniform(lo, hi))
+            signal = PRECURSOR_SIGNALS[int(rng.integers(len(PRECURSOR_SIGNALS)))]
+            link = int(rng.integers(NVLINKS))
+            begin = cfg.start + timedelta(seconds=float(rng.uniform(cfg.interval_s, max(cfg.interval_s, span - length))))
+            end = min(begin + timedelta(seconds=length), cfg.start + timedelta(seconds=span))
+            if all(end + margin <= a or begin - margin >= b for a, b in taken.get(node, [])):
+                break
+        else:
+            continue  # the fleet is too busy with faults for another
+        taken.setdefault(node, []).append((begin, end))
+        out.append(Precursor(f"{cfg.host_prefix}{node:04d}", node, gpu, signal, begin, end, link))
+    return out
+
+
 def write_ground_truth(faults: list[Fault], path: str | Path) -> None:
     """One JSON line per fault: host, fault, start, end (ISO UTC) and its detail fields."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +300,9 @@ class FleetSimulator:
 
     def __init__(self, cfg: SimConfig):
         self.cfg = cfg
-        self.faults_ = schedule_faults(cfg)
+        self.faults_, self.precursors_ = schedule_precursors(cfg, schedule_faults(cfg))
+        self.prng_ = np.random.default_rng([cfg.seed, 4])  # precursor noise: the normal streams stay as they were
+        self._pw = self._precursor_arrays()
         self.rng_ = np.random.default_rng([cfg.seed, 2])
         n, g = cfg.nodes, cfg.gpus
         self.hosts_ = [f"{cfg.host_prefix}{i:04d}" for i in range(n)]
@@ -216,6 +349,60 @@ class FleetSimulator:
             counters += [S.gpu(i, p) for p in per if p.startswith(("ecc.", "pcie.", "nvlink"))
                          or p in ("remap.correctable", "remap.uncorrectable")]
         return host + gpu_names, counters
+
+    @property
+    def false_alarms_(self) -> list[Precursor]:
+        return [w for w in self.precursors_ if w.fault is None]
+
+    def _precursor_arrays(self) -> dict[str, np.ndarray]:
+        """The precursor windows as parallel arrays (tick range, node, GPU, signal), so a tick
+        applies all of them with a few vector operations."""
+        ws, cfg = self.precursors_, self.cfg
+
+        def tick(t: datetime) -> int:
+            return int(math.ceil((t - cfg.start).total_seconds() / cfg.interval_s))
+
+        return {"t0": np.array([tick(w.start) for w in ws], dtype=int),
+                "t1": np.array([tick(w.end) for w in ws], dtype=int),
+                "node": np.array([w.node for w in ws], dtype=int), "gpu": np.array([w.gpu for w in ws], dtype=int),
+                "link": np.array([w.link for w in ws], dtype=int),
+                "signal": np.array([PRECURSOR_SIGNALS.index(w.signal) for w in ws], dtype=int),
+                "soft_xids": np.array([w.soft_xids for w in ws], dtype=bool)}
+
+    def _apply_precursors(self, k: int, temp, sm_clock, throttle, say) -> None:
+        """Add tick k's share of every open precursor window to the GPU state (in place)."""
+        pw = self._pw
+        on = np.nonzero((pw["t0"] <= k) & (k < pw["t1"]))[0]
+        if not len(on):
+            return
+        r, dt, shape = self.prng_, self.cfg.interval_s, self.cfg.precursor_shape
+        node, gpu, signal = pw["node"][on], pw["gpu"][on], pw["signal"][on]
+        strength = ((k - pw["t0"][on] + 1) / np.maximum(pw["t1"][on] - pw["t0"][on], 1)) ** 2
+        is_ = {name: signal == j for j, name in enumerate(PRECURSOR_SIGNALS)}
+        rate = np.select([is_["ecc"], is_["pcie"], is_["nvlink"]],
+                         [shape.ecc_corrected_per_s, shape.pcie_replay_per_s, shape.nvlink_crc_per_s], 0.0)
+        counts = r.poisson(rate * dt * strength)
+        np.add.at(self.ecc_[:, :, 0], (node[is_["ecc"]], gpu[is_["ecc"]]), counts[is_["ecc"]])
+        np.add.at(self.pcie_replay_, (node[is_["pcie"]], gpu[is_["pcie"]]), counts[is_["pcie"]])
+        nv = is_["nvlink"]
+        np.add.at(self.nvlink_[:, :, :, 2], (node[nv], gpu[nv], pw["link"][on][nv]), counts[nv])
+        hot = is_["thermal"]
+        temp[node[hot], gpu[hot]] += shape.thermal_creep_c * strength[hot] + r.normal(0, 0.3, int(hot.sum()))
+        throttled = hot & (r.random(len(on)) < shape.throttle_chance * strength)
+        throttle[node[throttled], gpu[throttled]] = S.THROTTLE_BITS["sw_thermal"]
+        sm_clock[node[throttled], gpu[throttled]] -= r.uniform(45, 180, int(throttled.sum()))
+        # Discrete events are rare: a Python loop over the few that happen this tick.
+        remapped = is_["ecc"] & (r.random(len(on)) < shape.remap_per_s * dt * strength)
+        for i, g in zip(node[remapped].tolist(), gpu[remapped].tolist()):
+            self.remap_[i, g, 0] += 1
+            say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): 63, pid='<unknown>', "
+                   f"name=<unknown>, Row Remapper: New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping")
+        soft = pw["soft_xids"][on] & (r.random(len(on)) < shape.soft_xid_per_s * dt * strength)
+        for i, g in zip(node[soft].tolist(), gpu[soft].tolist()):
+            xid = SOFT_XIDS[int(r.integers(len(SOFT_XIDS)))]
+            say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): {xid}, "
+                   f"pid={int(r.integers(2000, 60000))}, name=python3, Graphics Exception: ESR 0x504224=0x80000002",
+                float(r.uniform(0, dt)))
 
     def time_of(self, k: int) -> datetime:
         return self.cfg.start + timedelta(seconds=k * self.cfg.interval_s)
@@ -270,6 +457,8 @@ class FleetSimulator:
 
         def say(node: int, line: str, at: float = 0.0) -> None:
             logs.append((node, at, line))
+
+        self._apply_precursors(k, temp, sm_clock, throttle, say)
 
         for f, p, first, last in self.active(k):
             i, gi = f.node, f.detail.get("gpu", 0)

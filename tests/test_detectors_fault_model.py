@@ -246,3 +246,15 @@ def test_a_model_saved_before_the_xid_features_still_scores(tmp_path):
                            counters=["gpu0.ecc.volatile.corrected"]) for s in range(10)]
     [opened] = Engine(config).process(received(batches))
     assert opened.kind == "fault_risk" and len(opened.evidence.values) == len(fault_model.FEATURES)
+
+
+def test_batches_inside_a_fault_are_not_examples_when_the_faults_file_has_ends(tmp_path):
+    from detectors.fault_model import in_fault, read_fault_spans
+
+    path = tmp_path / "faults.csv"
+    path.write_text("host,time,end\nn1,1970-01-01T01:00:00Z,1970-01-01T02:00:00Z\nn2,1970-01-01T01:00:00Z,\n")
+    spans = read_fault_spans(path)
+    assert spans == {"n1": [(3600.0, 7200.0)]}  # n2 has no end: every batch of it stays an example
+    hosts, times = ["n1", "n1", "n1", "n2"], np.array([3599.0, 3600.0, 7200.0, 5000.0])
+    assert in_fault(hosts, times, spans).tolist() == [False, True, False, False]
+    assert fault_model.read_faults(path) == {"n1": [3600.0], "n2": [3600.0]}  # the starts as before

@@ -2,6 +2,8 @@
 and a run published to the real broker (and through the CLI)."""
 
 import re
+
+import pytest
 from datetime import datetime, timedelta
 
 
@@ -154,3 +156,114 @@ def test_simulate_command_prints_progress_and_faults_and_writes_truth(settings, 
     assert [t["fault"] for t in read_ground_truth(truth)] == ["service_crash"]
     assert len(read_topic(settings, topic_name(settings, "metrics.v1"))) == 9
     assert main(["simulate", "--nodes", "0"]) == 2
+
+
+# Precursors: a lead-up before some GPU faults, and look-alike episodes on GPUs that never fault.
+
+def _series(batches, host, name):
+    return [(b.time, b.values[name]) for b in batches if b.host == host]
+
+
+def _growth(points, lo, hi):
+    inside = [v for t, v in points if lo <= t < hi]
+    return inside[-1] - inside[0]
+
+
+def test_ecc_precursor_raises_corrected_ecc_on_the_faulty_gpu_only_before_the_fault(tmp_path):
+    cfg = SimConfig(nodes=3, gpus=2, seconds=4 * 3600, interval_s=60, seed=0, faults=1, fault_kinds=("ecc_growth",),
+                    precursor_fraction=1.0, precursor_lead_s=(3600, 3600), false_alarms_per_node_day=0)
+    path = tmp_path / "truth.jsonl"
+    records = []
+    run_simulation(cfg, records.extend, truth_path=path)
+    batches = [r for r in records if isinstance(r, MetricBatch)]
+    (fault,) = read_ground_truth(path)
+    start, pre = (datetime.fromisoformat(fault[k].replace("Z", "+00:00")) for k in ("start", "precursor_start"))
+    assert fault["precursor"] == "ecc" and start - pre == timedelta(hours=1)
+    g, other = fault["gpu"], 1 - fault["gpu"]
+    name = "gpu{}.ecc.volatile.corrected"
+    lead = _growth(_series(batches, fault["host"], name.format(g)), pre, start)
+    assert lead >= 25  # about 60 expected: 0.05/s × 60 s × Σ strength (≈ 20 ticks at full)
+    assert _growth(_series(batches, fault["host"], name.format(g)), cfg.start, pre) <= 3  # normal: 0.0002/s
+    assert _growth(_series(batches, fault["host"], name.format(other)), cfg.start, start) <= 5
+    for host in {b.host for b in batches} - {fault["host"]}:  # clean nodes: normal rate the whole run
+        for gi in range(2):
+            points = _series(batches, host, name.format(gi))
+            assert points[-1][1] - points[0][1] <= 8
+    up_to_start = [b for b in batches if b.host == fault["host"] and b.time < start]
+    assert max(b.values[f"gpu{g}.ecc.volatile.uncorrected"] for b in up_to_start) == 0  # a warning, not the fault
+
+
+def test_thermal_precursor_throttles_and_creeps_below_the_overheat_rule(tmp_path):
+    cfg = SimConfig(nodes=2, gpus=2, seconds=6 * 3600, interval_s=60, seed=0, faults=1,
+                    fault_kinds=("thermal_runaway",), precursor_fraction=1.0, precursor_lead_s=(7200, 7200),
+                    false_alarms_per_node_day=0)
+    path = tmp_path / "truth.jsonl"
+    records = []
+    run_simulation(cfg, records.extend, truth_path=path)
+    batches = [r for r in records if isinstance(r, MetricBatch)]
+    (fault,) = read_ground_truth(path)
+    start, pre = (datetime.fromisoformat(fault[k].replace("Z", "+00:00")) for k in ("start", "precursor_start"))
+    assert fault["precursor"] == "thermal" and start - pre == timedelta(hours=2)
+    g = f"gpu{fault['gpu']}"
+    lead = [b for b in batches if b.host == fault["host"] and pre <= b.time < start]
+    before = [b for b in batches if b.host == fault["host"] and b.time < pre]
+    assert sum(b.values[f"{g}.throttle.sw_thermal"] for b in lead) >= 3
+    assert all(b.values[f"{g}.throttle.sw_thermal"] == 0 for b in before)
+    assert max(b.values[f"{g}.temperature_c"] for b in lead) < 82
+    throttled = [b.values[f"{g}.clock.sm_mhz"] for b in lead if b.values[f"{g}.throttle.sw_thermal"]]
+    assert max(throttled) < 1980 - 30
+
+
+def test_precursors_leave_the_faults_and_the_rest_of_the_fleet_unchanged():
+    base = dict(nodes=8, gpus=2, seconds=6 * 3600, interval_s=60, seed=9, faults=8)
+    off = FleetSimulator(SimConfig(**base, precursor_fraction=0.0, false_alarms_per_node_day=0))
+    on = FleetSimulator(SimConfig(**base, precursor_fraction=1.0, false_alarms_per_node_day=0))
+    assert [f.truth() for f in off.faults_] == [{k: v for k, v in f.truth().items() if not k.startswith("precursor")}
+                                                for f in on.faults_]
+    assert all("precursor_start" not in f.truth() for f in off.faults_)
+    with_lead = [f for f in on.faults_ if f.precursor_start is not None]
+    assert with_lead and all(f.fault in ("xid_burst", "thermal_runaway", "ecc_growth", "nvlink_errors")
+                             and cfg_start_ok(f, on.cfg) for f in with_lead)
+    touched = {f.host for f in with_lead}
+    for k in range(on.cfg.ticks):
+        a, b = off.tick(k)[0], on.tick(k)[0]
+        for x, y in zip(a, b):
+            if x.host not in touched:
+                assert x.values == y.values
+
+
+def cfg_start_ok(f, cfg) -> bool:
+    return cfg.start < f.precursor_start < f.start
+
+
+def test_false_alarms_show_precursor_signals_but_no_fault_and_no_incident():
+    from fleetmedic.transport import Received
+
+    from detectors.config import load_config
+    from detectors.engine import Engine
+
+    def incidents(cfg):
+        sim = FleetSimulator(cfg)
+        engine, out, offset = Engine(load_config()), [], 0
+        for k in range(cfg.ticks):
+            batches, logs = sim.tick(k)
+            items = [Received(r, "t.metrics.v1" if isinstance(r, MetricBatch) else "t.logs.v1", 0, offset + i, 0, None)
+                     for i, r in enumerate(batches + logs)]
+            offset += len(items)
+            out += engine.process(items)
+        return sim, [(i.host, i.kind, i.status, i.time) for i in out]
+
+    base = dict(nodes=6, gpus=2, seconds=8 * 3600, interval_s=30, seed=5, faults=0, precursor_lead_s=(1800, 3600))
+    sim, noisy = incidents(SimConfig(**base, false_alarms_per_node_day=12))
+    _, quiet = incidents(SimConfig(**base, false_alarms_per_node_day=0))
+    alarms = sim.false_alarms_
+    assert sim.faults_ == [] and len(alarms) >= 6
+    assert {a.signal for a in alarms} == {"ecc", "pcie", "nvlink", "thermal"}
+    assert noisy == quiet  # the same incidents (if any) as the fleet without false alarms
+
+
+def test_precursor_configuration_is_checked():
+    with pytest.raises(ValueError, match="precursor"):
+        SimConfig(precursor_fraction=1.5)
+    with pytest.raises(ValueError, match="precursor"):
+        SimConfig(precursor_lead_s=(3600, 60))
