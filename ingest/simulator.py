@@ -605,7 +605,8 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
                    flush_every: int = 5000, stop: Callable[[], bool] | None = None) -> SimStats:
     """Run the whole span: `publish(records)` gets each tick's records (fast mode: in chunks of
     about `flush_every`). Realtime paces tick k at k·interval/speed wall seconds from the start.
-    Progress: a line per second at most, one per fault start and end."""
+    Progress: a line per second at most, one per fault start and end, and in realtime the error
+    and critical log lines (at most one per host and kind per 5 wall seconds, with a count of the rest)."""
     if speed <= 0:
         raise ValueError("speed must be positive")
     sim = FleetSimulator(cfg)
@@ -618,6 +619,7 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
     stats = SimStats()
     t0 = time.monotonic()
     last_report = t0
+    log_shown: dict[tuple[str, str], tuple[float, int]] = {}  # (host, kind) → (when shown, held back since)
     pending: list = []
     for k in range(cfg.ticks):
         if stop and stop():
@@ -639,7 +641,15 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
         if realtime:
             for e in events:
                 if e.kind != "raw" and e.severity in ("error", "critical"):
-                    say(f"  log     {e.host} {e.kind}/{e.severity}: {e.line[:90]}")
+                    # a burst would print hundreds of lines: one per (host, kind) per 5 wall seconds
+                    key = (e.host, e.kind)
+                    shown_at, held = log_shown.get(key, (-1e9, 0))
+                    if time.monotonic() - shown_at < 5.0:
+                        log_shown[key] = (shown_at, held + 1)
+                        continue
+                    more = f"  (+{held} more like it)" if held else ""
+                    say(f"  log     {e.host} {e.kind}/{e.severity}: {e.line[:90]}{more}")
+                    log_shown[key] = (time.monotonic(), 0)
         pending += batches
         pending += events
         if realtime or len(pending) >= flush_every or k == cfg.ticks - 1:
@@ -662,6 +672,9 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
                 say(f"  fault ■ {f.host} {f.fault} over at {iso(f.end)}")
     if pending:
         publish(pending)
+    for (host, kind), (_, held) in sorted(log_shown.items()):
+        if held:
+            say(f"  log     {host} {kind}: {held} more lines like the last one shown")
     stats.wall_s = time.monotonic() - t0
     say(f"done: {stats.ticks} ticks, {stats.batches} metric batches ({stats.values} values), {stats.logs} log "
         f"events, {stats.faults_started} faults in {stats.wall_s:.1f}s "
