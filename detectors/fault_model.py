@@ -78,6 +78,7 @@ FEATURES: list[tuple[str, str, bool]] = [
     ("temperature_c", "gpu*.temperature_c", False),
     ("power_w", "gpu*.power_w", False),
     ("pcie_replay_rate", "gpu*.pcie.replay*", True),
+    ("nvlink_crc_rate", "gpu*.nvlink*.crc_*", True),  # crc_flit, crc_data: they climb before NVLink faults
     ("throttle_reasons", "gpu*.throttle.*_*", False),  # 1 when hw_slowdown, sw/hw_thermal or power_brake is set
     ("xid_rate", "gpu*.xid_count", True),
 ]

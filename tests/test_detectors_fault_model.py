@@ -71,6 +71,18 @@ def test_features_are_rates_and_maxima_over_gpus():
     assert X[:, names.index("temperature_c")].tolist() == [70.0, 70.0, 70.0]
 
 
+def test_nvlink_crc_counters_are_a_rate_feature_over_links_and_gpus():
+    b = lambda s, flit, data: MetricBatch(host="h", time=T0 + timedelta(seconds=s), source="t",
+                                          values={"gpu1.nvlink2.crc_flit": flit, "gpu0.nvlink0.crc_data": data,
+                                                  "gpu0.nvlink0.replay": 999.0},
+                                          counters=["gpu1.nvlink2.crc_flit", "gpu0.nvlink0.crc_data",
+                                                    "gpu0.nvlink0.replay"])
+    X, _, _ = fault_model.feature_matrix([b(0, 0.0, 0.0), b(10, 50.0, 10.0), b(20, 50.0, 40.0)])
+    names = [f[0] for f in fault_model.FEATURES]
+    # the highest per-second rate among the CRC counters; the replay counter is not a CRC counter
+    assert X[:, names.index("nvlink_crc_rate")].tolist() == [0.0, 5.0, 3.0]
+
+
 def test_train_reports_held_out_scores_saves_a_model_and_explains_it(tmp_path, capsys):
     hist, faults = history(tmp_path)
     out = tmp_path / "models"
