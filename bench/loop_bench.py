@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from fleetmedic.config import Settings, TopicSettings  # noqa: E402
 from fleetmedic.topics import create_topics  # noqa: E402
 from remediator.testbed import DemoService, free_port_block  # noqa: E402
-from review.demo import PLAYBOOKS, _Processes  # noqa: E402
+from review.demo import PLAYBOOKS, ChildProcesses  # noqa: E402
 from review.demo_loop import Follower, durations, service_scene, write_policy  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> int:
     cli = [sys.executable, "-m", "fleetmedic.cli"]
     policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm.conf")
     rows = []
-    with DemoService(work / "service", port=free_port_block(1)) as service, _Processes() as procs:
+    with DemoService(work / "service", port=free_port_block(1)) as service, ChildProcesses() as procs:
         procs.start(cli + ["detect", "--group", prefix + "detect"], env)
         procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
                            "--artifacts", str(work / "artifacts"), "--group", prefix + "remediate"], env)

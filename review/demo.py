@@ -27,20 +27,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from fleetmedic.config import Settings
-from fleetmedic.ranges import RangeSpec, read_range
-from fleetmedic.schemas import Incident
-from fleetmedic.topics import create_topics, topic_name
+from fleetmedic.topics import create_topics
 from remediator.testbed import DemoService, SlurmCluster, free_port_block
 
 from .demo_loop import Follower, service_scene, slurm_missing_reason, slurm_scene, summary, write_policy
 
 OUT = Path(".fleetmedic")
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
-
-
-def _incidents(settings: Settings) -> list[Incident]:
-    spec = RangeSpec(topic=topic_name(settings, Incident.topic))
-    return sorted((i.record for b in read_range(settings, spec, Incident) for i in b), key=lambda r: (r.time, r.id))
 
 
 def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 3600, speed: float = 480.0,
@@ -70,7 +63,7 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
                 cluster = stack.enter_context(SlurmCluster(work / "slurm"))
         policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf")
         print(f"demo: remediator policy {policy} (from deploy/demo-policy.yaml)", flush=True)
-        procs = stack.enter_context(_Processes())
+        procs = stack.enter_context(ChildProcesses())
         procs.start(cli + ["detect", "--group", "demo-detectors"], env)
         procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
                            "--artifacts", str(work / "artifacts"), "--group", "demo-remediator"], env)
@@ -101,11 +94,11 @@ def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follow
     # The detectors are done when the incident count stops moving for a while.
     last, quiet_since = -1, time.monotonic()
     while time.monotonic() - quiet_since < 8:
-        n = len(_incidents(settings))
-        if n != last:
-            last, quiet_since = n, time.monotonic()
+        follower.poll()
+        if len(follower.incidents) != last:
+            last, quiet_since = len(follower.incidents), time.monotonic()
         time.sleep(1)
-    incidents = _incidents(settings)
+    incidents = sorted(follower.incidents, key=lambda r: (r.time, r.id))
     print(f"\nground truth ({truth}):")
     for line in truth.read_text().splitlines():
         f = json.loads(line)
@@ -134,7 +127,7 @@ def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follow
     return 0
 
 
-class _Processes:
+class ChildProcesses:
     """Child processes that are terminated (SIGTERM: finish the batch, commit) when the demo ends."""
 
     def __init__(self):
@@ -145,7 +138,7 @@ class _Processes:
         self.procs.append(proc)
         return proc
 
-    def __enter__(self) -> "_Processes":
+    def __enter__(self) -> "ChildProcesses":
         return self
 
     def __exit__(self, *exc) -> None:

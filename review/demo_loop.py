@@ -138,8 +138,8 @@ class Timeline:
         return min(times) if times else None
 
 
-def _health_sent(port: int) -> int:
-    """records_sent_total from an exporter's health endpoint (0 while it does not answer)."""
+def _records_sent(port: int) -> int | None:
+    """records_sent_total from an exporter's health endpoint; None while it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
             for line in resp.read().decode().splitlines():
@@ -147,7 +147,7 @@ def _health_sent(port: int) -> int:
                     return int(float(line.rsplit(" ", 1)[1]))
     except OSError:
         pass
-    return 0
+    return None
 
 
 def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, service: DemoService,
@@ -162,7 +162,7 @@ def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, ser
                                        "--spool-dir", str(work / f"spool-{host}"), "--mount", "/"],
                                 env=env, stdout=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _health_sent(health_port) >= 2, 60, what="the host exporter's first batches")
+        wait_until(lambda: (_records_sent(health_port) or 0) >= 2, 60, what="the host exporter's first batches")
         pid = service.kill9()
         tl.fault_at = tl.note(f"fault: demo (pid {pid}) killed with SIGKILL")
         answer = {}
@@ -206,7 +206,7 @@ def slurm_scene(follower: Follower, cli: list[str], env: dict, work: Path, clust
                                        "--health-port", str(health_port), "--spool-dir", str(work / "spool-logs")],
                                 env=env, stdout=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _answers(health_port), 60, what="the log exporter to start")
+        wait_until(lambda: _records_sent(health_port) is not None, 60, what="the log exporter to start")
         stamp = now()
         with kern.open("a") as f:
             f.write(f"{stamp.isoformat()} {SLURM_NODE} kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, "
@@ -226,14 +226,6 @@ def slurm_scene(follower: Follower, cli: list[str], env: dict, work: Path, clust
         exporter.wait(30)
     tl.add_records(follower, SLURM_NODE)
     return tl
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def durations(tl: Timeline) -> dict[str, float]:

@@ -94,6 +94,23 @@ def _detect_proc(settings, config_path, group) -> subprocess.Popen:
                             text=True)
 
 
+def _sigkill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _restart_until_caught_up(settings, config_path, group, source) -> None:
+    """A fresh `detect` in the same group, run until it has consumed `source`, then SIGTERM (exit 0)."""
+    proc = _detect_proc(settings, config_path, group)
+    try:
+        wait_until(lambda: caught_up(settings, group, source), 60, what="the restarted detect to catch up")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
 def expected_incidents(settings, config) -> dict[int, list[bytes]]:
     """What one uninterrupted engine makes of everything now in the metrics topic, per partition."""
     topic = topic_name(settings, "metrics.v1")
@@ -125,18 +142,10 @@ def test_sigkill_restart_neither_rewarms_nor_reraises(settings, tmp_path):
         wait_until(lambda: any(b'"status":"open"' in v for vs in incidents_by_partition(settings).values()
                                for v in vs), 30, what="the overheat incident")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
+        _sigkill(proc)
 
     produce(settings, phase(60, 100))
-    proc = _detect_proc(settings, config_path, group)
-    try:
-        wait_until(lambda: caught_up(settings, group, source), 60, what="the restarted detect to catch up")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    _restart_until_caught_up(settings, config_path, group, source)
 
     got = incidents_by_partition(settings)
     assert got == expected_incidents(settings, config)  # exactly once, byte for byte
@@ -169,18 +178,10 @@ def test_sigkill_restart_keeps_the_isolation_forests(settings, tmp_path):
                                for v in vs), 30, what="node01's incident")
         wait_until(lambda: len(set(forest_states())) >= 3, 30, what="a checkpoint of every forest")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
+        _sigkill(proc)
 
     produce(settings, phase(105, 150))
-    proc = _detect_proc(settings, config_path, group)
-    try:
-        wait_until(lambda: caught_up(settings, group, source), 60, what="the restarted detect to catch up")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    _restart_until_caught_up(settings, config_path, group, source)
 
     got = incidents_by_partition(settings)
     assert got == expected_incidents(settings, config)  # exactly once, byte for byte, same model versions

@@ -169,15 +169,21 @@ def _growth(points, lo, hi):
     return inside[-1] - inside[0]
 
 
-def test_ecc_precursor_raises_corrected_ecc_on_the_faulty_gpu_only_before_the_fault(tmp_path):
-    cfg = SimConfig(nodes=3, gpus=2, seconds=4 * 3600, interval_s=60, seed=0, faults=1, fault_kinds=("ecc_growth",),
-                    precursor_fraction=1.0, precursor_lead_s=(3600, 3600), false_alarms_per_node_day=0)
+def _one_fault_with_precursor(cfg: SimConfig, tmp_path):
+    """Run a one-fault simulation: (metric batches, the fault's ground truth, its start, its precursor's start)."""
     path = tmp_path / "truth.jsonl"
     records = []
     run_simulation(cfg, records.extend, truth_path=path)
     batches = [r for r in records if isinstance(r, MetricBatch)]
     (fault,) = read_ground_truth(path)
     start, pre = (datetime.fromisoformat(fault[k].replace("Z", "+00:00")) for k in ("start", "precursor_start"))
+    return batches, fault, start, pre
+
+
+def test_ecc_precursor_raises_corrected_ecc_on_the_faulty_gpu_only_before_the_fault(tmp_path):
+    cfg = SimConfig(nodes=3, gpus=2, seconds=4 * 3600, interval_s=60, seed=0, faults=1, fault_kinds=("ecc_growth",),
+                    precursor_fraction=1.0, precursor_lead_s=(3600, 3600), false_alarms_per_node_day=0)
+    batches, fault, start, pre = _one_fault_with_precursor(cfg, tmp_path)
     assert fault["precursor"] == "ecc" and start - pre == timedelta(hours=1)
     g, other = fault["gpu"], 1 - fault["gpu"]
     name = "gpu{}.ecc.volatile.corrected"
@@ -197,12 +203,7 @@ def test_thermal_precursor_throttles_and_creeps_below_the_overheat_rule(tmp_path
     cfg = SimConfig(nodes=2, gpus=2, seconds=6 * 3600, interval_s=60, seed=0, faults=1,
                     fault_kinds=("thermal_runaway",), precursor_fraction=1.0, precursor_lead_s=(7200, 7200),
                     false_alarms_per_node_day=0)
-    path = tmp_path / "truth.jsonl"
-    records = []
-    run_simulation(cfg, records.extend, truth_path=path)
-    batches = [r for r in records if isinstance(r, MetricBatch)]
-    (fault,) = read_ground_truth(path)
-    start, pre = (datetime.fromisoformat(fault[k].replace("Z", "+00:00")) for k in ("start", "precursor_start"))
+    batches, fault, start, pre = _one_fault_with_precursor(cfg, tmp_path)
     assert fault["precursor"] == "thermal" and start - pre == timedelta(hours=2)
     g = f"gpu{fault['gpu']}"
     lead = [b for b in batches if b.host == fault["host"] and pre <= b.time < start]
