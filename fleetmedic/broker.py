@@ -138,6 +138,10 @@ class EmbeddedBroker:
         self.log_file = self.data_dir / "broker.log"
         self.bootstrap = f"127.0.0.1:{settings.port}"
 
+    def properties(self) -> str:
+        """This broker's server.properties (a cluster node overrides it: fleetmedic/cluster.py)."""
+        return server_properties(self.settings, self.data_dir)
+
     # -- state -------------------------------------------------------------------------
     def pid(self) -> int | None:
         try:
@@ -217,7 +221,7 @@ class EmbeddedBroker:
         jars = fetch_jars(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(server_properties(self.settings, self.data_dir))
+        props.write_text(self.properties())
         self._format(java, jars, props)
         heap = self.settings.heap
         cmd = [java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
