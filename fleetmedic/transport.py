@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -464,6 +464,13 @@ class ConsumerLoop:
                 self.producer.commit(offsets, self.group_id)
             else:
                 self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            if self.transactional:
+                raise
+            # The group rebalanced under us (e.g. a session expired while the batch ran): the
+            # partitions' new owner reads the batch again (at least once); this member goes on.
+            log.warning("commit failed (%s): the batch's partitions moved; their new owner reads it again", exc)
+            return 0
         except KafkaError as exc:
             if not self.transactional:
                 raise

@@ -15,7 +15,7 @@ from kafka.admin import KafkaAdminClient
 
 from fleetmedic.broker import BrokerError, _port_free
 from fleetmedic.cluster import EmbeddedCluster, node_ports
-from fleetmedic.config import BrokerSettings, Settings
+from fleetmedic.config import BrokerSettings
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import ConsumerLoop, Producer, wait_until
@@ -49,7 +49,7 @@ def _free_base() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     base = _free_base()
-    c = EmbeddedCluster(BrokerSettings(port=base, controller_port=base + 1,
+    c = EmbeddedCluster(BrokerSettings(port=base, controller_port=base + 1, start_timeout_s=300,
                                        data_dir=tmp_path_factory.mktemp("cluster")), nodes=3)
     c.start(progress=lambda m: None)
     try:
@@ -59,8 +59,8 @@ def cluster(tmp_path_factory):
 
 
 def test_three_brokers_replicate_three_ways_and_survive_one_broker_down(cluster):
-    settings = make_settings(cluster.bootstrap)
-    settings = Settings(**{**settings.model_dump(), "bootstrap_servers": cluster.bootstrap.split(",")})
+    settings = make_settings(cluster.nodes[1].bootstrap)
+    settings = settings.model_copy(update={"bootstrap_servers": cluster.bootstrap.split(",")})
     create_topics(settings)
     admin = KafkaAdminClient(**settings.kafka_kwargs())
     try:
@@ -68,6 +68,9 @@ def test_three_brokers_replicate_three_ways_and_survive_one_broker_down(cluster)
         assert {len(p["replicas"]) for p in metrics["partitions"]} == {3}
     finally:
         admin.close()
+    # a broker may describe the new topic before its metadata has it: ask until it answers
+    wait_until(lambda: "min.insync.replicas" in topic_config(settings, topic_name(settings, "remediations.v1")),
+               30, what="the topic's configuration")
     assert topic_config(settings, topic_name(settings, "remediations.v1"))["min.insync.replicas"] == "2"
 
     victim = cluster.node(0)
