@@ -352,7 +352,7 @@ class ConsumerLoop:
     def _restore_pending(self) -> None:
         """Restore the paused partitions' state; resume them only when that succeeded."""
         pending = self.restoring & set(self.consumer.assignment())
-        self.restoring = pending
+        self.restoring = set(pending)  # a copy: `restoring` shrinks below, `pending` must not
         if not pending or time.monotonic() < self._restore_next:
             return
         try:

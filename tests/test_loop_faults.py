@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from fleetmedic.schemas import DEAD_LETTER_KEY_BYTES, DeadLetter, Incident, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Outgoing, Producer, consumer_config
+from fleetmedic.transport import ConsumerLoop, Outgoing, Producer
 
 from examples import metric_batch
 from kafka_helpers import committed, read_topic
@@ -104,3 +104,24 @@ def test_a_transactional_batch_is_all_or_nothing(settings):
         assert sum(v.endswith(b"try 1") for v in seen) == 4
     finally:
         raw.close()
+
+
+def test_a_failed_restore_keeps_the_partitions_paused_and_is_retried(settings):
+    """State hand-off that fails loudly: no record of a partition is handled before its restore
+    succeeded, and a restore that raises is tried again (kafka-python would swallow it)."""
+    _send(settings, *(metric_batch(i=i) for i in range(3)))
+    restores, handled_when = [], []
+
+    def on_restore(tps):
+        restores.append(set(tps))
+        if len(restores) == 1:
+            raise TimeoutError("state topic unreadable (injected)")
+
+    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "restore", inputs={"metrics.v1": MetricBatch},
+                        handle=lambda b: handled_when.append(len(restores)) or (), on_restore=on_restore,
+                        restore_backoff_s=0.05)
+    stats = loop.run(until=lambda s: s.consumed >= 3, install_signals=False)
+    assert stats.restore_failures == 1 and stats.restored == 3
+    assert len(restores) >= 2 and restores[0] == restores[1]
+    assert handled_when and min(handled_when) >= 2  # nothing handled before the second, successful restore
+    assert loop.restoring == set()
