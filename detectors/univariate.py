@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FEATURES = ("level", "shift", "season", "density")
+FEATURES = ("level", "shift", "season", "density", "novelty")
 _TINY = 1e-12
 
 
@@ -72,6 +72,16 @@ class SurpriseRecordParams:
     record_decay: float = 0.9999
     warmup: int = 120
     season_record_cycles: int = 2
+    # season records are set over season_record_cycles periods of *time* (an hourly series has
+    # 24 values a day, not 288: counting values made its season feature wait 24 days)
+    season_record_by_time: bool = True
+    novelty_memory: int = 0  # nearest of the last k values, in mean steps (measured: no gain; off)
+    # a series that never moved (record exactly 0) alarms on its first move (flat-then-change)
+    zero_record_alarms: bool = True
+    record_exempt_alarms: bool = False  # measured: much worse (records stop following heavy tails)
+    # after an alarm the score is 0 for this many values: one detection per event (NAB counts only
+    # the first detection in a window and charges every later one outside it), 1 / alpha_level
+    refractory: int = 100
     threshold: float = 0.529
 
     def __post_init__(self):
@@ -85,6 +95,8 @@ class SurpriseRecordParams:
             raise ValueError("season_buckets must be 0 (off) or divide season_period_s")
         if self.season_record_cycles < 0:
             raise ValueError(f"season_record_cycles must be >= 0, got {self.season_record_cycles}")
+        if not 0 <= self.novelty_memory <= 256:
+            raise ValueError(f"novelty_memory must be in [0, 256], got {self.novelty_memory}")
         if self.warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {self.warmup}")
         if not 0.0 < self.threshold < 1.0:
@@ -116,6 +128,8 @@ class SurpriseRecordBank:
             # float32 and a saturating 1-byte count: the season table is most of the state.
             "season_mean_": np.zeros((capacity, b), np.float32), "season_dev_": np.zeros((capacity, b), np.float32),
             "season_count_": np.zeros((capacity, b), np.uint8), "season_err_": np.zeros(capacity),
+            "season_start_": np.zeros(capacity), "quiet_": np.zeros(capacity, np.int64),
+            "recent_": np.zeros((capacity, max(1, self.params.novelty_memory)), np.float32),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -137,7 +151,8 @@ class SurpriseRecordBank:
     # The live engine's scorer interface (detectors/engine.py): grow, update, details,
     # state_fields, nbytes_per_slot; a slot is a row here.
     state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
-                    "season_mean_", "season_dev_", "season_count_", "season_err_", "record_", "feature_count_")
+                    "season_mean_", "season_dev_", "season_count_", "season_err_", "season_start_", "quiet_", "recent_",
+                    "record_", "feature_count_")
 
     @property
     def nbytes_per_slot(self) -> int:
@@ -203,16 +218,46 @@ class SurpriseRecordBank:
             valid[:, 2] = s_count >= p.season_min_cycles
         surprise[:, 3] = np.where(dens_l > 0, dens_s_new / (dens_l + _TINY), 0.0)
         valid[:, 3] = ~first
+        count = self.count_[rows]
+        if p.novelty_memory:
+            k = p.novelty_memory
+            recent = self.recent_[rows]
+            seen = np.minimum(count, k)
+            dist = np.abs(recent - x[:, None].astype(np.float32))
+            dist[np.arange(k)[None, :] >= seen[:, None]] = np.inf
+            near = dist.min(axis=1).astype(float)
+            surprise[:, 4] = np.where(seen > 0, near / (dens_l + 1e-6 * np.abs(mean) + _TINY), 0.0)
+            valid[:, 4] = seen >= k
 
         # Records: train-only, then record-setting, then scoring (per feature).
         fcount = self.feature_count_[rows] + valid
         record = self.record_[rows]
-        record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets), p.warmup])
-        scoring = valid & (fcount > p.warmup + record_warm) & (record > 0)
-        q = np.where(scoring, surprise / np.where(record > 0, record, 1.0), 0.0)
+        if p.season_record_by_time:
+            record_warm = np.array([p.warmup] * len(FEATURES))
+        else:
+            record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets),
+                                    p.warmup, p.warmup])
+        scoring = valid & (fcount > p.warmup + record_warm)
+        if not p.zero_record_alarms:
+            scoring &= record > 0
+        if p.season_buckets and p.season_record_by_time:
+            start = np.where(valid[:, 2] & (self.season_start_[rows] == 0), t, self.season_start_[rows])
+            self.season_start_[rows] = start
+            scoring[:, 2] &= (t - start) >= p.season_record_cycles * p.season_period_s
+        # A surprise above a record of exactly 0 (a series that never moved) is infinitely new.
+        q = np.where(scoring, np.where(record > 0, surprise / np.where(record > 0, record, 1.0),
+                                       np.where(surprise > 0, np.inf, 0.0)), 0.0)
         fscore = np.where(q <= 1.0, 0.5 * q, 1.0 - 0.5 / np.maximum(q, 1.0))
         sub = fscore.max(axis=1)
         setting = valid & (fcount > p.warmup)
+        if p.record_exempt_alarms:
+            # an alarming surprise is not normal behaviour: it must not raise the bar for the next one
+            setting &= fscore < p.threshold
+        if p.refractory:
+            quiet = self.quiet_[rows]
+            fired = (sub >= p.threshold) & (quiet == 0)
+            sub = np.where(quiet > 0, 0.0, sub)
+            self.quiet_[rows] = np.where(fired, p.refractory, np.maximum(quiet - 1, 0))
         self.record_[rows] = np.where(setting, np.maximum(record * p.record_decay, surprise), record)
         self.feature_count_[rows] = fcount
 
@@ -232,6 +277,8 @@ class SurpriseRecordBank:
             self.season_dev_[rows, bucket] = np.where(new_bucket, 0.0, s_dev + p.alpha_season * (np.abs(err) - s_dev))
             self.season_count_[rows, bucket] = np.minimum(s_count.astype(np.int64) + 1, 255)
             self.season_err_[rows] = np.where(valid[:, 2], s_err + p.alpha_level * (np.abs(err) - s_err), s_err)
+        if p.novelty_memory:
+            self.recent_[rows, count % p.novelty_memory] = x
         self.count_[rows] += 1
 
         if ok.all():
