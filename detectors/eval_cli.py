@@ -274,7 +274,24 @@ def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
     return folder / "index.html"
 
 
-def cmd_eval_nab(args) -> int:
+def cmd_eval_fleet(args) -> int:
+    """`eval fleet`: write the simulated fleet benchmark (detectors/fleet_series.py), score it like NAB."""
+    import tempfile
+
+    from . import fleet_series
+
+    folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    try:
+        data, labels = fleet_series.write(folder, args.seed)
+    except OSError as exc:
+        print(f"fleetmedic eval fleet: {exc}", file=sys.stderr)
+        return 2
+    print(f"fleet stress benchmark, seed {args.seed}: {data} ({len(fleet_series.LAYOUT)} series)")
+    args.data, args.labels, args.profiles = data, labels, None
+    return cmd_eval_nab(args, command="eval fleet")
+
+
+def cmd_eval_nab(args, command: str = "eval nab") -> int:
     try:
         new_rule = build_rule(args.detector_config)
         profiles = nab.load_profiles(args.profiles) if args.profiles else dict(nab.PROFILES)
@@ -282,7 +299,7 @@ def cmd_eval_nab(args) -> int:
         runs = run_corpus(args.data, args.labels, new_rule)
         took = time.perf_counter() - started
     except (OSError, ValueError) as exc:
-        print(f"fleetmedic eval nab: {exc}", file=sys.stderr)
+        print(f"fleetmedic {command}: {exc}", file=sys.stderr)
         return 2
     results = score_corpus(runs, profiles)
     print(format_report(runs, results, profiles))
@@ -327,3 +344,13 @@ def register(sub) -> None:
     _add_config_option(q)
     q.add_argument("--plots", metavar="DIR", help="write one PNG per file and an index.html here")
     q.set_defaults(func=cmd_eval_nab)
+    f = eval_sub.add_parser("fleet", help="the same scores on simulated, labelled fleet-like series",
+                            description="Write the fleet stress benchmark (GPU temperature, power, utilisation, "
+                                        "ECC errors, network drops; diurnal load, jobs, gaps, clock steps, "
+                                        "counter resets; labelled level shifts, drifts, stuck and hung GPUs, "
+                                        "bursts) and score the detector on it as `eval nab` does.")
+    f.add_argument("--seed", type=int, default=0, help="the benchmark's seed (same seed, same files)")
+    f.add_argument("--out", metavar="DIR", help="write the series here (default: a temporary folder)")
+    _add_config_option(f)
+    f.add_argument("--plots", metavar="DIR", help="write one PNG per file and an index.html here")
+    f.set_defaults(func=cmd_eval_fleet)

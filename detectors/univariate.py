@@ -21,6 +21,18 @@ stands out. For a surprise ``r`` and record ``M`` the feature's score is ``q/2``
 in [0, 1). The anomaly score of a value is the largest of its feature scores, and ``alarm`` is
 ``score >= threshold``. The detector is causal: a value is scored before it is learned.
 
+Three rules make it hold on series unlike the ones it was designed on (docs/evaluation.md):
+
+- a series that never moved has records of exactly 0; its first move is infinitely new and
+  scores 1 (``zero_record_alarms``; before, a record of 0 never scored: flat-then-change was missed);
+- after an alarm the series' score is 0 for ``refractory`` values (default 100 = 1 / alpha_level,
+  the time the level model takes to absorb a change): one event gives one detection, not a
+  train of them (NAB counts only the first detection in a window and charges later ones outside
+  it; a pager is no different);
+- the season records are set over ``season_record_cycles`` periods of *time*
+  (``season_record_by_time``): an hourly series fills 24 of the 288 buckets a day, and counting
+  2 x 288 season surprises made it wait 24 days.
+
 Warm-up, per series and per feature: the first ``warmup`` valid values only train the models,
 the next ``warmup`` set the records, and only then are scores above 0 emitted. The season model
 starts counting once each time-of-day bucket has seen ``season_min_cycles`` days and sets its
@@ -52,7 +64,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FEATURES = ("level", "shift", "season", "density", "novelty")
+FEATURES = ("level", "shift", "season", "density")
 _TINY = 1e-12
 
 
@@ -75,10 +87,8 @@ class SurpriseRecordParams:
     # season records are set over season_record_cycles periods of *time* (an hourly series has
     # 24 values a day, not 288: counting values made its season feature wait 24 days)
     season_record_by_time: bool = True
-    novelty_memory: int = 0  # nearest of the last k values, in mean steps (measured: no gain; off)
     # a series that never moved (record exactly 0) alarms on its first move (flat-then-change)
     zero_record_alarms: bool = True
-    record_exempt_alarms: bool = False  # measured: much worse (records stop following heavy tails)
     # after an alarm the score is 0 for this many values: one detection per event (NAB counts only
     # the first detection in a window and charges every later one outside it), 1 / alpha_level
     refractory: int = 100
@@ -95,8 +105,6 @@ class SurpriseRecordParams:
             raise ValueError("season_buckets must be 0 (off) or divide season_period_s")
         if self.season_record_cycles < 0:
             raise ValueError(f"season_record_cycles must be >= 0, got {self.season_record_cycles}")
-        if not 0 <= self.novelty_memory <= 256:
-            raise ValueError(f"novelty_memory must be in [0, 256], got {self.novelty_memory}")
         if self.warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {self.warmup}")
         if not 0.0 < self.threshold < 1.0:
@@ -129,7 +137,6 @@ class SurpriseRecordBank:
             "season_mean_": np.zeros((capacity, b), np.float32), "season_dev_": np.zeros((capacity, b), np.float32),
             "season_count_": np.zeros((capacity, b), np.uint8), "season_err_": np.zeros(capacity),
             "season_start_": np.zeros(capacity), "quiet_": np.zeros(capacity, np.int64),
-            "recent_": np.zeros((capacity, max(1, self.params.novelty_memory)), np.float32),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -151,7 +158,7 @@ class SurpriseRecordBank:
     # The live engine's scorer interface (detectors/engine.py): grow, update, details,
     # state_fields, nbytes_per_slot; a slot is a row here.
     state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
-                    "season_mean_", "season_dev_", "season_count_", "season_err_", "season_start_", "quiet_", "recent_",
+                    "season_mean_", "season_dev_", "season_count_", "season_err_", "season_start_", "quiet_",
                     "record_", "feature_count_")
 
     @property
@@ -218,16 +225,6 @@ class SurpriseRecordBank:
             valid[:, 2] = s_count >= p.season_min_cycles
         surprise[:, 3] = np.where(dens_l > 0, dens_s_new / (dens_l + _TINY), 0.0)
         valid[:, 3] = ~first
-        count = self.count_[rows]
-        if p.novelty_memory:
-            k = p.novelty_memory
-            recent = self.recent_[rows]
-            seen = np.minimum(count, k)
-            dist = np.abs(recent - x[:, None].astype(np.float32))
-            dist[np.arange(k)[None, :] >= seen[:, None]] = np.inf
-            near = dist.min(axis=1).astype(float)
-            surprise[:, 4] = np.where(seen > 0, near / (dens_l + 1e-6 * np.abs(mean) + _TINY), 0.0)
-            valid[:, 4] = seen >= k
 
         # Records: train-only, then record-setting, then scoring (per feature).
         fcount = self.feature_count_[rows] + valid
@@ -236,7 +233,7 @@ class SurpriseRecordBank:
             record_warm = np.array([p.warmup] * len(FEATURES))
         else:
             record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets),
-                                    p.warmup, p.warmup])
+                                    p.warmup])
         scoring = valid & (fcount > p.warmup + record_warm)
         if not p.zero_record_alarms:
             scoring &= record > 0
@@ -250,9 +247,6 @@ class SurpriseRecordBank:
         fscore = np.where(q <= 1.0, 0.5 * q, 1.0 - 0.5 / np.maximum(q, 1.0))
         sub = fscore.max(axis=1)
         setting = valid & (fcount > p.warmup)
-        if p.record_exempt_alarms:
-            # an alarming surprise is not normal behaviour: it must not raise the bar for the next one
-            setting &= fscore < p.threshold
         if p.refractory:
             quiet = self.quiet_[rows]
             fired = (sub >= p.threshold) & (quiet == 0)
@@ -277,8 +271,6 @@ class SurpriseRecordBank:
             self.season_dev_[rows, bucket] = np.where(new_bucket, 0.0, s_dev + p.alpha_season * (np.abs(err) - s_dev))
             self.season_count_[rows, bucket] = np.minimum(s_count.astype(np.int64) + 1, 255)
             self.season_err_[rows] = np.where(valid[:, 2], s_err + p.alpha_level * (np.abs(err) - s_err), s_err)
-        if p.novelty_memory:
-            self.recent_[rows, count % p.novelty_memory] = x
         self.count_[rows] += 1
 
         if ok.all():
