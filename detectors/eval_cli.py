@@ -6,8 +6,13 @@ lifecycle), and writes `timestamp,value,anomaly_score,alarm`.
 
 `eval nab --data DIR --labels FILE` does that for every labelled file and prints per-file and
 overall NAB scores for the three profiles, at the best corpus-wide threshold on the anomaly
-score (the benchmark's rule) and for the alarms as the engine raises them. `--plots DIR` writes
-one PNG per file (values, windows, score, alarms) and an index.html.
+score (the benchmark's rule) and for the alarms as the engine raises them, then
+leave-one-category-out (threshold chosen on the other categories, mean and worst) and artificial
+vs real. `--plots DIR` writes one PNG per file (values, windows, score, alarms) and an index.html.
+Without `--config` the packaged configuration's `univariate:` rule runs (detectors/default.yaml).
+
+`eval fleet` writes the simulated fleet stress benchmark (detectors/fleet_series.py) and scores it
+the same way.
 """
 
 from __future__ import annotations
