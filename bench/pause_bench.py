@@ -3,14 +3,14 @@
     PYTHONPATH=. python bench/pause_bench.py [--runs N] [--bootstrap HOST:PORT]
 
 Each round: an incident starts a real playbook whose first task writes a marker file and whose
-second sleeps 120 s; once the marker exists (the play is mid-run), the kill switch record is
-produced and acknowledged (acks=all) — the clock starts there, as `fleetmedic pause` returns.
-Stops: the remediator's control thread has read the record (the cancel event is set), ansible-
-runner has returned "canceled" (its cancel callback is asked every `CANCEL_POLL_S`, then the
-process group is killed), and the `cancelled` record is decided (in the remediator's ledger; it is
-flushed to the broker right after). Then `resume`, and the next round. The first round is a
-warm-up (ansible-runner import) and is not counted. The machine may be shared: the load average
-is printed with the table.
+second sleeps 120 s; once the marker exists (the play is mid-run), the clock starts and the kill
+switch record is produced, as `fleetmedic pause` does. Stops: the broker acknowledged it
+(acks=all: where `pause` returns), the remediator's control thread has read it (the cancel event
+is set), ansible-runner has returned "canceled" (its cancel callback is asked every
+`CANCEL_POLL_S`, then the process group is killed), and the `cancelled` record is decided (in the
+remediator's ledger; it is flushed to the broker right after). Then `resume`, and the next round.
+The first round is a warm-up (ansible-runner import) and is not counted. The machine may be
+shared: the load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> int:
                         group_id=settings.topic_prefix + "bench", run_playbook=timed_run, control=control)
     thread = threading.Thread(target=engine.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
-    seen, ran, decided = [], [], []
+    acked, seen, ran, decided = [], [], [], []
     producer = Producer(settings)
     clock = datetime.now(timezone.utc)
     try:
@@ -103,14 +103,16 @@ def main() -> int:
             producer.flush()
             wait_until(lambda: Path(marker).exists(), 120, interval_s=0.01, what=f"round {i} mid-run")
             clock = max(clock + timedelta(milliseconds=1), datetime.now(timezone.utc))
+            t0 = time.perf_counter()
             producer.send(Control(id="kill_switch", kind="kill_switch", active=True, by="bench", time=clock))
             producer.flush()
-            t0 = time.perf_counter()
+            t_ack = time.perf_counter()
             wait_until(lambda: marker in returned, 60, interval_s=0.002, what="the run cancelled")
             rem = next(e for e in list(engine.ledger.entries.values()) if e.first.incident_id == f"inc-{i}")
             wait_until(lambda: rem.latest.status == "cancelled", 30, interval_s=0.002, what="the cancelled record")
             t3 = time.perf_counter()
             if i > 0:
+                acked.append(t_ack - t0)
                 seen.append(control.cancel.set_at - t0)
                 ran.append(returned[marker] - t0)
                 decided.append(t3 - t0)
@@ -127,8 +129,9 @@ def main() -> int:
 
     print(f"pause bench: {len(seen)} rounds (+1 warm-up), broker {args.bootstrap}, {os.cpu_count()} CPUs, "
           f"cancel poll {CANCEL_POLL_S:g}s; load average before {' '.join(load_before)}, after {' '.join(load_after)}")
-    print(f"{'from the pause record acked to':48s} {'n':>3s} {'min ms':>8s} {'p50 ms':>8s} {'max ms':>8s}")
-    for what, xs in (("remediator saw it (cancel event set)", seen),
+    print(f"{'from the pause record sent to':48s} {'n':>3s} {'min ms':>8s} {'p50 ms':>8s} {'max ms':>8s}")
+    for what, xs in (("broker acknowledged it (acks=all)", acked),
+                     ("remediator saw it (cancel event set)", seen),
                      ("ansible-runner returned 'canceled'", ran),
                      ("cancelled record decided", decided)):
         ms = [x * 1000 for x in xs]

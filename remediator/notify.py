@@ -153,6 +153,7 @@ class Notifier:
         self.sent = 0
         self.errors = 0
         self._last_send = 0.0
+        self._failing = False
         self._stop = threading.Event()
 
     def step(self) -> int:
@@ -175,8 +176,13 @@ class Notifier:
             self.client.post(body)
         except (OSError, ValueError) as exc:
             self.errors += 1
-            log.warning("Alertmanager %s did not take %d alerts (retrying): %s", self.client.url, len(body), exc)
+            if not self._failing:  # once per outage, not once per retry
+                log.warning("Alertmanager %s did not take %d alerts (retrying): %s", self.client.url, len(body), exc)
+            self._failing = True
             return 0
+        if self._failing:
+            log.warning("Alertmanager %s takes alerts again", self.client.url)
+        self._failing = False
         self.ending.clear()
         self._last_send = time.monotonic()
         self.sent += len(body)

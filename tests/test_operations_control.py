@@ -61,6 +61,12 @@ def test_matchers_parse_like_alertmanager():
         parse_matcher("host=~gpu-(")
     with pytest.raises(MatcherError, match="a matcher is"):
         parse_matcher("just-a-word")
+    import doctest
+
+    import remediator.control
+
+    result = doctest.testmod(remediator.control)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_pause_cancels_a_running_playbook_and_resume_releases(settings, tmp_path):
