@@ -297,3 +297,32 @@ def test_an_alertmanager_silence_stops_a_remediation(kafka_bootstrap, tmp_path, 
     finally:
         req = urllib.request.Request(am_server.url + f"/api/v2/silence/{silence_id}", method="DELETE")
         urllib.request.urlopen(req, timeout=5).read()
+
+
+def test_an_unreachable_alertmanager_is_survived_and_said(settings, caplog):
+    """Neither the notifier nor the silence gate's reader fail when Alertmanager does not answer."""
+    from remediator.control import ActiveStop, ControlState
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = settings.model_copy(update={"alerts": AlertsSettings(alertmanager_url=dead, timeout_s=1)})
+    notifier = Notifier(settings, resend_s=1.0)
+    try:
+        send(settings, Control(id="kill_switch", kind="kill_switch", active=True, by="oncall",
+                               time=datetime.now(timezone.utc)))
+        wait_until(lambda: notifier.control.kill_switch is not None, 30, what="the pause read")
+        assert notifier.step() == 0 and notifier.errors == 1
+        assert notifier.step() == 0 and notifier.errors == 2
+        assert list(notifier.ending) == [] and len(notifier.active) == 1  # still to be delivered
+    finally:
+        notifier.close()
+    assert sum("did not take 1 alerts" in r.getMessage() for r in caplog.records) == 1  # once per outage
+
+    control = ControlState(settings)
+    try:
+        kept = ActiveStop(id="s1", source="alertmanager", by="x", reason="", ends_at=datetime.now(timezone.utc)
+                          + timedelta(hours=1), matchers=())
+        control.am_silences = [kept]
+        control.refresh_alertmanager()
+        assert control.am_silences == [kept] and control.am_error  # the last silences read are kept
+    finally:
+        control.consumer.close()
