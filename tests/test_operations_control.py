@@ -76,21 +76,21 @@ def test_pause_cancels_a_running_playbook_and_resume_releases(settings, tmp_path
     policy = make_policy(marker, steps=[slow])
     with EngineThread(settings, policy, tmp_path):
         send(settings, incident("node1", "inc-long", labels={"sleep_s": "120"}))
-        wait_for_status(settings, "running", incident_id="inc-long", timeout_s=60)
+        wait_for_status(settings, "running", incident_id="inc-long", timeout_s=120)
         out = fm(settings, "pause", "--by", "oncall", "--reason", "bad driver rollout")
         assert "kill switch engaged by oncall" in out.stdout
-        [cancelled] = wait_for_status(settings, "cancelled", incident_id="inc-long", timeout_s=60)
+        [cancelled] = wait_for_status(settings, "cancelled", incident_id="inc-long", timeout_s=120)
         assert cancelled.gate == "kill_switch"
         assert "fleetmedic pause by oncall: bad driver rollout" in cancelled.reason
         assert marker_lines(marker) == []  # stopped in its sleep, before the marker task
 
         send(settings, incident("node2", "inc-paused"))
-        [skip] = wait_for_status(settings, "skipped", incident_id="inc-paused")
+        [skip] = wait_for_status(settings, "skipped", incident_id="inc-paused", timeout_s=60)
         assert skip.gate == "kill_switch" and "bad driver rollout" in skip.reason
 
         assert "released" in fm(settings, "resume", "--by", "oncall").stdout
         send(settings, incident("node3", "inc-after"))
-        wait_for_status(settings, "succeeded", incident_id="inc-after", timeout_s=60)
+        wait_for_status(settings, "succeeded", incident_id="inc-after", timeout_s=120)
     # the cancelled ladder did not escalate past the person's stop
     assert statuses(settings, "inc-long") == [("claimed", "restart_service", 0), ("running", "restart_service", 0),
                                                ("cancelled", "restart_service", 0)]
@@ -118,19 +118,19 @@ def test_silence_and_maintenance_records(settings, tmp_path, monkeypatch, capsys
 
     with EngineThread(settings, make_policy(marker), tmp_path):
         send(settings, incident("node1", "inc-s1"), incident("node2", "inc-m2"), incident("node4", "inc-free"))
-        [skip] = wait_for_status(settings, "skipped", incident_id="inc-s1")
+        [skip] = wait_for_status(settings, "skipped", incident_id="inc-s1", timeout_s=60)
         assert skip.gate == "silence"
         assert skip.reason.startswith(f"silenced by silence {silence_id} (host=\"node1\",kind=~\"service_.*\") "
                                       f"by alice until ") and skip.reason.endswith(": PSU swap")
-        [maint] = wait_for_status(settings, "skipped", incident_id="inc-m2")
+        [maint] = wait_for_status(settings, "skipped", incident_id="inc-m2", timeout_s=60)
         assert maint.gate == "maintenance" and window_id in maint.reason and "rack 7 recabling" in maint.reason
-        wait_for_status(settings, "succeeded", incident_id="inc-free")
+        wait_for_status(settings, "succeeded", incident_id="inc-free", timeout_s=120)
 
         assert "expired by alice" in run("silence", "expire", silence_id, "--by", "alice")
         assert run("silence", "list").strip() == "no active or pending silence records"
         assert silence_id in run("silence", "list", "--all")
         send(settings, incident("node1", "inc-s2"))
-        wait_for_status(settings, "succeeded", incident_id="inc-s2", timeout_s=60)
+        wait_for_status(settings, "succeeded", incident_id="inc-s2", timeout_s=120)
     assert sorted(line.split()[0] for line in marker_lines(marker)) == ["inc-free", "inc-s2"]
 
 
@@ -151,7 +151,7 @@ def test_policy_reloads_on_change_and_keeps_the_old_one_when_invalid(settings, t
         _policy_file(path, disk)
         wait_until(lambda: watcher.reloads == 1, 30, what="the changed policy taken")
         send(settings, incident("node1", "inc-disk", kind="disk_full"))
-        wait_for_status(settings, "succeeded", incident_id="inc-disk", timeout_s=60)
+        wait_for_status(settings, "succeeded", incident_id="inc-disk", timeout_s=120)
 
         path.write_text(path.read_text().replace("max_concurrent: 4", "max_concurrent: many"))
         wait_until(lambda: watcher.error is not None, 30, what="the bad policy judged")
@@ -159,7 +159,7 @@ def test_policy_reloads_on_change_and_keeps_the_old_one_when_invalid(settings, t
         assert "max_concurrent" in watcher.error and "policy.yaml:" in watcher.error
         assert watcher.reloads == 1 and t.engine.policy.rule_named("disk_full") is not None
         send(settings, incident("node2", "inc-disk2", kind="disk_full"))
-        wait_for_status(settings, "succeeded", incident_id="inc-disk2", timeout_s=60)
+        wait_for_status(settings, "succeeded", incident_id="inc-disk2", timeout_s=120)
 
 
 def test_remediate_reloads_on_sighup_and_says_why_a_bad_file_is_refused(settings, tmp_path):
@@ -185,7 +185,7 @@ def test_remediate_reloads_on_sighup_and_says_why_a_bad_file_is_refused(settings
         assert "keeping the policy loaded before" in log.read_text() and "rulez" in log.read_text()
         assert proc.poll() is None  # still running on the old policy
         send(settings, incident("node1", "inc-hup"))
-        wait_for_status(settings, "succeeded", incident_id="inc-hup", timeout_s=60)
+        wait_for_status(settings, "succeeded", incident_id="inc-hup", timeout_s=120)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
