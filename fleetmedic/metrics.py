@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import prometheus_client
@@ -86,9 +87,10 @@ def remediation(record) -> None:
     if record.status == "skipped" and record.gate:
         GATE_SKIPS.labels(record.gate).inc()
     elif record.status in OUTCOMES and record.gate is None:
-        RUNS.labels(record.playbook, record.status).inc()
+        playbook = record.playbook or record.action
+        RUNS.labels(playbook, record.status).inc()
         if record.started_at is not None and record.finished_at is not None:
-            RUN_SECONDS.labels(record.playbook).observe(
+            RUN_SECONDS.labels(playbook).observe(
                 max((record.finished_at - record.started_at).total_seconds(), 0.0))
 
 
@@ -148,8 +150,9 @@ class LoopWatcher:
             if high is None:
                 continue
             committed = loop.stats.committed.get((tp.topic, tp.partition))
-            if committed is None:
-                committed = consumer.position(tp) if high == 0 else None
+            if committed is None and consumer._subscription.has_valid_position(tp):
+                # nothing consumed here by this process yet: its fetch position is the committed offset
+                committed = consumer._subscription.position(tp).offset
             if committed is None:
                 continue
             key = (tp.topic, str(tp.partition))
@@ -181,6 +184,7 @@ class MetricsServer:
         self.registry = registry
         self._ready = False
         self._why = "starting"
+        self._check: Callable[[], tuple[bool, str]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
@@ -219,12 +223,39 @@ class MetricsServer:
     def set_ready(self, ready: bool, why: str = "") -> None:
         self._ready, self._why = ready, why
 
+    def ready_when(self, check: Callable[[], tuple[bool, str]]) -> None:
+        """Readiness from `check()` at each probe (it must be cheap and thread-safe)."""
+        self._check = check
+
     def readiness(self) -> tuple[bool, str]:
+        if self._check is not None:
+            return self._check()
         return self._ready, self._why
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def loop_ready(loop: "ConsumerLoop") -> Callable[[], tuple[bool, str]]:
+    """Readiness of a consumer: it holds partitions (read from the subscription state, thread-safe enough)."""
+    def check() -> tuple[bool, str]:
+        if loop.stopping:
+            return False, "stopping"
+        assigned = loop.consumer.assignment()  # the subscription state: no network call
+        return (True, "") if assigned else (False, "no partitions assigned yet")
+    return check
+
+
+def serve_for(args, what: str) -> MetricsServer | None:
+    """`serve` with a command's `--metrics-port/--metrics-bind`; a taken port exits with one line."""
+    try:
+        server = serve(args.metrics_port, args.metrics_bind)
+    except OSError as exc:
+        raise SystemExit(f"fleetmedic {what}: --metrics-port {args.metrics_port}: {exc}") from None
+    if server is not None:
+        print(f"{what}: metrics on {server.url}/metrics, readiness on {server.url}/ready", flush=True)
+    return server
 
 
 def serve(port: int | None, host: str = "127.0.0.1") -> MetricsServer | None:
@@ -240,7 +271,10 @@ def serve(port: int | None, host: str = "127.0.0.1") -> MetricsServer | None:
 
 
 def add_arguments(parser, default: int | None = None) -> None:
-    """`--metrics-port PORT` and `--metrics-bind ADDR` for a long-running command."""
+    """`--metrics-port PORT`, `--metrics-bind ADDR` and `--log-format` for a long-running command."""
+    from .logfmt import add_argument
+
+    add_argument(parser)
     parser.add_argument("--metrics-port", type=int, default=default, metavar="PORT",
                         help="serve /metrics and /ready on PORT (0: any free port; default: "
                              f"{'none' if default is None else default})")

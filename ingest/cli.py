@@ -19,7 +19,8 @@ def _options(args):
     return ExporterOptions(
         spool_dir=None if args.no_spool else Path(args.spool_dir),
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
-        health_port=args.health_port,
+        # --metrics-port (0: any free port) wins over the older --health-port (0: none, -1: any free port)
+        health_port=args.health_port if args.metrics_port is None else (args.metrics_port or -1),
         health_bind=args.health_bind,
         ack_timeout_s=args.ack_timeout,
     )
@@ -69,7 +70,7 @@ def _start(name: str, args):
     except OSError as exc:  # the health port is taken, or the spool folder cannot be written
         raise SystemExit(f"fleetmedic export {name}: {exc} (health port {args.health_port}, spool {args.spool_dir})")
     stop_on_signals(exporter.stop)
-    where = f", health on :{exporter.server.port}/metrics" if exporter.server else ""
+    where = f", metrics on {exporter.server.url}/metrics" if exporter.server else ""
     spool = f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool else ", no spool"
     print(f"export {name}: host {_this_host(args)} → {settings.bootstrap_servers[0]}{spool}{where}", flush=True)
     return exporter
@@ -147,6 +148,8 @@ def log_events(lines, host: str):
 
 
 def cmd_export_logs(args) -> int:
+    from fleetmedic import metrics
+
     from .follow import LogFollower
 
     host = _this_host(args)
@@ -158,6 +161,7 @@ def cmd_export_logs(args) -> int:
         events = log_events(batch, host)
         exporter.publish(events)  # delivered or spooled: now the position may move past them
         follower.commit()
+        metrics.checkpoint("export-logs")
         return []
 
     try:
@@ -255,6 +259,11 @@ def _common(p) -> None:
     p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",
                    help="how long to wait for the broker before spooling")
     p.add_argument("--create-topics", action="store_true", help="create the fleetmedic topics first (idempotent)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve /metrics and /ready on PORT (0: any free port); replaces --health-port")
+    from fleetmedic.logfmt import add_argument as add_log_format
+
+    add_log_format(p)
 
 
 def register(sub) -> None:

@@ -98,15 +98,9 @@ def render(health: ExporterHealth) -> str:
 
 class HealthServer(MetricsServer):
     """The exporter's endpoint: its health and the process-wide series; port 0 picks a free one.
-    Ready after the first acknowledged send (or spool write: the exporter is doing its job)."""
+    Readiness is the exporter's (`ingest.runner.Exporter`: after its first collection)."""
 
     def __init__(self, health: ExporterHealth, port: int, host: str = "127.0.0.1"):
         self.health = health
         super().__init__(port, host, registry=registry_for(health))
         self.started = time.time()
-
-    def readiness(self) -> tuple[bool, str]:
-        h = self.health
-        if h.last_success_time or h.spooled:
-            return True, ""
-        return False, h.last_error or "nothing published yet"
