@@ -173,21 +173,52 @@ def cmd_export_logs(args) -> int:
 
 
 def cmd_export_prom(args) -> int:
-    from .prom import Target, scrape
+    from .prom import Target
+    from .promsd import FileSD, ScrapeAuth, ScrapePool, SDTarget
 
     try:
-        targets = [Target.of(u, args.host) for u in args.urls]
+        static = []
+        for u in args.urls:
+            t = Target.of(u, args.host)
+            static.append(SDTarget(t.url, t.host, (), args.interval, min(args.timeout, args.interval), "command line"))
     except ValueError as exc:
         print(f"fleetmedic export prom: {exc}", file=sys.stderr)
         return 2
+    if not static and not args.sd_file:
+        print("fleetmedic export prom: give target URLs or --sd-file FILE", file=sys.stderr)
+        return 2
+    sd = FileSD(args.sd_file, default_interval_s=args.interval, default_timeout_s=args.timeout,
+                refresh_s=args.sd_refresh) if args.sd_file else None
+    auth = ScrapeAuth(ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                      insecure_skip_verify=args.insecure_skip_verify, bearer_token_file=args.bearer_token_file)
+    try:
+        pool = ScrapePool(workers=args.concurrency, auth=auth, drop_labels=frozenset(args.drop_label),
+                          canonical_names=args.canonical)
+    except (OSError, ValueError) as exc:  # a CA or certificate file that cannot be loaded
+        print(f"fleetmedic export prom: TLS: {exc}", file=sys.stderr)
+        return 2
+
+    def refresh(force=False):
+        if sd is None:
+            if not len(pool):
+                pool.set_targets(static)
+            return
+        if sd.refresh(force):
+            pool.set_targets(static + sd.targets())
+            print(f"export prom: {len(pool)} targets ({len(sd.files())} target files)", flush=True)
+
+    refresh(force=True)
     exporter = _start("prom", args)
     down: set[str] = set()
+    scraped: dict[str, int] = {}
 
     def collect():
+        refresh()
         out = []
-        for t in targets:
-            batch, error = scrape(t, timeout_s=args.timeout, drop_labels=frozenset(args.drop_label),
-                                  canonical_names=args.canonical)
+        for t, batch, error in pool.poll():
+            if args.count is not None and scraped.get(t.url, 0) >= args.count:
+                continue  # --count N: N batches of every target, no more
+            scraped[t.url] = scraped.get(t.url, 0) + 1
             if error and t.url not in down:
                 print(f"export prom: {t.url} is down: {error}", file=sys.stderr, flush=True)
                 exporter.health.error(f"{t.url}: {error}")
@@ -196,12 +227,18 @@ def cmd_export_prom(args) -> int:
                 print(f"export prom: {t.url} is back", flush=True)
                 down.discard(t.url)
             out.append(batch)
-        exporter.health.extra["targets_down"] = float(len(down))
+        down.intersection_update(pool.urls)
+        exporter.health.extra.update(targets=float(len(pool)), targets_down=float(len(down)),
+                                     scrapes_skipped=float(pool.stats.skipped))
         return out
 
+    def done() -> bool:  # --count N: every target scraped N times (tests); otherwise until SIGTERM
+        return args.count is not None and all(scraped.get(u, 0) >= args.count for u in pool.urls)
+
     try:
-        exporter.run(collect, args.interval, count=args.count)
+        exporter.run(collect, 0.2, until=done)
     finally:
+        pool.close()
         code = _finish(exporter)
     return code
 
@@ -300,14 +337,28 @@ def register(sub) -> None:
 
     e = kinds.add_parser("prom", help="scrape Prometheus text endpoints (node_exporter, dcgm-exporter, ...)")
     _common(e)
-    e.add_argument("urls", nargs="+", metavar="URL")
-    e.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per scrape")
+    e.add_argument("urls", nargs="*", metavar="URL", help="static targets (with or instead of --sd-file)")
+    e.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="per scrape, unless the target's __scrape_timeout__ label says otherwise")
+    e.add_argument("--sd-file", action="append", default=[], metavar="FILE",
+                   help="Prometheus file_sd target file, JSON or YAML, globs allowed (repeatable); re-read when "
+                        "it changes. Labels __scheme__, __metrics_path__, __scrape_interval__, "
+                        "__scrape_timeout__ steer a target; the others become the batch's labels")
+    e.add_argument("--sd-refresh", type=float, default=5.0, metavar="S", help="how often to check the files")
+    e.add_argument("--concurrency", type=int, default=32, metavar="N", help="scrapes in flight at most")
+    e.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify https targets")
+    e.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
+    e.add_argument("--key-file", metavar="FILE", help="the client certificate's key")
+    e.add_argument("--insecure-skip-verify", action="store_true", help="do not verify https targets' certificates")
+    e.add_argument("--bearer-token-file", metavar="FILE",
+                   help="send `Authorization: Bearer <file content>` (re-read at every scrape)")
     e.add_argument("--drop-label", action="append", default=[], metavar="NAME",
                    help="leave this label out of series names (repeatable), e.g. DCGM_FI_DRIVER_VERSION")
     e.add_argument("--canonical", action="store_true",
                    help="also publish known node_exporter/dcgm series under fleetmedic's names (gpu0.temperature_c...)")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["prom"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_prom, interval=15.0)
+    # --interval: every target's scrape interval unless its __scrape_interval__ label says otherwise
 
     p = sub.add_parser("simulate", help="a synthetic GPU fleet with injected faults, published to Kafka",
                        description="N nodes × G GPUs with daily load cycles, noise and log chatter, and a seeded "

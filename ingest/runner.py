@@ -56,10 +56,12 @@ class Exporter:
         return self.publisher.publish(records)
 
     def run(self, collect: Callable[[], list[Contract]], interval_s: float, count: int | None = None,
-            wait: Callable[[float], list[Contract]] | None = None) -> None:
+            wait: Callable[[float], list[Contract]] | None = None,
+            until: Callable[[], bool] | None = None) -> None:
         """Call `collect` every `interval_s` (steady, not drifting) and publish what it returns.
         `wait(seconds)` replaces the sleep between collections when the exporter also listens for
-        events (GPU XIDs): whatever it returns is published at once."""
+        events (GPU XIDs): whatever it returns is published at once. `until()` true after a
+        collection ends the loop too."""
         n = 0
         next_at = time.monotonic()
         while not self.stop.is_set() and (count is None or n < count):
@@ -72,7 +74,7 @@ class Exporter:
             self.publish(records)
             n += 1
             self.cycles += 1
-            if count is not None and n >= count:
+            if (count is not None and n >= count) or (until is not None and until()):
                 break
             next_at += interval_s
             while not self.stop.is_set() and (left := next_at - time.monotonic()) > 0:
