@@ -15,8 +15,9 @@ error is reported once per change.
 
 `ScrapePool` scrapes every target on its own interval from a thread pool: each target's first
 scrape is spread over its interval by a hash of its URL (like Prometheus), a target whose
-previous scrape is still running is not started again (counted as `skipped`), and finished
-batches are collected by the caller's thread, which publishes them.
+previous scrape is still running is not started again (counted as `skipped`). A scheduler
+thread starts the scrapes; finished batches are collected by the caller's thread (`poll`),
+which publishes them, so a slow broker never delays a scrape.
 """
 
 from __future__ import annotations
@@ -259,29 +260,34 @@ class ScrapePool:
         self._lock = threading.Lock()
         self.stats = PoolStats()
         self.keep_late = keep_late
-        self.down: dict[str, str] = {}
+        self._closed = threading.Event()
+        self._wake = threading.Event()
+        self._scheduler = threading.Thread(target=self._schedule, name="scrape-scheduler", daemon=True)
+        self._scheduler.start()
 
     def set_targets(self, targets: list[SDTarget]) -> None:
         """Replace the target set; kept targets keep their schedule, new ones are spread over their interval."""
         now = time.monotonic()
         new = {t.key: t for t in targets}
-        for key, t in new.items():
-            old = self._targets.get(key)
-            if old is None or old.interval_s != t.interval_s:
-                due = now + _spread(key, t.interval_s)
-                self._due[key] = due
-                heapq.heappush(self._heap, (due, key))
-        for key in set(self._targets) - set(new):
-            self._due.pop(key, None)
-            self.down.pop(key, None)
-        self._targets = new
+        with self._lock:
+            for key, t in new.items():
+                old = self._targets.get(key)
+                if old is None or old.interval_s != t.interval_s:
+                    due = now + _spread(key, t.interval_s)
+                    self._due[key] = due
+                    heapq.heappush(self._heap, (due, key))
+            for key in set(self._targets) - set(new):
+                self._due.pop(key, None)
+            self._targets = new
+        self._wake.set()
 
     def __len__(self) -> int:
         return len(self._targets)
 
     @property
     def urls(self) -> set[str]:
-        return set(self._targets)
+        with self._lock:
+            return set(self._targets)
 
     def _scrape(self, target: SDTarget, due: float) -> None:
         started = time.monotonic()
@@ -295,8 +301,8 @@ class ScrapePool:
             batch, error = None, f"{type(exc).__name__}: {exc}"
         self._done.put((target, batch, error, started - due))
 
-    def poll(self) -> list[tuple[SDTarget, object, str | None]]:
-        """Start the scrapes that are due; return (target, batch, error) of those finished since the last call."""
+    def _start_due(self) -> float:
+        """Submit the scrapes that are due (under the lock); returns seconds until the next one."""
         now = time.monotonic()
         while self._heap and self._heap[0][0] <= now:
             due, key = heapq.heappop(self._heap)
@@ -308,12 +314,24 @@ class ScrapePool:
                 next_due = now + target.interval_s
             self._due[key] = next_due
             heapq.heappush(self._heap, (next_due, key))
-            with self._lock:
-                if key in self._running:
-                    self.stats.skipped += 1
-                    continue
-                self._running.add(key)
+            if key in self._running:
+                self.stats.skipped += 1
+                continue
+            self._running.add(key)
             self._pool.submit(self._scrape, target, due)
+        return (self._heap[0][0] - now) if self._heap else 1.0
+
+    def _schedule(self) -> None:
+        # Its own thread, so a slow publish in the caller's thread never delays a scrape's start.
+        while not self._closed.is_set():
+            with self._lock:
+                wait = self._start_due()
+            self._wake.wait(min(max(wait, 0.0), 1.0))
+            self._wake.clear()
+
+    def poll(self) -> list[tuple[SDTarget, object, str | None]]:
+        """(target, batch, error) of the scrapes finished since the last call (starting them is the
+        pool's own scheduler thread's job)."""
         out = []
         while True:
             try:
@@ -322,14 +340,18 @@ class ScrapePool:
                 break
             with self._lock:
                 self._running.discard(target.key)
+                current = target.key in self._targets
             self.stats.scrapes += 1
             if error:
                 self.stats.failed += 1
             if len(self.stats.late_s) < self.keep_late:
                 self.stats.late_s.append(late)
-            if target.key in self._targets and batch is not None:
+            if current and batch is not None:
                 out.append((target, batch, error))
         return out
 
     def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        self._scheduler.join(5)
         self._pool.shutdown(wait=True, cancel_futures=True)
