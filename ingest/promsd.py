@@ -234,7 +234,8 @@ class PoolStats:
     scrapes: int = 0
     failed: int = 0
     skipped: int = 0      # due while the previous scrape of the target still ran
-    late_s: list[float] = field(default_factory=list)  # start delay after the due time, recent scrapes
+    # (due time on the monotonic clock, start delay after it) of finished scrapes, the first `keep_late`
+    late_s: list[tuple[float, float]] = field(default_factory=list)
 
 
 def _spread(url: str, interval_s: float) -> float:
@@ -299,7 +300,7 @@ class ScrapePool:
                 batch = batch.model_copy(update={"labels": {**batch.labels, **dict(target.labels)}})
         except Exception as exc:  # a token file that vanished, anything: the target is down, the pool lives
             batch, error = None, f"{type(exc).__name__}: {exc}"
-        self._done.put((target, batch, error, started - due))
+        self._done.put((target, batch, error, (due, started - due)))
 
     def _start_due(self) -> float:
         """Submit the scrapes that are due (under the lock); returns seconds until the next one."""
