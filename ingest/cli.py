@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import sys
 import threading
@@ -151,25 +152,73 @@ def cmd_export_logs(args) -> int:
     from fleetmedic import metrics
 
     from .follow import LogFollower
+    from .shipped import JournalFollower
 
+    if not args.paths and not args.journal:
+        print("fleetmedic export logs: give log file paths, --journal, or both", file=sys.stderr)
+        return 2
     host = _this_host(args)
-    follower = LogFollower(args.paths, position_file=args.position_file, from_end=args.from_end)
+    follower = LogFollower(args.paths, position_file=args.position_file, from_end=args.from_end) if args.paths else None
+    journal = None
+    if args.journal:
+        try:
+            journal = JournalFollower(args.cursor_file, directory=args.journal_directory, matches=args.journal_match,
+                                      from_end=args.from_end, journalctl=args.journalctl)
+        except OSError as exc:
+            print(f"fleetmedic export logs: cannot run {args.journalctl}: {exc}", file=sys.stderr)
+            return 2
     exporter = _start("logs", args)
 
     def collect():
-        batch = follower.poll()
-        events = log_events(batch, host)
-        exporter.publish(events)  # delivered or spooled: now the position may move past them
-        follower.commit()
+        if follower is not None:
+            events = log_events(follower.poll(), host)
+            exporter.publish(events)  # delivered or spooled: now the position may move past them
+            follower.commit()
+        if journal is not None:
+            exporter.publish(journal.poll(host))
+            journal.commit()  # likewise: the cursor moves past delivered (or spooled) entries only
         metrics.checkpoint("export-logs")
         return []
 
     try:
         exporter.run(collect, args.interval, count=args.count)
     finally:
-        follower.close()
+        if follower is not None:
+            follower.close()
+        if journal is not None:
+            journal.close()
         code = _finish(exporter)
     return code
+
+
+def cmd_export_ecs(args) -> int:
+    """Shippers' ECS JSON records on an existing topic → logs.v1, through the shared consumer loop."""
+    from fleetmedic import metrics
+    from fleetmedic.transport import ConsumerLoop, Producer
+
+    from .shipped import EcsRecord, ecs_events
+
+    settings = settings_from(args)
+    if args.create_topics:
+        _ensure_topics(settings, "export ecs")
+    producer = Producer(settings)  # logs.v1 and dead letters under the configured prefix
+    # The source topic is the shippers' own, named in full: read it without the prefix.
+    loop = ConsumerLoop(settings.model_copy(update={"topic_prefix": ""}), group_id=args.group,
+                        inputs={args.topic: EcsRecord}, producer=producer,
+                        handle=lambda batch: ecs_events([r.record for r in batch]))
+    metrics.watch_loop(loop, "export-ecs")
+    server = metrics.serve_for(args, "export ecs")
+    if server is not None:
+        server.ready_when(metrics.loop_ready(loop))
+    print(f"export ecs: {args.topic} (group {args.group}) → {settings.topic_prefix}logs.v1", flush=True)
+    try:
+        stats = loop.run(until=(lambda s: s.consumed >= args.max) if args.max else None)
+    finally:
+        producer.close()
+        if server is not None:
+            server.close()
+    print(f"export ecs: read {stats.consumed}, wrote {stats.produced}, dead letters {stats.dead_lettered}", flush=True)
+    return 0
 
 
 def cmd_export_prom(args) -> int:
@@ -328,12 +377,34 @@ def register(sub) -> None:
 
     e = kinds.add_parser("logs", help="follow log files (rotation, truncation) and parse known kernel/service lines")
     _common(e)
-    e.add_argument("paths", nargs="+", metavar="PATH")
+    e.add_argument("paths", nargs="*", metavar="PATH")
+    e.add_argument("--journal", action="store_true",
+                   help="also (or only) follow the systemd journal through `journalctl -o json --follow`")
+    e.add_argument("--cursor-file", default=".fleetmedic/journal-cursor", metavar="FILE",
+                   help="the cursor of the last delivered journal entry (nothing read twice or lost on restart)")
+    e.add_argument("--journal-directory", metavar="DIR", help="read journal files from DIR (journalctl --directory)")
+    e.add_argument("--journal-match", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a journalctl match, e.g. _TRANSPORT=kernel or _SYSTEMD_UNIT=slurmd.service (repeatable)")
+    e.add_argument("--journalctl", default="journalctl", metavar="PATH", help=argparse.SUPPRESS)
     e.add_argument("--position-file", default=".fleetmedic/log-positions.json", metavar="FILE",
                    help="where the offsets of delivered lines are kept across restarts")
     e.add_argument("--from-end", action="store_true", help="a file never seen before starts at its end")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["logs"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_logs, interval=1.0)
+
+    e = kinds.add_parser("ecs", help="bridge a Kafka topic of Filebeat/Fluent Bit/Vector ECS records into logs.v1",
+                         description="Read JSON records in Elastic Common Schema (@timestamp, host.name, message, "
+                                     "log.file.path) from an existing topic (its full name, no prefix), parse the "
+                                     "messages with the log exporter's rules and write LogEvents to logs.v1. "
+                                     "Records that are not such JSON go to the dead-letter topic with the reason.")
+    e.add_argument("topic", metavar="TOPIC")
+    e.add_argument("--group", default="fleetmedic-ecs-bridge", help="consumer group id")
+    e.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records (tests)")
+    e.add_argument("--create-topics", action="store_true", help="create the fleetmedic topics first (idempotent)")
+    from fleetmedic.metrics import add_arguments as add_metrics_arguments
+
+    add_metrics_arguments(e)
+    e.set_defaults(func=cmd_export_ecs)
 
     e = kinds.add_parser("prom", help="scrape Prometheus text endpoints (node_exporter, dcgm-exporter, ...)")
     _common(e)
