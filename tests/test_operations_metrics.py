@@ -164,3 +164,34 @@ def test_metrics_server_readiness_and_paths():
     finally:
         metrics.set_kill_switch(False)
         server.close()
+
+
+def test_grafana_dashboard_queries_only_series_fleetmedic_serves():
+    """Every fleetmedic_* name in deploy/grafana/fleetmedic.json is one the services expose."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    from ingest.health import render
+    from ingest.publisher import ExporterHealth
+
+    served = set()
+    for family in REGISTRY.collect():
+        served.update(s.name for s in family.samples)
+        served.add(family.name)
+        served.update(f"{family.name}{suffix}" for suffix in ("_total", "_bucket", "_count", "_sum"))
+    served.update(re.findall(r"^(fleetmedic_\w+?)(?:\{| )", render(ExporterHealth("x", extra={"targets_down": 0})), re.M))
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana" / "fleetmedic.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"fleetmedic_\w+", e)}
+    assert len(exprs) >= 14 and used and used <= served, used - served
+
+
+def test_module_doctests():
+    import doctest
+
+    from fleetmedic import logfmt
+
+    for module in (metrics, logfmt):
+        assert doctest.testmod(module).failed == 0
