@@ -416,7 +416,8 @@ def register(sub) -> None:
                         "it changes. Labels __scheme__, __metrics_path__, __scrape_interval__, "
                         "__scrape_timeout__ steer a target; the others become the batch's labels")
     e.add_argument("--sd-refresh", type=float, default=5.0, metavar="S", help="how often to check the files")
-    e.add_argument("--concurrency", type=int, default=32, metavar="N", help="scrapes in flight at most")
+    e.add_argument("--concurrency", type=int, default=64, metavar="N",
+                   help="scrapes in flight at most (threads; they mostly wait on the network)")
     e.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify https targets")
     e.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
     e.add_argument("--key-file", metavar="FILE", help="the client certificate's key")

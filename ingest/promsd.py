@@ -246,7 +246,7 @@ def _spread(url: str, interval_s: float) -> float:
 class ScrapePool:
     """Scrape each target on its own interval from `workers` threads; `poll()` returns finished batches."""
 
-    def __init__(self, workers: int = 32, auth: ScrapeAuth | None = None, drop_labels: frozenset[str] = frozenset(),
+    def __init__(self, workers: int = 64, auth: ScrapeAuth | None = None, drop_labels: frozenset[str] = frozenset(),
                  canonical_names: bool = False, keep_late: int = 10_000):
         self.auth = auth or ScrapeAuth()
         self._ssl = self.auth.ssl_context()
@@ -318,6 +318,8 @@ class ScrapePool:
             if key in self._running:
                 self.stats.skipped += 1
                 continue
+            if self._closed.is_set():
+                break
             self._running.add(key)
             self._pool.submit(self._scrape, target, due)
         return (self._heap[0][0] - now) if self._heap else 1.0
@@ -354,5 +356,7 @@ class ScrapePool:
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
-        self._scheduler.join(5)
+        with self._lock:  # the scheduler submits under the lock: after this it submits nothing more
+            pass
+        self._scheduler.join(30)
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -43,6 +43,8 @@ exec /lib/systemd/systemd-journald
 
 
 def _can_run_journald() -> bool:
+    if os.environ.get("FLEETMEDIC_TEST_RECORDED_JOURNAL"):  # to exercise the replay path where journald could run
+        return False
     return (os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nsenter") and shutil.which("systemd-cat")
             and Path("/lib/systemd/systemd-journald").exists() and Path("/run/systemd").is_dir()
             and Path("/run/log").is_dir())
@@ -146,7 +148,7 @@ def test_journal_entries_cross_a_restart_once_and_open_the_xid_incident(settings
         exporter = Service(settings, args, tmp_path / "export2.out")
         wait_until(lambda: len(_ours(settings)) >= 3, 90, what="the entries written during the restart")
         got = _ours(settings)
-        assert [e.line.split()[0].split(":")[-1].strip() if False else e.line for e in got] == [
+        assert [e.line for e in got] == [
             "kernel: fm-test-1 kernel booted fine", f"kernel: fm-test-2 {XID}", "kernel: fm-test-3 after the XID"]
         assert [e.source for e in got] == ["journal:kernel"] * 3 and {e.host for e in got} == {"gpu-node-3"}
         assert got[1].kind == "xid" and got[1].fields["xid"] == 79
