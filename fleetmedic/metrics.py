@@ -16,6 +16,12 @@ by reason, from the shared `fleetmedic.transport.ConsumerLoop`), `incident(recor
 `remediation(record)` (gate skips, run outcomes and their durations), `checkpoint(stage)`,
 `set_kill_switch(engaged)`, `values(stage, n)`.
 
+A new long-running command (e.g. `fleetmedic alerts receive`) adopts all of it in three lines:
+`add_arguments(parser)` when it registers (``--metrics-port``, ``--metrics-bind``,
+``--log-format``), ``server = serve_for(args, "alerts receive")`` at start, then
+``server.set_ready(True)`` once it listens (or ``server.ready_when(loop_ready(loop))`` for a
+consumer), and ``server.close()`` at the end.
+
 >>> from prometheus_client import generate_latest
 >>> set_kill_switch(True)
 >>> b'fleetmedic_kill_switch_engaged 1.0' in generate_latest()
