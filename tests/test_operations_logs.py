@@ -43,7 +43,7 @@ exec /lib/systemd/systemd-journald
 
 
 def _can_run_journald() -> bool:
-    if os.environ.get("FLEETMEDIC_TEST_RECORDED_JOURNAL"):  # to exercise the replay path where journald could run
+    if os.environ.get("FM_TEST_RECORDED_JOURNAL"):  # exercise the replay path where journald could run (not FLEETMEDIC_*: settings)
         return False
     return (os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nsenter") and shutil.which("systemd-cat")
             and Path("/lib/systemd/systemd-journald").exists() and Path("/run/systemd").is_dir()
