@@ -30,10 +30,19 @@ def cmd_detect(args) -> int:
                             session_timeout_ms=int(args.session_timeout_s * 1000),
                             heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4),
                             **({"transactional_id": None} if args.no_transactions else {}))
+    from fleetmedic import metrics
+
+    server = metrics.serve_for(args, "detect")
+    if server is not None:
+        server.ready_when(metrics.loop_ready(service.loop))
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
           f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
     freeze_heap()
-    stats = service.run()
+    try:
+        stats = service.run()
+    finally:
+        if server is not None:
+            server.close()
     forests = f"; isolation forests: {service.engine.forests.stats}" if service.engine.forests else ""
     print(f"detect: stopped; {stats}{forests}", flush=True)
     return 0
@@ -64,6 +73,9 @@ def register(sub) -> None:
     p.add_argument("--no-transactions", action="store_true",
                    help="at-least-once instead of exactly-once (no Kafka transactions): a crash between "
                         "the results and the commit may repeat incidents; for comparison and old brokers")
+    from fleetmedic.metrics import add_arguments as add_metrics_arguments
+
+    add_metrics_arguments(p)
     p.set_defaults(func=cmd_detect)
     evaluation = _optional("detectors.eval_cli")  # its top-level `eval` is in STAGE_CLIS itself
     if evaluation is not None and hasattr(evaluation, "register_detect"):

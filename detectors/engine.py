@@ -46,7 +46,9 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
+from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Received, consumer_config
@@ -753,9 +755,17 @@ class DetectService:
         self._layout: bool | None = None
         self.restore_timeout_s = restore_timeout_s
         self.restore_progress: dict = {}
+        metrics.watch_loop(self.loop, "detect")
 
     def handle(self, batch: list[Received]):
         out: list = self.engine.process(batch)
+        metrics.values("detect", sum(len(r.record.values) for r in batch if isinstance(r.record, MetricBatch)))
+        for inc in out:
+            if not isinstance(inc, Incident):
+                continue
+            metrics.incident(inc)
+            log.info("incident %s %s: %s on %s: %s", inc.status, inc.id, inc.kind, inc.host, inc.summary,
+                     extra={**incident_fields(inc), "status": inc.status, "kind": inc.kind})
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
             # In the batch's transaction: the snapshots commit with the incidents and offsets.
             gone = self.engine.silent_hosts(self.engine.config.forget_host_after_s)
@@ -767,12 +777,14 @@ class DetectService:
             out.extend(Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(p))
                        for h, p in sorted(gone.items()))
             self._last_checkpoint = wall.monotonic()
+            metrics.checkpoint("detect")
         return out
 
     def checkpoint(self, partitions: set[int] | None = None) -> int:
         states = self.engine.take_dirty(partitions)
         self.loop.produce_now(self._state_record(s) for s in states)
         self._last_checkpoint = wall.monotonic()
+        metrics.checkpoint("detect")
         return len(states)
 
     def _state_record(self, state: DetectorState) -> Outgoing:

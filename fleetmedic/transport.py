@@ -213,6 +213,7 @@ class LoopStats:
     restored: int = 0  # partitions whose state was restored before they were processed
     restore_failures: int = 0  # restore attempts that raised (retried)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 Handler = Callable[[list[Received]], Iterable[Contract | Outgoing]]
@@ -308,6 +309,8 @@ class ConsumerLoop:
         self._restore_failures_in_row = 0
         self._restore_next = 0.0
         self.stats = LoopStats()
+        # Called with the loop after every cycle, on its thread (fleetmedic.metrics.watch_loop).
+        self.observers: list[Callable[["ConsumerLoop"], None]] = []
         self._stop = threading.Event()
         self._own_producer = producer is None
         if producer is None and transactional_id is not None:
@@ -415,6 +418,7 @@ class ConsumerLoop:
         msg = raw[(item.topic, item.partition, item.offset)]
         reason = f"handler raised {type(exc).__name__} (tried {self.handler_retries + 1} times): {exc}"
         log.error("dead letter %s[%d]@%d: %s", item.topic, item.partition, item.offset, reason)
+        self.stats.dead_letters_by_kind["handler"] = self.stats.dead_letters_by_kind.get("handler", 0) + 1
         return self._dead_letter(msg, "handler", reason)
 
     def run_once(self) -> int:
@@ -423,6 +427,7 @@ class ConsumerLoop:
             self._restore_pending()
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         if not polled:
+            self._observe()
             return 0
         valid: list[Received] = []
         raw: dict = {}
@@ -436,6 +441,7 @@ class ConsumerLoop:
                 except DecodeError as exc:
                     log.warning("dead letter %s[%d]@%d: %s: %s", msg.topic, msg.partition, msg.offset, exc.kind, exc)
                     letters.append(self._dead_letter(msg, exc.kind, str(exc)))
+                    self.stats.dead_letters_by_kind[exc.kind] = self.stats.dead_letters_by_kind.get(exc.kind, 0) + 1
                     continue
                 raw[(msg.topic, msg.partition, msg.offset)] = msg
                 valid.append(Received(record, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key))
@@ -483,6 +489,7 @@ class ConsumerLoop:
             return 0
         for tp, om in offsets.items():
             self.stats.committed[(tp.topic, tp.partition)] = om.offset
+        self._observe()
         return consumed
 
     def _aborted(self, exc: BaseException) -> None:
@@ -512,6 +519,13 @@ class ConsumerLoop:
         items = [o if isinstance(o, Outgoing) else Outgoing(self.producer.topic(o.topic), o.to_bytes(), o.key())
                  for o in outgoing]
         return self.producer.produce_atomically(items)
+
+    def _observe(self) -> None:
+        for observer in self.observers:
+            try:
+                observer(self)
+            except Exception:  # metrics must never stop the loop
+                log.exception("loop observer failed")
 
     def run(self, *, until: Callable[[LoopStats], bool] | None = None, install_signals: bool = True) -> LoopStats:
         """Loop until SIGTERM/SIGINT, `stop()`, or `until(stats)` is true; then close cleanly."""
