@@ -301,6 +301,9 @@ def predict_proba(model: dict, X: np.ndarray) -> np.ndarray:
 
 
 def cmd_train(args) -> int:
+    from fleetmedic.extras import require
+
+    require("detect", "fleetmedic model train")
     from sklearn.metrics import average_precision_score, precision_score, recall_score
 
     try:
