@@ -73,7 +73,8 @@ def _start(name: str, args):
                          f"spool {options.spool_dir})")
     stop_on_signals(exporter.stop)
     where = f", health on :{exporter.server.port}/metrics" if exporter.server else ""
-    spool = f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool else ", no spool"
+    spool = (f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool is not None  # an empty spool is falsy
+             else ", no spool")
     print(f"export {name}: host {_this_host(args)} → {settings.bootstrap_servers[0]}{spool}{where}", flush=True)
     return exporter
 
