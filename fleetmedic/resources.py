@@ -8,8 +8,8 @@ Two questions, answered once for every stage:
 - `default_state_dir()`: where a service keeps what must survive a restart (exporter spools,
   log positions, ansible-runner artifacts) when no flag names a place. Never the working
   directory: ``$STATE_DIRECTORY`` when systemd's ``StateDirectory=`` set it, else
-  ``/var/lib/fleetmedic`` for root, else ``$XDG_STATE_HOME/fleetmedic`` (default
-  ``~/.local/state/fleetmedic``). ``Settings.state_dir`` (``FLEETMEDIC_STATE_DIR``) overrides it.
+  ``$XDG_STATE_HOME/fleetmedic`` when that is set, else ``/var/lib/fleetmedic`` for root, else
+  ``~/.local/state/fleetmedic``. ``Settings.state_dir`` (``FLEETMEDIC_STATE_DIR``) overrides it.
 
 >>> bundled("playbooks").joinpath("restart_service.yml").is_file()
 True
@@ -43,8 +43,9 @@ def default_state_dir(environ: dict[str, str] | None = None, uid: int | None = N
     # systemd may list several (StateDirectory=a b): the first is ours
     if environ.get("STATE_DIRECTORY"):
         return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = environ.get("XDG_STATE_HOME")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec ignores relative values
+        return Path(xdg) / "fleetmedic"
     if uid == 0:
         return Path("/var/lib/fleetmedic")
-    xdg = environ.get("XDG_STATE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path(environ.get("HOME") or os.path.expanduser("~")) / ".local" / "state"
-    return base / "fleetmedic"
+    return Path(environ.get("HOME") or os.path.expanduser("~")) / ".local" / "state" / "fleetmedic"

@@ -25,6 +25,7 @@ def test_state_dir_order():
     assert default_state_dir({"STATE_DIRECTORY": "/var/lib/fleetmedic:/var/lib/other"}, uid=0) == Path("/var/lib/fleetmedic")
     assert default_state_dir({}, uid=0) == Path("/var/lib/fleetmedic")
     assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "/x"}, uid=1000) == Path("/x/fleetmedic")
+    assert default_state_dir({"HOME": "/root", "XDG_STATE_HOME": "/x"}, uid=0) == Path("/x/fleetmedic")
     assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "relative"}, uid=1000) == Path("/h/.local/state/fleetmedic")
 
 
