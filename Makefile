@@ -46,5 +46,5 @@ test-py313: dist
 	@test -x $(PY313) || { echo "test-py313: no Python 3.13 at $(PY313) (set PY313=...)"; exit 1; }
 	rm -rf $(VENV313)
 	$(PY313) -m venv $(VENV313)
-	$(VENV313)/bin/pip install -q --disable-pip-version-check -c requirements.lock "$$(ls dist/fleetmedic-*.whl | tail -1)[all,test]"
+	$(VENV313)/bin/pip install -q --disable-pip-version-check --no-compile -c requirements.lock "$$(ls dist/fleetmedic-*.whl | tail -1)[all,test]"
 	$(VENV313)/bin/pytest -m "not kafka and not slow" -p no:cacheprovider
