@@ -1,4 +1,4 @@
-"""Detector benchmark: one command, one table (targets in /work/shared/DESIGN.md).
+"""Detector benchmark: one command, one table (targets in docs/architecture.md).
 
     PYTHONPATH=. python bench/detect_bench.py [--records 60000] [--values 100] [--series 1000000]
                                               [--no-iforest] [--only throughput --only latency]

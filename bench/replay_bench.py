@@ -50,7 +50,7 @@ def main() -> None:
     print(f"\n{'run':>4} {'records':>9} {'values':>10} {'seconds':>8} {'values/s':>12} {'incidents':>9}")
     for i, r in enumerate(rows):
         print(f"{i + 1:>4} {r.records:>9} {r.values:>10} {r.seconds:>8.2f} {r.values_per_s:>12,.0f} {len(r.incidents):>9}")
-    print(f"target: ≥ 1,000,000 values/s (DESIGN.md); diff against run 1 of run {len(rows)}: "
+    print(f"target: ≥ 1,000,000 values/s (docs/architecture.md); diff against run 1 of run {len(rows)}: "
           f"{'empty' if diff(rows[0].incidents, rows[-1].incidents).empty else 'NOT EMPTY'}")
 
 

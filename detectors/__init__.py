@@ -1,1 +1,1 @@
-"""detectors stage (see DESIGN.md)."""
+"""detectors stage (see docs/architecture.md and docs/detectors.md)."""

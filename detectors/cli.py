@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def cmd_detect(args) -> int:
+    from fleetmedic.extras import require
+
+    require("detect", "fleetmedic detect")
     from fleetmedic.cli import settings_from
     from fleetmedic.transport import freeze_heap
     from .config import load_config

@@ -365,6 +365,9 @@ def format_lead_times(r: dict, threshold: float) -> str:
 
 
 def cmd_train(args) -> int:
+    from fleetmedic.extras import require
+
+    require("detect", "fleetmedic model train")
     from sklearn.metrics import average_precision_score, precision_score, recall_score
 
     try:

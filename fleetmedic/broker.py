@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import BrokerSettings
+from .resources import bundled
 
-POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+POM = bundled("deploy") / "kafka" / "pom.xml"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 

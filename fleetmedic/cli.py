@@ -15,6 +15,7 @@ from . import __version__
 # Each stage adds its own commands: a module with `register(subparsers)`, whose handlers take
 # the parsed args (call `settings_from(args)` for the settings) and return an exit code.
 STAGE_CLIS: list[str] = [
+    "review.doctor",
     "ingest.cli",
     "detectors.cli",
     "detectors.eval_cli",
@@ -93,9 +94,29 @@ def cmd_topics(args) -> int:
         for spec in topic_specs(settings):
             print(f"{topic_name(settings, spec.name):40s} partitions={spec.partitions} {spec.configs}")
         return 0
+    if getattr(args, "check", False):
+        return _topics_check(settings)
     for name, outcome in create_topics(settings).items():
         print(f"{outcome:8s} {name}")
     return 0
+
+
+def _topics_check(settings) -> int:
+    """`topics create --check`: report drift from the configuration, change nothing."""
+    from kafka.errors import KafkaError
+
+    from .topiccheck import print_drift, topic_drift
+    from .topics import admin_client
+
+    try:
+        admin = admin_client(settings, api_version_auto_timeout_ms=10_000)
+    except KafkaError as exc:
+        print(f"fleetmedic topics: broker {','.join(settings.bootstrap_servers)} not reachable ({exc})", file=sys.stderr)
+        return 2
+    try:
+        return print_drift(settings, topic_drift(settings, admin))
+    finally:
+        admin.close()
 
 
 def cmd_schemas(args) -> int:
@@ -146,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "approvals, dead letters, compacted detector state) from the settings. "
                                    "Running it twice is harmless.")
     p.add_argument("action", choices=["create", "list"])
+    p.add_argument("--check", action="store_true",
+                   help="with create: report how the cluster's topics differ from the configuration (missing, "
+                        "partitions, replication, retention and other settings), change nothing; exit 1 on drift")
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("schemas", help="export the wire contracts as JSON Schema files",
@@ -189,8 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerError as exc:
         print(f"fleetmedic: broker: {exc}", file=sys.stderr)
         return 1
-    except ModuleNotFoundError as exc:
-        print(f"fleetmedic: missing dependency {exc.name!r}: run `make venv` or `pip install -e .`", file=sys.stderr)
+    except ModuleNotFoundError as exc:  # a stage that did not call extras.require first
+        from .extras import extra_for_module
+
+        known = extra_for_module(exc.name)
+        if known:
+            print(f"fleetmedic {args.command} needs the [{known[0]}] extra ({known[1]} is not installed): "
+                  f"pip install 'fleetmedic[{known[0]}]'", file=sys.stderr)
+        else:
+            print(f"fleetmedic: missing dependency {exc.name!r}: pip install 'fleetmedic[all]' "
+                  f"(or `make venv` in a checkout)", file=sys.stderr)
         return 1
 
 

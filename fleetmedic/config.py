@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from .resources import default_state_dir
 from .yamlfile import ConfigFileError, load_model
 
 ENV_PREFIX = "FLEETMEDIC_"
@@ -127,6 +128,12 @@ class Settings(_Strict):
     broker: BrokerSettings = BrokerSettings()
     topics: TopicSettings = TopicSettings()
     alerts: AlertsSettings = AlertsSettings()
+    # Where services keep spools, log positions and artifacts when no flag names a place: never
+    # the working directory (fleetmedic.resources.default_state_dir says how it is chosen).
+    state_dir: Path = Field(default_factory=default_state_dir)
+    # The address the exporters' health endpoints bind (0.0.0.0 where a kubelet or Prometheus
+    # on another host must reach them); --health-bind overrides it per process.
+    health_bind: str = Field("127.0.0.1", min_length=1, max_length=255)
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -144,6 +151,14 @@ class Settings(_Strict):
             m = _HOSTPORT.match(item)
             if not m or not 0 < int(m.group(2)) < 65536:
                 raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        value = value.expanduser()
+        if not value.is_absolute():
+            raise ValueError(f"{str(value)!r} must be an absolute path (a service's files never depend on its cwd)")
         return value
 
     def kafka_kwargs(self) -> dict:

@@ -14,15 +14,16 @@ from fleetmedic.cli import settings_from
 HEALTH_PORTS = {"host": 9731, "gpu": 9732, "logs": 9733, "prom": 9734}
 
 
-def _options(args):
+def _options(args, settings):
+    """The exporter's options; paths not given on the command line live under the state dir."""
     from .runner import ExporterOptions
 
     return ExporterOptions(
-        spool_dir=None if args.no_spool else Path(args.spool_dir),
+        spool_dir=None if args.no_spool else Path(args.spool_dir or settings.state_dir / "spool"),
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
         # --metrics-port (0: any free port) wins over the older --health-port (0: none, -1: any free port)
         health_port=args.health_port if args.metrics_port is None else (args.metrics_port or -1),
-        health_bind=args.health_bind,
+        health_bind=args.health_bind or settings.health_bind,
         ack_timeout_s=args.ack_timeout,
     )
 
@@ -66,13 +67,16 @@ def _start(name: str, args):
     settings = settings_from(args)
     if args.create_topics:
         _ensure_topics(settings, f"export {name}")
+    options = _options(args, settings)
     try:
-        exporter = Exporter(name, settings, _options(args))
+        exporter = Exporter(name, settings, options)
     except OSError as exc:  # the health port is taken, or the spool folder cannot be written
-        raise SystemExit(f"fleetmedic export {name}: {exc} (health port {args.health_port}, spool {args.spool_dir})")
+        raise SystemExit(f"fleetmedic export {name}: {exc} (health {options.health_bind}:{args.health_port}, "
+                         f"spool {options.spool_dir})")
     stop_on_signals(exporter.stop)
     where = f", metrics on {exporter.server.url}/metrics" if exporter.server else ""
-    spool = f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool else ", no spool"
+    spool = (f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool is not None  # an empty spool is falsy
+             else ", no spool")
     print(f"export {name}: host {_this_host(args)} → {settings.bootstrap_servers[0]}{spool}{where}", flush=True)
     return exporter
 
@@ -158,12 +162,14 @@ def cmd_export_logs(args) -> int:
         print("fleetmedic export logs: give log file paths, --journal, or both", file=sys.stderr)
         return 2
     host = _this_host(args)
-    follower = LogFollower(args.paths, position_file=args.position_file, from_end=args.from_end) if args.paths else None
+    state_dir = settings_from(args).state_dir
+    position_file = args.position_file or state_dir / "log-positions.json"
+    follower = LogFollower(args.paths, position_file=position_file, from_end=args.from_end) if args.paths else None
     journal = None
     if args.journal:
         try:
-            journal = JournalFollower(args.cursor_file, directory=args.journal_directory, matches=args.journal_match,
-                                      from_end=args.from_end, journalctl=args.journalctl)
+            journal = JournalFollower(args.cursor_file or state_dir / "journal-cursor", directory=args.journal_directory,
+                                      matches=args.journal_match, from_end=args.from_end, journalctl=args.journalctl)
         except OSError as exc:
             print(f"fleetmedic export logs: cannot run {args.journalctl}: {exc}", file=sys.stderr)
             return 2
@@ -309,6 +315,7 @@ def cmd_simulate(args) -> int:
         print(f"fleetmedic simulate: {exc}", file=sys.stderr)
         return 2
     settings = settings_from(args)
+    truth = Path(args.truth) if args.truth else settings.state_dir / "sim-ground-truth.jsonl"
     health = ExporterHealth("sim")
     publisher = None
     if not args.dry_run:
@@ -320,7 +327,7 @@ def cmd_simulate(args) -> int:
     stop_on_signals(stop)
     try:
         run_simulation(cfg, publisher.publish if publisher else (lambda records: None), realtime=args.realtime,
-                       speed=args.speed, truth_path=args.truth, progress=lambda m: print(m, flush=True),
+                       speed=args.speed, truth_path=truth, progress=lambda m: print(m, flush=True),
                        stop=stop.is_set)
     finally:
         if publisher:
@@ -336,12 +343,14 @@ def _common(p) -> None:
     p.add_argument("--host", help="host name to publish as (default: this machine's name / the target's host)")
     p.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds between collections")
     p.add_argument("--count", type=int, default=None, metavar="N", help="stop after N collections")
-    p.add_argument("--spool-dir", default=".fleetmedic/spool", metavar="DIR",
-                   help="where records wait while the broker is unreachable (one folder per exporter)")
+    p.add_argument("--spool-dir", default=None, metavar="DIR",
+                   help="where records wait while the broker is unreachable (one folder per exporter; "
+                        "default: STATE_DIR/spool, see `state_dir` in docs/deploy.md)")
     p.add_argument("--spool-max-mb", type=float, default=256.0, metavar="MB",
                    help="spool bound; records beyond it are dropped and counted")
     p.add_argument("--no-spool", action="store_true", help="drop (and count) what the broker does not take")
-    p.add_argument("--health-bind", default="127.0.0.1", metavar="ADDR")
+    p.add_argument("--health-bind", default=None, metavar="ADDR",
+                   help="address of the health endpoint (default: the health_bind setting, 127.0.0.1)")
     p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",
                    help="how long to wait for the broker before spooling")
     p.add_argument("--create-topics", action="store_true", help="create the fleetmedic topics first (idempotent)")
@@ -380,14 +389,16 @@ def register(sub) -> None:
     e.add_argument("paths", nargs="*", metavar="PATH")
     e.add_argument("--journal", action="store_true",
                    help="also (or only) follow the systemd journal through `journalctl -o json --follow`")
-    e.add_argument("--cursor-file", default=".fleetmedic/journal-cursor", metavar="FILE",
-                   help="the cursor of the last delivered journal entry (nothing read twice or lost on restart)")
+    e.add_argument("--cursor-file", default=None, metavar="FILE",
+                   help="the cursor of the last delivered journal entry (nothing read twice or lost on restart; "
+                        "default: STATE_DIR/journal-cursor)")
     e.add_argument("--journal-directory", metavar="DIR", help="read journal files from DIR (journalctl --directory)")
     e.add_argument("--journal-match", action="append", default=[], metavar="FIELD=VALUE",
                    help="a journalctl match, e.g. _TRANSPORT=kernel or _SYSTEMD_UNIT=slurmd.service (repeatable)")
     e.add_argument("--journalctl", default="journalctl", metavar="PATH", help=argparse.SUPPRESS)
-    e.add_argument("--position-file", default=".fleetmedic/log-positions.json", metavar="FILE",
-                   help="where the offsets of delivered lines are kept across restarts")
+    e.add_argument("--position-file", default=None, metavar="FILE",
+                   help="where the offsets of delivered lines are kept across restarts "
+                        "(default: STATE_DIR/log-positions.json)")
     e.add_argument("--from-end", action="store_true", help="a file never seen before starts at its end")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["logs"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_logs, interval=1.0)
@@ -445,8 +456,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--faults", type=int, default=None, help="how many faults (default: nodes/4, at least 1)")
     p.add_argument("--fault-kinds", default=None, metavar="K1,K2", help="limit to these fault kinds")
-    p.add_argument("--truth", default=".fleetmedic/sim-ground-truth.jsonl", metavar="FILE",
-                   help="ground truth, one JSON line per fault")
+    p.add_argument("--truth", default=None, metavar="FILE",
+                   help="ground truth, one JSON line per fault (default: STATE_DIR/sim-ground-truth.jsonl)")
     p.add_argument("--realtime", action="store_true", help="pace the simulated clock to the wall clock (demos)")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: simulated seconds per wall second")
     p.add_argument("--dry-run", action="store_true", help="generate without publishing (no broker needed)")

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-# XID codes and how bad they are (see shared notes/gpu-signals.md); unknown codes are errors.
+# XID codes and how bad they are (NVIDIA's XID catalogue; detectors/xid_table.yaml maps them to actions); unknown codes are errors.
 XID_SEVERITY = {
     13: "warning", 31: "warning", 43: "info", 45: "warning", 46: "critical", 48: "critical", 62: "critical",
     63: "warning", 64: "critical", 74: "critical", 79: "critical", 92: "warning", 94: "error", 95: "critical",

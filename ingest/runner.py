@@ -7,11 +7,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.resources import default_state_dir
 from fleetmedic.schemas import Contract
 
 from .health import HealthServer
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExporterOptions:
-    spool_dir: Path | None = Path(".fleetmedic/spool")
+    spool_dir: Path | None = field(default_factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = 256 * 1024 * 1024
     health_port: int | None = None         # None or 0: no health endpoint; -1: any free port
     health_bind: str = "127.0.0.1"

@@ -1,1 +1,1 @@
-"""remediator stage (see DESIGN.md)."""
+"""remediator stage (see docs/architecture.md and docs/remediator.md)."""

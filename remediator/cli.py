@@ -9,6 +9,9 @@ from fleetmedic.cli import settings_from
 
 
 def cmd_remediate(args) -> int:
+    from fleetmedic.extras import require
+
+    require("remediate", "fleetmedic remediate")
     from .engine import Remediator, RunnerConfig
     from .policy import load_policy
 
@@ -17,8 +20,10 @@ def cmd_remediate(args) -> int:
     if not playbooks.is_dir():
         print(f"fleetmedic: --playbooks {playbooks}: not a directory", file=sys.stderr)
         return 2
-    engine = Remediator(settings_from(args), policy,
-                        RunnerConfig(playbooks_dir=playbooks, artifacts_dir=Path(args.artifacts),
+    settings = settings_from(args)
+    artifacts = Path(args.artifacts) if args.artifacts else settings.state_dir / "artifacts"
+    engine = Remediator(settings, policy,
+                        RunnerConfig(playbooks_dir=playbooks, artifacts_dir=artifacts,
                                      keep_artifacts=args.keep_artifacts),
                         group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000),
                         policy_path=args.policy)
@@ -52,15 +57,18 @@ def cmd_approve(args) -> int:
 
 
 def register(sub) -> None:
+    from fleetmedic.resources import bundled
+
     p = sub.add_parser("remediate", help="run the remediator: incidents → policy → safety gates → playbooks",
                        description="Consume incidents (and approvals), choose an action by the policy (first "
                                    "matching rule in file order), pass it through the safety gates, claim it on "
                                    "the remediations topic, run the playbook with ansible-runner and record the "
                                    "outcome. SIGTERM finishes the batch in hand and exits.")
-    p.add_argument("--policy", required=True, metavar="FILE", help="policy YAML (see deploy/policy.example.yaml)")
-    p.add_argument("--playbooks", default="playbooks", metavar="DIR", help="the allowed playbooks directory")
-    p.add_argument("--artifacts", default=".fleetmedic/artifacts", metavar="DIR",
-                   help="ansible-runner artifacts (newest --keep-artifacts runs are kept)")
+    p.add_argument("--policy", required=True, metavar="FILE", help="policy YAML (see deploy/policy.example.yaml; /etc/fleetmedic/policy.yaml in deploy/systemd)")
+    p.add_argument("--playbooks", default=str(bundled("playbooks")), metavar="DIR",
+                   help="the allowed playbooks directory (default: the packaged playbooks)")
+    p.add_argument("--artifacts", default=None, metavar="DIR",
+                   help="ansible-runner artifacts (newest --keep-artifacts runs are kept; default: STATE_DIR/artifacts)")
     p.add_argument("--keep-artifacts", type=int, default=50, metavar="N")
     p.add_argument("--group", default="fleetmedic-remediator", help="consumer group id")
     p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",

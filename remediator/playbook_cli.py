@@ -26,6 +26,12 @@ def _first_comment(path: Path) -> str:
     return ""
 
 
+def _state_dir(args) -> Path:
+    from fleetmedic.cli import settings_from
+
+    return settings_from(args).state_dir
+
+
 def cmd_list(args) -> int:
     books = Path(args.playbooks)
     if not books.is_dir():
@@ -72,11 +78,15 @@ def plan_try(policy, incident, playbook: str, step_index: int | None = None):
 
 
 def cmd_try(args) -> int:
+    from fleetmedic.extras import require
+
+    require("remediate", "fleetmedic playbook try")
     from .policy import PolicyError, load_policy
     from .runner import PlaybookRefused, PlaybookRun, run_playbook
 
     policy = load_policy(args.policy)
     incident = _load_incident(args.incident)
+    artifacts = args.artifacts or _state_dir(args) / "artifacts"
     try:
         rule, index, step, extra_vars = plan_try(policy, incident, args.playbook, args.step)
     except (ValueError, PolicyError) as exc:
@@ -86,7 +96,7 @@ def cmd_try(args) -> int:
     print(json.dumps(extra_vars, indent=2, sort_keys=True))
     try:
         result = run_playbook(PlaybookRun(args.playbook, extra_vars, check=True, timeout_s=step.timeout_s),
-                              playbooks_dir=Path(args.playbooks), artifacts_dir=Path(args.artifacts))
+                              playbooks_dir=Path(args.playbooks), artifacts_dir=Path(artifacts))
     except PlaybookRefused as exc:
         print(f"fleetmedic: playbook try: refused: {exc}", file=sys.stderr)
         return 1
@@ -102,19 +112,24 @@ def cmd_try(args) -> int:
 
 
 def register(sub) -> None:
+    from fleetmedic.resources import bundled
+
     p = sub.add_parser("playbook", help="list the allowed playbooks, or try one in check mode")
     actions = p.add_subparsers(dest="playbook_action", required=True)
 
     ls = actions.add_parser("list", help="the playbooks the remediator may run")
-    ls.add_argument("--playbooks", default="playbooks", metavar="DIR", help="the allowed playbooks directory")
+    ls.add_argument("--playbooks", default=str(bundled("playbooks")), metavar="DIR",
+                    help="the allowed playbooks directory (default: the packaged playbooks)")
     ls.set_defaults(func=cmd_list)
 
     tr = actions.add_parser("try", help="check-mode run with exactly the variables the remediator would pass")
     tr.add_argument("playbook", metavar="PLAYBOOK", help="file name inside --playbooks")
     tr.add_argument("--incident", required=True, metavar="FILE.json", help="an incident record (incidents.v1 JSON)")
-    tr.add_argument("--policy", default="deploy/policy.example.yaml", metavar="FILE", help="policy YAML")
+    tr.add_argument("--policy", default=str(bundled("deploy") / "policy.example.yaml"), metavar="FILE",
+                    help="policy YAML (default: the packaged deploy/policy.example.yaml)")
     tr.add_argument("--step", type=int, default=None, metavar="N", help="the ladder step (default: first running PLAYBOOK)")
-    tr.add_argument("--playbooks", default="playbooks", metavar="DIR", help="the allowed playbooks directory")
-    tr.add_argument("--artifacts", default=".fleetmedic/artifacts", metavar="DIR")
+    tr.add_argument("--playbooks", default=str(bundled("playbooks")), metavar="DIR",
+                    help="the allowed playbooks directory (default: the packaged playbooks)")
+    tr.add_argument("--artifacts", default=None, metavar="DIR", help="default: STATE_DIR/artifacts")
     tr.add_argument("--show-output", action="store_true", help="print ansible-playbook's output")
     tr.set_defaults(func=cmd_try)

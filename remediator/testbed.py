@@ -21,7 +21,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-TESTBED_DIR = Path(__file__).resolve().parent.parent / "deploy" / "testbed"
+from fleetmedic.resources import bundled
+
+TESTBED_DIR = bundled("deploy") / "testbed"
 
 
 def _script(name: str, *args: str, env: dict | None = None, timeout_s: float = 60.0) -> str:

@@ -12,6 +12,9 @@ def _when(text: str) -> datetime:
 
 
 def cmd_report(args) -> int:
+    from fleetmedic.extras import require
+
+    require("review", "fleetmedic report")
     from fleetmedic.cli import settings_from
 
     from .collect import collect, find_incident, incident_window
@@ -51,6 +54,10 @@ def _offsets(items: list[str]) -> tuple[dict[int, int], dict[int, int]]:
 
 def cmd_replay(args) -> int:
     import sys
+
+    from fleetmedic.extras import require
+
+    require("review", "fleetmedic replay")
 
     from fleetmedic.cli import settings_from
     from fleetmedic.transport import Producer
@@ -95,6 +102,9 @@ def cmd_replay(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from fleetmedic.extras import require
+
+    require("all", "fleetmedic demo")
     from fleetmedic.cli import settings_from
 
     from .demo import run_demo

@@ -27,13 +27,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from fleetmedic.config import Settings
+from fleetmedic.resources import bundled
 from fleetmedic.topics import create_topics
 from remediator.testbed import DemoService, SlurmCluster, free_port_block
 
 from .demo_loop import Follower, service_scene, slurm_missing_reason, slurm_scene, summary, write_policy
 
 OUT = Path(".fleetmedic")
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOKS = bundled("playbooks")
 
 
 def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 3600, speed: float = 480.0,

@@ -26,12 +26,13 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from fleetmedic.config import Settings
+from fleetmedic.resources import bundled
 from fleetmedic.schemas import Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import DecodeError, decode, wait_until
 from remediator.testbed import DemoService, SlurmCluster, free_port_block, slurm_missing_reason
 
-POLICY_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "demo-policy.yaml"
+POLICY_TEMPLATE = bundled("deploy") / "demo-policy.yaml"
 SERVICE_HOST = "demo-host"
 SLURM_NODE = "node1"
 

@@ -65,3 +65,11 @@ def settings(kafka_bootstrap) -> Settings:
     s = make_settings(kafka_bootstrap)
     create_topics(s)
     return s
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that needs the session's broker `kafka`, so a job can leave them out
+    (`-m "not kafka"`: the Python 3.13 job of .ci/run)."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
