@@ -28,6 +28,7 @@ def _until_signal(stop) -> None:
 
 
 def cmd_receive(args) -> int:
+    from fleetmedic import metrics
     from ingest.alertmanager import AlertReceiver, ReceiverServer
 
     try:
@@ -36,16 +37,21 @@ def cmd_receive(args) -> int:
         print(f"fleetmedic: alerts receive: {exc}", file=sys.stderr)
         return 2
     settings = settings_from(args)
+    endpoint = metrics.serve_for(args, "alerts receive")
     receiver = AlertReceiver(settings)
     known = receiver.recover()
     try:
         server = ReceiverServer(address, receiver)
     except OSError as exc:
         receiver.close()
+        if endpoint is not None:
+            endpoint.close()
         print(f"fleetmedic: alerts receive: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
+    if endpoint is not None:
+        endpoint.set_ready(True)  # recovered what it already opened and resolved, and listening
     print(f"alerts receive: Alertmanager webhook url {server.url} (readiness /-/ready); "
           f"{known} alert episodes known from {settings.topic_prefix}incidents.v1", flush=True)
     try:
@@ -53,6 +59,8 @@ def cmd_receive(args) -> int:
     finally:
         server.server_close()
         receiver.close()
+        if endpoint is not None:
+            endpoint.close()
     return 0
 
 
@@ -83,6 +91,9 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("receive", help="the webhook receiver (long-running)")
     a.add_argument("--listen", default="127.0.0.1:9097", metavar="HOST:PORT")
+    from fleetmedic import metrics
+
+    metrics.add_arguments(a)
     a.set_defaults(func=cmd_receive)
     a = actions.add_parser("notify", help="push needs for a person to Alertmanager (long-running)")
     a.add_argument("--alertmanager", default=None, metavar="URL", help="default: alerts.alertmanager_url")
