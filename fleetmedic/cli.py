@@ -40,10 +40,16 @@ def _settings(args):
 def cmd_broker(args) -> int:
     from .broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(_settings(args).broker)
+    broker = EmbeddedBroker(_settings(args).broker, secure=getattr(args, "secure", False))
     if args.action == "start":
         took = broker.start(progress=lambda m: print(m, flush=True))
         print(f"broker ready on {broker.bootstrap} in {took:.1f}s (data in {broker.data_dir}, log {broker.log_file})")
+        if broker.secure:
+            from .pki import SecureLayout
+
+            print(f"secured: TLS + SASL/SCRAM-SHA-512, ACLs enforced; CA {SecureLayout.of(broker.data_dir).ca_cert}; "
+                  f"each role's settings: {SecureLayout.of(broker.data_dir).client_config('ROLE')} "
+                  f"(FLEETMEDIC_CONFIG=...; `topics create` with the admin one applies the ACLs)")
     elif args.action == "stop":
         print("broker stopped" if broker.stop() else "broker was not running")
     else:
@@ -101,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The embedded default broker: Apache Kafka's own jars fetched with Maven "
                                    "(cached), single-node KRaft on 127.0.0.1. `status` exits 3 when not answering.")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--secure", action="store_true",
+                   help="TLS + SASL/SCRAM-SHA-512 listeners, Kafka's authorizer, a local CA and one principal "
+                        "per role (docs/security.md); a data directory formatted secure stays secure")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create every fleetmedic topic (idempotent) or list their settings",
@@ -151,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokerError as exc:
         print(f"fleetmedic: broker: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an authentication or authorization refusal from the broker
+        from .connect import explain
+
+        message = explain(exc)
+        if message is None:
+            raise
+        print(f"fleetmedic: {message}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
         print(f"fleetmedic: missing dependency {exc.name!r}: run `make venv` or `pip install -e .`", file=sys.stderr)

@@ -162,7 +162,7 @@ class Remediation(Contract):
     run: RunSummary | None = None
 
 
-DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation"]
+DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "approval_refused"]
 
 
 class DeadLetter(Contract):
@@ -212,6 +212,14 @@ class Approval(Contract):
     comment: Annotated[str, StringConstraints(max_length=4096)] = ""
     time: EventTime
     expires_at: EventTime | None = None
+    # Signed approvals (remediator/approvals.py): the request's identity, a nonce, and an Ed25519
+    # signature by the key the policy lists under `by`. Unsigned approvals are refused.
+    incident_id: Name | None = None
+    action: Name | None = None
+    step: int | None = Field(None, ge=0)
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    signature: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None, description="Ed25519 over the canonical signed fields, base64")
 
 
 class DetectorState(Contract):

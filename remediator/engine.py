@@ -115,6 +115,7 @@ class Remediator:
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
         self._last_tick = 0.0
+        self.desk = approvals.ApprovalDesk(policy.approvals.approvers, policy.approvals.expire_s)
         self.started = 0  # playbook processes started by this process (tests and benchmark)
 
     # --- ownership ------------------------------------------------------------------------
@@ -223,17 +224,25 @@ class Remediator:
                                    reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
                                           f"ladder stops after step {top.first.step} ({top.first.action})"), out)
 
-    def _on_approval(self, approval: Approval, out: list, runs: list) -> None:
+    def _on_approval(self, item: Received, out: list, runs: list) -> None:
+        approval: Approval = item.record
         entry = self.ledger.get(approval.remediation_id)
-        now = self.clock()
-        verdict = approvals.judge(approval, entry, now, self.policy.approvals.expire_s)
-        if verdict is None:
-            log.warning("approval for %s ignored: it is not awaiting approval", approval.remediation_id)
+        now = datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)  # the broker's clock (LogAppendTime)
+        incident = self.incident(entry.first.incident_id) if entry else None
+        rule = self.policy.rule_for(incident) if incident else None
+        verdict = self.desk.consider(approval, entry, now, rule.approvers_required if rule else 1)
+        if isinstance(verdict, approvals.Refused):
+            log.warning("approval for %s refused: %s", approval.remediation_id, verdict.reason)
+            out.append(approvals.refusal_record(item, self.loop.group_id, verdict.reason))
+            return
+        if isinstance(verdict, approvals.Counted):
+            log.info("approval for %s counted: %s", approval.remediation_id, verdict.reason)
             return
         if not verdict.run:
-            self._emit(entry.latest.model_copy(update={"status": "cancelled", "time": now, "gate": "approval",
+            self._emit(entry.latest.model_copy(update={"status": "cancelled", "time": self.clock(), "gate": "approval",
                                                        "reason": verdict.reason}), out)
             return
+        now = self.clock()
         incident = self.incident(entry.first.incident_id)
         proposal = self.propose(incident, entry.first.step) if incident else None
         if not isinstance(proposal, Proposal) or proposal.remediation_id != entry.first.id:
@@ -291,7 +300,7 @@ class Remediator:
             if isinstance(item.record, Incident):
                 self._on_incident(item.record, out, runs)
             else:
-                self._on_approval(item.record, out, runs)
+                self._on_approval(item, out, runs)
         self._run_all(runs, out)
         return out
 

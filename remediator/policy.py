@@ -206,6 +206,7 @@ class Rule(_Strict):
     steps: list[Step] = Field(min_length=1, description="the escalation ladder, step 0 first")
     dry_run: bool = False
     needs_approval: bool = False
+    approvers_required: int = Field(1, ge=1, le=32, description="distinct approvers a needs_approval step waits for")
 
 
 class Silence(_Strict):
@@ -278,6 +279,19 @@ class Gates(_Strict):
 
 class Approvals(_Strict):
     expire_s: float = Field(3600.0, gt=0, description="an unanswered request is denied after this long")
+    approvers: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], str] = Field(
+        default_factory=dict, description="approver name → Ed25519 public key (base64, `fleetmedic approver-key`)")
+
+    @model_validator(mode="after")
+    def _keys(self) -> "Approvals":
+        from .approvals import parse_public_key
+
+        for name, text in self.approvers.items():
+            try:
+                parse_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"approvers.{name}: not an Ed25519 public key: {exc}") from None
+        return self
 
 
 class Policy(_Strict):
@@ -298,6 +312,10 @@ class Policy(_Strict):
             for group in rule.match.host_groups or ():
                 if group not in self.host_groups:
                     raise ValueError(f"rules.{i} ({rule.name}): unknown host group {group!r}")
+            asks = rule.needs_approval or any(s.needs_approval for s in rule.steps)
+            if asks and rule.approvers_required > len(self.approvals.approvers):
+                raise ValueError(f"rules.{i} ({rule.name}): needs {rule.approvers_required} approver(s) but "
+                                 f"approvals.approvers lists {len(self.approvals.approvers)} key(s)")
         for i, window in enumerate(self.gates.maintenance):
             for group in window.host_groups:
                 if group not in self.host_groups:

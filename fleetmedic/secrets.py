@@ -1,0 +1,47 @@
+"""Secrets in settings come from files or the environment, never from a command line.
+
+`read_secret_files` turns ``NAME_file: PATH`` into ``NAME: <the file's content, stripped>`` when
+the security settings are validated (before pydantic wraps the value in a `SecretStr`, whose
+repr and str are ``'**********'``, so a logged settings object shows no secret). A missing or
+unreadable file is an error naming the setting and the path, never the content.
+
+`scrub_environment` gives child processes (ansible-playbook) an environment without any
+FLEETMEDIC_* variable: facts gathering would otherwise copy them into the runner's artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SECRET_FIELDS = ("sasl_plain_password", "ssl_password")
+
+
+def read_secret_files(data):
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for name in SECRET_FIELDS:
+        path = data.get(f"{name}_file")
+        if path in (None, ""):
+            continue
+        given = data.get(name)
+        if hasattr(given, "get_secret_value"):
+            given = given.get_secret_value()
+        try:
+            text = Path(path).expanduser().read_text()
+        except OSError as exc:
+            raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror or exc}") from None
+        secret = text.strip()
+        if not secret:
+            raise ValueError(f"{name}_file: {path} is empty")
+        if given not in (None, "") and given != secret:
+            raise ValueError(f"give {name} or {name}_file, not both")
+        data[name] = secret
+    return data
+
+
+def scrub_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Overrides that blank every FLEETMEDIC_* variable for a child process (names only kept)."""
+    environ = os.environ if environ is None else environ
+    return {name: "" for name in environ if name.startswith("FLEETMEDIC_")}
