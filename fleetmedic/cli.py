@@ -25,10 +25,14 @@ STAGE_CLIS: list[str] = [
 
 
 def settings_from(args):
-    """The settings for a command's parsed args (--config, then FLEETMEDIC_* variables)."""
+    """The settings for a command's parsed args (--config, then FLEETMEDIC_* variables); on a
+    secured connection the credentials are checked once, so a wrong password fails the start."""
     from .config import load_settings
+    from .connect import verify_credentials
 
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    verify_credentials(settings)
+    return settings
 
 
 def _settings(args):
@@ -62,7 +66,7 @@ def cmd_broker(args) -> int:
 def cmd_topics(args) -> int:
     from .topics import create_topics, topic_name, topic_specs
 
-    settings = _settings(args)
+    settings = _settings(args) if args.action == "list" else settings_from(args)
     if args.action == "list":
         for spec in topic_specs(settings):
             print(f"{topic_name(settings, spec.name):40s} partitions={spec.partitions} {spec.configs}")
@@ -87,7 +91,7 @@ def cmd_schemas(args) -> int:
 def cmd_tail(args) -> int:
     from .tail import tail
 
-    return tail(_settings(args), args.topic, from_beginning=args.from_beginning, limit=args.max, idle_s=args.idle)
+    return tail(settings_from(args), args.topic, from_beginning=args.from_beginning, limit=args.max, idle_s=args.idle)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fleetmedic: broker: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # an authentication or authorization refusal from the broker
-        from .connect import explain
+        from .connect import CredentialsRefused, explain
 
-        message = explain(exc)
+        message = str(exc) if isinstance(exc, CredentialsRefused) else explain(exc)
         if message is None:
             raise
         print(f"fleetmedic: {message}", file=sys.stderr)

@@ -42,7 +42,8 @@ from .claims import Entry, LedgerReader
 
 _ID = re.compile(r"^rem-[0-9a-f]{20}$")
 DOMAIN = b"fleetmedic approval v1\n"
-SIGNED_FIELDS = ("remediation_id", "incident_id", "action", "step", "host", "decision", "by", "expires_at", "nonce")
+SIGNED_FIELDS = ("remediation_id", "incident_id", "action", "step", "host", "decision", "by", "comment", "expires_at",
+                 "nonce")
 DEFAULT_KEY_FILE = Path("~/.config/fleetmedic/approver.key")
 
 
@@ -219,7 +220,6 @@ def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | 
         raise ApprovalError(f"{remediation_id!r} is not a remediation id (rem- and 20 hex digits)")
     if not (valid_s and valid_s > 0):
         raise ApprovalError("--valid-s must be a positive number of seconds")
-    key = load_private_key(key_file or DEFAULT_KEY_FILE)
     reader = LedgerReader(settings)
     try:
         reader.catch_up()
@@ -230,6 +230,7 @@ def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | 
         raise ApprovalError(f"no remediation {remediation_id} on the remediations topic")
     if entry.latest.status != "awaiting_approval":
         raise ApprovalError(f"remediation {remediation_id} is {entry.latest.status}, not awaiting approval")
+    key = load_private_key(key_file or DEFAULT_KEY_FILE)
     now = datetime.now(timezone.utc)
     first = entry.first
     approval = Approval(remediation_id=remediation_id, host=first.host, incident_id=first.incident_id,
