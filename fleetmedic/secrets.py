@@ -45,3 +45,26 @@ def scrub_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Overrides that blank every FLEETMEDIC_* variable for a child process (names only kept)."""
     environ = os.environ if environ is None else environ
     return {name: "" for name in environ if name.startswith("FLEETMEDIC_")}
+
+
+def connection_env(settings) -> dict[str, str]:
+    """FLEETMEDIC_* variables that make a child process connect as `settings` do.
+
+    A password travels as the name of its file when it came from one, else in the child's
+    environment (FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD); never in an argument list.
+    """
+    sec = settings.security
+    env = {"FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+           "FLEETMEDIC_CLIENT_ID": settings.client_id,
+           "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": sec.security_protocol,
+           "FLEETMEDIC_SECURITY__SSL_CHECK_HOSTNAME": str(sec.ssl_check_hostname).lower()}
+    for name in ("sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(sec, name) is not None:
+            env[f"FLEETMEDIC_SECURITY__{name.upper()}"] = str(getattr(sec, name))
+    for name in SECRET_FIELDS:
+        path, value = getattr(sec, f"{name}_file"), getattr(sec, name)
+        if path is not None:
+            env[f"FLEETMEDIC_SECURITY__{name.upper()}_FILE"] = str(path)
+        elif value is not None:
+            env[f"FLEETMEDIC_SECURITY__{name.upper()}"] = value.get_secret_value()
+    return env
