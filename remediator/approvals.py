@@ -171,8 +171,9 @@ class ApprovalDesk:
         return None
 
     def consider(self, approval: Approval, entry: Entry | None, now: datetime,
-                 required: int = 1) -> Verdict | Refused | Counted:
-        """The verdict on `approval` for the request `entry`, judged at broker time `now`."""
+                 required=1) -> Verdict | Refused | Counted:
+        """The verdict on `approval` for the request `entry`, judged at broker time `now`;
+        `required` (an int, or a callable asked only for a valid approval) distinct approvers run it."""
         problem = self._signature_problem(approval)
         if problem:
             return Refused(problem)
@@ -203,6 +204,7 @@ class ApprovalDesk:
             return Verdict(False, f"denied by {approval.by}{note}")
         given = self.pending_.setdefault(approval.remediation_id, {})
         given[approval.by] = approval
+        required = required() if callable(required) else required
         if len(given) < required:
             return Counted(f"approved by {', '.join(sorted(given))}: {len(given)} of {required} distinct approvers")
         self.pending_.pop(approval.remediation_id, None)

@@ -228,9 +228,7 @@ class Remediator:
         approval: Approval = item.record
         entry = self.ledger.get(approval.remediation_id)
         now = datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)  # the broker's clock (LogAppendTime)
-        incident = self.incident(entry.first.incident_id) if entry else None
-        rule = self.policy.rule_for(incident) if incident else None
-        verdict = self.desk.consider(approval, entry, now, rule.approvers_required if rule else 1)
+        verdict = self.desk.consider(approval, entry, now, lambda: self._approvers_required(entry))
         if isinstance(verdict, approvals.Refused):
             log.warning("approval for %s refused: %s", approval.remediation_id, verdict.reason)
             out.append(approvals.refusal_record(item, self.loop.group_id, verdict.reason))
@@ -251,6 +249,11 @@ class Remediator:
                 "reason": "approved, but the incident or its rule is no longer known"}), out)
             return
         self._decide(proposal, out, runs, approved=verdict.reason)
+
+    def _approvers_required(self, entry: Entry) -> int:
+        incident = self.incident(entry.first.incident_id)
+        rule = self.policy.rule_for(incident) if incident else None
+        return rule.approvers_required if rule else 1
 
     # --- running --------------------------------------------------------------------------
     def _execute(self, p: Proposal) -> Remediation:
