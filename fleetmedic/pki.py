@@ -26,7 +26,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ROLE_NAMES as ROLES  # noqa: E402  (one list of roles)
+from .config import ROLE_NAMES as ROLES  # one list of roles, with the ACL settings
+
 MECHANISM = "SCRAM-SHA-512"
 # The controller listener authenticates the broker by its certificate (SCRAM cannot serve the
 # controller listener in KRaft: the credentials live in the metadata the controller serves).

@@ -5,8 +5,10 @@ the security settings are validated (before pydantic wraps the value in a `Secre
 repr and str are ``'**********'``, so a logged settings object shows no secret). A missing or
 unreadable file is an error naming the setting and the path, never the content.
 
-`scrub_environment` gives child processes (ansible-playbook) an environment without any
-FLEETMEDIC_* variable: facts gathering would otherwise copy them into the runner's artifacts.
+`scrub_environment` gives child processes (ansible-playbook) an environment in which every
+connection-security setting (FLEETMEDIC_SECURITY__*) and every FLEETMEDIC_* variable whose name
+says PASSWORD, SECRET or TOKEN is blank: facts gathering would otherwise copy them into the
+runner's artifacts. Other FLEETMEDIC_* variables stay (playbooks read e.g. FLEETMEDIC_SUPERVISOR_CONF).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ def read_secret_files(data):
 
 
 def scrub_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Overrides that blank every FLEETMEDIC_* variable for a child process (names only kept)."""
+    """Overrides that blank the secret-bearing FLEETMEDIC_* variables for a child process."""
     environ = os.environ if environ is None else environ
-    return {name: "" for name in environ if name.startswith("FLEETMEDIC_")}
+    return {name: "" for name in environ if name.startswith("FLEETMEDIC_SECURITY__")
+            or (name.startswith("FLEETMEDIC_") and any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")))}
 
 
 def connection_env(settings) -> dict[str, str]:

@@ -268,7 +268,7 @@ def run_playbook(
     from fleetmedic.secrets import scrub_environment
 
     envvars = {
-        # no FLEETMEDIC_* setting (a password among them) reaches the play, its facts or artifacts
+        # no connection secret (FLEETMEDIC_SECURITY__*) reaches the play, its facts or artifacts
         **scrub_environment(),
         # ansible-runner starts "ansible-playbook" by name: the venv's bin goes first on PATH
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
