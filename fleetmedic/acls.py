@@ -7,10 +7,10 @@ role        writes                                    reads
 =========== ========================================= ===========================================
 exporter    metrics, logs                             metrics, logs (the spool's read-back)
 detector    incidents, state, deadletter              metrics, logs, state
-remediator  remediations, deadletter                  incidents, approvals, remediations
+remediator  remediations, deadletter                  incidents, approvals, remediations, control
 approver    approvals                                 remediations (what is awaiting approval)
 reviewer    nothing                                   every topic
-admin       (a super user of the embedded broker: creates topics and ACLs)
+admin       (a super user of the embedded broker: topics, ACLs, and the control topic: pause, silence)
 =========== ========================================= ===========================================
 
 Each role may also join the consumer groups whose ids start with its prefixes
@@ -30,10 +30,11 @@ from .config import Settings
 ACL_TABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "exporter": (("metrics.v1", "logs.v1"), ("metrics.v1", "logs.v1")),
     "detector": (("incidents.v1", "state.v1", "deadletter.v1"), ("metrics.v1", "logs.v1", "state.v1")),
-    "remediator": (("remediations.v1", "deadletter.v1"), ("incidents.v1", "approvals.v1", "remediations.v1")),
+    "remediator": (("remediations.v1", "deadletter.v1"),
+                   ("incidents.v1", "approvals.v1", "remediations.v1", "control.v1")),
     "approver": (("approvals.v1",), ("remediations.v1",)),
     "reviewer": ((), ("metrics.v1", "logs.v1", "incidents.v1", "remediations.v1", "approvals.v1",
-                      "deadletter.v1", "state.v1")),
+                      "deadletter.v1", "state.v1", "control.v1")),
 }
 
 

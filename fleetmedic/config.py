@@ -124,6 +124,23 @@ class AclSettings(_Strict):
     })
     # role → transactional id prefixes (default: the role's client id, fleetmedic-ROLE).
     transactional_ids: dict[Literal[ROLE_NAMES], list[str]] = Field(default_factory=dict)
+class AlertsSettings(_Strict):
+    """Alertmanager in (`alerts receive`), out (`alerts notify`) and its silences in the silence gate."""
+
+    # where `alerts notify` pushes alerts and where the remediator's silence gate reads silences
+    alertmanager_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # the first of these alert labels that is present names the incident's host (":port" dropped)
+    host_labels: list[str] = ["host", "instance", "nodename"]
+    kind_label: str = "alertname"
+    subject_label: str | None = Field(None, description="default: the kind")
+    # alert label → incident label; labels not named here are carried as they are unless drop_unmapped
+    label_map: dict[str, str] = Field(default_factory=dict)
+    drop_unmapped: bool = False
+    # alerts carrying this label=value are fleetmedic's own (from `alerts notify`): never turned into incidents
+    own_label: str = "fleetmedic"
+    resend_s: float = Field(30.0, gt=0, description="`alerts notify` re-sends active alerts this often")
+    silence_refresh_s: float = Field(5.0, gt=0, description="the silence gate re-reads Alertmanager's silences")
+    timeout_s: float = Field(5.0, gt=0)
 
 
 class Settings(_Strict):
@@ -136,6 +153,7 @@ class Settings(_Strict):
     broker: BrokerSettings = BrokerSettings()
     topics: TopicSettings = TopicSettings()
     acls: AclSettings = AclSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
