@@ -47,6 +47,8 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
     env = {**os.environ, "FLEETMEDIC_TOPIC_PREFIX": prefix,
            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers)}
     roles = {r: s.model_copy(update={"topic_prefix": prefix}) for r, s in (roles or {}).items()}
+    if roles:
+        roles.setdefault("admin", settings)  # `fleetmedic pause/resume` write the control topic
     as_role = _role_envs(env, roles)
     if "reviewer" in roles:
         settings = roles["reviewer"]
@@ -95,7 +97,7 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
             if "fleet" in scenes:  # the escalations of the simulated nodes, pushed by `alerts notify`
                 am.wait(lambda: am.alerts("FleetmedicEscalated"), 20)
             print_alerts(am)
-            kill_switch_scene(am, cli, env)
+            kill_switch_scene(am, cli, as_role("admin"))
         return status
 
 
