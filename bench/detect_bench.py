@@ -134,7 +134,8 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: s
             producer.send_raw(topic, r.to_bytes(), r.key())
     produce_s = time.perf_counter() - t
 
-    service = DetectService(settings, Engine(config_from(BENCH_CONFIG + extra)), group_id="bench")
+    service = DetectService(settings, Engine(config_from(BENCH_CONFIG + extra)), group_id="bench",
+                            **({"transactional_id": None} if NO_TRANSACTIONS else {}))
     freeze_heap()  # as `fleetmedic detect` does before its loop
     # timed from the end of the first batch (group join excluded) to the last commit
     while service.loop.run_once() == 0:
@@ -178,7 +179,7 @@ def latency(base, rate_per_s: float, n_values: int, seconds: float, extra: str =
            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
            "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, "FLEETMEDIC_TOPICS__PARTITIONS": "6"}
     proc = subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "detect", "--detectors", str(cfg),
-                             "--group", "bench-latency"], env=env, stdout=subprocess.DEVNULL,
+                             "--group", "bench-latency"] + (["--no-transactions"] if NO_TRANSACTIONS else []), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     lat: list[float] = []
     stop = threading.Event()
@@ -288,6 +289,9 @@ def checkpoint(n_hosts: int, n_values: int, rounds: int = 40) -> dict:
             "big_bytes": len(big.snapshot("h00000").to_bytes()), "hosts": n_hosts}
 
 
+NO_TRANSACTIONS = False  # --no-transactions
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="fleetmedic settings YAML (broker address)")
@@ -301,8 +305,12 @@ def main() -> int:
     ap.add_argument("--checkpoint-hosts", type=int, default=2000, help="checkpoint run: hosts of --values series")
     ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory", "checkpoint"),
                     help="run only these parts (repeatable; default: all)")
+    ap.add_argument("--no-transactions", action="store_true",
+                    help="run the detector at-least-once (the figures before exactly-once, for comparison)")
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the throughput run's detect loop")
     args = ap.parse_args()
+    global NO_TRANSACTIONS
+    NO_TRANSACTIONS = args.no_transactions
     base = load_settings(args.config)
     parts = set(args.only or ("throughput", "latency", "memory", "checkpoint"))
     extra = IFOREST_CONFIG if args.iforest else ""

@@ -28,7 +28,8 @@ def cmd_detect(args) -> int:
     settings = settings_from(args)
     service = DetectService(settings, engine, group_id=args.group,
                             session_timeout_ms=int(args.session_timeout_s * 1000),
-                            heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4))
+                            heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4),
+                            **({"transactional_id": None} if args.no_transactions else {}))
     from fleetmedic import metrics
 
     server = metrics.serve_for(args, "detect")
@@ -69,6 +70,9 @@ def register(sub) -> None:
     p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
                    help="consumer-group session timeout: how soon a crashed member's partitions move "
                         "(default 10; the broker allows 6 to 1800)")
+    p.add_argument("--no-transactions", action="store_true",
+                   help="at-least-once instead of exactly-once (no Kafka transactions): a crash between "
+                        "the results and the commit may repeat incidents; for comparison and old brokers")
     from fleetmedic.metrics import add_arguments as add_metrics_arguments
 
     add_metrics_arguments(p)

@@ -161,6 +161,8 @@ class DetectorConfig(_Strict):
                                                              "than this are counted and dropped")
     max_gap_s: float = Field(300.0, gt=0, description="a gap longer than this restarts a pending `for`")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="wall seconds between state checkpoints")
+    forget_host_after_s: float = Field(86_400.0, gt=0, description="a host silent this long (event time, behind "
+                                       "the newest host of its partition) is dropped and its snapshot tombstoned")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "DetectorConfig":

@@ -38,6 +38,7 @@ import logging
 import signal
 import threading
 import time as wall
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from fleetmedic.config import Settings
 from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Outgoing, Received
+from fleetmedic.transport import ConsumerLoop, Outgoing, Received, consumer_config
 
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
@@ -155,12 +156,19 @@ class FaultRule:
         self.columns = [FEATURE_NAMES.index(n) for n in self.model["features"]]
         self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
         self.slots: dict[str, int] = {}
+        self._free: list[int] = []  # slots of forgotten hosts, given to the next new host
 
     def slot(self, host: str) -> int:
         slot = self.slots.get(host)
         if slot is None:
-            slot = self.slots[host] = len(self.slots)
-            self.lifecycle.grow(slot + 1)
+            # (len(self.slots) once numbered new hosts: after a forget that collided with a live host)
+            if self._free:
+                slot = self._free.pop()
+                self.lifecycle.reset(slot)
+            else:
+                slot = len(self.slots) + len(self._free)
+                self.lifecycle.grow(slot + 1)
+            self.slots[host] = slot
         return slot
 
     def step(self, hs: "HostState", record: MetricBatch, item: Received, t: float) -> list[Incident]:
@@ -215,7 +223,9 @@ class FaultRule:
             getattr(self.lifecycle, f)[slot] = v
 
     def forget(self, host: str) -> None:
-        self.slots.pop(host, None)  # the slot is not reused, like series slots
+        slot = self.slots.pop(host, None)
+        if slot is not None:
+            self._free.append(slot)
         self.features.prev.pop(host, None)
         self.features.xid.forget(host)
 
@@ -267,6 +277,7 @@ class EngineStats:
     skipped_restored: int = 0
     suppressed: int = 0
     incidents: int = 0
+    compactions: int = 0  # series slot tables renumbered after hosts left (Engine.compact)
 
 
 @dataclass
@@ -617,6 +628,48 @@ class Engine:
         self.skip_below.pop(host, None)
         self.dirty.discard(host)
 
+    def compact(self, slack: float = 2.0, minimum: int = 4096) -> int:
+        """Renumber the series slots densely once forgotten hosts' slots outnumber live ones
+        `slack` to one (rebalances and departed hosts leave holes: without this, every rebalance
+        grows every state array for good). Each live host goes through snapshot and restore, so
+        its state is exactly what a restart would load. Returns the slots freed (0: not needed)."""
+        live = sum(len(hs.names) for hs in self.hosts.values())
+        total = len(self.slot_name)
+        if total - live < max(minimum, slack * live):
+            return 0
+        states = [self.snapshot(h) for h in sorted(self.hosts)]
+        kept = {h: (set(hs.tps), self.skip_below.get(h)) for h, hs in self.hosts.items()}
+        dirty = set(self.dirty)
+        self.rules = [SeriesRule.from_config(r.cfg, self.config.max_gap_s) for r in self.rules]
+        self.rule_local = [np.zeros(0, np.int32) for _ in self.rules]
+        self.rule_global = [np.zeros(0, np.int64) for _ in self.rules]
+        self.hosts, self.slot_host, self.slot_name = {}, [], []
+        self.last_time = np.zeros(0, np.float64)
+        self.prev_value = np.zeros(0, np.float64)
+        for state in states:
+            self.restore(state)
+            tps, skip = kept[state.host]
+            self.hosts[state.host].tps = tps
+            if skip is None:
+                self.skip_below.pop(state.host, None)
+            else:
+                self.skip_below[state.host] = skip
+        self.dirty = dirty
+        self.stats.compactions += 1
+        return total - len(self.slot_name)
+
+    def silent_hosts(self, after_s: float) -> dict[str, int | None]:
+        """Hosts with no event for `after_s` (event time) behind the newest host of their
+        partition → that partition: gone from the fleet, their state only costs memory and seeks."""
+        def last(hs: HostState) -> float:
+            return max(hs.max_time, hs.log_max_time)
+
+        part = {h: min((p for _, p in hs.tps), default=None) for h, hs in self.hosts.items()}
+        newest: dict[int | None, float] = {}
+        for h, hs in self.hosts.items():
+            newest[part[h]] = max(newest.get(part[h], -np.inf), last(hs))
+        return {h: part[h] for h, hs in self.hosts.items() if last(hs) < newest[part[h]] - after_s}
+
     def take_dirty(self, partitions: set[int] | None = None) -> list[DetectorState]:
         hosts = sorted(h for h in self.dirty if h in self.hosts
                        and (partitions is None or any(p in partitions for _, p in self.hosts[h].tps)))
@@ -668,25 +721,40 @@ class DetectService:
     (key = group/host, so consumer groups keep separate state) together with the input offsets
     its state covers; the snapshots go out before the batch's offsets are committed.
 
-    Restore, at start and on every assignment: read the group's newest snapshot of each host of
-    the assigned partitions (the state topic is small: compacted, one record per group and host), load it, and seek each input partition back to the oldest offset a
-    snapshot covers (or the committed offset, if older). Records a host's snapshot already covers
+    Exactly-once: each batch's incidents, the snapshots due and the input offsets are committed
+    in one transaction, so a snapshot never lands without the incidents of the records it covers.
+
+    Restore, at start and on every assignment, with the new partitions paused until it is done
+    (`ConsumerLoop(on_restore=...)`; a failure is retried, never skipped): read the group's
+    newest snapshot of each host of the assigned partitions from the state partitions numbered
+    like them (snapshots are written there), load it, and seek each input partition back to the
+    oldest offset a snapshot covers (or the committed offset, if older). Hosts silent for
+    `forget_host_after_s` are dropped and their snapshots tombstoned, so they neither cost
+    memory nor drag the seek back. Records a host's snapshot already covers
     are skipped; records between there and the committed offset are processed without emitting
     (their incidents were produced before the commit). So a restart neither re-warms nor re-raises.
     """
 
-    def __init__(self, settings: Settings, engine: Engine, group_id: str = "detectors", **loop_kwargs):
+    def __init__(self, settings: Settings, engine: Engine, group_id: str = "detectors", *,
+                 restore_timeout_s: float = 60.0, **loop_kwargs):
         self.settings = settings
         self.engine = engine
         self.group_id = group_id
         self._last_checkpoint = wall.monotonic()
+        # Exactly-once: incidents, snapshots and offsets in one transaction per batch. The id is
+        # unique per process; a crashed member's open transaction is aborted by the broker after
+        # the loop's transaction timeout.
+        loop_kwargs.setdefault("transactional_id", f"{settings.client_id}-{group_id}-{uuid.uuid4().hex[:12]}")
         self.loop = ConsumerLoop(settings, group_id=group_id,
                                  inputs={"metrics.v1": MetricBatch, "logs.v1": LogEvent},
                                  handle=self.handle, on_assign=self.on_assign, on_revoke=self.on_revoke,
-                                 **loop_kwargs)
+                                 on_lost=self.on_lost, on_restore=self.on_restore, **loop_kwargs)
         self.state_topic = topic_name(settings, DetectorState.topic)
         engine.state_name = f"{STATE_DETECTOR}:{group_id}"
         self.assigned: set[TopicPartition] = set()
+        self._layout: bool | None = None
+        self.restore_timeout_s = restore_timeout_s
+        self.restore_progress: dict = {}
         metrics.watch_loop(self.loop, "detect")
 
     def handle(self, batch: list[Received]):
@@ -699,24 +767,30 @@ class DetectService:
             log.info("incident %s %s: %s on %s: %s", inc.status, inc.id, inc.kind, inc.host, inc.summary,
                      extra={**incident_fields(inc), "status": inc.status, "kind": inc.kind})
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
+            # In the batch's transaction: the snapshots commit with the incidents and offsets.
+            gone = self.engine.silent_hosts(self.engine.config.forget_host_after_s)
+            for host in gone:
+                self.engine.forget(host)
+            if gone:
+                self.engine.compact()
             out.extend(self._state_record(s) for s in self.engine.take_dirty())
+            out.extend(Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(p))
+                       for h, p in sorted(gone.items()))
             self._last_checkpoint = wall.monotonic()
             metrics.checkpoint("detect")
         return out
 
     def checkpoint(self, partitions: set[int] | None = None) -> int:
         states = self.engine.take_dirty(partitions)
-        for s in states:
-            o = self._state_record(s)
-            self.loop.producer.send_raw(o.topic, o.value, o.key)
-        self.loop.producer.flush()
+        self.loop.produce_now(self._state_record(s) for s in states)
         self._last_checkpoint = wall.monotonic()
         metrics.checkpoint("detect")
         return len(states)
 
     def _state_record(self, state: DetectorState) -> Outgoing:
         # Keyed by group and host: groups never overwrite each other's state in compaction.
-        return Outgoing(self.state_topic, state.to_bytes(), f"{self.group_id}/{state.host}".encode())
+        return Outgoing(self.state_topic, state.to_bytes(), f"{self.group_id}/{state.host}".encode(),
+                        self._state_partition(self._partition_of(state)))
 
     def on_revoke(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
@@ -726,50 +800,120 @@ class DetectService:
         for host in [h for h, hs in self.engine.hosts.items() if any(p in parts for _, p in hs.tps)]:
             self.engine.forget(host)
         self.engine.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
+        self.engine.compact()
         self.assigned -= revoked
 
+    def on_lost(self, lost: set[TopicPartition]) -> None:
+        """A transaction was aborted: drop the state of these partitions unsaved (it covers records
+        whose results were never committed); `on_assign` restores it from the snapshots."""
+        parts = {tp.partition for tp in lost}
+        for host in [h for h, hs in self.engine.hosts.items() if any(p in parts for _, p in hs.tps)]:
+            self.engine.forget(host)
+            self.engine.dirty.discard(host)
+        self.engine.forget_partitions({(tp.topic, tp.partition) for tp in lost})
+        self.assigned -= lost
+
     def on_assign(self, assigned: set[TopicPartition]) -> None:
-        new = assigned - self.assigned
+        """Bookkeeping only: the loop pauses these partitions until `on_restore` has run."""
         self.assigned |= assigned
-        if not new:
-            return
-        states, committed_offsets = self._read_states(new)
+
+    def on_restore(self, assigned: set[TopicPartition]) -> None:
+        """Load the snapshots of the hosts of these partitions, then seek where their state ends.
+
+        Runs in the loop's thread with the partitions paused; raising leaves them paused and the
+        loop tries again, so a partition is never processed without its state.
+        """
+        states, committed_offsets = self._read_states(assigned)
+        gone = self._gone(states)
         for state in states.values():
-            self.engine.restore(state)
+            if state.host not in gone:
+                self.engine.restore(state)
+        self.tombstone(gone, {s.host: self._partition_of(s) for s in states.values()})
         consumer = self.loop.consumer
-        for tp in sorted(new, key=lambda x: (x.topic, x.partition)):
+        for tp in sorted(assigned, key=lambda x: (x.topic, x.partition)):
             key = (tp.topic, tp.partition)
             committed = committed_offsets.get(tp)
             covered = [s.source_offsets[f"{tp.topic}:{tp.partition}"] for s in states.values()
-                       if f"{tp.topic}:{tp.partition}" in s.source_offsets]
+                       if s.host not in gone and f"{tp.topic}:{tp.partition}" in s.source_offsets]
             if committed is not None:
                 self.engine.replay_until[key] = committed
             start = min(covered) if covered else None
             if start is not None and (committed is None or start < committed):
                 consumer.seek(tp, start)
-        log.info("assigned %s; restored %d host states", sorted(map(tuple, new)), len(states))
+        log.info("restored %d host states for %s (%d tombstoned)", len(states) - len(gone),
+                 sorted(map(tuple, assigned)), len(gone))
+
+    def _gone(self, states: dict[str, DetectorState]) -> set[str]:
+        """Hosts of these snapshots silent for `forget_host_after_s` behind the newest of their partition."""
+        newest: dict[int | None, float] = {}
+        for s in states.values():
+            p = self._partition_of(s)
+            newest[p] = max(newest.get(p, 0.0), s.time.timestamp())
+        after = self.engine.config.forget_host_after_s
+        return {s.host for s in states.values()
+                if s.detector == self.engine.state_name and s.time.timestamp() < newest[self._partition_of(s)] - after}
+
+    def tombstone(self, hosts: set[str], partitions: dict[str, int | None]) -> int:
+        """Delete these hosts' snapshots from the compacted state topic (and forget them here)."""
+        for host in hosts:
+            self.engine.forget(host)
+        return self.loop.produce_now(
+            Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(partitions.get(h)))
+            for h in sorted(hosts))
+
+    def _partition_of(self, state: DetectorState) -> int | None:
+        """The input partition a snapshot covers (a host's metrics and logs share one number)."""
+        for key in state.source_offsets:
+            return int(key.rpartition(":")[2])
+        return None
+
+    def _state_partition(self, partition: int | None) -> int | None:
+        """A snapshot goes to the state partition numbered like its input partition, so a restore
+        reads only the partitions it was assigned; with another partition count, by key."""
+        return partition if partition is not None and self._same_layout else None
+
+    @property
+    def _same_layout(self) -> bool:
+        if self._layout is None:
+            c = self.loop.consumer
+            metrics = topic_name(self.settings, MetricBatch.topic)
+            logs = topic_name(self.settings, LogEvent.topic)
+            counts = {len(c.partitions_for_topic(t) or ()) for t in (metrics, logs, self.state_topic)}
+            self._layout = len(counts) == 1
+        return self._layout
 
     def _read_states(self, inputs: set[TopicPartition]):
         """The group's newest state of each host of these input partitions, and its committed offsets.
 
-        A client of its own: the rebalance callback runs on the group consumer's IO thread, which
-        must not block on its own requests.
+        Reads only the state partitions numbered like `inputs` (all of them when the state topic
+        has another partition count: snapshots written by key). `restore_progress` shows how far
+        it got; it raises TimeoutError after `restore_timeout_s` (the loop retries).
         """
-        consumer = KafkaConsumer(enable_auto_commit=False, group_id=self.group_id, **self.settings.kafka_kwargs())
+        consumer = KafkaConsumer(enable_auto_commit=False, group_id=self.group_id, **consumer_config(self.settings))
         newest: dict[str, DetectorState] = {}
         try:
             committed = {tp: consumer.committed(tp) for tp in inputs}
             wanted = {f"{tp.topic}:{tp.partition}" for tp in inputs}
-            tps = [TopicPartition(self.state_topic, p) for p in sorted(consumer.partitions_for_topic(self.state_topic) or ())]
+            parts = sorted(consumer.partitions_for_topic(self.state_topic) or ())
+            if self._same_layout:
+                parts = sorted({tp.partition for tp in inputs} & set(parts))
+            tps = [TopicPartition(self.state_topic, p) for p in parts]
+            if not tps:
+                return newest, committed
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
+            begin = consumer.beginning_offsets(tps)
             end = consumer.end_offsets(tps)
-            deadline = wall.monotonic() + 60
+            self.restore_progress = {"partitions": parts, "records": 0,
+                                     "to_read": sum(end[tp] - begin[tp] for tp in tps), "read": 0}
+            deadline = wall.monotonic() + self.restore_timeout_s
             while any(consumer.position(tp) < end[tp] for tp in tps):
                 if wall.monotonic() > deadline:
-                    raise TimeoutError(f"could not read {self.state_topic} to its end")
+                    raise TimeoutError(f"could not read {self.state_topic} partitions {parts} to their end in "
+                                       f"{self.restore_timeout_s:g}s ({self.restore_progress})")
                 for msgs in consumer.poll(timeout_ms=200).values():
                     for m in msgs:
+                        self.restore_progress["records"] += 1
                         if m.value is None:
                             continue
                         try:
@@ -780,6 +924,7 @@ class DetectService:
                         if s.detector in (self.engine.state_name, self.engine.forest_state_name) \
                                 and wanted & s.source_offsets.keys():
                             newest[s.host] = s
+                self.restore_progress["read"] = sum(min(consumer.position(tp), end[tp]) - begin[tp] for tp in tps)
         finally:
             consumer.close(autocommit=False)
         return newest, committed

@@ -68,6 +68,15 @@ class Lifecycle:
         self.clear_since = np.zeros(0, np.float64)
         self.last_time = np.zeros(0, np.float64)
 
+    def reset(self, slots) -> None:
+        """Slots back to their initial state (a freed slot given to a new host)."""
+        self.status[slots] = NORMAL
+        self.pending_since[slots] = np.nan
+        self.pending_offset[slots] = -1
+        self.firing_since[slots] = np.nan
+        self.clear_since[slots] = np.nan
+        self.last_time[slots] = -np.inf
+
     def grow(self, n: int) -> None:
         self.status = grown(self.status, n, NORMAL)
         self.pending_since = grown(self.pending_since, n, np.nan)

@@ -155,6 +155,10 @@ class EmbeddedBroker:
         # directory formatted secure stays secure, whatever later starts ask for.
         self.secure = secure or (self.data_dir / "secure" / "enabled").exists()
 
+    def properties(self) -> str:
+        """This broker's server.properties (a cluster node overrides it: fleetmedic/cluster.py)."""
+        return server_properties(self.settings, self.data_dir)
+
     # -- state -------------------------------------------------------------------------
     def pid(self) -> int | None:
         try:
@@ -253,7 +257,7 @@ class EmbeddedBroker:
         jars = fetch_jars(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        text, format_args = server_properties(self.settings, self.data_dir), []
+        text, format_args = self.properties(), []
         if self.secure:
             from .pki import prepare
 

@@ -46,7 +46,16 @@ def _settings(args):
 def cmd_broker(args) -> int:
     from .broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(_settings(args).broker, secure=getattr(args, "secure", False))
+    settings = _settings(args).broker
+    if getattr(args, "nodes", None):
+        settings = settings.model_copy(update={"nodes": args.nodes})
+    if _cluster_broker(args, settings):
+        if getattr(args, "secure", False):
+            from .broker import BrokerError
+
+            raise BrokerError("--secure with --nodes is not supported yet: the secured broker is single-node")
+        return cmd_cluster(args, settings)
+    broker = EmbeddedBroker(settings, secure=getattr(args, "secure", False))
     if args.action == "start":
         took = broker.start(progress=lambda m: print(m, flush=True))
         print(f"broker ready on {broker.bootstrap} in {took:.1f}s (data in {broker.data_dir}, log {broker.log_file})")
@@ -62,6 +71,31 @@ def cmd_broker(args) -> int:
         status = broker.status()
         print(status.describe())
         return 0 if status.answering else 3
+    return 0
+
+
+def _cluster_broker(args, settings) -> bool:
+    from .cluster import is_cluster
+
+    return settings.nodes > 1 or (args.action != "start" and is_cluster(settings))
+
+
+def cmd_cluster(args, settings) -> int:
+    """`broker start|stop|status --nodes N`: the N-node KRaft cluster (fleetmedic/cluster.py)."""
+    from .cluster import EmbeddedCluster
+
+    cluster = EmbeddedCluster(settings, settings.nodes if args.action == "start" else None)
+    if args.action == "start":
+        took = cluster.start(progress=lambda m: print(m, flush=True))
+        print(f"cluster of {len(cluster.nodes)} brokers ready in {took:.1f}s: bootstrap {cluster.bootstrap} "
+              f"(data in {cluster.root}); use FLEETMEDIC_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+    elif args.action == "stop":
+        print("cluster stopped" if cluster.stop() else "cluster was not running")
+    else:
+        statuses = cluster.status()
+        for k, status in enumerate(statuses):
+            print(f"node {k + 1}: {status.describe()}")
+        return 0 if all(s.answering for s in statuses) else 3
     return 0
 
 
@@ -119,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secure", action="store_true",
                    help="TLS + SASL/SCRAM-SHA-512 listeners, Kafka's authorizer, a local CA and one principal "
                         "per role (docs/security.md); a data directory formatted secure stays secure")
+    p.add_argument("--nodes", type=int, choices=range(1, 10), metavar="N", default=None,
+                   help="start an N-node KRaft cluster on port+2k / controller_port+2k (stop and status "
+                        "find the nodes a start made); topics there get replication 3, min.insync 2")
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create every fleetmedic topic (idempotent) or list their settings",

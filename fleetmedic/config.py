@@ -88,6 +88,9 @@ class BrokerSettings(_Strict):
     data_dir: Path = Path(os.path.expanduser("~/.local/share/fleetmedic/kafka"))
     jar_cache: Path = Path(os.path.expanduser("~/.cache/fleetmedic/kafka-jars"))
     heap: str = Field("512m", pattern=r"^[0-9]+[kmgKMG]$")
+    # `broker start --nodes N`: N KRaft nodes (broker and controller each) on port + 2k and
+    # controller_port + 2k (k = 0..N-1), data in data_dir/node<k+1> (fleetmedic/cluster.py).
+    nodes: int = Field(1, ge=1, le=9)
     start_timeout_s: float = Field(90.0, gt=0)
 
     @model_validator(mode="after")
@@ -99,7 +102,10 @@ class BrokerSettings(_Strict):
 
 class TopicSettings(_Strict):
     partitions: int = Field(6, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=32)
+    # None: min(3, brokers in the cluster). min_insync_replicas None: 2 when the factor is 3 or
+    # more, else the broker's default (1). Set both for an existing cluster with other needs.
+    replication_factor: int | None = Field(None, ge=1, le=32)
+    min_insync_replicas: int | None = Field(None, ge=1, le=32)
     retention_hours: float = Field(168.0, gt=0)
     deadletter_retention_hours: float = Field(720.0, gt=0)
     remediation_retention_hours: float = Field(24 * 90, gt=0)

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from .config import Settings
 from .schemas import Contract
-from .transport import DecodeError, Received, decode
+from .transport import DecodeError, Received, consumer_config, decode
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def read_range(settings: Settings, spec: RangeSpec, model: type[Contract], *,
     consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{settings.client_id}-range",
                              max_poll_records=max_records, fetch_max_bytes=64 * 1024 * 1024,
                              max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
-                             **settings.kafka_kwargs())
+                             **consumer_config(settings))
     try:
         bounds = {tp: b for tp, b in resolve_bounds(consumer, spec).items() if b[0] < b[1]}
         stats.bounds = {tp.partition: b for tp, b in bounds.items()}

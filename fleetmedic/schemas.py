@@ -162,7 +162,12 @@ class Remediation(Contract):
     run: RunSummary | None = None
 
 
-DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "approval_refused"]
+# handler: the stage's handler kept raising on a valid record (the error says why).
+DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "handler",
+                         "approval_refused"]
+# Bytes of a source key kept in a dead letter (and used as its key): a huge key must not make
+# the dead letter itself too big to send.
+DEAD_LETTER_KEY_BYTES = 1024
 
 
 class DeadLetter(Contract):
@@ -173,7 +178,9 @@ class DeadLetter(Contract):
     source_partition: int = Field(ge=0)
     source_offset: int = Field(ge=0)
     source_timestamp_ms: int | None = None
-    source_key_b64: str | None = None
+    source_key_b64: str | None = Field(None, description="the source key, base64; its first "
+                                       "DEAD_LETTER_KEY_BYTES bytes when `source_key_truncated`")
+    source_key_truncated: bool = False
     consumer_group: Name
     kind: DeadLetterKind
     error: Annotated[str, StringConstraints(max_length=8192)]
@@ -193,7 +200,8 @@ class DeadLetter(Contract):
         return cls(
             source_topic=topic, source_partition=partition, source_offset=offset,
             source_timestamp_ms=timestamp_ms,
-            source_key_b64=base64.b64encode(key).decode() if key is not None else None,
+            source_key_b64=base64.b64encode(key[:DEAD_LETTER_KEY_BYTES]).decode() if key is not None else None,
+            source_key_truncated=key is not None and len(key) > DEAD_LETTER_KEY_BYTES,
             consumer_group=group, kind=kind, error=error[:8192],
             original_b64=base64.b64encode(value[:keep_bytes]).decode(),
             original_size=len(value), original_sha256=hashlib.sha256(value).hexdigest(),

@@ -65,6 +65,24 @@ def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: floa
             time.sleep(0.1)
 
 
+def durability(settings: Settings, admin: KafkaAdminClient) -> tuple[int, int | None]:
+    """(replication factor, min.insync.replicas or None for the broker's default) for new topics.
+
+    Unset, they follow the cluster: factor min(3, brokers), and 2 in sync when the factor is 3 or
+    more, so an acknowledged record (acks=all) is on two brokers and one broker may be down.
+    """
+    t = settings.topics
+    replicas = t.replication_factor
+    if replicas is None:
+        replicas = min(3, max(1, len(admin.describe_cluster().get("brokers", ()))))
+    min_isr = t.min_insync_replicas
+    if min_isr is None and replicas >= 3:
+        min_isr = 2
+    if min_isr is not None and min_isr > replicas:
+        raise ValueError(f"topics.min_insync_replicas={min_isr} exceeds the replication factor {replicas}")
+    return replicas, min_isr
+
+
 def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> dict[str, str]:
     """Create every missing topic; existing ones are left as they are. Returns name → 'created' | 'exists'."""
     own = admin is None
@@ -73,13 +91,14 @@ def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> 
         existing = set(admin.list_topics())
         result: dict[str, str] = {}
         wanted = []
+        replicas, min_isr = durability(settings, admin)
         for spec in topic_specs(settings):
             name = topic_name(settings, spec.name)
             if name in existing:
                 result[name] = "exists"
             else:
-                wanted.append(NewTopic(name, spec.partitions, settings.topics.replication_factor,
-                                       topic_configs=spec.configs))
+                configs = {**spec.configs, **({"min.insync.replicas": str(min_isr)} if min_isr else {})}
+                wanted.append(NewTopic(name, spec.partitions, replicas, topic_configs=configs))
         for topic in wanted:
             try:
                 admin.create_topics([topic])

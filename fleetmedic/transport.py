@@ -7,6 +7,15 @@ to the dead-letter topic with their reason and original bytes) → hand the vali
 stage's `handle` → produce what it returns → flush → commit the batch's offsets. SIGTERM and
 SIGINT let the batch in hand finish, commit, and return. A crash anywhere before the commit
 means the batch is read again on restart: nothing is lost, a duplicate is possible.
+
+With a `transactional_id` the loop is exactly-once instead: the batch's results, dead letters
+and consumed offsets go out in one Kafka transaction (`send_offsets_to_transaction`), so either
+all of them are visible to `read_committed` readers or none is, and a crash before the commit
+aborts the lot (the batch is read again, and what it produced the first time is never seen).
+
+A handler that raises never stops the loop: the batch is handed over again one record at a
+time, each record up to `handler_retries` more times, and a record that still fails goes to the
+dead-letter topic (kind `handler`) with the exception as its reason.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -83,14 +92,16 @@ class Outgoing:
     """A record to produce: raw bytes to a full topic name (use `Producer.send` for contracts)."""
 
     topic: str
-    value: bytes
+    value: bytes | None  # None: a tombstone (compacted topics drop the key)
     key: bytes | None = None
+    partition: int | None = None  # None: by key, the producer's partitioner
 
 
 class Producer:
     """The one producer: acks=all, idempotence, compression, key = host."""
 
     def __init__(self, settings: Settings, **overrides):
+        """`transactional_id=...` in `overrides` makes a transactional producer (see `transaction`)."""
         self.settings = settings
         config = dict(
             client_id=f"{settings.client_id}-producer",
@@ -105,6 +116,43 @@ class Producer:
         config.update(overrides)
         self._producer = KafkaProducer(**config)
         self._pending: list = []
+        self.transactional = config.get("transactional_id") is not None
+        if self.transactional:
+            # Fences an earlier producer with the same id and aborts what it left open.
+            self._producer.init_transactions()
+
+    def begin(self) -> None:
+        """Start a transaction (transactional producers only)."""
+        self._producer.begin_transaction()
+
+    def commit(self, offsets: dict | None = None, group_id: str | None = None, timeout_s: float | None = 60.0) -> int:
+        """Flush, add `offsets` of `group_id` to the transaction, commit it; returns records sent.
+
+        A delivery error raises before the commit; the caller then calls `abort`.
+        """
+        sent = self.flush(timeout_s)
+        if offsets:
+            self._producer.send_offsets_to_transaction(offsets, group_id)
+        self._producer.commit_transaction()
+        return sent
+
+    def abort(self) -> None:
+        """Abort the open transaction: nothing sent in it becomes visible to read_committed readers."""
+        self._pending = []
+        self._producer.abort_transaction()
+
+    def produce_atomically(self, outgoing: Iterable["Outgoing"]) -> int:
+        """Send `outgoing` and make it durable: one transaction when transactional, else a flush."""
+        if self.transactional:
+            self.begin()
+        try:
+            for out in outgoing:
+                self.send_raw(out.topic, out.value, out.key, partition=out.partition)
+            return self.commit() if self.transactional else self.flush()
+        except BaseException:
+            if self.transactional:
+                self.abort()
+            raise
 
     def topic(self, name: str) -> str:
         return topic_name(self.settings, name)
@@ -113,8 +161,9 @@ class Producer:
         """Send a contract to its topic (or `topic`, a name without the prefix), keyed by host."""
         return self.send_raw(self.topic(topic or record.topic), record.to_bytes(), record.key())
 
-    def send_raw(self, topic: str, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None):
-        future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms)
+    def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None, timestamp_ms: int | None = None,
+                 partition: int | None = None):
+        future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms, partition=partition)
         self._pending.append(future)
         return future
 
@@ -129,7 +178,8 @@ class Producer:
     def close(self, timeout_s: float = 30.0) -> None:
         """Flush (raising what could not be delivered), then close; the sender thread always stops."""
         try:
-            self.flush(timeout_s)
+            if not self.transactional:  # a transactional producer's open transaction is left to abort
+                self.flush(timeout_s)
         finally:
             try:
                 self._producer.close(timeout=timeout_s)
@@ -158,6 +208,10 @@ class LoopStats:
     consumed: int = 0
     dead_lettered: int = 0
     produced: int = 0
+    handler_errors: int = 0  # handler calls that raised (each retry counts)
+    aborted: int = 0  # transactions aborted (their batch was read again)
+    restored: int = 0  # partitions whose state was restored before they were processed
+    restore_failures: int = 0  # restore attempts that raised (retried)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -166,17 +220,24 @@ Handler = Callable[[list[Received]], Iterable[Contract | Outgoing]]
 PartitionsHook = Callable[[set[TopicPartition]], None]
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, on_assign: PartitionsHook | None, on_revoke: PartitionsHook | None):
-        self.on_assign, self.on_revoke = on_assign, on_revoke
+def consumer_config(settings: Settings, **overrides) -> dict:
+    """Options of every KafkaConsumer: connection, and `read_committed`, so that records of an
+    aborted or still-open transaction are never read (and the end of a partition is its last
+    stable offset). Used by the loop and by every reader of a topic."""
+    return {**settings.kafka_kwargs(), "isolation_level": "read_committed", **overrides}
+
+
+class _LoopListener(ConsumerRebalanceListener):
+    """Routes rebalance callbacks to the loop (kafka-python swallows what a callback raises)."""
+
+    def __init__(self, loop: "ConsumerLoop"):
+        self.loop = loop
 
     def on_partitions_revoked(self, revoked):
-        if self.on_revoke:
-            self.on_revoke(set(revoked))
+        self.loop._revoked(set(revoked))
 
     def on_partitions_assigned(self, assigned):
-        if self.on_assign:
-            self.on_assign(set(assigned))
+        self.loop._assigned(set(assigned))
 
 
 class ConsumerLoop:
@@ -187,6 +248,24 @@ class ConsumerLoop:
     records to produce. `on_assign` / `on_revoke` run inside the rebalance, between batches,
     when nothing is uncommitted. `after_flush` runs after the results are acknowledged and just
     before the commit (tests use it to crash at the worst moment).
+
+    `transactional_id`: results, dead letters and offsets of a batch are committed in one
+    transaction (exactly-once; see the module docstring). If the commit fails, the transaction
+    is aborted, `on_lost` runs for the assigned partitions (drop in-memory state that covers
+    the aborted batch, without saving it), the consumer goes back to the committed offsets and
+    `on_assign` runs again (restore), so the batch is processed once more from saved state.
+    `transaction_timeout_ms` bounds how long a crashed member's open transaction holds back
+    read_committed readers before the broker aborts it.
+
+    `handler_retries`: how many more times a record is handed over alone after the handler
+    raised on it, before it is dead-lettered with the handler's reason (the loop goes on). A
+    stateful handler sees the records of a failed batch again, one at a time.
+
+    `on_restore`: state hand-off. Newly assigned partitions are paused inside the rebalance;
+    before the next poll the loop calls `on_restore(partitions)` in its own thread, and resumes
+    them only once it returned. If it raises, the partitions stay paused (never processed cold),
+    the error is logged, and it is tried again after a backoff (`restore_backoff_s`, doubling up
+    to 30 s); `restoring` and `stats.restore_failures` show where it stands.
 
     `max_records` bounds a batch. 5000 rather than 2000: a poll drains one partition's fetch
     before the next, so a small batch holds few hosts, and the detector's per-round numpy work
@@ -208,6 +287,12 @@ class ConsumerLoop:
         after_flush: Callable[[LoopStats], None] | None = None,
         max_records: int = 5000,
         poll_timeout_ms: int = 200,
+        handler_retries: int = 2,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 15_000,
+        on_lost: PartitionsHook | None = None,
+        on_restore: PartitionsHook | None = None,
+        restore_backoff_s: float = 0.5,
         **consumer_overrides,
     ):
         self.settings = settings
@@ -217,12 +302,22 @@ class ConsumerLoop:
         self.after_flush = after_flush
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
+        self.handler_retries = handler_retries
+        self.on_assign, self.on_revoke, self.on_lost, self.on_restore = on_assign, on_revoke, on_lost, on_restore
+        self.restoring: set[TopicPartition] = set()  # assigned, paused until their state is restored
+        self.restore_backoff_s = restore_backoff_s
+        self._restore_failures_in_row = 0
+        self._restore_next = 0.0
         self.stats = LoopStats()
         # Called with the loop after every cycle, on its thread (fleetmedic.metrics.watch_loop).
         self.observers: list[Callable[["ConsumerLoop"], None]] = []
         self._stop = threading.Event()
         self._own_producer = producer is None
+        if producer is None and transactional_id is not None:
+            producer = Producer(settings, transactional_id=transactional_id,
+                                transaction_timeout_ms=transaction_timeout_ms)
         self.producer = producer or Producer(settings)
+        self.transactional = self.producer.transactional
         config = dict(
             group_id=group_id,
             client_id=f"{settings.client_id}-{group_id}",
@@ -232,10 +327,51 @@ class ConsumerLoop:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
         )
-        config.update(settings.kafka_kwargs())
+        config.update(consumer_config(settings))
         config.update(consumer_overrides)
         self.consumer = KafkaConsumer(**config)
-        self.consumer.subscribe(list(self.models), listener=_Listener(on_assign, on_revoke))
+        self.consumer.subscribe(list(self.models), listener=_LoopListener(self))
+
+    # -- rebalance and state hand-off ----------------------------------------------------------
+    def _assigned(self, tps: set[TopicPartition]) -> None:
+        if self.on_restore is not None and tps:
+            self.consumer.pause(*tps)
+            self.restoring |= tps
+            self._restore_next = 0.0
+        if self.on_assign:
+            try:
+                self.on_assign(tps)
+            except Exception:  # noqa: BLE001 - kafka-python would swallow it: say it loudly
+                log.exception("on_assign hook failed for %s", sorted(map(tuple, tps)))
+
+    def _revoked(self, tps: set[TopicPartition]) -> None:
+        self.restoring -= tps
+        if self.on_revoke:
+            try:
+                self.on_revoke(tps)
+            except Exception:  # noqa: BLE001
+                log.exception("on_revoke hook failed for %s", sorted(map(tuple, tps)))
+
+    def _restore_pending(self) -> None:
+        """Restore the paused partitions' state; resume them only when that succeeded."""
+        pending = self.restoring & set(self.consumer.assignment())
+        self.restoring = set(pending)  # a copy: `restoring` shrinks below, `pending` must not
+        if not pending or time.monotonic() < self._restore_next:
+            return
+        try:
+            self.on_restore(set(pending))
+        except Exception as exc:  # noqa: BLE001 - retried; the partitions stay paused meanwhile
+            self.stats.restore_failures += 1
+            self._restore_failures_in_row += 1
+            delay = min(self.restore_backoff_s * 2 ** (self._restore_failures_in_row - 1), 30.0)
+            self._restore_next = time.monotonic() + delay
+            log.error("restoring the state of %s failed (%s: %s, attempt %d): they stay paused; retrying in %.1fs",
+                      sorted(map(tuple, pending)), type(exc).__name__, exc, self._restore_failures_in_row, delay)
+            return
+        self._restore_failures_in_row = 0
+        self.consumer.resume(*pending)
+        self.restoring -= pending
+        self.stats.restored += len(pending)
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit, and return (thread- and signal-safe)."""
@@ -252,15 +388,51 @@ class ConsumerLoop:
             keep_bytes=DEAD_LETTER_KEEP_BYTES,
         )
 
+    def _handle(self, valid: list[Received], raw: dict) -> tuple[list, list[DeadLetter]]:
+        """The handler's results for `valid`; records it keeps failing on become dead letters."""
+        try:
+            return list(self.handle(valid)), []
+        except Exception as exc:  # noqa: BLE001 - any handler bug: isolate the record, never crash-loop
+            first = exc
+            self.stats.handler_errors += 1
+            log.warning("handler raised on a batch of %d records (%s: %s); handing them over one at a time",
+                        len(valid), type(exc).__name__, exc)
+        # A lone record's first try was the call above; in a batch each record gets all its tries.
+        tries = self.handler_retries + 1 if len(valid) > 1 else self.handler_retries
+        out: list = []
+        dead: list[DeadLetter] = []
+        for item in valid:
+            error = first
+            for _ in range(tries):
+                try:
+                    out.extend(self.handle([item]))
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    self.stats.handler_errors += 1
+                    error = exc
+            else:
+                dead.append(self._handler_dead_letter(item, raw, error))
+        return out, dead
+
+    def _handler_dead_letter(self, item: Received, raw: dict, exc: BaseException) -> DeadLetter:
+        msg = raw[(item.topic, item.partition, item.offset)]
+        reason = f"handler raised {type(exc).__name__} (tried {self.handler_retries + 1} times): {exc}"
+        log.error("dead letter %s[%d]@%d: %s", item.topic, item.partition, item.offset, reason)
+        self.stats.dead_letters_by_kind["handler"] = self.stats.dead_letters_by_kind.get("handler", 0) + 1
+        return self._dead_letter(msg, "handler", reason)
+
     def run_once(self) -> int:
         """One poll-process-commit cycle; returns the number of records consumed."""
+        if self.restoring:
+            self._restore_pending()
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         if not polled:
             self._observe()
             return 0
         valid: list[Received] = []
+        raw: dict = {}
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        dead = 0
+        letters: list[DeadLetter] = []
         for tp, messages in polled.items():
             model = self.models[tp.topic]
             for msg in messages:
@@ -268,32 +440,85 @@ class ConsumerLoop:
                     record = decode(model, msg.value, self.settings.max_record_bytes)
                 except DecodeError as exc:
                     log.warning("dead letter %s[%d]@%d: %s: %s", msg.topic, msg.partition, msg.offset, exc.kind, exc)
-                    self.producer.send(self._dead_letter(msg, exc.kind, str(exc)))
-                    dead += 1
+                    letters.append(self._dead_letter(msg, exc.kind, str(exc)))
                     self.stats.dead_letters_by_kind[exc.kind] = self.stats.dead_letters_by_kind.get(exc.kind, 0) + 1
                     continue
+                raw[(msg.topic, msg.partition, msg.offset)] = msg
                 valid.append(Received(record, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key))
             offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
-        produced = 0
-        for out in self.handle(valid) if valid else ():
-            if isinstance(out, Outgoing):
-                self.producer.send_raw(out.topic, out.value, out.key)
-            else:
-                self.producer.send(out)
-            produced += 1
-        self.producer.flush()
+        results, failed = self._handle(valid, raw) if valid else ([], [])
+        letters.extend(failed)
+        if self.transactional:
+            self.producer.begin()
         consumed = sum(len(m) for m in polled.values())
-        self.stats.batches += 1
-        self.stats.consumed += consumed
-        self.stats.dead_lettered += dead
-        self.stats.produced += produced
-        if self.after_flush:
-            self.after_flush(self.stats)
-        self.consumer.commit(offsets)
+        try:
+            for letter in letters:
+                self.producer.send(letter)
+            for out in results:
+                if isinstance(out, Outgoing):
+                    self.producer.send_raw(out.topic, out.value, out.key, partition=out.partition)
+                else:
+                    self.producer.send(out)
+            self.producer.flush()  # inside the transaction: written, visible only after the commit
+            self.stats.batches += 1
+            self.stats.consumed += consumed
+            self.stats.dead_lettered += len(letters)
+            self.stats.produced += len(results)
+            if self.after_flush:
+                self.after_flush(self.stats)
+            if self.transactional:
+                self.producer.commit(offsets, self.group_id)
+            else:
+                self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            if self.transactional:
+                raise
+            # The group rebalanced under us (e.g. a session expired while the batch ran): the
+            # partitions' new owner reads the batch again (at least once); this member goes on.
+            log.warning("commit failed (%s): the batch's partitions moved; their new owner reads it again", exc)
+            return 0
+        except KafkaError as exc:
+            if not self.transactional:
+                raise
+            # Not consumed after all: the batch is read again from the committed offsets.
+            self.stats.batches -= 1
+            self.stats.consumed -= consumed
+            self.stats.dead_lettered -= len(letters)
+            self.stats.produced -= len(results)
+            self._aborted(exc)
+            return 0
         for tp, om in offsets.items():
             self.stats.committed[(tp.topic, tp.partition)] = om.offset
         self._observe()
         return consumed
+
+    def _aborted(self, exc: BaseException) -> None:
+        """The batch's transaction failed: abort it and go back to the last committed state."""
+        log.error("transaction failed (%s: %s): aborting, re-reading from the committed offsets",
+                  type(exc).__name__, exc)
+        self.stats.aborted += 1
+        try:
+            self.producer.abort()
+        except KafkaError as again:
+            # A fenced or fatally failed producer cannot abort; the broker aborts on timeout.
+            raise RuntimeError(f"transaction failed ({exc}) and could not be aborted ({again})") from exc
+        assigned = set(self.consumer.assignment())
+        if self.on_lost:
+            self.on_lost(assigned)
+        for tp in assigned:
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        self._assigned(assigned)  # as if newly assigned: restore (paused) before processing
+
+    def produce_now(self, outgoing: Iterable[Contract | Outgoing]) -> int:
+        """Produce records outside a batch (checkpoints, timers), durably: its own transaction
+        when transactional (between batches nothing else is open), else a flush."""
+        items = [o if isinstance(o, Outgoing) else Outgoing(self.producer.topic(o.topic), o.to_bytes(), o.key())
+                 for o in outgoing]
+        return self.producer.produce_atomically(items)
 
     def _observe(self) -> None:
         for observer in self.observers:

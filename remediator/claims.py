@@ -26,10 +26,13 @@ from kafka import KafkaConsumer, TopicPartition
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, decode
+from fleetmedic.transport import DecodeError, consumer_config, decode
 
 log = logging.getLogger(__name__)
 
+# Every claim (and the record releasing a claim that lost a race) goes to this partition of the
+# remediations topic: one log order of claims that every remediator member reads alike.
+CLAIMS_PARTITION = 0
 # Statuses after which nothing more happens to that remediation id.
 FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated"})
 # Outcomes of a run that was started (the closed loop watches these).
@@ -43,6 +46,28 @@ def remediation_id(incident_id: str, action: str, step: int) -> str:
     """The id of the remediation of (incident, action, step): the same after any crash."""
     digest = hashlib.sha256(f"{incident_id}\x00{action}\x00{step}".encode()).hexdigest()[:20]
     return f"rem-{digest}"
+
+
+# Remediation.reason's limit; a longer reason (a long approval comment, a runner's error) is cut.
+REASON_MAX = 4096
+
+
+def clip_reason(reason: str, limit: int = REASON_MAX) -> str:
+    """`reason` cut to `limit` characters, saying how much was cut: a reason built from user input
+    (an approval comment) must never make the record invalid, which would stop the remediator."""
+    if len(reason) <= limit:
+        return reason
+    tail = f" … (cut: {len(reason)} characters in all)"
+    return reason[: limit - len(tail)] + tail
+
+
+# Reason prefix of the `skipped` record that releases a claim which lost the race for a
+# fleet-wide gate (remediator/agreement.py); only such a record un-claims an id.
+RELEASED = "released: "
+
+
+def is_released(record: Remediation) -> bool:
+    return record.status == "skipped" and (record.reason or "").startswith(RELEASED)
 
 
 def claim_reason(job: str | None) -> str:
@@ -61,6 +86,8 @@ class Entry:
     claimed_at: datetime | None = None
     job: str | None = None
     statuses: list[str] = field(default_factory=list)
+    claim_offset: int | None = None  # the claim's offset in the claims partition (remediator/agreement.py)
+    released: bool = False  # its claim lost the race for a fleet-wide gate: never run, may be claimed again
 
     @property
     def final(self) -> bool:
@@ -75,12 +102,23 @@ class Ledger:
         self.by_incident: dict[str, list[str]] = defaultdict(list)
         self.applied = 0
 
-    def apply(self, record: Remediation) -> None:
+    def apply(self, record: Remediation, claim_offset: int | None = None) -> None:
+        """Apply one record; `claim_offset`: its offset, when read from the claims partition."""
         entry = self.entries.get(record.id)
         if entry is None:
             entry = self.entries[record.id] = Entry(first=record, latest=record)
             self.by_incident[record.incident_id].append(record.id)
-        elif entry.latest.status in FINAL and record.status not in ("escalated", "cancelled"):
+        elif record.status == "claimed" and not entry.released:
+            # A claim is never lost by read order (claims and outcomes can sit in different
+            # partitions): it counts even when a later status was read first.
+            self._claimed(entry, record, claim_offset)
+            # ...and it follows a wait or a skip (a retry), never a run or an outcome read first
+            if entry.latest.status != "running" and (not entry.final or entry.latest.status == "skipped"):
+                entry.latest = record
+            entry.statuses.append(record.status)
+            self.applied += 1
+            return
+        elif entry.latest.status in FINAL and not entry.released and record.status not in ("escalated", "cancelled"):
             # a late or duplicate record never reopens a final remediation (escalated/cancelled
             # close the ladder after an outcome and are allowed to follow it)
             entry.statuses.append(record.status)
@@ -90,10 +128,20 @@ class Ledger:
             entry.latest = record
         entry.statuses.append(record.status)
         if record.status == "claimed":
-            entry.claimed_at = entry.claimed_at or record.time
-            m = _JOB.search(record.reason or "")
-            entry.job = m.group(1) if m else None
+            entry.released = False
+            self._claimed(entry, record, claim_offset)
+        elif is_released(record) and "running" not in entry.statuses:
+            # the claim lost the race and was never run: it no longer counts (agreement.py)
+            entry.claimed_at, entry.job, entry.claim_offset, entry.released = None, None, None, True
         self.applied += 1
+
+    @staticmethod
+    def _claimed(entry: Entry, record: Remediation, claim_offset: int | None) -> None:
+        entry.claimed_at = entry.claimed_at or record.time
+        if claim_offset is not None:
+            entry.claim_offset = claim_offset
+        m = _JOB.search(record.reason or "")
+        entry.job = m.group(1) if m else None
 
     def get(self, rem_id: str) -> Entry | None:
         return self.entries.get(rem_id)
@@ -129,7 +177,7 @@ class LedgerReader:
         self.ledger = ledger or Ledger()
         self.topic = topic_name(settings, Remediation.topic)
         self.consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{settings.client_id}-ledger",
-                                      **settings.kafka_kwargs())
+                                      **consumer_config(settings))
         parts = self.consumer.partitions_for_topic(self.topic)
         if not parts:
             self.consumer.close()
@@ -159,9 +207,18 @@ class LedgerReader:
                     log.warning("unreadable remediation record at %s[%d]@%d: %s", msg.topic, msg.partition,
                                 msg.offset, exc)
                     continue
-                self.ledger.apply(record)
+                self.ledger.apply(record, msg.offset if msg.partition == CLAIMS_PARTITION else None)
                 n += 1
         return n
+
+    def catch_up_to(self, partition: int, offset: int, timeout_s: float = 30.0) -> None:
+        """Read until `offset` of `partition` has been applied (TimeoutError otherwise)."""
+        tp = TopicPartition(self.topic, partition)
+        deadline = time.monotonic() + timeout_s
+        while self.consumer.position(tp) <= offset:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {self.topic}[{partition}] up to offset {offset} in {timeout_s:.0f}s")
+            self.poll(100)
 
     def close(self) -> None:
         self.consumer.close()

@@ -45,10 +45,11 @@ from fleetmedic.config import Settings
 from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import Approval, Incident, Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, decode
+from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, consumer_config, decode
 
 from . import approvals
-from .claims import Entry, LedgerReader, claim_reason, remediation_id
+from .agreement import Agreement
+from .claims import CLAIMS_PARTITION, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason, remediation_id
 from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
 from .policy import HUMAN, Policy, PolicyError
@@ -111,11 +112,13 @@ class Remediator:
         self.reader = LedgerReader(settings)
         self.reader.catch_up()
         self.ledger = self.reader.ledger
+        self.agreement = Agreement(self.pipeline, self.reader)
         self.producer = Producer(settings)
         self.incidents_topic = topic_name(settings, Incident.topic)
         self.loop = ConsumerLoop(
             settings, group_id=group_id, inputs={Incident.topic: Incident, Approval.topic: Approval},
             handle=self.handle, producer=self.producer, on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_restore=self._on_restore,
             after_flush=lambda stats: _crash_point("produced"), max_records=100,
             # a batch waits for its playbook runs before the commit: allow long runs between polls
             max_poll_interval_ms=3_600_000,
@@ -132,22 +135,34 @@ class Remediator:
     # --- ownership ------------------------------------------------------------------------
     def _on_assign(self, tps: set[TopicPartition]) -> None:
         self.assigned = {tp.partition for tp in tps if tp.topic == self.incidents_topic}
-        self.reader.catch_up()  # what the previous owner of these partitions recorded
+
+    def _on_restore(self, tps: set[TopicPartition]) -> None:
+        """Before these partitions are processed (the loop keeps them paused until this returns,
+        and retries it if it raises): what the previous owner recorded, and the incidents of
+        its open ladders, so escalations, approvals and orphan handling go on here."""
+        self.reader.catch_up()
+        self._recover_incidents()
 
     def _on_revoke(self, tps: set[TopicPartition]) -> None:
         self.assigned = set()
 
     def owns(self, host: str) -> bool:
         """Is this process the owner of the incidents partition of `host` (same partitioner)?"""
-        return (murmur2(host.encode()) & 0x7FFFFFFF) % self._partitions in self.assigned
+        p = (murmur2(host.encode()) & 0x7FFFFFFF) % self._partitions
+        # a partition whose hand-off has not completed is not ours to act on yet
+        return p in self.assigned and TopicPartition(self.incidents_topic, p) not in self.loop.restoring
 
     # --- the records ----------------------------------------------------------------------
     def _record(self, p: Proposal, status: str, now: datetime, **fields) -> Remediation:
+        if fields.get("reason") is not None:
+            fields["reason"] = clip_reason(fields["reason"])
         return Remediation(id=p.remediation_id, incident_id=p.incident.id, fingerprint=p.incident.fingerprint,
                            host=p.host, action=p.action, playbook=p.step.playbook, status=status,
                            step=p.step_index, time=now, extra_vars=p.extra_vars, **fields)
 
     def _emit(self, record: Remediation, out: list) -> None:
+        if record.reason is not None and len(record.reason) > REASON_MAX:  # model_copy does not validate
+            record = record.model_copy(update={"reason": clip_reason(record.reason)})
         self.ledger.apply(record)  # our own decisions count at once (the topic echo is idempotent)
         out.append(record)
         metrics.remediation(record)
@@ -186,10 +201,22 @@ class Remediator:
         for record in out:  # earlier decisions of this batch stay ahead of the claim
             self.producer.send(record)
         out.clear()
-        self.producer.send(claim)
+        # on the claims partition: one order of claims for every member (remediator/agreement.py)
+        future = self.producer.send_raw(self.producer.topic(Remediation.topic), claim.to_bytes(), claim.key(),
+                                        partition=CLAIMS_PARTITION)
         self.producer.flush()
-        self.ledger.apply(claim)
+        offset = future.get(timeout=0).offset
+        self.ledger.apply(claim, offset)
         _crash_point("claimed")
+        lost = self.agreement.check(proposal, claim, offset, now)
+        if lost is not None:
+            release = Agreement.release(claim, lost, self.clock())
+            self.producer.send_raw(self.producer.topic(Remediation.topic), release.to_bytes(), release.key(),
+                                   partition=CLAIMS_PARTITION)
+            self.producer.flush()
+            self.ledger.apply(release)
+            log.info("%s: released its claim: %s", claim.id, release.reason)
+            return
         runs.append(verdict)
 
     def _on_incident(self, incident: Incident, out: list, runs: list) -> None:
@@ -419,7 +446,7 @@ class Remediator:
         wanted -= set(self.incidents)
         if not wanted:
             return
-        consumer = KafkaConsumer(enable_auto_commit=False, **self.settings.kafka_kwargs())
+        consumer = KafkaConsumer(enable_auto_commit=False, **consumer_config(self.settings))
         try:
             tps = [TopicPartition(self.incidents_topic, p)
                    for p in sorted(consumer.partitions_for_topic(self.incidents_topic) or ())]

@@ -10,6 +10,7 @@ from kafka.admin import KafkaAdminClient
 
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Contract
+from fleetmedic.transport import consumer_config
 
 
 def free_port() -> int:
@@ -20,7 +21,7 @@ def free_port() -> int:
 
 def read_topic(settings: Settings, topic: str, model: type[Contract] | None = None, timeout_s: float = 20.0):
     """Every record now in `topic` (full name), in partition then offset order: (partition, offset, key, value)."""
-    consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_kwargs())
+    consumer = KafkaConsumer(enable_auto_commit=False, **consumer_config(settings))
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -66,7 +66,10 @@ def send(settings: Settings, *records) -> None:
 
 
 def remediations(settings: Settings) -> list[Remediation]:
-    return [r[3] for r in read_topic(settings, topic_name(settings, Remediation.topic), Remediation)]
+    """Every remediation record in the order it was decided: claims sit on their own partition
+    (remediator/agreement.py), so the topic's partition order is not the story's order."""
+    records = [r[3] for r in read_topic(settings, topic_name(settings, Remediation.topic), Remediation)]
+    return sorted(records, key=lambda r: r.time)
 
 
 def statuses(settings: Settings, incident_id: str | None = None) -> list[tuple]:

@@ -275,3 +275,25 @@ def test_detect_command_rejects_a_bad_configuration_with_its_line(tmp_path, caps
     bad.write_text("static:\n  - name: hot\n    match: ['gpu*']\n    op: '=='\n    threshold: 1\n")
     assert main(["detect", "--detectors", str(bad)]) == 2
     assert f"{bad}:4: static.0.op" in capsys.readouterr().err
+
+
+def test_compaction_after_hosts_leave_frees_their_slots_and_changes_nothing(config):
+    """Hosts that moved away (rebalance) or left the fleet used to keep their series slots for
+    good; compaction renumbers the survivors through snapshot and restore, exactly."""
+    records = received(fleet(n_hosts=4, overheat={1: (40, 59)}, power_spike={2: (60, 70)}))
+    straight = [i.to_bytes() for i in Engine(config).process(records)]
+    engine = Engine(config)
+    head = [i.to_bytes() for i in engine.process(records[:200])]
+    hosts = sorted(engine.hosts)
+    before = len(engine.slot_name)
+    # a host of another partition joins and leaves (say, a rebalance moved it here and away again)
+    engine.process(received([r.model_copy(update={"host": "gone-node"}) for r in fleet(n_hosts=1, steps=5)],
+                            partition=1))
+    assert len(engine.slot_name) > before
+    engine.forget("gone-node")
+    assert engine.compact(minimum=0, slack=0.0) > 0
+    assert len(engine.slot_name) == before and sorted(engine.hosts) == hosts
+    tail = [i.to_bytes() for i in engine.process(records[200:])]
+    assert head + tail == straight
+    assert engine.stats.compactions == 1
+    assert engine.compact() == 0  # nothing to free: no work

@@ -189,3 +189,43 @@ def test_sigkill_restart_keeps_the_isolation_forests(settings, tmp_path):
     assert sorted((i.host, i.status) for i in incidents) == [("node01", "open"), ("node01", "resolve"),
                                                              ("node03", "open"), ("node03", "resolve")]
     assert all(i.kind == "multivariate_anomaly" and i.model_version.startswith("iforest:h100x2:p") for i in incidents)
+
+
+def test_a_rebalance_between_two_detectors_neither_rewarms_nor_duplicates(settings, tmp_path):
+    """A second member joins mid-stream and takes partitions over: it restores their state (paused
+    until restored) and the incidents are those of one uninterrupted engine, byte for byte."""
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    # the power spike comes after the hand-over: only a warm state (warm-up 20 values) can see it
+    metrics = fleet(n_hosts=6, steps=100, overheat={1: (40, 59)}, power_spike={2: (65, 70), 4: (66, 72)})
+    phase = lambda lo, hi: [r for r in metrics if lo * STEP_S <= (r.time - T0).total_seconds() < hi * STEP_S]
+    source = topic_name(settings, "metrics.v1")
+    group = f"det-{uuid.uuid4().hex[:8]}"
+    first = _detect_proc(settings, config_path, group)
+    second = None
+    try:
+        produce(settings, phase(0, 45))
+        wait_until(lambda: caught_up(settings, group, source), 90, what="the first member to consume part one")
+        second = _detect_proc(settings, config_path, group)
+        from kafka.admin import KafkaAdminClient
+
+        admin = KafkaAdminClient(**settings.kafka_kwargs())
+        try:
+            def both_members_hold_partitions():
+                desc = admin.describe_consumer_groups([group])[0]
+                return desc.state == "Stable" and len(desc.members) == 2
+            wait_until(both_members_hold_partitions, 90, what="the second member to join")
+        finally:
+            admin.close()
+        produce(settings, phase(45, 100))
+        wait_until(lambda: caught_up(settings, group, source), 90, what="both members to consume part two")
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+        outs = [proc.communicate(timeout=60)[0] for proc in (first, second) if proc is not None]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    got = incidents_by_partition(settings)
+    assert got == expected_incidents(settings, config)  # exactly once, byte for byte: no re-warm, no duplicate
+    kinds = sorted(Incident.model_validate_json(v).fingerprint for vs in got.values() for v in vs)
+    assert kinds.count("node02/gpu_power_anomaly/gpu0.power_w") == 2  # open and resolve, seen warm

@@ -70,3 +70,20 @@ def test_approve_refuses_unknown_ids(settings, monkeypatch, capsys):
     assert "no remediation rem-0123456789abcdef0123" in capsys.readouterr().err
     assert approve_cli(settings, monkeypatch, "; rm -rf /") == 1
     assert "is not a remediation id" in capsys.readouterr().err
+
+
+def test_an_approval_comment_at_the_limit_runs_with_its_reason_cut(settings, tmp_path, monkeypatch):
+    """A 4,096-character comment made the claim's reason too long: the remediator raised on every
+    restart (a crash loop). Now the reason is cut, saying so, and the approved action runs."""
+    marker = tmp_path / "marker.txt"
+    send(settings, incident("node1", "inc-long"))
+    with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
+                      group_id=settings.topic_prefix + "long") as engine:
+        waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-long")[0]
+        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--comment", "y" * 4096) == 0
+        wait_for_status(settings, "succeeded", incident_id="inc-long")
+        assert engine.error is None
+    claim = next(r for r in remediations(settings) if r.status == "claimed")
+    assert len(claim.reason) == 4096 and claim.reason.endswith(" characters in all)")
+    assert "approved by alice: yyy" in claim.reason
+    assert len(marker_lines(marker)) == 1
