@@ -43,7 +43,12 @@ class _Viewer:
     """The loop's producer for `tail`: a viewer writes nothing (the stage that owns a topic
     dead-letters its bad records), so `tail` runs with a read-only principal (reviewer)."""
 
+    transactional = False  # the loop's plain path: send, flush, commit the offsets
+
     def send(self, record, topic=None) -> None:
+        pass
+
+    def send_raw(self, topic, value, key=None, **kwargs) -> None:
         pass
 
     def flush(self) -> None:
