@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test schemas broker-stop bench clean dist test-py313
+.PHONY: venv demo demo-secure test schemas broker-stop bench clean dist test-py313
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: venv
 	$(BIN)/fleetmedic broker start
 	$(BIN)/fleetmedic topics create
 	$(BIN)/fleetmedic demo
+
+# The same loop on a secured broker (TLS + SASL/SCRAM, ACLs; docs/security.md), in its own data dir.
+SECURE_ENV := FLEETMEDIC_BROKER__DATA_DIR=$(HOME)/.local/share/fleetmedic/kafka-secure \
+	FLEETMEDIC_BROKER__PORT=19094 FLEETMEDIC_BROKER__CONTROLLER_PORT=19095
+demo-secure: venv
+	$(SECURE_ENV) $(BIN)/fleetmedic broker start --secure
+	$(SECURE_ENV) $(BIN)/fleetmedic demo --secure
 
 test: venv
 	$(BIN)/python -m pytest

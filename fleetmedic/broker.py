@@ -129,15 +129,32 @@ def server_properties(settings: BrokerSettings, data_dir: Path) -> str:
     ])
 
 
+def with_overrides(properties: str, overrides: dict[str, str]) -> str:
+    """`properties` with the keys in `overrides` replaced (or added), other lines unchanged."""
+    out, seen = [], set()
+    for line in properties.splitlines():
+        key = line.split("=", 1)[0]
+        if key in overrides:
+            out.append(f"{key}={overrides[key]}")
+            seen.add(key)
+        elif line:
+            out.append(line)
+    out += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    return "\n".join(out) + "\n"
+
+
 class EmbeddedBroker:
     """One single-node KRaft broker whose files live in `settings.data_dir`."""
 
-    def __init__(self, settings: BrokerSettings):
+    def __init__(self, settings: BrokerSettings, secure: bool = False):
         self.settings = settings
         self.data_dir = settings.data_dir.expanduser().resolve()
         self.pid_file = self.data_dir / "broker.pid"
         self.log_file = self.data_dir / "broker.log"
         self.bootstrap = f"127.0.0.1:{settings.port}"
+        # --secure (fleetmedic.pki): TLS + SASL/SCRAM listeners and Kafka's authorizer. A data
+        # directory formatted secure stays secure, whatever later starts ask for.
+        self.secure = secure or (self.data_dir / "secure" / "enabled").exists()
 
     def properties(self) -> str:
         """This broker's server.properties (a cluster node overrides it: fleetmedic/cluster.py)."""
@@ -166,8 +183,13 @@ class EmbeddedBroker:
         from kafka.admin import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        connect = {"bootstrap_servers": self.bootstrap}
+        if self.secure:
+            from .pki import admin_kafka_kwargs
+
+            connect = admin_kafka_kwargs(self.data_dir, self.bootstrap)
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(timeout_s * 1000),
+            admin = KafkaAdminClient(**connect, request_timeout_ms=int(timeout_s * 1000),
                                      api_version_auto_timeout_ms=int(timeout_s * 1000),
                                      client_id="fleetmedic-broker-probe")
         except (KafkaError, OSError, ValueError):
@@ -185,9 +207,12 @@ class EmbeddedBroker:
         return BrokerStatus(pid is not None, pid, pid is not None and self.answering(), self.bootstrap, self.data_dir)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def _format(self, java: str, jars: Path, props: Path) -> None:
+    def _format(self, java: str, jars: Path, props: Path, extra_args: list[str] = ()) -> None:
         meta = self.data_dir / "logs" / "meta.properties"
         if meta.exists():
+            if self.secure and not (self.data_dir / "secure" / "enabled").exists():
+                raise BrokerError(f"{self.data_dir} was formatted without --secure (it has no SCRAM users): "
+                                  "use another data directory (FLEETMEDIC_BROKER__DATA_DIR) for the secured broker")
             return
         cp = str(jars / "*")
         cluster_id_file = self.data_dir / "cluster.id"
@@ -199,10 +224,21 @@ class EmbeddedBroker:
                 raise BrokerError(f"kafka StorageTool random-uuid failed: {out.stderr.strip()[-2000:]}")
             cluster_id_file.write_text(cluster_id + "\n")
         cluster_id = cluster_id_file.read_text().strip()
-        out = subprocess.run([java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                              "-c", str(props), "--ignore-formatted"], capture_output=True, text=True)
+        args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
+        if extra_args:  # secrets (SCRAM passwords): through a private @-file, not the command line
+            from .pki import argument_file
+
+            argfile = argument_file(self.data_dir / "secure" / "format.args", [*args, *extra_args])
+            args = [f"@{argfile}"]
+        try:
+            out = subprocess.run([java, "-cp", cp, *args], capture_output=True, text=True)
+        finally:
+            if extra_args:
+                argfile.unlink(missing_ok=True)
         if out.returncode != 0:
             raise BrokerError(f"formatting the broker storage failed:\n{(out.stdout + out.stderr).strip()[-2000:]}")
+        if extra_args:
+            (self.data_dir / "secure" / "enabled").write_text("formatted with SCRAM users\n")
 
     def start(self, progress=print) -> float:
         """Start (or find running) and wait until it answers; returns seconds taken."""
@@ -222,8 +258,16 @@ class EmbeddedBroker:
         jars = fetch_jars(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(self.properties())
-        self._format(java, jars, props)
+        text, format_args = self.properties(), []
+        if self.secure:
+            from .pki import prepare
+
+            overrides, format_args = prepare(self.data_dir, self.settings.port, self.settings.controller_port)
+            text = with_overrides(text, overrides)
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # a secured broker's file holds its inter-broker password
+        props.write_text(text)
+        self._format(java, jars, props, format_args)
         heap = self.settings.heap
         cmd = [java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
                "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",

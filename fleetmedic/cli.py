@@ -28,10 +28,14 @@ STAGE_CLIS: list[str] = [
 
 
 def settings_from(args):
-    """The settings for a command's parsed args (--config, then FLEETMEDIC_* variables)."""
+    """The settings for a command's parsed args (--config, then FLEETMEDIC_* variables); on a
+    secured connection the credentials are checked once, so a wrong password fails the start."""
     from .config import load_settings
+    from .connect import verify_credentials
 
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    verify_credentials(settings)
+    return settings
 
 
 def _settings(args):
@@ -47,11 +51,21 @@ def cmd_broker(args) -> int:
     if getattr(args, "nodes", None):
         settings = settings.model_copy(update={"nodes": args.nodes})
     if _cluster_broker(args, settings):
+        if getattr(args, "secure", False):
+            from .broker import BrokerError
+
+            raise BrokerError("--secure with --nodes is not supported yet: the secured broker is single-node")
         return cmd_cluster(args, settings)
-    broker = EmbeddedBroker(settings)
+    broker = EmbeddedBroker(settings, secure=getattr(args, "secure", False))
     if args.action == "start":
         took = broker.start(progress=lambda m: print(m, flush=True))
         print(f"broker ready on {broker.bootstrap} in {took:.1f}s (data in {broker.data_dir}, log {broker.log_file})")
+        if broker.secure:
+            from .pki import SecureLayout
+
+            print(f"secured: TLS + SASL/SCRAM-SHA-512, ACLs enforced; CA {SecureLayout.of(broker.data_dir).ca_cert}; "
+                  f"each role's settings: {SecureLayout.of(broker.data_dir).client_config('ROLE')} "
+                  f"(FLEETMEDIC_CONFIG=...; `topics create` with the admin one applies the ACLs)")
     elif args.action == "stop":
         print("broker stopped" if broker.stop() else "broker was not running")
     else:
@@ -89,7 +103,7 @@ def cmd_cluster(args, settings) -> int:
 def cmd_topics(args) -> int:
     from .topics import create_topics, topic_name, topic_specs
 
-    settings = _settings(args)
+    settings = _settings(args) if args.action == "list" else settings_from(args)
     if args.action == "list":
         for spec in topic_specs(settings):
             print(f"{topic_name(settings, spec.name):40s} partitions={spec.partitions} {spec.configs}")
@@ -134,7 +148,7 @@ def cmd_schemas(args) -> int:
 def cmd_tail(args) -> int:
     from .tail import tail
 
-    return tail(_settings(args), args.topic, from_beginning=args.from_beginning, limit=args.max, idle_s=args.idle)
+    return tail(settings_from(args), args.topic, from_beginning=args.from_beginning, limit=args.max, idle_s=args.idle)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The embedded default broker: Apache Kafka's own jars fetched with Maven "
                                    "(cached), single-node KRaft on 127.0.0.1. `status` exits 3 when not answering.")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--secure", action="store_true",
+                   help="TLS + SASL/SCRAM-SHA-512 listeners, Kafka's authorizer, a local CA and one principal "
+                        "per role (docs/security.md); a data directory formatted secure stays secure")
     p.add_argument("--nodes", type=int, choices=range(1, 10), metavar="N", default=None,
                    help="start an N-node KRaft cluster on port+2k / controller_port+2k (stop and status "
                         "find the nodes a start made); topics there get replication 3, min.insync 2")
@@ -223,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"fleetmedic: missing dependency {exc.name!r}: pip install 'fleetmedic[all]' "
                   f"(or `make venv` in a checkout)", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an authentication or authorization refusal from the broker
+        from .connect import CredentialsRefused, explain
+
+        message = str(exc) if isinstance(exc, CredentialsRefused) else explain(exc)
+        if message is None:
+            raise
+        print(f"fleetmedic: {message}", file=sys.stderr)
         return 1
 
 

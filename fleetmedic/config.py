@@ -39,9 +39,22 @@ class SecuritySettings(_Strict):
     ssl_keyfile: str | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    # Secrets from files (fleetmedic.secrets): the file's content, stripped, is the secret.
+    sasl_plain_password_file: Path | None = None
+    ssl_password_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data):
+        from .secrets import read_secret_files
+
+        return read_secret_files(data)
 
     @model_validator(mode="after")
     def _consistent(self) -> "SecuritySettings":
+        if self.sasl_mechanism in ("OAUTHBEARER", "GSSAPI"):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} is not supported: fleetmedic has no token "
+                             "provider or Kerberos set-up (docs/security.md); use SCRAM-SHA-512 or mTLS (SSL)")
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
         if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
@@ -99,6 +112,25 @@ class TopicSettings(_Strict):
     remediation_retention_hours: float = Field(24 * 90, gt=0)
 
 
+ROLE_NAMES = ("exporter", "detector", "remediator", "approver", "reviewer", "admin")
+
+
+class AclSettings(_Strict):
+    """Least-privilege ACLs that `fleetmedic topics create` applies (fleetmedic.acls)."""
+
+    # None: apply them when the connection uses SASL (a secured cluster); false: never.
+    apply: bool | None = None
+    # role → Kafka principal; the secured embedded broker's SCRAM users are named after the roles.
+    principals: dict[Literal[ROLE_NAMES], str] = Field(
+        default_factory=lambda: {r: f"User:{r}" for r in ROLE_NAMES if r != "admin"})
+    # role → consumer group id prefixes it may join (PREFIXED group ACLs).
+    groups: dict[Literal[ROLE_NAMES], list[str]] = Field(default_factory=lambda: {
+        "detector": ["detectors", "demo-detectors"],
+        "remediator": ["fleetmedic-remediator", "demo-remediator"],
+        "reviewer": ["fleetmedic-tail-"],
+    })
+    # role → transactional id prefixes (default: the role's client id, fleetmedic-ROLE).
+    transactional_ids: dict[Literal[ROLE_NAMES], list[str]] = Field(default_factory=dict)
 class AlertsSettings(_Strict):
     """Alertmanager in (`alerts receive`), out (`alerts notify`) and its silences in the silence gate."""
 
@@ -127,6 +159,7 @@ class Settings(_Strict):
     security: SecuritySettings = SecuritySettings()
     broker: BrokerSettings = BrokerSettings()
     topics: TopicSettings = TopicSettings()
+    acls: AclSettings = AclSettings()
     alerts: AlertsSettings = AlertsSettings()
     # Where services keep spools, log positions and artifacts when no flag names a place: never
     # the working directory (fleetmedic.resources.default_state_dir says how it is chosen).

@@ -163,7 +163,8 @@ class Remediation(Contract):
 
 
 # handler: the stage's handler kept raising on a valid record (the error says why).
-DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "handler"]
+DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "handler",
+                         "approval_refused"]
 # Bytes of a source key kept in a dead letter (and used as its key): a huge key must not make
 # the dead letter itself too big to send.
 DEAD_LETTER_KEY_BYTES = 1024
@@ -219,6 +220,14 @@ class Approval(Contract):
     comment: Annotated[str, StringConstraints(max_length=4096)] = ""
     time: EventTime
     expires_at: EventTime | None = None
+    # Signed approvals (remediator/approvals.py): the request's identity, a nonce, and an Ed25519
+    # signature by the key the policy lists under `by`. Unsigned approvals are refused.
+    incident_id: Name | None = None
+    action: Name | None = None
+    step: int | None = Field(None, ge=0)
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    signature: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None, description="Ed25519 over the canonical signed fields, base64")
 
 
 class DetectorState(Contract):

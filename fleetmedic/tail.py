@@ -39,6 +39,22 @@ def one_line(item: Received) -> str:
     return f"{head} {r.model_dump_json()[:160]}"
 
 
+class _Viewer:
+    """The loop's producer for `tail`: a viewer writes nothing (the stage that owns a topic
+    dead-letters its bad records), so `tail` runs with a read-only principal (reviewer)."""
+
+    transactional = False  # the loop's plain path: send, flush, commit the offsets
+
+    def send(self, record, topic=None) -> None:
+        pass
+
+    def send_raw(self, topic, value, key=None, **kwargs) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 def tail(settings: Settings, topic: str, *, from_beginning: bool = False, limit: int | None = None,
          idle_s: float | None = None) -> int:
     name, model = resolve_topic(topic)
@@ -56,7 +72,7 @@ def tail(settings: Settings, topic: str, *, from_beginning: bool = False, limit:
         return idle_s is not None and time.monotonic() - last[0] > idle_s
 
     loop = ConsumerLoop(settings, group_id=f"fleetmedic-tail-{uuid.uuid4().hex[:8]}", inputs={name: model},
-                        handle=show, auto_offset_reset="earliest" if from_beginning else "latest",
+                        handle=show, producer=_Viewer(), auto_offset_reset="earliest" if from_beginning else "latest",
                         max_records=limit or 2000)
     stats = loop.run(until=done)
     print(f"-- {stats.consumed} records, {stats.dead_lettered} dead-lettered")

@@ -30,7 +30,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec("logs.v1", t.partitions, {**retention(t.retention_hours), **big}),
         TopicSpec("incidents.v1", t.partitions, retention(t.remediation_retention_hours)),
         TopicSpec("remediations.v1", t.partitions, retention(t.remediation_retention_hours)),
-        TopicSpec("approvals.v1", 1, retention(t.remediation_retention_hours)),
+        # The broker stamps approvals (LogAppendTime): their expiry is judged on its clock, not the client's.
+        TopicSpec("approvals.v1", 1, {**retention(t.remediation_retention_hours),
+                                      "message.timestamp.type": "LogAppendTime"}),
         TopicSpec("deadletter.v1", t.partitions, {**retention(t.deadletter_retention_hours), **big}),
         # Detector state snapshots: only the newest per key matters.
         TopicSpec("state.v1", t.partitions, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
@@ -104,6 +106,10 @@ def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> 
                 pass  # created by someone else between list and create: same outcome
             result[topic.name] = "created"
         _wait_for_leaders(admin, [t.name for t in wanted])
+        from .acls import apply_acls, wanted as acls_wanted
+
+        if acls_wanted(settings):  # a secured cluster: least-privilege ACLs for every role
+            result[f"{apply_acls(settings, admin)} least-privilege ACL grants"] = "applied"
         return result
     finally:
         if own:

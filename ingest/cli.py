@@ -46,7 +46,7 @@ def _this_host(args) -> str:
 
 def _ensure_topics(settings, what: str) -> None:
     """Create the topics (idempotent), or exit with a clear message when the broker is not there."""
-    from kafka.errors import KafkaError
+    from kafka.errors import ClusterAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
     from fleetmedic.topics import admin_client, create_topics
 
@@ -56,6 +56,9 @@ def _ensure_topics(settings, what: str) -> None:
             create_topics(settings, admin)
         finally:
             admin.close()
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        raise SystemExit(f"fleetmedic {what}: this principal may not create topics ({type(exc).__name__}): run "
+                         "`fleetmedic topics create` as the admin (docs/security.md) and drop --create-topics")
     except KafkaError as exc:
         raise SystemExit(f"fleetmedic {what}: broker {','.join(settings.bootstrap_servers)} not reachable ({exc}); "
                          f"start one with `fleetmedic broker start` or set FLEETMEDIC_BOOTSTRAP_SERVERS")

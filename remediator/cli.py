@@ -46,13 +46,27 @@ def cmd_approve(args) -> int:
     from .approvals import ApprovalError, write_approval
 
     try:
-        approval, request = write_approval(settings_from(args), args.id, deny=args.deny, by=args.by,
-                                           comment=args.comment, valid_s=args.valid_s)
+        approval, request = write_approval(settings_from(args), args.id, key_file=args.key, deny=args.deny,
+                                           by=args.by, comment=args.comment, valid_s=args.valid_s)
     except ApprovalError as exc:
         print(f"fleetmedic: approve: {exc}", file=sys.stderr)
         return 1
     print(f"{approval.decision} {approval.remediation_id}: {request.action} ({request.playbook}) on "
-          f"{request.host} for incident {request.incident_id}, by {approval.by}")
+          f"{request.host} for incident {request.incident_id}, by {approval.by} (signed, nonce {approval.nonce})")
+    return 0
+
+
+def cmd_approver_key(args) -> int:
+    from .approvals import ApprovalError, generate_key
+
+    try:
+        public = generate_key(Path(args.out))
+    except ApprovalError as exc:
+        print(f"fleetmedic: approver-key: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key written to {Path(args.out).expanduser()} (mode 0600: keep it to yourself)")
+    print("add this line under `approvals: approvers:` in the remediator's policy:")
+    print(f"    {args.name}: {public}")
     return 0
 
 
@@ -83,8 +97,19 @@ def register(sub) -> None:
                                    "record). Unanswered requests are denied when they expire.")
     p.add_argument("id", metavar="ID")
     p.add_argument("--deny", action="store_true")
-    p.add_argument("--by", default=None, help="who decides (default: the login name)")
+    p.add_argument("--by", default=None, help="who decides: your name in the policy's approvals.approvers "
+                                              "(default: the login name)")
+    p.add_argument("--key", default=None, metavar="FILE",
+                   help="your Ed25519 private key (default ~/.config/fleetmedic/approver.key); the approval is "
+                        "signed with it and the remediator checks it against the policy's public key")
     p.add_argument("--comment", default="")
     p.add_argument("--valid-s", type=float, default=3600.0, metavar="S",
-                   help="the approval is void when not acted on within S seconds")
+                   help="the approval is void when not acted on within S seconds (broker time)")
     p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("approver-key", help="make an approver's Ed25519 key pair for signed approvals",
+                       description="Write a new private key to --out (mode 0600, never overwritten) and print the "
+                                   "public key line to add under approvals.approvers in the policy.")
+    p.add_argument("name", metavar="NAME", help="the approver's name (what `fleetmedic approve --by` gives)")
+    p.add_argument("--out", default="~/.config/fleetmedic/approver.key", metavar="FILE")
+    p.set_defaults(func=cmd_approver_key)

@@ -128,6 +128,7 @@ class Remediator:
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
         self._last_tick = 0.0
+        self.desk = approvals.ApprovalDesk(policy.approvals.approvers, policy.approvals.expire_s)
         metrics.watch_loop(self.loop, "remediate")
         self.started = 0  # playbook processes started by this process (tests and benchmark)
 
@@ -267,17 +268,23 @@ class Remediator:
                                    reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
                                           f"ladder stops after step {top.first.step} ({top.first.action})"), out)
 
-    def _on_approval(self, approval: Approval, out: list, runs: list) -> None:
+    def _on_approval(self, item: Received, out: list, runs: list) -> None:
+        approval: Approval = item.record
         entry = self.ledger.get(approval.remediation_id)
-        now = self.clock()
-        verdict = approvals.judge(approval, entry, now, self.policy.approvals.expire_s)
-        if verdict is None:
-            log.warning("approval for %s ignored: it is not awaiting approval", approval.remediation_id)
+        now = datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)  # the broker's clock (LogAppendTime)
+        verdict = self.desk.consider(approval, entry, now, lambda: self._approvers_required(entry))
+        if isinstance(verdict, approvals.Refused):
+            log.warning("approval for %s refused: %s", approval.remediation_id, verdict.reason)
+            out.append(approvals.refusal_record(item, self.loop.group_id, verdict.reason))
+            return
+        if isinstance(verdict, approvals.Counted):
+            log.info("approval for %s counted: %s", approval.remediation_id, verdict.reason)
             return
         if not verdict.run:
-            self._emit(entry.latest.model_copy(update={"status": "cancelled", "time": now, "gate": "approval",
+            self._emit(entry.latest.model_copy(update={"status": "cancelled", "time": self.clock(), "gate": "approval",
                                                        "reason": verdict.reason}), out)
             return
+        now = self.clock()
         incident = self.incident(entry.first.incident_id)
         proposal = self.propose(incident, entry.first.step) if incident else None
         if not isinstance(proposal, Proposal) or proposal.remediation_id != entry.first.id:
@@ -286,6 +293,11 @@ class Remediator:
                 "reason": "approved, but the incident or its rule is no longer known"}), out)
             return
         self._decide(proposal, out, runs, approved=verdict.reason)
+
+    def _approvers_required(self, entry: Entry) -> int:
+        incident = self.incident(entry.first.incident_id)
+        rule = self.policy.rule_for(incident) if incident else None
+        return rule.approvers_required if rule else 1
 
     # --- running --------------------------------------------------------------------------
     def _execute(self, p: Proposal) -> Remediation:
@@ -341,7 +353,7 @@ class Remediator:
             if isinstance(item.record, Incident):
                 self._on_incident(item.record, out, runs)
             else:
-                self._on_approval(item.record, out, runs)
+                self._on_approval(item, out, runs)
         self._run_all(runs, out)
         return out
 

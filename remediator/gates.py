@@ -302,7 +302,7 @@ def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) 
     step = rule.steps[step_index]
     rem_id = remediation_id(incident.id, step.action, step_index)
     try:
-        extra_vars = step.render_vars(incident)
+        extra_vars = policy.render_vars(step, incident)
     except PolicyError as exc:
         return Remediation(id=rem_id, incident_id=incident.id, fingerprint=incident.fingerprint,
                            host=incident.host, action=step.action, playbook=step.playbook, status="skipped",

@@ -71,7 +71,7 @@ def plan_try(policy, incident, playbook: str, step_index: int | None = None):
         steps = [steps[step_index]]
     for index, step in steps:
         if step.playbook == playbook:
-            return rule, index, step, step.render_vars(incident)
+            return rule, index, step, policy.render_vars(step, incident)
     runs = ", ".join(f"step {i}: {s.playbook or s.action}" for i, s in enumerate(rule.steps))
     raise ValueError(f"rule {rule.name} (the first that matches) does not run {playbook}"
                      f"{f' at step {step_index}' if step_index is not None else ''} ({runs})")

@@ -29,7 +29,7 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from fleetmedic.schemas import ActionClass, Incident
 from fleetmedic.yamlfile import load_model
@@ -54,8 +54,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HostUrl(_Strict):
+    """A URL on the incident host's own address (remediator/hostaddr.py), never one from the incident."""
+
+    scheme: Literal["http", "https"] = "http"
+    port: int = Field(ge=1, le=65535)
+    path: str = Field("/", pattern=r"^/[A-Za-z0-9._~/%-]{0,200}$")
+
+
 class VarSpec(_Strict):
-    """One playbook variable: `from` an allowed incident field, or a constant `value`; typed."""
+    """One playbook variable: `from` an allowed incident field, a constant `value`, or a `host_url`; typed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     source: str | None = Field(None, alias="from", description="allowed incident field, labels.X or details.X")
@@ -66,11 +74,14 @@ class VarSpec(_Strict):
                                                   "(e.g. `^service\\.(.+)\\.up$` on a subject)")
     pattern: str | None = Field(None, description="a str value must fully match this regex")
     max_length: int = Field(256, ge=1, le=4096)
+    host_url: HostUrl | None = Field(None, description="a URL on the incident host's own address")
 
     @model_validator(mode="after")
     def _one_source(self) -> "VarSpec":
-        if (self.source is None) == (self.value is None):
-            raise ValueError("give exactly one of `from` (an incident field) or `value` (a constant)")
+        if sum(x is not None for x in (self.source, self.value, self.host_url)) != 1:
+            raise ValueError("give exactly one of `from` (an incident field), `value` (a constant) or `host_url`")
+        if self.host_url is not None:
+            return self
         if self.source is not None and not _SOURCE.match(self.source):
             raise ValueError(f"`from: {self.source}` is not an allowed incident field; allowed: "
                              f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>")
@@ -113,9 +124,22 @@ class VarSpec(_Strict):
             raise PolicyError(f"{raw!r} is not finite")
         return out
 
-    def render(self, incident: Incident):
+    def render(self, incident: Incident, address_of=None, url_allow: tuple[str, ...] = ()):
         if self.value is not None:
             return self.convert(self.value)
+        if self.host_url is not None:
+            from .hostaddr import checked
+
+            address = address_of(incident.host) if address_of else None
+            if not address:
+                raise PolicyError(f"no address for host {incident.host} (policy inventory or address source)")
+            try:
+                url = f"{self.host_url.scheme}://{checked(address)}:{self.host_url.port}{self.host_url.path}"
+            except ValueError as exc:
+                raise PolicyError(f"host {incident.host}: {exc}") from None
+            if url_allow and not any(fnmatch.fnmatchcase(url, glob) for glob in url_allow):
+                raise PolicyError(f"{url} is not in the policy's url_allow")
+            return url
         raw = _lookup(incident, self.source)
         if raw is None:
             if self.default is None:
@@ -157,17 +181,23 @@ class Step(_Strict):
             raise ValueError(f"action `{self.action}` needs a playbook")
         if self.playbook is not None and ".." in Path(self.playbook).parts:
             raise ValueError("playbook: '..' is not allowed")
-        for name in self.vars:
+        for name, spec in self.vars.items():
             if name.startswith("ansible_"):
                 raise ValueError(f"vars.{name}: ansible_* variables are set by the runner only")
+            if "url" in name.lower() and spec.source is not None:
+                raise ValueError(f"vars.{name}: a URL the controller fetches cannot come from an incident field "
+                                 f"(`from: {spec.source}`): use `host_url: {{port: ..., path: ...}}` (the host's "
+                                 "own address) or a constant `value`")
         return self
 
-    def render_vars(self, incident: Incident) -> dict[str, str | int | float | bool]:
-        """The extra variables this step passes for `incident` (PolicyError names the variable)."""
+    def render_vars(self, incident: Incident, address_of=None,
+                    url_allow: tuple[str, ...] = ()) -> dict[str, str | int | float | bool]:
+        """The extra variables this step passes for `incident` (PolicyError names the variable);
+        `address_of(host)` gives a host's own address for `host_url` variables."""
         out = {}
         for name, spec in self.vars.items():
             try:
-                out[name] = spec.render(incident)
+                out[name] = spec.render(incident, address_of, url_allow)
             except PolicyError as exc:
                 raise PolicyError(f"variable {name}: {exc}") from None
         return out
@@ -206,6 +236,7 @@ class Rule(_Strict):
     steps: list[Step] = Field(min_length=1, description="the escalation ladder, step 0 first")
     dry_run: bool = False
     needs_approval: bool = False
+    approvers_required: int = Field(1, ge=1, le=32, description="distinct approvers a needs_approval step waits for")
 
 
 class Silence(_Strict):
@@ -278,6 +309,19 @@ class Gates(_Strict):
 
 class Approvals(_Strict):
     expire_s: float = Field(3600.0, gt=0, description="an unanswered request is denied after this long")
+    approvers: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], str] = Field(
+        default_factory=dict, description="approver name → Ed25519 public key (base64, `fleetmedic approver-key`)")
+
+    @model_validator(mode="after")
+    def _keys(self) -> "Approvals":
+        from .approvals import parse_public_key
+
+        for name, text in self.approvers.items():
+            try:
+                parse_public_key(text)
+            except ValueError as exc:
+                raise ValueError(f"approvers.{name}: not an Ed25519 public key: {exc}") from None
+        return self
 
 
 class Policy(_Strict):
@@ -287,6 +331,8 @@ class Policy(_Strict):
     gates: Gates = Gates()
     approvals: Approvals = Approvals()
     rules: list[Rule] = Field(default_factory=list)
+    inventory: dict[str, str] = Field(default_factory=dict, description="host → its own address, for host_url")
+    url_allow: list[str] = Field(default_factory=list, description="globs every host_url must match (when given)")
 
     @model_validator(mode="after")
     def _references(self) -> "Policy":
@@ -298,6 +344,10 @@ class Policy(_Strict):
             for group in rule.match.host_groups or ():
                 if group not in self.host_groups:
                     raise ValueError(f"rules.{i} ({rule.name}): unknown host group {group!r}")
+            asks = rule.needs_approval or any(s.needs_approval for s in rule.steps)
+            if asks and rule.approvers_required > len(self.approvals.approvers):
+                raise ValueError(f"rules.{i} ({rule.name}): needs {rule.approvers_required} approver(s) but "
+                                 f"approvals.approvers lists {len(self.approvals.approvers)} key(s)")
         for i, window in enumerate(self.gates.maintenance):
             for group in window.host_groups:
                 if group not in self.host_groups:
@@ -316,6 +366,24 @@ class Policy(_Strict):
             if rule.match.holds(incident, self):
                 return rule
         return None
+
+    @field_validator("inventory")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        from .hostaddr import checked
+
+        for host, address in value.items():
+            try:
+                checked(address)
+            except ValueError as exc:
+                raise ValueError(f"inventory.{host}: {exc}") from None
+        return value
+
+    def render_vars(self, step: Step, incident: Incident) -> dict:
+        """`step`'s variables for `incident`, host addresses from the inventory or the plugged source."""
+        from .hostaddr import address_source
+
+        return step.render_vars(incident, address_source(self.inventory), tuple(self.url_allow))
 
     def rule_named(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

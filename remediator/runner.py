@@ -266,7 +266,11 @@ def run_playbook(
         # the discovered interpreter can be a broken shim: use the one that has our modules
         "ansible_python_interpreter": sys.executable,
     }}}}
+    from fleetmedic.secrets import scrub_environment
+
     envvars = {
+        # no connection secret (FLEETMEDIC_SECURITY__*) reaches the play, its facts or artifacts
+        **scrub_environment(),
         # ansible-runner starts "ansible-playbook" by name: the venv's bin goes first on PATH
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_NOCOLOR": "1",

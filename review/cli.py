@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -110,8 +111,20 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     scenes = tuple(s for s in ("fleet", "service", "slurm") if s not in (args.skip or []))
-    return run_demo(settings_from(args), nodes=args.nodes, sim_seconds=args.hours * 3600, speed=args.speed,
-                    scenes=scenes)
+    settings, roles = settings_from(args), None
+    if args.secure:  # every stage as its own principal of the secured embedded broker
+        from fleetmedic.config import load_settings
+        from fleetmedic.pki import SecureLayout
+
+        layout = SecureLayout.of(settings.broker.data_dir)
+        if not layout.marker.exists():
+            print(f"fleetmedic: demo --secure: {settings.broker.data_dir} holds no secured broker "
+                  "(fleetmedic broker start --secure)", file=sys.stderr)
+            return 2
+        roles = {r: load_settings(layout.client_config(r)) for r in ("exporter", "detector", "remediator", "reviewer")}
+        settings = load_settings(layout.client_config("admin"))
+    return run_demo(settings, nodes=args.nodes, sim_seconds=args.hours * 3600, speed=args.speed,
+                    scenes=scenes, roles=roles)
 
 
 def register(sub) -> None:
@@ -146,6 +159,8 @@ def register(sub) -> None:
     p.add_argument("--hours", type=float, default=4.0, help="simulated hours (default 4)")
     p.add_argument("--speed", type=float, default=480.0, help="simulated seconds per wall second (default 480)")
     p.add_argument("--skip", action="append", choices=("fleet", "service", "slurm"), help="leave a scene out")
+    p.add_argument("--secure", action="store_true",
+                   help="on the secured embedded broker (broker start --secure): each stage as its own principal")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="a self-contained HTML page of one incident or one host's time range",

@@ -38,12 +38,21 @@ PLAYBOOKS = bundled("playbooks")
 
 
 def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 3600, speed: float = 480.0,
-             scenes: tuple[str, ...] = ("fleet", "service", "slurm"), prefix: str | None = None) -> int:
+             scenes: tuple[str, ...] = ("fleet", "service", "slurm"), prefix: str | None = None,
+             roles: dict[str, Settings] | None = None) -> int:
+    """`roles` (role → settings, on a secured broker): each stage connects as its own principal,
+    `settings` (the admin) creates the topics and ACLs, the demo itself reads as the reviewer."""
     prefix = prefix or f"demo{time.strftime('%Y%m%d%H%M%S')}."
     settings = settings.model_copy(update={"topic_prefix": prefix})
     create_topics(settings)
     env = {**os.environ, "FLEETMEDIC_TOPIC_PREFIX": prefix,
            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers)}
+    roles = {r: s.model_copy(update={"topic_prefix": prefix}) for r, s in (roles or {}).items()}
+    if roles:
+        roles.setdefault("admin", settings)  # `fleetmedic pause/resume` write the control topic
+    as_role = _role_envs(env, roles)
+    if "reviewer" in roles:
+        settings = roles["reviewer"]
     cli = [sys.executable, "-m", "fleetmedic.cli"]
     OUT.mkdir(exist_ok=True)
     work = OUT / "demo"
@@ -66,14 +75,16 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         print(f"demo: remediator policy {policy} (from deploy/demo-policy.yaml)", flush=True)
         procs = stack.enter_context(ChildProcesses())
         metrics_port = free_port_block(2)
-        procs.start(cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)], env)
+        procs.start(cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)],
+                    as_role("detector"))
         procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
                            "--artifacts", str(work / "artifacts"), "--group", "demo-remediator",
-                           "--metrics-port", str(metrics_port + 1)], env)
+                           "--metrics-port", str(metrics_port + 1)], as_role("remediator"))
         print(f"demo: metrics at http://127.0.0.1:{metrics_port}/metrics (detect) and "
               f"http://127.0.0.1:{metrics_port + 1}/metrics (remediate); scrape them with Prometheus and import "
               f"deploy/grafana/fleetmedic.json (docs/operations.md)", flush=True)
-        am = _alertmanager(stack, procs, cli, env, work)
+        am = _alertmanager(stack, procs, cli, as_role("reviewer"), work)  # `alerts notify` only reads
+        env = as_role("exporter")  # what the scenes start are exporters
         follower = Follower(settings)
         stack.callback(follower.close)
         status = 0
@@ -93,7 +104,7 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
             if "fleet" in scenes:  # the escalations of the simulated nodes, pushed by `alerts notify`
                 am.wait(lambda: am.alerts("FleetmedicEscalated"), 20)
             print_alerts(am)
-            kill_switch_scene(am, cli, env)
+            kill_switch_scene(am, cli, as_role("admin"))
         return status
 
 
@@ -154,6 +165,18 @@ def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follow
           + ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in decided).items()))
           + " (the demo policy hands simulated nodes to a person)")
     return 0
+
+
+def _role_envs(env: dict, roles: dict[str, Settings]):
+    """role → the environment of a child that connects as that role (unchanged without roles)."""
+    from fleetmedic.secrets import connection_env
+
+    def as_role(role: str) -> dict:
+        if role not in roles:
+            return env
+        child = {k: v for k, v in env.items() if not k.startswith("FLEETMEDIC_SECURITY__") and k != "FLEETMEDIC_CONFIG"}
+        return {**child, **connection_env(roles[role])}
+    return as_role
 
 
 class ChildProcesses:

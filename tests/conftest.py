@@ -71,5 +71,61 @@ def pytest_collection_modifyitems(items):
     """Mark every test that needs the session's broker `kafka`, so a job can leave them out
     (`-m "not kafka"`: the Python 3.13 job of .ci/run)."""
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+        if {"kafka_bootstrap", "secure_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
+
+
+# --- the secured broker (fleetmedic broker start --secure), for tests/test_security_*.py --------
+# FM_SECURE_KAFKA_DIR names the data directory of a secured broker already running (its port is
+# read from its server.properties); otherwise one is started on free ports for the session.
+SECURE_DIR_ENV = "FM_SECURE_KAFKA_DIR"
+
+
+class SecureCluster:
+    """A running secured embedded broker and the settings of each of its role principals."""
+
+    def __init__(self, data_dir, bootstrap: str):
+        from fleetmedic.pki import SecureLayout
+
+        self.data_dir = data_dir
+        self.bootstrap = bootstrap
+        self.layout = SecureLayout.of(data_dir)
+
+    def password(self, role: str) -> str:
+        return self.layout.password(role)
+
+    def settings(self, role: str, prefix: str, **overrides) -> Settings:
+        """`role`'s settings under topic `prefix`; its groups and the admin's ACLs cover that prefix."""
+        from fleetmedic.pki import client_settings
+
+        base = client_settings(self.layout, role, self.bootstrap)
+        base.update(topic_prefix=prefix, topics={"partitions": 3},
+                    acls={"groups": {r: [prefix] for r in ("exporter", "detector", "remediator", "approver",
+                                                            "reviewer")}})
+        base.update(overrides)
+        return Settings.model_validate(base)
+
+    def new_prefix(self) -> str:
+        """A fresh topic prefix with every topic created and the ACLs applied by the admin."""
+        prefix = f"s{uuid.uuid4().hex[:10]}."
+        create_topics(self.settings("admin", prefix))
+        return prefix
+
+
+@pytest.fixture(scope="session")
+def secure_cluster(tmp_path_factory):
+    from pathlib import Path
+
+    given = os.environ.get(SECURE_DIR_ENV)
+    if given:
+        props = (Path(given) / "server.properties").read_text()
+        port = next(line.rsplit(":", 1)[1] for line in props.splitlines() if line.startswith("advertised.listeners="))
+        yield SecureCluster(Path(given), f"127.0.0.1:{port.strip()}")
+        return
+    broker = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(),
+                                           data_dir=tmp_path_factory.mktemp("kafka-secure")), secure=True)
+    broker.start(progress=lambda m: None)
+    try:
+        yield SecureCluster(broker.data_dir, broker.bootstrap)
+    finally:
+        broker.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,11 +12,20 @@ from fleetmedic.schemas import Evidence, Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer, wait_until
 from remediator.engine import Remediator, RunnerConfig
+from remediator.approvals import generate_key
 from remediator.policy import Policy
 
 from kafka_helpers import read_topic
 
 TEST_PLAYBOOKS = Path(__file__).parent / "data" / "playbooks"
+# Approvers' Ed25519 keys for the tests: private keys in a temporary folder, public keys in make_policy.
+APPROVER_KEYS = Path(tempfile.mkdtemp(prefix="fm-approver-keys-"))
+APPROVERS = {name: generate_key(APPROVER_KEYS / f"{name}.key") for name in ("alice", "bob")}
+
+
+def approver_key(name: str) -> Path:
+    """The private key file of a test approver listed in make_policy's policy."""
+    return APPROVER_KEYS / f"{name}.key"
 
 
 def incident(host: str = "node1", id: str = "inc-1", *, kind: str = "service_down", status: str = "open",
@@ -42,7 +52,7 @@ def make_policy(marker: Path, *, gates: dict | None = None, steps: list | None =
     return Policy.model_validate({
         "host_groups": {"all": ["node1", "node2", "node3", "node4"]},
         "gates": relaxed,
-        "approvals": {"expire_s": 60},
+        "approvals": {"expire_s": 60, "approvers": dict(APPROVERS)},
         "rules": [{"name": "service_down", "match": {"kinds": ["service_down"]},
                    "steps": steps or [marker_step(marker)], **rule}] + (extra_rules or []),
     })
@@ -110,4 +120,4 @@ def wait_for_status(settings: Settings, status: str, *, incident_id: str | None 
 
 
 __all__ = ["incident", "make_policy", "marker_step", "send", "remediations", "statuses", "marker_lines",
-           "EngineThread", "wait_for_status", "TEST_PLAYBOOKS"]
+           "EngineThread", "wait_for_status", "TEST_PLAYBOOKS", "APPROVERS", "approver_key"]

@@ -14,6 +14,7 @@ from examples import T0
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = """
+inventory: {localhost: 127.0.0.1}
 rules:
   - name: service_down
     match: {kinds: [service_down]}
@@ -22,7 +23,7 @@ rules:
         playbook: restart_service.yml
         vars:
           service: {from: subject, pattern: "^[a-z]+$"}
-          health_url: {from: labels.health_url}
+          health_url: {host_url: {port: PORT}}
           supervisor_config: {from: labels.supervisor_config}
 """
 
@@ -46,12 +47,13 @@ def test_list_names_every_playbook(capsys):
 
 def test_try_runs_check_mode_with_the_policy_variables(tmp_path, capsys):
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    with DemoService(tmp_path / "sv", port=free_port()) as demo:
+    port = free_port()
+    policy.write_text(POLICY.replace("PORT", str(port)))
+    with DemoService(tmp_path / "sv", port=port) as demo:
         wait_until(lambda: demo.answer() is not None, 10, what="demo answering")
         demo.kill9()
         wait_until(lambda: "EXITED" in demo.status(), 10, what="demo exited")
-        incident = _incident(tmp_path, health_url=demo.url, supervisor_config=str(demo.config))
+        incident = _incident(tmp_path, supervisor_config=str(demo.config))
         code = main(["playbook", "try", "restart_service.yml", "--incident", str(incident), "--policy", str(policy),
                      "--playbooks", str(ROOT / "playbooks"), "--artifacts", str(tmp_path / "artifacts")])
         out = capsys.readouterr().out
@@ -64,8 +66,8 @@ def test_try_runs_check_mode_with_the_policy_variables(tmp_path, capsys):
 
 def test_try_says_why_when_the_policy_would_not_run_it(tmp_path, capsys):
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    incident = _incident(tmp_path, health_url="http://127.0.0.1:1/", supervisor_config="/x")
+    policy.write_text(POLICY.replace("PORT", "1"))
+    incident = _incident(tmp_path, supervisor_config="/x")
     code = main(["playbook", "try", "slurm_drain.yml", "--incident", str(incident), "--policy", str(policy),
                  "--playbooks", str(ROOT / "playbooks"), "--artifacts", str(tmp_path / "artifacts")])
     assert code == 1

@@ -53,13 +53,16 @@ class _Remediator:
 
 
 def test_killed_service_answers_again(settings, tmp_path):
-    policy = Policy.model_validate({"host_groups": {"local": ["localhost"]}, "gates": RELAXED, "rules": [{
+    port = free_port()
+    # the health check goes to the host's own address (the inventory), never to a URL an exporter names
+    policy = Policy.model_validate({"host_groups": {"local": ["localhost"]}, "gates": RELAXED,
+                                    "inventory": {"localhost": "127.0.0.1"}, "rules": [{
         "name": "service_down", "match": {"kinds": ["service_down"]},
         "steps": [{"action": "restart_service", "playbook": "restart_service.yml", "timeout_s": 120, "vars": {
             "service": {"from": "subject", "pattern": "^[a-z]+$"},
-            "health_url": {"from": "labels.health_url", "pattern": "^http://127\\.0\\.0\\.1:[0-9]+/$"},
+            "health_url": {"host_url": {"port": port, "path": "/"}},
         }}]}]})
-    with DemoService(tmp_path / "sv", port=free_port()) as demo, \
+    with DemoService(tmp_path / "sv", port=port) as demo, \
             pytest.MonkeyPatch.context() as env:
         # the policy passes the program and URL; where supervisord listens is the remediator's setup
         env.setenv("FLEETMEDIC_SUPERVISOR_CONF", str(demo.config))
@@ -69,7 +72,7 @@ def test_killed_service_answers_again(settings, tmp_path):
             t_fault = time.monotonic()
             wait_until(lambda: demo.answer() is None, 10, what="demo down")
             sent_at = datetime.now(timezone.utc)
-            send(settings, incident("localhost", "inc-svc", labels={"health_url": demo.url}))
+            send(settings, incident("localhost", "inc-svc", labels={"health_url": "http://169.254.169.254/"}))
             wait_until(lambda: demo.answer() is not None, 90, what="demo answering again")
             t_healed = time.monotonic()
             done = wait_for_status(settings, "succeeded", incident_id="inc-svc", timeout_s=30)

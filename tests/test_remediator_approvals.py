@@ -8,7 +8,8 @@ import pytest
 from fleetmedic import cli
 from remediator.approvals import ApprovalError, write_approval
 
-from remediator_kit import EngineThread, incident, make_policy, marker_lines, remediations, send, statuses, wait_for_status
+from remediator_kit import (EngineThread, approver_key, incident, make_policy, marker_lines, remediations, send,
+                            statuses, wait_for_status)
 
 
 def approve_cli(settings, monkeypatch, *argv) -> int:
@@ -25,7 +26,8 @@ def test_an_approved_action_runs_once_approved(settings, tmp_path, monkeypatch, 
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-ap")[0]
         assert f"fleetmedic approve {waiting.id}" in waiting.reason
         assert marker_lines(marker) == []
-        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--comment", "go") == 0
+        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--key", str(approver_key("alice")),
+                           "--comment", "go") == 0
         assert f"approve {waiting.id}: restart_service (marker.yml) on node1" in capsys.readouterr().out
         wait_for_status(settings, "succeeded", incident_id="inc-ap")
     assert [s for s, *_ in statuses(settings, "inc-ap")] == ["awaiting_approval", "claimed", "running", "succeeded"]
@@ -43,7 +45,8 @@ def test_deny_cancels(settings, tmp_path, monkeypatch):
     with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
                       group_id=settings.topic_prefix + "deny"):
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-deny")[0]
-        assert approve_cli(settings, monkeypatch, waiting.id, "--deny", "--by", "bob") == 0
+        assert approve_cli(settings, monkeypatch, waiting.id, "--deny", "--by", "bob",
+                           "--key", str(approver_key("bob"))) == 0
         denied = wait_for_status(settings, "cancelled", incident_id="inc-deny")[0]
     assert denied.id == waiting.id and denied.gate == "approval" and denied.reason == "denied by bob"
     assert marker_lines(marker) == []
