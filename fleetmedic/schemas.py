@@ -162,7 +162,8 @@ class Remediation(Contract):
     run: RunSummary | None = None
 
 
-DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation"]
+# event_time: decoded, but its event time is too far ahead of its broker timestamp (detectors/eventtime.py)
+DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "event_time"]
 
 
 class DeadLetter(Contract):
