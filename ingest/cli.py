@@ -19,6 +19,7 @@ def _options(args):
     return ExporterOptions(
         spool_dir=None if args.no_spool else Path(args.spool_dir),
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
+        spool_fsync=args.spool_fsync,
         health_port=args.health_port,
         health_bind=args.health_bind,
         ack_timeout_s=args.ack_timeout,
@@ -132,17 +133,30 @@ def cmd_export_gpu(args) -> int:
 
 
 def log_events(lines, host: str):
-    """(path, line) pairs → LogEvents, parsed, stamped with the line's own time when it has one."""
+    """(path, line) pairs → LogEvents, parsed, stamped with the line's own time when it has one.
+
+    Never raises: a line that cannot make a valid LogEvent as parsed is sent as kind "raw" with
+    the reason in its fields (cut to the schema's limits), so its neighbours are never lost.
+    """
+    from pydantic import ValidationError
+
     from fleetmedic.schemas import LogEvent
 
+    from .follow import MAX_LINE, TRUNCATED
     from .logparse import parse_line
 
     now = datetime.now(timezone.utc)
     out = []
     for path, line in lines:
         p = parse_line(line, now=now)
-        out.append(LogEvent(host=host, time=p.time or now, source=path[:512], line=line, kind=p.kind,
-                            severity=p.severity, fields=p.fields))
+        try:
+            out.append(LogEvent(host=host, time=p.time or now, source=path[:512] or "?", line=line, kind=p.kind,
+                                severity=p.severity, fields=p.fields))
+        except ValidationError as exc:
+            if len(line) > MAX_LINE:
+                line = line[:MAX_LINE - len(TRUNCATED)] + TRUNCATED
+            out.append(LogEvent(host=host, time=now, source=path[:512] or "?", line=line, kind="raw",
+                                severity="info", fields={"invalid": str(exc.errors(include_url=False)[0]["msg"])[:1024]}))
     return out
 
 
@@ -250,6 +264,8 @@ def _common(p) -> None:
                    help="where records wait while the broker is unreachable (one folder per exporter)")
     p.add_argument("--spool-max-mb", type=float, default=256.0, metavar="MB",
                    help="spool bound; records beyond it are dropped and counted")
+    p.add_argument("--spool-fsync", choices=("always", "batch", "never"), default="batch",
+                   help="when spooled records are forced to disk: each record, each batch (default), or never")
     p.add_argument("--no-spool", action="store_true", help="drop (and count) what the broker does not take")
     p.add_argument("--health-bind", default="127.0.0.1", metavar="ADDR")
     p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",

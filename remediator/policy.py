@@ -54,6 +54,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# `extract` runs on an incident field (labels and details are unbounded strings): longer ones are refused.
+EXTRACT_MAX_CHARS = 4096
+
+
 class VarSpec(_Strict):
     """One playbook variable: `from` an allowed incident field, or a constant `value`; typed."""
 
@@ -122,6 +126,9 @@ class VarSpec(_Strict):
                 raise PolicyError(f"incident has no {self.source}")
             raw = self.default
         elif self.extract is not None:
+            if len(str(raw)) > EXTRACT_MAX_CHARS:  # the pattern is the author's, the field is not: bound its input
+                raise PolicyError(f"{self.source}: {len(str(raw))} characters is more than extract reads "
+                                  f"({EXTRACT_MAX_CHARS})")
             found = re.search(self.extract, str(raw))
             if found is None or found.group(1) is None:
                 raise PolicyError(f"{self.source} {raw!r} does not match extract {self.extract!r}")
