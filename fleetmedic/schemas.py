@@ -19,7 +19,10 @@ SCHEMA_VERSION = 1
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past datetime.max in UTC: a validation error, not a crash
+        raise ValueError("time out of range in UTC") from None
 
 
 # An aware datetime, normalised to UTC so equal instants serialise to equal bytes.

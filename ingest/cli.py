@@ -153,6 +153,7 @@ def log_events(lines, host: str):
             out.append(LogEvent(host=host, time=p.time or now, source=path[:512] or "?", line=line, kind=p.kind,
                                 severity=p.severity, fields=p.fields))
         except ValidationError as exc:
+            line = line.encode("utf-8", "replace").decode("utf-8")  # lone surrogates are not UTF-8: "?"
             if len(line) > MAX_LINE:
                 line = line[:MAX_LINE - len(TRUNCATED)] + TRUNCATED
             out.append(LogEvent(host=host, time=now, source=path[:512] or "?", line=line, kind="raw",

@@ -71,3 +71,17 @@ def test_the_dead_letter_names_the_reason_and_keeps_the_record(tmp_path):
     assert isinstance(dl, DeadLetter) and dl.kind == "event_time"
     assert "86400 s ahead" in dl.error and dl.source_offset == item.offset
     assert DeadLetter.model_validate_json(dl.to_bytes()).original_size == len(item.record.to_bytes())
+
+
+def test_a_time_past_the_end_of_the_calendar_in_utc_is_a_validation_error_not_a_crash():
+    """Found by the fuzz suite: 9999-12-31T23:59:59-14:00 overflowed in astimezone and escaped decode."""
+    from fleetmedic.schemas import MetricBatch
+    from fleetmedic.transport import DecodeError, decode
+
+    raw = b'{"host":"h","time":"9999-12-31T23:59:59-14:00","source":"s","values":{"a":1}}'
+    try:
+        decode(MetricBatch, raw, 10_000)
+    except DecodeError as exc:
+        assert exc.kind == "validation" and "out of range" in str(exc)
+    else:
+        raise AssertionError("accepted a time that does not exist in UTC")

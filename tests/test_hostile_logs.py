@@ -87,3 +87,10 @@ def test_the_rewritten_patterns_still_read_real_lines():
         p = parse_line(line)
         assert p.kind == kind, line
         assert {k: p.fields.get(k) for k in fields} == fields, line
+
+
+def test_a_line_with_lone_surrogates_is_sent_raw_with_its_neighbours():
+    """Found by the fuzz suite: a str line that is not valid Unicode failed the LogEvent and its batch."""
+    events = log_events([("p", XID), ("p", "bad \udfff line"), ("p", XID)], "n1")
+    assert [e.kind for e in events] == ["xid", "raw", "xid"] and events[1].line == "bad ? line"
+    assert "invalid" in events[1].fields
