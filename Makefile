@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test schemas broker-stop bench clean
+.PHONY: venv demo test fuzz schemas broker-stop bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Hostile input through every consumer and parser (tests/fuzz_run.py; a few examples run in `make test`).
+fuzz: venv
+	$(BIN)/python tests/fuzz_run.py
 
 schemas: venv
 	$(BIN)/fleetmedic schemas export schemas
