@@ -21,6 +21,8 @@ STAGE_CLIS: list[str] = [
     "review.cli",
     "remediator.cli",
     "remediator.playbook_cli",
+    "remediator.control_cli",
+    "remediator.alerts_cli",
 ]
 
 

@@ -20,7 +20,8 @@ def cmd_remediate(args) -> int:
     engine = Remediator(settings_from(args), policy,
                         RunnerConfig(playbooks_dir=playbooks, artifacts_dir=Path(args.artifacts),
                                      keep_artifacts=args.keep_artifacts),
-                        group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000))
+                        group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000),
+                        policy_path=args.policy)
     print(f"remediator: group {args.group}, policy {args.policy} ({len(policy.rules)} rules), "
           f"playbooks {playbooks.resolve()}", flush=True)
     engine.run()

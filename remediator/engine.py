@@ -47,8 +47,10 @@ from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, 
 
 from . import approvals
 from .claims import Entry, LedgerReader, claim_reason, remediation_id
+from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
 from .policy import HUMAN, Policy, PolicyError
+from .policy_reload import PolicyWatcher
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +86,19 @@ class Remediator:
     def __init__(self, settings: Settings, policy: Policy, runner: RunnerConfig, *,
                  group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
                  clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
-                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S):
+                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S,
+                 control: ControlState | None = None, policy_path: str | Path | None = None):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
         self.policy = policy
         self.runner = runner
-        self.pipeline = pipeline or default_pipeline(policy)
+        # runtime control: the control topic's pause/silences/maintenance and Alertmanager's silences
+        self._own_control = control is None
+        self.control = control if control is not None else ControlState(settings).start()
+        self._default_pipeline = pipeline is None
+        self.pipeline = pipeline or default_pipeline(policy, self.control)
+        self.policy_watcher = PolicyWatcher(policy_path, policy) if policy_path is not None else None
         self.clock = clock
         self.tick_s = tick_s
         self.orphan_grace_s = orphan_grace_s
@@ -257,7 +265,7 @@ class Remediator:
         try:
             result = self._run_playbook(run, playbooks_dir=self.runner.playbooks_dir,
                                         artifacts_dir=self.runner.artifacts_dir, on_start=on_start,
-                                        keep_artifacts=self.runner.keep_artifacts)
+                                        keep_artifacts=self.runner.keep_artifacts, cancel=self.control.cancel)
         except PlaybookRefused as exc:
             return self._record(p, "failed", self.clock(), reason=f"refused before the run: {exc}")
         except Exception as exc:  # the run's outcome must be recorded whatever went wrong
@@ -265,11 +273,16 @@ class Remediator:
             return self._record(p, "failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
         _crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
-        reason = None
+        reason = gate = None
         if result.summary.failed_tasks:
             reason = "failed tasks: " + ", ".join(result.summary.failed_tasks)
+        engaged = self.control.kill_switch
+        if status == "cancelled" and engaged is not None:
+            # stopped by `fleetmedic pause`: the ladder stops here too (no escalation past a person's stop)
+            gate = "kill_switch"
+            reason = f"cancelled by the kill switch (fleetmedic pause by {engaged.by}: {engaged.reason or 'no reason'})"
         return self._record(p, status, self.clock(), started_at=result.started_at, finished_at=result.finished_at,
-                            rc=result.rc, run=result.summary, reason=reason)
+                            rc=result.rc, run=result.summary, reason=reason, gate=gate)
 
     def _run_all(self, runs: list[Proposal], out: list) -> None:
         if not runs:
@@ -416,10 +429,23 @@ class Remediator:
             return False
         return not (top.status == "skipped" and top.gate not in RETRYABLE)
 
+    def reload_policy(self) -> bool:
+        """Take a changed (or SIGHUP-requested) policy file if it validates; True when one was taken."""
+        if self.policy_watcher is None:
+            return False
+        new = self.policy_watcher.check()
+        if new is None:
+            return False
+        self.policy = new
+        if self._default_pipeline:
+            self.pipeline = default_pipeline(new, self.control)
+        return True
+
     def run_once(self) -> int:
         n = self.loop.run_once()
         if time.monotonic() - self._last_tick >= self.tick_s:
             self._last_tick = time.monotonic()
+            self.reload_policy()
             out = self.tick()
             for record in out:
                 self.producer.send(record)
@@ -436,6 +462,8 @@ class Remediator:
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: self.loop.stop())
+            if self.policy_watcher is not None:
+                previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self.policy_watcher.request())
         try:
             while not self.loop.stopping:
                 self.run_once()
@@ -453,7 +481,11 @@ class Remediator:
             try:
                 self.producer.close()
             finally:
-                self.reader.close()
+                try:
+                    self.reader.close()
+                finally:
+                    if self._own_control:
+                        self.control.close()
 
 
 __all__ = ["Remediator", "RunnerConfig", "CRASH_ENV", "CRASH_POINTS"]

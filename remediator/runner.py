@@ -48,6 +48,7 @@ _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 DEFAULT_KEEP_ARTIFACTS = 50
 MAX_FAILED_TASKS = 20
+CANCEL_POLL_S = 0.2  # how often a running play's cancel event is looked at
 
 
 class PlaybookRefused(ValueError):
@@ -280,6 +281,10 @@ def run_playbook(
         envvars["ANSIBLE_LOCAL_TEMP"] = str(Path(private) / "tmp")
         # ansible-runner's own `extravars` would be templated: pass our `!unsafe` file instead.
         vars_file = write_extra_vars(extra_vars, Path(private) / "fleetmedic-extra-vars.yml")
+        # ansible-runner asks the cancel callback once per pexpect wake-up (default every 5 s of a
+        # silent play): wake often, so `fleetmedic pause` stops a run within a second.
+        (Path(private) / "env").mkdir()
+        (Path(private) / "env" / "settings").write_text(f"pexpect_timeout: {CANCEL_POLL_S}\n")
         cmdline = f"-e @{shlex.quote(str(vars_file))}" + (" --check --diff" if run.check else "")
         if on_start is not None:
             on_start()

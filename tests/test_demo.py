@@ -42,6 +42,9 @@ def test_demo_heals_the_service_and_moves_the_job(settings, tmp_path, monkeypatc
     restart = next(r for r in remediations if r.host == "demo-host" and r.status == "succeeded")
     assert restart.playbook == "restart_service.yml" and restart.extra_vars["service"] == "demo"
     assert "healed: demo answers again" in out and "fault→healed" in out
+    # Alertmanager out: where the alerts are, and the kill switch as an alert (review/demo_alertmanager.py)
+    assert "alertmanager: fleetmedic pause → FleetmedicKillSwitch" in out
+    assert "alertmanager: fleetmedic resume → resolved" in out and "/#/alerts" in out
 
     why_not = slurm_missing_reason()
     if why_not:
