@@ -80,7 +80,12 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         raise ConfigFileError(path, [(line, f"invalid YAML: {exc.problem}")]) from exc
     except yaml.YAMLError as exc:
         raise ConfigFileError(path, [(None, f"invalid YAML: {exc}")]) from exc
-    return data, _line_index(node)
+    except RecursionError:  # found by the fuzz suite: "[" * 5000 crashed the loader
+        raise ConfigFileError(path, [(None, "invalid YAML: nested too deeply")]) from None
+    try:
+        return data, _line_index(node)
+    except RecursionError:
+        raise ConfigFileError(path, [(None, "invalid YAML: nested too deeply")]) from None
 
 
 def line_of(index: dict[tuple, int], loc: tuple) -> int | None:
