@@ -40,7 +40,9 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
+from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import Approval, Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, decode
@@ -123,6 +125,7 @@ class Remediator:
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
         self._last_tick = 0.0
+        metrics.watch_loop(self.loop, "remediate")
         self.started = 0  # playbook processes started by this process (tests and benchmark)
 
     # --- ownership ------------------------------------------------------------------------
@@ -146,6 +149,12 @@ class Remediator:
     def _emit(self, record: Remediation, out: list) -> None:
         self.ledger.apply(record)  # our own decisions count at once (the topic echo is idempotent)
         out.append(record)
+        metrics.remediation(record)
+        log.info("remediation %s %s: %s (%s) for incident %s on %s%s", record.id, record.status, record.action,
+                 record.playbook, record.incident_id, record.host,
+                 f" [{record.gate}] {record.reason}" if record.gate else (f": {record.reason}" if record.reason else ""),
+                 extra={**incident_fields(record), "status": record.status, "gate": record.gate,
+                        "playbook": record.playbook})
 
     # --- planning -------------------------------------------------------------------------
     def propose(self, incident: Incident, step_index: int = 0) -> Proposal | Remediation | None:
@@ -269,7 +278,8 @@ class Remediator:
         except PlaybookRefused as exc:
             return self._record(p, "failed", self.clock(), reason=f"refused before the run: {exc}")
         except Exception as exc:  # the run's outcome must be recorded whatever went wrong
-            log.exception("run of %s failed to complete", p.remediation_id)
+            log.exception("run of %s failed to complete", p.remediation_id,
+                          extra={"incident_id": p.incident.id, "host": p.host, "remediation_id": p.remediation_id})
             return self._record(p, "failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
         _crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
@@ -447,6 +457,8 @@ class Remediator:
             self._last_tick = time.monotonic()
             self.reload_policy()
             out = self.tick()
+            metrics.PENDING_CLAIMS.set(len(self.ledger.running(self.clock())))
+            metrics.set_kill_switch(self.control.kill_switch is not None)
             for record in out:
                 self.producer.send(record)
             if out:

@@ -64,9 +64,14 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf")
         print(f"demo: remediator policy {policy} (from deploy/demo-policy.yaml)", flush=True)
         procs = stack.enter_context(ChildProcesses())
-        procs.start(cli + ["detect", "--group", "demo-detectors"], env)
+        metrics_port = free_port_block(2)
+        procs.start(cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)], env)
         procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
-                           "--artifacts", str(work / "artifacts"), "--group", "demo-remediator"], env)
+                           "--artifacts", str(work / "artifacts"), "--group", "demo-remediator",
+                           "--metrics-port", str(metrics_port + 1)], env)
+        print(f"demo: metrics at http://127.0.0.1:{metrics_port}/metrics (detect) and "
+              f"http://127.0.0.1:{metrics_port + 1}/metrics (remediate); scrape them with Prometheus and import "
+              f"deploy/grafana/fleetmedic.json (docs/operations.md)", flush=True)
         am = _alertmanager(stack, procs, cli, env, work)
         follower = Follower(settings)
         stack.callback(follower.close)
