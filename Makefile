@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-secure test schemas broker-stop bench clean dist test-py313
+.PHONY: venv demo demo-secure test fuzz schemas broker-stop bench clean dist test-py313
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo-secure: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Hostile input through every consumer and parser (tests/fuzz_run.py; a few examples run in `make test`).
+fuzz: venv
+	$(BIN)/python tests/fuzz_run.py
 
 schemas: venv
 	$(BIN)/fleetmedic schemas export schemas

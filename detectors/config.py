@@ -159,6 +159,13 @@ class DetectorConfig(_Strict):
     iforest: IsolationForestConfig | None = None
     late_tolerance_s: float = Field(120.0, ge=0, description="records older than the host's newest by more "
                                                              "than this are counted and dropped")
+    # Below late_tolerance_s: a record just inside the bound then cannot make its host's honest records late.
+    max_future_skew_s: float = Field(60.0, ge=0, description="records whose event time is more than this "
+                                     "ahead of their Kafka timestamp are counted and dead-lettered")
+    max_series_per_host: int = Field(10_000, ge=1, description="a host's series beyond this many are not "
+                                     "tracked (counted in series_over_cap); keeps its snapshot under the record limit")
+    max_hosts: int = Field(100_000, ge=1, description="records of hosts beyond this many per process are "
+                           "counted (hosts_over_cap) and not used")
     max_gap_s: float = Field(300.0, gt=0, description="a gap longer than this restarts a pending `for`")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="wall seconds between state checkpoints")
     forget_host_after_s: float = Field(86_400.0, gt=0, description="a host silent this long (event time, behind "

@@ -59,13 +59,15 @@ from .incidents import make_incident, source
 from .lifecycle import PENDING, Lifecycle, grown
 from .log_rules import LogRules, load_table
 from .multivariate import ForestRule
-from . import state_codec
+from . import eventtime, state_codec
 
 log = logging.getLogger(__name__)
 
 STATE_DETECTOR = "engine"
 STATE_VERSION = 2  # 1: the .npz payload, still restored (detectors/state_codec.py)
 _STATE_DECODERS = {1: state_codec.decode_v1, 2: state_codec.decode}
+MAX_LAYOUTS_PER_HOST = 1024  # cached record layouts per host (a cache: cleared when full)
+MAX_RULE_CACHE = 1 << 20  # cached name → rules entries (a cache: cleared when full)
 
 
 class SeriesRule:
@@ -275,6 +277,11 @@ class EngineStats:
     dropped_late: int = 0
     counter_resets: int = 0
     skipped_restored: int = 0
+    future_dead_lettered: int = 0  # event time too far ahead of the broker timestamp (detectors/eventtime.py)
+    series_over_cap: int = 0  # values of series beyond a host's max_series_per_host: not tracked
+    hosts_over_cap: int = 0  # records of hosts beyond max_hosts: not used
+    unreadable_states: int = 0  # snapshots that could not be restored: the host started fresh
+    snapshots_too_large: int = 0  # host snapshots over the state record limit: not written (see DetectService)
     suppressed: int = 0
     incidents: int = 0
     compactions: int = 0  # series slot tables renumbered after hosts left (Engine.compact)
@@ -318,6 +325,7 @@ class Engine:
         self.replay_until: dict[tuple[str, int], int] = {}  # outputs below these offsets were produced already
         self.skip_below: dict[str, dict[tuple[str, int], int]] = {}  # host → offsets its restored state covers
         self.dirty: set[str] = set()
+        self.out_of_skew: list[tuple[Received, float]] = []  # (record, event time) to dead-letter; taken by the service
 
     # -- series table ---------------------------------------------------------------------------
     def _slots(self, hs: HostState, names) -> np.ndarray:
@@ -354,18 +362,33 @@ class Engine:
     def _rules_matching(self, name: str) -> tuple[int, ...]:
         rules = self._rules_for_name.get(name)
         if rules is None:
+            if len(self._rules_for_name) >= MAX_RULE_CACHE:
+                self._rules_for_name.clear()  # a cache over every name seen: bounded
             rules = tuple(i for i, r in enumerate(self.rules) if r.cfg.matches(name))
             self._rules_for_name[name] = rules
         return rules
 
-    def _layout(self, hs: HostState, record: MetricBatch) -> tuple[np.ndarray, np.ndarray]:
+    def _layout(self, hs: HostState, record: MetricBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(slots, is_counter, keep) of a record's layout; `keep` masks the values of series that have
+        a slot (None: all), the rest being over the host's `max_series_per_host`."""
         key = tuple(record.values)
         cached = hs.layouts.get((key, tuple(record.counters)))
         if cached is None:
             counters = set(record.counters)
-            slots = self._slots(hs, key)
-            is_counter = np.fromiter((n in counters for n in key), bool, len(key))
-            cached = hs.layouts[(key, tuple(record.counters))] = (slots, is_counter)
+            keep = None
+            room = self.config.max_series_per_host - len(hs.names)
+            new = [n for n in dict.fromkeys(key) if n not in hs.names]
+            if len(new) > room:
+                allowed = set(new[:max(room, 0)])
+                keep = np.fromiter((n in hs.names or n in allowed for n in key), bool, len(key))
+                key_kept = tuple(n for n, k in zip(key, keep) if k)
+            else:
+                key_kept = key
+            slots = self._slots(hs, key_kept)
+            is_counter = np.fromiter((n in counters for n in key_kept), bool, len(key_kept))
+            if len(hs.layouts) >= MAX_LAYOUTS_PER_HOST:
+                hs.layouts.clear()  # a cache: a host sending ever new layouts must not grow it without bound
+            cached = hs.layouts[(key, tuple(record.counters))] = (slots, is_counter, keep)
         return cached
 
     def host(self, name: str) -> HostState:
@@ -387,6 +410,11 @@ class Engine:
             if item.offset + 1 > self.positions.get(tp, 0):
                 self.positions[tp] = item.offset + 1
             emit = item.offset >= self.replay_until.get(tp, -1)
+            if eventtime.out_of_skew(item, record.time.timestamp(), self.config.max_future_skew_s):
+                self.stats.future_dead_lettered += 1
+                if emit:  # below replay_until its dead letter went out before the commit
+                    self.out_of_skew.append((item, record.time.timestamp()))
+                continue
             values = None
             if self.forests is not None and not isinstance(record, LogEvent):
                 # before the host's skip: a forest's checkpoint covers its own offsets
@@ -396,6 +424,9 @@ class Engine:
             skip = self.skip_below.get(record.host)
             if skip and item.offset < skip.get(tp, -1):
                 self.stats.skipped_restored += 1  # already inside the restored state
+                continue
+            if record.host not in self.hosts and len(self.hosts) >= self.config.max_hosts:
+                self.stats.hosts_over_cap += 1
                 continue
             hs = self.host(record.host)
             hs.tps.add(tp)
@@ -421,9 +452,12 @@ class Engine:
                 hs.labels = dict(record.labels)
             if self.fault:
                 self._emit(out, self.fault.step(hs, record, item, t), item, emit)
-            slots, is_counter = self._layout(hs, record)
+            slots, is_counter, keep = self._layout(hs, record)
             if values is None:
                 values = _values_array(record.values)
+            if keep is not None:
+                self.stats.series_over_cap += len(keep) - int(keep.sum())
+                values = values[keep]
             row = _Row(hs, item, t, emit, slots, is_counter, values)
             rounds[rank[record.host]].append(row)
             rank[record.host] += 1
@@ -569,6 +603,18 @@ class Engine:
         return f"{self.state_name}/iforest"
 
     def restore(self, state: DetectorState) -> None:
+        """Load a host's snapshot. One that cannot be read (corrupt, hostile, from a foreign writer)
+        is logged and counted in `unreadable_states`, and the host starts fresh: never raises."""
+        try:
+            self._restore(state)
+        except Exception as exc:  # whatever a hostile payload makes numpy, zlib or json raise
+            log.warning("unreadable state for %s (%s): starting fresh: %s: %s", state.host, state.detector,
+                        type(exc).__name__, exc)
+            self.stats.unreadable_states += 1
+            if state.detector != self.forest_state_name:
+                self.forget(state.host)
+
+    def _restore(self, state: DetectorState) -> None:
         if state.detector == self.forest_state_name:
             if self.forests is not None:
                 self.forests.restore(state)
@@ -766,6 +812,9 @@ class DetectService:
             metrics.incident(inc)
             log.info("incident %s %s: %s on %s: %s", inc.status, inc.id, inc.kind, inc.host, inc.summary,
                      extra={**incident_fields(inc), "status": inc.status, "kind": inc.kind})
+        out.extend(eventtime.dead_letter(item, t, self.engine.config.max_future_skew_s, self.group_id)
+                   for item, t in self.engine.out_of_skew)
+        self.engine.out_of_skew.clear()
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
             # In the batch's transaction: the snapshots commit with the incidents and offsets.
             gone = self.engine.silent_hosts(self.engine.config.forget_host_after_s)
@@ -773,7 +822,7 @@ class DetectService:
                 self.engine.forget(host)
             if gone:
                 self.engine.compact()
-            out.extend(self._state_record(s) for s in self.engine.take_dirty())
+            out.extend(self._state_records(self.engine.take_dirty()))
             out.extend(Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(p))
                        for h, p in sorted(gone.items()))
             self._last_checkpoint = wall.monotonic()
@@ -782,10 +831,25 @@ class DetectService:
 
     def checkpoint(self, partitions: set[int] | None = None) -> int:
         states = self.engine.take_dirty(partitions)
-        self.loop.produce_now(self._state_record(s) for s in states)
+        self.loop.produce_now(self._state_records(states))
         self._last_checkpoint = wall.monotonic()
         metrics.checkpoint("detect")
         return len(states)
+
+    def _state_records(self, states: list[DetectorState]) -> list[Outgoing]:
+        """The state records that fit the record limit. One that does not (a host past what
+        `max_series_per_host` allows for) is not written, counted and logged: one checkpoint that
+        cannot be sent must not fail all the others. That host restores from its previous snapshot."""
+        out = []
+        for s in states:
+            o = self._state_record(s)
+            if len(o.value) > self.settings.max_record_bytes:
+                self.engine.stats.snapshots_too_large += 1
+                log.error("state of %s is %d bytes, over max_record_bytes=%d: not checkpointed",
+                          s.host, len(o.value), self.settings.max_record_bytes)
+                continue
+            out.append(o)
+        return out
 
     def _state_record(self, state: DetectorState) -> Outgoing:
         # Keyed by group and host: groups never overwrite each other's state in compaction.

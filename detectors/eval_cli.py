@@ -75,6 +75,9 @@ def cmd_detect_csv(args) -> int:
         with open(args.output, "w", newline="") as fh:
             write_detections(fh, series, scores, alarms)
         print(f"{args.output}: {len(series.values)} rows, {int(alarms.sum())} alarms", file=sys.stderr)
+    if series.late_rows:
+        print(f"{args.file}: {series.late_rows} late rows (timestamp not after an earlier row's): "
+              f"not used, like late data in the live engine", file=sys.stderr)
     else:
         try:
             write_detections(sys.stdout, series, scores, alarms)
@@ -312,6 +315,9 @@ def cmd_eval_nab(args, command: str = "eval nab") -> int:
     print(format_protocol(runs, profiles))
     n_values = sum(len(r.series.values) for r in runs)
     print(f"\ndetector: {n_values} values in {took:.2f}s through the live rule code, one value at a time")
+    late = {r.name: r.series.late_rows for r in runs if r.series.late_rows}
+    print(f"late rows (timestamp not after an earlier row's, not used like the live engine's late data): "
+          f"{sum(late.values())}" + (f" ({', '.join(f'{n}: {k}' for n, k in sorted(late.items()))})" if late else ""))
     if args.plots:
         print(f"plots: {write_plots(runs, results, args.plots)}")
     return 0

@@ -85,8 +85,11 @@ SIGMA_LEFT_EDGE = float(scaled_sigmoid(-1.0))
 
 
 def window_rows(timestamps: np.ndarray, windows: list[tuple[str, str]] | list[list[str]]) -> list[tuple[int, int]]:
-    """Inclusive row ranges [L, R] of the windows: the rows whose timestamp lies in [start, end]."""
-    ts = np.asarray(timestamps, dtype="datetime64[ns]")
+    """Inclusive row ranges [L, R] of the windows: the rows whose timestamp lies in [start, end].
+
+    A row that steps back in time counts at its file position (under the newest time so far)."""
+    ts = np.maximum.accumulate(np.asarray(timestamps, dtype="datetime64[ns]")) if len(timestamps) else \
+        np.asarray(timestamps, dtype="datetime64[ns]")
     out = []
     for start, end in windows:
         lo = int(np.searchsorted(ts, np.datetime64(_iso(start), "ns"), side="left"))
@@ -274,6 +277,11 @@ class Series:
     times: np.ndarray
     values: np.ndarray
     value_texts: list[str] = field(default_factory=list)  # as written, so output repeats input
+    late: np.ndarray | None = None  # rows not newer than an earlier row: their values are NaN (not used)
+
+    @property
+    def late_rows(self) -> int:
+        return 0 if self.late is None else int(self.late.sum())
 
     @property
     def epoch_s(self) -> np.ndarray:
@@ -281,8 +289,25 @@ class Series:
         return self.times.astype(np.int64)
 
 
+def late_rows(times: np.ndarray) -> np.ndarray:
+    """Rows whose time is not after every earlier row's: late data.
+
+    The live engine never moves a series back in time: a value not newer than the series' newest
+    is not used (counted as `stale_values`, or `dropped_late` past the tolerance). A file whose
+    clock steps back (a DST change, a re-synced clock) or repeats a time is read the same way:
+    those rows are kept and written out, and their values are gaps.
+    """
+    if len(times) < 2:
+        return np.zeros(len(times), bool)
+    newest_before = np.maximum.accumulate(times)[:-1]
+    return np.concatenate([[False], times[1:] <= newest_before])
+
+
 def read_series(path: str | Path) -> Series:
-    """A ``timestamp,value`` CSV; an empty value is NaN; bad rows fail naming ``file:line``."""
+    """A ``timestamp,value`` CSV; an empty value is NaN; bad rows fail naming ``file:line``.
+
+    Rows that step back (or repeat a time) are late data (`late_rows`): kept, counted, their values NaN.
+    """
     stamps, ts, vals, texts = [], [], [], []
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
@@ -300,10 +325,10 @@ def read_series(path: str | Path) -> Series:
             stamps.append(row[0])
             texts.append(row[1].strip())
     times = np.array(ts, dtype="datetime64[s]")
-    if len(times) > 1 and np.any(np.diff(times) < np.timedelta64(0, "s")):
-        bad = int(np.flatnonzero(np.diff(times) < np.timedelta64(0, "s"))[0]) + 3
-        raise ValueError(f"{path}:{bad}: timestamps must not go backwards")
-    return Series(stamps, times, np.array(vals, dtype=float), texts)
+    values = np.array(vals, dtype=float)
+    late = late_rows(times)
+    values[late] = np.nan
+    return Series(stamps, times, values, texts, late)
 
 
 def load_windows(labels_path: str | Path) -> dict[str, list[list[str]]]:

@@ -49,8 +49,20 @@ def encode(header: dict, table_json: bytes, arrays: list[np.ndarray]) -> bytes:
     return zlib.compress(b"".join(parts), 1)
 
 
+# A payload inflates to at most this: a hostile record (a zlib bomb) is refused, not expanded.
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+
+
+def _inflate(payload: bytes) -> bytes:
+    d = zlib.decompressobj()
+    raw = d.decompress(payload, MAX_INFLATED_BYTES)
+    if d.unconsumed_tail:
+        raise ValueError(f"state payload inflates to more than {MAX_INFLATED_BYTES} bytes")
+    return raw
+
+
 def decode(payload: bytes) -> tuple[dict, list[str], dict[str, np.ndarray]]:
-    raw = zlib.decompress(payload)
+    raw = _inflate(payload)
     header_json, at = _chunk(raw, 0)
     table_json, at = _chunk(raw, at)
     header, table = json.loads(header_json), json.loads(table_json)
@@ -68,7 +80,7 @@ def decode(payload: bytes) -> tuple[dict, list[str], dict[str, np.ndarray]]:
 
 
 def decode_v1(payload: bytes) -> tuple[dict, list[str], dict[str, np.ndarray]]:
-    data = np.load(io.BytesIO(zlib.decompress(payload)), allow_pickle=False)
+    data = np.load(io.BytesIO(_inflate(payload)), allow_pickle=False)
     arrays = {key: data[key] for key in data.files}
     header = json.loads(arrays.pop("header").tobytes())
     return header, arrays.pop("names").tolist(), arrays

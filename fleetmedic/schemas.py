@@ -19,7 +19,10 @@ SCHEMA_VERSION = 1
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past datetime.max in UTC: a validation error, not a crash
+        raise ValueError("time out of range in UTC") from None
 
 
 # An aware datetime, normalised to UTC so equal instants serialise to equal bytes.
@@ -163,8 +166,9 @@ class Remediation(Contract):
 
 
 # handler: the stage's handler kept raising on a valid record (the error says why).
+# event_time: decoded, but its event time is too far ahead of its broker timestamp (detectors/eventtime.py)
 DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "handler",
-                         "approval_refused"]
+                         "approval_refused", "event_time"]
 # Bytes of a source key kept in a dead letter (and used as its key): a huge key must not make
 # the dead letter itself too big to send.
 DEAD_LETTER_KEY_BYTES = 1024

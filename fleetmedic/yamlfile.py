@@ -64,6 +64,27 @@ def _line_index(node: yaml.Node | None, prefix: tuple = (), out: dict | None = N
     return out
 
 
+MAX_FLOW_DEPTH = 100
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside quotes (a rough, linear bound; configs nest a few levels)."""
+    depth = deepest = 0
+    quote = None
+    for ch in text:
+        if quote:
+            if ch == quote or ch == "\n":
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     """Parse a YAML file; returns the data and a path → line index. Syntax errors name the line."""
     path = Path(path)
@@ -71,6 +92,8 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError(path, [(None, f"cannot read: {exc.strerror or exc}")]) from exc
+    if _flow_depth(text) > MAX_FLOW_DEPTH:  # PyYAML is slow on deep flow nesting before it fails: refuse first
+        raise ConfigFileError(path, [(None, f"invalid YAML: nested too deeply (more than {MAX_FLOW_DEPTH} levels)")])
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)
@@ -80,7 +103,12 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         raise ConfigFileError(path, [(line, f"invalid YAML: {exc.problem}")]) from exc
     except yaml.YAMLError as exc:
         raise ConfigFileError(path, [(None, f"invalid YAML: {exc}")]) from exc
-    return data, _line_index(node)
+    except RecursionError:  # found by the fuzz suite: "[" * 5000 crashed the loader
+        raise ConfigFileError(path, [(None, "invalid YAML: nested too deeply")]) from None
+    try:
+        return data, _line_index(node)
+    except RecursionError:
+        raise ConfigFileError(path, [(None, "invalid YAML: nested too deeply")]) from None
 
 
 def line_of(index: dict[tuple, int], loc: tuple) -> int | None:

@@ -21,6 +21,7 @@ def _options(args, settings):
     return ExporterOptions(
         spool_dir=None if args.no_spool else Path(args.spool_dir or settings.state_dir / "spool"),
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
+        spool_fsync=args.spool_fsync,
         # --metrics-port (0: any free port) wins over the older --health-port (0: none, -1: any free port)
         health_port=args.health_port if args.metrics_port is None else (args.metrics_port or -1),
         health_bind=args.health_bind or settings.health_bind,
@@ -141,17 +142,31 @@ def cmd_export_gpu(args) -> int:
 
 
 def log_events(lines, host: str):
-    """(path, line) pairs → LogEvents, parsed, stamped with the line's own time when it has one."""
+    """(path, line) pairs → LogEvents, parsed, stamped with the line's own time when it has one.
+
+    Never raises: a line that cannot make a valid LogEvent as parsed is sent as kind "raw" with
+    the reason in its fields (cut to the schema's limits), so its neighbours are never lost.
+    """
+    from pydantic import ValidationError
+
     from fleetmedic.schemas import LogEvent
 
+    from .follow import MAX_LINE, TRUNCATED
     from .logparse import parse_line
 
     now = datetime.now(timezone.utc)
     out = []
     for path, line in lines:
         p = parse_line(line, now=now)
-        out.append(LogEvent(host=host, time=p.time or now, source=path[:512], line=line, kind=p.kind,
-                            severity=p.severity, fields=p.fields))
+        try:
+            out.append(LogEvent(host=host, time=p.time or now, source=path[:512] or "?", line=line, kind=p.kind,
+                                severity=p.severity, fields=p.fields))
+        except ValidationError as exc:
+            line = line.encode("utf-8", "replace").decode("utf-8")  # lone surrogates are not UTF-8: "?"
+            if len(line) > MAX_LINE:
+                line = line[:MAX_LINE - len(TRUNCATED)] + TRUNCATED
+            out.append(LogEvent(host=host, time=now, source=path[:512] or "?", line=line, kind="raw",
+                                severity="info", fields={"invalid": str(exc.errors(include_url=False)[0]["msg"])[:1024]}))
     return out
 
 
@@ -351,6 +366,8 @@ def _common(p) -> None:
                         "default: STATE_DIR/spool, see `state_dir` in docs/deploy.md)")
     p.add_argument("--spool-max-mb", type=float, default=256.0, metavar="MB",
                    help="spool bound; records beyond it are dropped and counted")
+    p.add_argument("--spool-fsync", choices=("always", "batch", "never"), default="batch",
+                   help="when spooled records are forced to disk: each record, each batch (default), or never")
     p.add_argument("--no-spool", action="store_true", help="drop (and count) what the broker does not take")
     p.add_argument("--health-bind", default=None, metavar="ADDR",
                    help="address of the health endpoint (default: the health_bind setting, 127.0.0.1)")

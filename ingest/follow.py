@@ -16,7 +16,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# A line is at most this many bytes (LogEvent.line holds at most 65536 characters); a longer one is
+# cut to fit, ending in TRUNCATED, and the rest of it is skipped.
 MAX_LINE = 65536
+TRUNCATED = " [fleetmedic: line truncated]"
 
 
 @dataclass
@@ -26,6 +29,7 @@ class _State:
     dev: int = 0
     ino: int = 0
     offset: int = 0               # offset after the last whole line read
+    skipping: bool = False        # inside the rest of a line that was cut (see MAX_LINE)
 
 
 class LogFollower:
@@ -34,6 +38,8 @@ class LogFollower:
         """`from_end`: a file seen for the first time (no saved position) starts at its end."""
         self.position_file = Path(position_file) if position_file else None
         self.from_end = from_end
+        self.truncated_lines_ = 0
+        self.skipped_bytes_ = 0
         saved = {}
         if self.position_file and self.position_file.exists():
             try:
@@ -54,9 +60,11 @@ class LogFollower:
             return
         info = os.fstat(handle.fileno())
         st.handle, st.dev, st.ino = handle, info.st_dev, info.st_ino
+        st.skipping = False
         if resume is not None:
             if (resume["dev"], resume["ino"]) == (info.st_dev, info.st_ino):
                 st.offset = resume["offset"] if resume["offset"] <= info.st_size else 0
+                st.skipping = bool(resume.get("skipping")) and st.offset > 0
             else:
                 st.offset = 0
                 self._finish_rotated_sibling(st, resume)
@@ -78,24 +86,41 @@ class LogFollower:
                 self._pending_old.append((st, old))
                 return
 
-    @staticmethod
-    def _lines(handle, st: _State | None, limit: int) -> list[str]:
+    def _lines(self, handle, st: _State | None, limit: int) -> list[str]:
+        """Whole lines from `handle`'s position (at most `limit`); a line longer than MAX_LINE bytes
+        is cut to fit with TRUNCATED at its end and the rest of it skipped (counted in
+        `truncated_lines_` and `skipped_bytes_`), so it never costs its neighbours."""
         out = []
         start = handle.tell()
-        for raw in iter(handle.readline, b""):
-            if not raw.endswith(b"\n"):
-                if len(raw) >= MAX_LINE:  # a runaway line without newline: take it in pieces
-                    out.append(raw.decode("utf-8", "replace"))
-                    start += len(raw)
-                    continue
+        skipping = st.skipping if st is not None else False
+        keep = MAX_LINE - len(TRUNCATED.encode())
+        while True:
+            raw = handle.readline(MAX_LINE)  # never more than MAX_LINE bytes in memory for one line
+            if not raw:
+                break
+            whole = raw.endswith(b"\n")
+            if skipping:  # the rest of a line already cut
+                start += len(raw)
+                self.skipped_bytes_ += len(raw)
+                skipping = not whole
+                continue
+            if not whole and len(raw) < MAX_LINE:
                 handle.seek(start)  # a half-written line: wait for the rest
                 break
             start += len(raw)
-            out.append(raw[:-1].decode("utf-8", "replace")[:MAX_LINE])
+            if whole:
+                out.append(raw[:-1].decode("utf-8", "replace"))
+            else:
+                # a replacement character per bad byte at most: characters <= bytes <= MAX_LINE
+                out.append(raw[:keep].decode("utf-8", "replace") + TRUNCATED)
+                self.truncated_lines_ += 1
+                self.skipped_bytes_ += len(raw) - keep
+                skipping = True
             if len(out) >= limit:
                 break
         if st is not None:
             st.offset = start
+            st.skipping = skipping
         return out
 
     def poll(self, limit: int = 5000) -> list[tuple[str, str]]:
@@ -117,6 +142,7 @@ class LogFollower:
                 info, replaced = None, False  # moved away, new one not created yet: keep reading the old
             if not replaced and info is not None and info.st_size < st.offset:
                 st.offset = 0  # truncated in place (copytruncate, `> file`)
+                st.skipping = False
                 st.handle.seek(0)
             out += [(str(st.path), line) for line in self._lines(st.handle, st, limit)]
             if replaced:
@@ -131,7 +157,7 @@ class LogFollower:
         """Record the current positions (call after the lines from `poll` were published)."""
         if not self.position_file:
             return
-        data = {str(st.path): {"dev": st.dev, "ino": st.ino, "offset": st.offset}
+        data = {str(st.path): {"dev": st.dev, "ino": st.ino, "offset": st.offset, "skipping": st.skipping}
                 for st in self.files if st.handle is not None}
         tmp = self.position_file.with_suffix(".tmp")
         self.position_file.parent.mkdir(parents=True, exist_ok=True)

@@ -44,45 +44,50 @@ _PCI = r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.[0-9a-fA-F])?"
 
 RULES: list[Rule] = [
     _r("xid", "error", r"NVRM: Xid \((?:PCI:)?(?P<pci>[0-9a-fA-F:.]+)\): (?P<xid>\d+),\s*"
-                       r"(?:pid=(?:'<unknown>'|(?P<pid>\d+)),\s*)?(?:name=(?P<process>[^,]*),\s*)?(?P<text>.*)",
+                       r"(?:pid=(?:'<unknown>'|(?P<pid>\d+)),\s*)?(?:name=(?P<process>[^,]{0,256}),\s*)?(?P<text>.*)",
        ("xid", "pid"),
        needles=("Xid",)),
-    _r("gpu_fell_off_bus", "critical", r"NVRM: (?:GPU (?:at )?(?:PCI:)?(?P<pci>" + _PCI + r")?:?\s*)?"
+    # \A(?>(?s:.*?)NVRM: ): the first "NVRM: " only (atomic), so a line of many is not rescanned from each
+    _r("gpu_fell_off_bus", "critical", r"\A(?>(?s:.*?)NVRM: )(?:GPU (?:at )?(?:PCI:)?(?P<pci>" + _PCI + r")?:?\s*)?"
                                        r".*GPU has fallen off the bus",
        needles=("fallen off the bus",)),
     _r("gpu_uuid", "info", r"NVRM: GPU at (?:PCI:)?(?P<pci>[0-9a-fA-F:.]+): (?P<uuid>GPU-[0-9a-fA-F-]+)",
        needles=("GPU at",)),
-    _r("sxid", "error", r"nvidia-nvswitch(?P<switch>\d+): SXid \(PCI:(?P<pci>[^)]+)\): (?P<sxid>\d+), "
+    _r("sxid", "error", r"nvidia-nvswitch(?P<switch>\d+): SXid \(PCI:(?P<pci>[^)]{1,64})\): (?P<sxid>\d+), "
                         r"(?P<fatality>Fatal|Non-fatal),?\s*(?P<text>.*)", ("switch", "sxid"),
        needles=("SXid",)),
-    _r("row_remap", "warning", r"(?:NVRM: .*)?Row Remapper: (?P<text>New row marked for remapping.*)",
+    # (an "NVRM: .*" prefix before the needle captured nothing and cost a scan per "NVRM: ": dropped)
+    _r("row_remap", "warning", r"Row Remapper: (?P<text>New row marked for remapping.*)",
        needles=("Row Remapper",)),
-    _r("row_remap_failure", "critical", r"(?:NVRM: .*)?Row Remapper: (?P<text>.*(?:fail|Fail).*)",
+    _r("row_remap_failure", "critical", r"\A(?>(?s:.*?)Row Remapper: )(?P<text>.*[fF]ail.*)",
        needles=("Row Remapper",)),
-    _r("page_retirement", "warning", r"(?:NVRM: .*)?Dynamic Page Retirement: (?P<text>New retired page.*)",
+    _r("page_retirement", "warning", r"Dynamic Page Retirement: (?P<text>New retired page.*)",
        needles=("Page Retirement",)),
-    _r("page_retirement_failure", "critical", r"(?:NVRM: .*)?Dynamic Page Retirement: (?P<text>Fatal error.*)",
+    _r("page_retirement_failure", "critical", r"Dynamic Page Retirement: (?P<text>Fatal error.*)",
        needles=("Page Retirement",)),
     _r("oom_kill", "error", r"(?:Out of memory|Memory cgroup out of memory): Killed process (?P<pid>\d+) "
-                            r"\((?P<process>[^)]*)\) total-vm:(?P<total_vm_kb>\d+)kB, anon-rss:(?P<anon_rss_kb>\d+)kB, "
+                            r"\((?P<process>[^)]{0,256})\) total-vm:(?P<total_vm_kb>\d+)kB, anon-rss:(?P<anon_rss_kb>\d+)kB, "
                             r"file-rss:(?P<file_rss_kb>\d+)kB", ("pid", "total_vm_kb", "anon_rss_kb", "file_rss_kb"),
        needles=("Killed process",)),
-    _r("oom_kill", "error", r"Killed process (?P<pid>\d+) \((?P<process>[^)]*)\) total-vm:(?P<total_vm_kb>\d+)kB, "
+    _r("oom_kill", "error", r"Killed process (?P<pid>\d+) \((?P<process>[^)]{0,256})\) total-vm:(?P<total_vm_kb>\d+)kB, "
                             r"anon-rss:(?P<anon_rss_kb>\d+)kB, file-rss:(?P<file_rss_kb>\d+)kB",
        ("pid", "total_vm_kb", "anon_rss_kb", "file_rss_kb"),
        needles=("Killed process",)),
-    _r("hung_task", "error", r"INFO: task (?P<process>[\S ]+):(?P<pid>\d+) blocked for more than (?P<seconds>\d+) seconds\.",
+    _r("hung_task", "error", r"INFO: task (?P<process>[\S ]{1,64}):(?P<pid>\d+) blocked for more than (?P<seconds>\d+) seconds\.",
        ("pid", "seconds"),
        needles=("blocked for more than",)),
     _r("kernel_oops", "critical", r"(?P<text>BUG: unable to handle (?:kernel )?(?:NULL pointer dereference|page fault).*"
                                   r"|divide error: 0000 \[#\d+\] SMP.*|Kernel panic - not syncing.*"
                                   r"|general protection fault.*|Oops: \d+ \[#\d+\].*)",
        needles=("BUG: ", "divide error", "Kernel panic", "general protection", "Oops: ")),
-    _r("fs_readonly", "critical", r"(?P<fs>EXT4-fs|XFS|BTRFS)?.*?\((?P<device>[^)]+)\).*Remounting filesystem read-only",
+    # The first "(…)" holding something (as `.*?\(([^)]+)\)` would find), without backtracking:
+    # anchored and possessive, so it is one pass (the lazy form was cubic in the line's length).
+    _r("fs_readonly", "critical", r"\A(?P<fs>EXT4-fs|XFS|BTRFS)?[^(]*+(?:\(\)[^(]*+)*+\((?P<device>[^)]+)\)"
+                                  r".*Remounting filesystem read-only",
        needles=("read-only",)),
-    _r("fs_error", "error", r"EXT4-fs error \(device (?P<device>[^)]+)\): (?P<text>.*)",
+    _r("fs_error", "error", r"EXT4-fs error \(device (?P<device>[^)]{1,256})\): (?P<text>.*)",
        needles=("EXT4-fs error",)),
-    _r("fs_error", "critical", r"XFS \((?P<device>[^)]+)\): .*Shutting down filesystem",
+    _r("fs_error", "critical", r"\A(?>(?s:.*?)XFS \()(?P<device>[^)]{1,256})\): .*Shutting down filesystem",
        needles=("Shutting down filesystem",)),
     _r("io_error", "error", r"(?:Buffer I/O error on dev(?:ice)? (?P<device>[^,\s]+)|"
                             r"(?:blk_update_request|I/O error), dev (?P<device2>[^,\s]+)).*",
@@ -96,12 +101,12 @@ RULES: list[Rule] = [
        needles=("AER:",)),
     _r("mce", "error", r"mce: \[Hardware Error\]:?\s*(?P<text>.*)",
        needles=("mce:",)),
-    _r("service_crash", "error", r"(?P<service>[\w@.-]+)\.service: Main process exited, code=(?P<code>\w+), "
+    _r("service_crash", "error", r"(?<![\w@.-])(?P<service>[\w@.-]+)\.service: Main process exited, code=(?P<code>\w+), "
                                  r"status=(?P<status>[\w/]+)",
        needles=(".service: Main process exited",)),
-    _r("service_crash", "error", r"(?P<service>[\w@.-]+)\.service: Failed with result '(?P<result>[\w-]+)'",
+    _r("service_crash", "error", r"(?<![\w@.-])(?P<service>[\w@.-]+)\.service: Failed with result '(?P<result>[\w-]+)'",
        needles=(".service: Failed with result",)),
-    _r("service_restart", "warning", r"(?P<service>[\w@.-]+)\.service: Scheduled restart job, restart counter is at "
+    _r("service_restart", "warning", r"(?<![\w@.-])(?P<service>[\w@.-]+)\.service: Scheduled restart job, restart counter is at "
                                      r"(?P<restart_count>\d+)", ("restart_count",),
        needles=("Scheduled restart job",)),
     _r("service_crash", "error", r"(?:INFO |WARN |CRIT )?exited: (?P<service>\S+) \((?:exit status (?P<status>\d+)|"
@@ -157,14 +162,19 @@ def _line_time(ts: str, now: datetime) -> datetime | None:
                      tzinfo=timezone.utc)
         # Classic syslog has no year: a December line read in January belongs to last year.
         return t.replace(year=now.year - 1) if (t - now).days > 300 else t
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):  # year 9999 with an offset overflows in astimezone
         return None
 
 
+# Only this much of a line is parsed (a kernel line is at most 1024 bytes); the whole line is kept
+# in the LogEvent. Every pattern above runs in time linear in its input, and this bounds the constant.
+MAX_PARSE_CHARS = 4096
+
+
 def parse_line(line: str, now: datetime | None = None) -> Parsed:
-    """Classify one log line; never raises."""
+    """Classify one log line (its first MAX_PARSE_CHARS characters); never raises."""
     now = now or datetime.now(timezone.utc)
-    message, when = line.rstrip("\r\n"), None
+    message, when = line[:MAX_PARSE_CHARS].rstrip("\r\n"), None
     candidates = []  # (message, program): with the "host program[pid]:" part taken off, then without
     for prefix in (_ISO, _SYSLOG):
         m = prefix.match(message)

@@ -23,7 +23,9 @@ from .promcanon import canonical
 from .promtext import PromParseError, is_sentinel, parse
 from .series import host_name
 
-MAX_BODY = 64 * 1024 * 1024
+# A scrape body is at most this (a node_exporter or dcgm page is well under 2 MB); a larger one is an
+# error for that target. What is kept is split under the record limit when published (ingest/split.py).
+MAX_BODY = 16 * 1024 * 1024
 
 
 @dataclass

@@ -28,6 +28,7 @@ from fleetmedic.schemas import Contract
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer
 
+from .split import fit
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Publisher:
                 self.health.spool_records = self.spool.records_
                 self.health.spool_bytes = self.spool.bytes_
                 self.health.dropped = self.spool.dropped_
+                self.health.extra["spool_torn_lines"] = float(self.spool.torn_)
 
     # -- sending
     def _send_all(self, items: list[tuple[str, bytes | None, bytes]]) -> list[tuple[str, bytes | None, bytes]]:
@@ -144,6 +146,13 @@ class Publisher:
             return False
         while len(self.spool):
             head = self.spool.head()
+            if any(len(v) > self.settings.max_record_bytes for _, _, v in head):
+                # spooled before records were split (or under a larger limit): they would block the rest
+                fits = [item for item in head if len(item[2]) <= self.settings.max_record_bytes]
+                self._refuse(f"{len(head) - len(fits)} spooled records over {self.settings.max_record_bytes} bytes",
+                             len(head) - len(fits))
+                self.spool.consume_head(fits)
+                continue
             if self.spool.uncertain_since_ms is not None:
                 try:
                     head = self._drop_already_stored(head, self.spool.uncertain_since_ms)
@@ -209,9 +218,23 @@ class Publisher:
             self._sync_spool_health()
         return keep
 
+    def _refuse(self, reason: str, count: int = 1) -> None:
+        """Records that can never be sent (over the size limit, not splittable): dropped, counted, said."""
+        log.error("record refused: %s", reason)
+        self.health.error(f"refused: {reason}")
+        with self.health.lock:
+            self.health.extra["refused_oversized"] = self.health.extra.get("refused_oversized", 0.0) + count
+
     def publish(self, records: list[Contract]) -> int:
-        """Deliver or spool `records`; returns how many reached the broker now."""
-        items = [(topic_name(self.settings, r.topic), r.key(), r.to_bytes()) for r in records]
+        """Deliver or spool `records`; returns how many reached the broker now.
+
+        Metric batches over `max_record_bytes` are split first (ingest/split.py), so no record
+        that cannot be sent is ever spooled in front of the others.
+        """
+        fitted, refused = fit(records, self.settings.max_record_bytes)
+        for _, reason in refused:
+            self._refuse(reason)
+        items = [(topic_name(self.settings, r.topic), r.key(), data) for r, data in fitted]
         if not items:
             self._drain()
             return 0
@@ -235,6 +258,7 @@ class Publisher:
             if self.spool.append(topic, key, value):
                 with self.health.lock:
                     self.health.spooled += 1
+        self.spool.sync()  # once per batch under the default fsync policy ("batch")
         self._sync_spool_health()
         if self.spool.dropped_:
             log.warning("spool full (%d bytes): %d records dropped so far", self.spool.max_bytes, self.spool.dropped_)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class ExporterOptions:
     spool_dir: Path | None = field(default_factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = 256 * 1024 * 1024
+    spool_fsync: str = "batch"             # ingest/spool.py: always | batch | never
     health_port: int | None = None         # None or 0: no health endpoint; -1: any free port
     health_bind: str = "127.0.0.1"
     ack_timeout_s: float = 10.0
@@ -41,7 +42,8 @@ class Exporter:
         self.health = ExporterHealth(name)
         spool = None
         if options.spool_dir is not None:
-            spool = Spool(Path(options.spool_dir) / name, max_bytes=options.spool_max_bytes)
+            spool = Spool(Path(options.spool_dir) / name, max_bytes=options.spool_max_bytes,
+                          fsync=options.spool_fsync)
         self.publisher = Publisher(settings, self.health, spool, ack_timeout_s=options.ack_timeout_s,
                                    retry_s=options.retry_s)
         self.server = None

@@ -62,6 +62,10 @@ class HostUrl(_Strict):
     path: str = Field("/", pattern=r"^/[A-Za-z0-9._~/%-]{0,200}$")
 
 
+# `extract` runs on an incident field (labels and details are unbounded strings): longer ones are refused.
+EXTRACT_MAX_CHARS = 4096
+
+
 class VarSpec(_Strict):
     """One playbook variable: `from` an allowed incident field, a constant `value`, or a `host_url`; typed."""
 
@@ -146,6 +150,9 @@ class VarSpec(_Strict):
                 raise PolicyError(f"incident has no {self.source}")
             raw = self.default
         elif self.extract is not None:
+            if len(str(raw)) > EXTRACT_MAX_CHARS:  # the pattern is the author's, the field is not: bound its input
+                raise PolicyError(f"{self.source}: {len(str(raw))} characters is more than extract reads "
+                                  f"({EXTRACT_MAX_CHARS})")
             found = re.search(self.extract, str(raw))
             if found is None or found.group(1) is None:
                 raise PolicyError(f"{self.source} {raw!r} does not match extract {self.extract!r}")

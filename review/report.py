@@ -50,6 +50,12 @@ def ewma_band(values: np.ndarray, alpha: float = 0.1, sigmas: float = 3.0) -> tu
     return mean, std * sigmas
 
 
+def _plain(text: str) -> str:
+    """Text for a plot label, shown as written: matplotlib reads `$...$` as math (a series name with
+    `$` in it could not be drawn), and an escaped `\\$` is a literal dollar sign."""
+    return text.replace("$", r"\$")
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -85,10 +91,10 @@ def series_plot(name: str, s: Series, review: HostReview, spans) -> str:
     mean, band = ewma_band(s.values)
     ax.fill_between(s.times, mean - band, mean + band, color="#b0bec5", alpha=0.45, lw=0, label="EWMA ± 3σ")
     ax.plot(s.times, mean, color="#78909c", lw=0.8)
-    ax.plot(s.times, s.values, color="#1565c0", lw=1.1, label=name)
+    ax.plot(s.times, s.values, color="#1565c0", lw=1.1, label=_plain(name))
     _mark_events(ax, review, spans)
     ax.set_xlim(_t(review.start), _t(review.end))
-    ax.set_title(name, loc="left", fontsize=10)
+    ax.set_title(_plain(name), loc="left", fontsize=10)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -101,13 +107,13 @@ def timeline_plot(review: HostReview, spans) -> str:
     for s in spans.values():
         ax.barh(1, (_t(s["end"]) - _t(s["start"])).astype("timedelta64[ms]").astype(float) / 86_400_000,
                 left=mdates.date2num(_t(s["start"])), color=SEVERITY_COLOURS.get(s["severity"]), height=0.5)
-        ax.text(mdates.date2num(_t(s["start"])), 1.3, f"{s['kind']}/{s['subject']}", fontsize=7)
+        ax.text(mdates.date2num(_t(s["start"])), 1.3, _plain(f"{s['kind']}/{s['subject']}"), fontsize=7)
     for r in review.logs:
         ax.plot(_t(r.time), 0, "|", color="#c62828" if r.severity in ("error", "critical") else "#607d8b", ms=12)
     for r in review.remediations:
         ax.plot(_t(r.time), 2, "o", color=STATUS_COLOURS.get(r.status, "#555"), ms=6)
     for status in sorted({r.status for r in review.remediations}):
-        ax.plot([], [], "o", color=STATUS_COLOURS.get(status, "#555"), label=status)
+        ax.plot([], [], "o", color=STATUS_COLOURS.get(status, "#555"), label=_plain(status))
     ax.set_yticks(range(len(lanes)), lanes)
     ax.set_ylim(-0.7, 2.7)
     ax.set_xlim(_t(review.start), _t(review.end))
@@ -115,7 +121,7 @@ def timeline_plot(review: HostReview, spans) -> str:
     ax.grid(axis="x", alpha=0.3)
     if review.remediations:
         ax.legend(loc="upper right", fontsize=7, ncols=4)
-    ax.set_title(f"{review.host}: timeline", loc="left", fontsize=10)
+    ax.set_title(_plain(f"{review.host}: timeline"), loc="left", fontsize=10)
     return _png(fig)
 
 

@@ -1,0 +1,185 @@
+"""Hostile inputs, and the tally of what each consumer and parser did with them (issue 13).
+
+Every fuzz target feeds hostile inputs through a real decode and handler path (or a parser),
+with valid records next to them, and counts: inputs, accepted, rejected (with a reason),
+dead-lettered, crashes (an exception the path does not document), stalls (one input over
+`BUDGET_S`) and valid records lost (a valid neighbour whose outcome differs from its outcome
+without the hostile records around it). `tests/fuzz_run.py` (`make fuzz`) prints the tallies.
+
+Hostile means: random bytes, invalid UTF-8, deep and huge JSON, NaN and infinity, wrong types,
+control characters and lone surrogates, extreme timestamps, many distinct names, and inputs
+built from the fragments the log patterns look for (adversarial for backtracking).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import HealthCheck, Phase, settings, strategies as st
+
+# One input taking longer than this is a stall. The old cubic log pattern took seconds at 8 KB
+# and hours at 64 KB; a linear path takes milliseconds. Generous, because the machine is shared.
+# On a shared machine the budget grows with the load per core (at a load of 20 on 2 cores, 20 s):
+# a stall is an input that is slow for the code, not for the scheduler.
+BUDGET_S = float(os.environ.get("FLEETMEDIC_FUZZ_BUDGET_S", "2.0")) * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+FULL = os.environ.get("FLEETMEDIC_FUZZ") == "full"
+# examples per target: a few dozen in `make test`, enough for >= 10,000 inputs each in `make fuzz`
+EXAMPLES = int(os.environ.get("FLEETMEDIC_FUZZ_EXAMPLES", "1200" if FULL else "15"))
+
+# No shrinking: a failure is reported with the input that caused it (shrinking a 64 KB input can
+# take longer than the whole run's budget).
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not FULL,
+                suppress_health_check=list(HealthCheck), print_blob=True,
+                phases=[Phase.explicit, Phase.generate])
+
+T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
+BROKER_MS = int(T0.timestamp() * 1000)
+
+
+@dataclass
+class Tally:
+    name: str
+    inputs: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    crashes: int = 0
+    stalls: int = 0
+    lost: int = 0
+    worst_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+TALLIES: dict[str, Tally] = {}
+
+
+def tally(name: str) -> Tally:
+    return TALLIES.setdefault(name, Tally(name))
+
+
+class FuzzFailure(AssertionError):
+    """A crash, stall or lost record: hypothesis shrinks it and reports the input."""
+
+
+def timed(t: Tally, fn, *args, expected: tuple[type[BaseException], ...] = ()):
+    """Run one input through `fn`: (True, result) accepted, (False, exc) rejected with a documented
+    error; any other exception is a crash, and more than BUDGET_S a stall (both raise)."""
+    t.inputs += 1
+    start = time.perf_counter()
+    try:
+        out = fn(*args)
+        ok = True
+    except expected as exc:
+        out, ok = exc, False
+    except Exception as exc:
+        t.crashes += 1
+        t.failures.append(f"crash: {type(exc).__name__}: {str(exc)[:200]}")
+        raise FuzzFailure(f"{t.name}: crash: {type(exc).__name__}: {exc}") from exc
+    took = time.perf_counter() - start
+    t.worst_s = max(t.worst_s, took)
+    if took > BUDGET_S:
+        t.stalls += 1
+        t.failures.append(f"stall: {took:.2f}s on {str(args)[:120]!r}")
+        raise FuzzFailure(f"{t.name}: stall: {took:.2f}s > {BUDGET_S}s")
+    if ok:
+        t.accepted += 1
+    else:
+        t.rejected += 1
+    return ok, out
+
+
+def lost(t: Tally, count: int, what: str) -> None:
+    if count:
+        t.lost += count
+        t.failures.append(f"lost: {what}")
+        raise FuzzFailure(f"{t.name}: {count} valid records lost: {what}")
+
+
+# -- strategies ---------------------------------------------------------------------------------
+# Characters that break things: controls, NUL, lone surrogates, bidi overrides, quotes, `$`, markup.
+NASTY_CHARS = st.sampled_from(["\x00", "\x07", "\n", "\r", "\t", "\x1b[31m", "\u202e", "\ud800", "\udfff", "\ufeff",
+                               '"', "'", "\\", "$", "</script>", "{", "}", "\u00e9", "\U0001f525", "%s", "\x7f"])
+TEXT = st.one_of(st.text(max_size=40), st.lists(NASTY_CHARS, max_size=8).map("".join),
+                 st.integers(0, 70000).map(lambda n: "x" * n))
+EXTREME_TIMES = st.sampled_from([
+    "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00",
+    "1970-01-01T00:00:00Z", "2026-11-30T00:00:00", "2026-13-45T25:61:61Z", "not a time", "", "2100-01-01T00:00:00Z",
+    "2026-12-01T00:00:00Z", "-1", "1e308", "2026-11-30T00:00:00.123456789123Z"])
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2 ** 80), 2 ** 80),
+                    st.sampled_from([10 ** 400, -10 ** 400, 1e308, -0.0, 2 ** 63, -(2 ** 63) - 1]))
+JSON_LEAF = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, EXTREME_TIMES)
+JSON_ANY = st.recursive(JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=6), st.dictionaries(TEXT, c, max_size=6)),
+                        max_leaves=30)
+
+
+def _dumps(obj) -> bytes:
+    """JSON as a careless producer writes it: NaN/Infinity allowed, non-ASCII and surrogates raw."""
+    text = json.dumps(obj, allow_nan=True, ensure_ascii=False, default=str)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _deep(depth: int, kind: str) -> bytes:
+    return (b"[" * depth + b"]" * depth) if kind == "list" else (b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+RAW_BYTES = st.one_of(
+    st.binary(max_size=300),
+    st.binary(max_size=64).map(lambda b: b"\xff\xfe" + b + b"\xc3\x28"),  # invalid UTF-8
+    st.tuples(st.integers(1, 200_000), st.sampled_from(["list", "dict"])).map(lambda a: _deep(*a)),
+    st.integers(1_000_001, 1_200_000).map(lambda n: b'{"host":"' + b"a" * n + b'"}'),  # oversized
+    JSON_ANY.map(_dumps),
+    st.sampled_from([b"", b"null", b"[]", b"{}", b"NaN", b"Infinity", b'{"a":NaN}', b'"\\ud800"', b"\x00" * 64]),
+)
+
+
+def mutated(base: dict) -> st.SearchStrategy[bytes]:
+    """A valid record's JSON with fields removed, retyped, made extreme, or extra ones added."""
+    keys = sorted(base)
+
+    def build(draw_ops):
+        rec = dict(base)
+        for op, key, value in draw_ops:
+            key = key if op != "add" else f"extra_{key}"
+            if op == "drop":
+                rec.pop(key, None)
+            else:
+                rec[key] = value
+        return _dumps(rec)
+
+    op = st.tuples(st.sampled_from(["drop", "set", "add"]), st.sampled_from(keys),
+                   st.one_of(JSON_ANY, EXTREME_TIMES))
+    return st.lists(op, min_size=1, max_size=4).map(build)
+
+
+def hostile_records(base: dict) -> st.SearchStrategy[bytes]:
+    return st.one_of(RAW_BYTES, mutated(base), mutated(base), mutated(base))
+
+
+# Fragments the log patterns look for: repeated, they are the worst case for a backtracking pattern.
+LOG_FRAGMENTS = ["NVRM: ", "Xid (", "PCI:0000:3b:00", "): ", "79, ", "(", ")", "()", "Remounting filesystem read-only",
+                 "EXT4-fs", "XFS (", "INFO: task ", "a", " ", ":12", " blocked for more than ", "120 seconds.",
+                 "Row Remapper: ", "fail", "Dynamic Page Retirement: ", ".service: Main process exited, code=",
+                 "abc.def", "Killed process 12 (", "nvidia-nvswitch0: SXid (PCI:", "mce: [Hardware Error]: ",
+                 "AER: ", "kernel: ", "[ 12.5] ", "2026-11-30T00:00:00Z host prog[1]: ", "exited: ", "gave up: ",
+                 "\t", "\x00", "\ufffd", "fallen off the bus", "Shutting down filesystem", "I/O error, dev "]
+
+
+def adversarial_line(parts: list[str], repeat: int) -> str:
+    return ("".join(parts) * repeat)[:70_000]
+
+
+LOG_LINES = st.one_of(
+    st.builds(adversarial_line, st.lists(st.sampled_from(LOG_FRAGMENTS), min_size=1, max_size=5),
+              st.integers(1, 4000)),
+    TEXT,
+    st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace")),
+    st.builds(lambda ts, rest: f"{ts} host kernel: {rest}", EXTREME_TIMES, TEXT),
+)
+
+
+def t0_plus(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
