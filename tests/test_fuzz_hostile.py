@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, strategies as st
 
 from fleetmedic.schemas import Approval, DetectorState, Incident, LogEvent, MetricBatch, Remediation
@@ -26,6 +27,7 @@ from fleetmedic.yamlfile import ConfigFileError
 
 from detectors.config import DetectorConfig, load_config
 from detectors.engine import Engine
+from remediator.approvals import public_key_text
 
 from fuzz_kit import (BROKER_MS, FUZZ, _dumps, LOG_LINES, RAW_BYTES, T0, JSON_ANY, TEXT, hostile_records, lost, tally,
                       timed)
@@ -194,6 +196,9 @@ def _remediation(i: int, status: str = "awaiting_approval") -> Remediation:
 
 
 REMEDIATION_BASE = _remediation(0).model_dump(mode="json")
+# Good approvals are signed as `fleetmedic approve` signs them; hostile ones derive from an unsigned base.
+APPROVER_PRIVATE = Ed25519PrivateKey.generate()
+APPROVER_PUBLIC = public_key_text(APPROVER_PRIVATE.public_key())
 APPROVAL_BASE = Approval(remediation_id=f"rem-{0:020x}", host="gpu-node-0", decision="approve", by="sre",
                          time=T0 + timedelta(seconds=5)).model_dump(mode="json")
 
@@ -222,17 +227,23 @@ def test_fuzz_approvals_consumer(hostile, n_good):
     ledger = Ledger()
     for i in range(n_good):
         ledger.apply(_remediation(2000 + i))
-    good = [Approval(remediation_id=f"rem-{2000 + i:020x}", host=f"gpu-node-{2000 + i}", decision="approve", by="sre",
-                     time=T0 + timedelta(seconds=5)) for i in range(n_good)]
+    desk = approvals.ApprovalDesk({"sre": APPROVER_PUBLIC}, expire_s=3600.0)
+    good = []
+    for i in range(n_good):
+        request = _remediation(2000 + i)
+        good.append(approvals.sign(Approval(
+            remediation_id=request.id, incident_id=request.incident_id, action=request.action, step=request.step,
+            host=request.host, decision="approve", by="sre", time=T0 + timedelta(seconds=5),
+            expires_at=T0 + timedelta(seconds=600), nonce=f"{i:032x}"), APPROVER_PRIVATE))
     got = consume("approvals", Approval, hostile, good, "t.approvals.v1")
     t = tally("approvals.handler")
-    verdicts = {}
+    honoured = set()
     for item in got.valid:
         entry = ledger.get(item.record.remediation_id)
-        _, v = timed(t, approvals.judge, item.record, entry, T0 + timedelta(seconds=10), 3600.0)
-        if item.record.by == "sre" and item.record.remediation_id.startswith("rem-00000000000000000"):
-            verdicts.setdefault(item.record.remediation_id, v)
-    bad = [g.remediation_id for g in good if not (verdicts.get(g.remediation_id) and verdicts[g.remediation_id].run)]
+        _, v = timed(t, desk.consider, item.record, entry, T0 + timedelta(seconds=10))
+        if isinstance(v, approvals.Verdict) and v.run:
+            honoured.add(item.record.remediation_id)
+    bad = [g.remediation_id for g in good if g.remediation_id not in honoured]
     lost(tally("approvals"), len(bad), f"approvals not honoured: {bad}")
 
 

@@ -86,6 +86,8 @@ def test_a_snapshot_over_the_record_limit_is_counted_and_left_out_not_sent():
     service = SimpleNamespace(engine=engine, settings=Settings(max_record_bytes=20_000), state_topic="t.state.v1",
                               group_id="g")
     service._state_record = lambda s: DetectService._state_record(service, s)
+    service._partition_of = lambda s: DetectService._partition_of(service, s)
+    service._state_partition = lambda p: None  # by key, as with a state topic of another partition count
     out = DetectService._state_records(service, engine.take_dirty())
     assert [o.key for o in out] == [b"g/small"]  # before: the big one was sent and failed the whole checkpoint
     assert engine.stats.snapshots_too_large == 1
