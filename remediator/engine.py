@@ -84,13 +84,15 @@ class Remediator:
     def __init__(self, settings: Settings, policy: Policy, runner: RunnerConfig, *,
                  group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
                  clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
-                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S):
+                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S, inventory=None):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
         self.policy = policy
         self.runner = runner
-        self.pipeline = pipeline or default_pipeline(policy)
+        # the fleet model (remediator.inventory.Inventory); None: single-machine mode (runs act on localhost)
+        self.inventory = inventory
+        self.pipeline = pipeline or default_pipeline(policy, inventory)
         self.clock = clock
         self.tick_s = tick_s
         self.orphan_grace_s = orphan_grace_s
@@ -178,7 +180,8 @@ class Remediator:
         if incident.status == "resolve":
             if self.ledger.by_incident.get(incident.id):
                 self.resolved.add(incident.id)
-                self._close_ladder(incident, out)
+                if self._close_ladder(incident, out):
+                    self._return_to_service(self.incidents.get(incident.id, incident), out, runs)
             self.incidents.pop(incident.id, None)  # its ladder is over: keep memory bounded
             return
         if self.policy.rule_for(incident) is None and incident.id not in self.ledger.by_incident:
@@ -205,10 +208,11 @@ class Remediator:
                 return  # claimed once already (at most once), or waiting for a person
             self._decide(proposal, out, runs)
 
-    def _close_ladder(self, incident: Incident, out: list) -> None:
+    def _close_ladder(self, incident: Incident, out: list) -> bool:
+        """Close the incident's ladder (once); True when this call closed it."""
         entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP]
-        if not entries:
-            return
+        if not entries or self.ledger.get(remediation_id(incident.id, CLOSED_LOOP, 0)) is not None:
+            return False
         now = self.clock()
         for e in entries:
             if e.latest.status == "awaiting_approval":
@@ -222,6 +226,19 @@ class Remediator:
                                    status="cancelled", gate=CLOSED_LOOP, step=top.first.step, time=now,
                                    reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
                                           f"ladder stops after step {top.first.step} ({top.first.action})"), out)
+        return True
+
+    def _return_to_service(self, incident: Incident, out: list, runs: list) -> None:
+        """After a resolve: the rule's return-to-service step, when an out_of_service step was claimed."""
+        from .gates import return_step_due
+
+        if return_step_due(self.policy, self.ledger, incident):
+            proposal = self.propose(incident, len(self.policy.rule_for(
+                incident.model_copy(update={"status": "open"})).steps))
+            if isinstance(proposal, Remediation):
+                self._emit(proposal, out)
+            elif proposal is not None and self.ledger.get(proposal.remediation_id) is None:
+                self._decide(proposal, out, runs)
 
     def _on_approval(self, approval: Approval, out: list, runs: list) -> None:
         entry = self.ledger.get(approval.remediation_id)
@@ -253,7 +270,8 @@ class Remediator:
             _crash_point("started")
 
         run = PlaybookRun(playbook=p.step.playbook, extra_vars=p.extra_vars, check=p.dry_run,
-                          timeout_s=p.step.timeout_s)
+                          timeout_s=p.step.timeout_s,
+                          target=self.inventory.target(p.host) if self.inventory is not None else None)
         try:
             result = self._run_playbook(run, playbooks_dir=self.runner.playbooks_dir,
                                         artifacts_dir=self.runner.artifacts_dir, on_start=on_start,
@@ -266,7 +284,9 @@ class Remediator:
         _crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
         reason = None
-        if result.summary.failed_tasks:
+        if getattr(result, "unreachable_reason", None):
+            reason = f"unreachable: {result.unreachable_reason}"
+        elif result.summary.failed_tasks:
             reason = "failed tasks: " + ", ".join(result.summary.failed_tasks)
         return self._record(p, status, self.clock(), started_at=result.started_at, finished_at=result.finished_at,
                             rc=result.rc, run=result.summary, reason=reason)
@@ -334,7 +354,8 @@ class Remediator:
             done = top.latest.finished_at or top.latest.time
             if now >= done + timedelta(seconds=step.resolve_within_s):
                 return f"not resolved {step.resolve_within_s:g}s after {top.first.action} finished"
-        elif status in ("failed", "timed_out", "cancelled") and top.claimed_at is not None and top.latest.gate is None:
+        elif status in ("failed", "timed_out", "cancelled", "unreachable") and top.claimed_at is not None \
+                and top.latest.gate is None:
             return f"{top.first.action} ended {status}"
         elif status in ("claimed", "running") and top.claimed_at is not None:
             if now >= top.claimed_at + timedelta(seconds=step.timeout_s + self.orphan_grace_s):

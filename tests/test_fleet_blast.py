@@ -1,0 +1,63 @@
+"""Blast radius on a real 3-host inventory group: a drained host counts until it is returned to service."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetmedic.transport import wait_until
+from remediator.policy import Policy
+
+from fleet_kit import fleet_inventory, fleet_playbooks, start_fleet
+from remediator_kit import EngineThread, incident, marker_lines, remediations, send, statuses
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    bed = start_fleet(tmp_path / "fleet")
+    try:
+        yield bed
+    finally:
+        bed.stop()
+
+
+def test_a_drained_host_counts_against_the_group_until_it_is_resumed(settings, tmp_path, fleet):
+    h1, h2, _ = fleet.hosts
+    marker = tmp_path / "marker.txt"
+    step_vars = {"marker_id": {"from": "id"}, "marker_file": {"value": str(marker)}}
+    policy = Policy.model_validate({
+        "host_groups": {"gpu": ["@fleet"]},  # the inventory group: 3 hosts
+        "gates": {"cooldown_s": 0, "flapping": {"max_runs": 100, "within_s": 60},
+                  "blast_radius": {"max_percent": 34}, "rate_limit": {"max_runs": 100, "per_s": 60}},
+        "rules": [{"name": "gpu_lost", "match": {"kinds": ["xid"], "host_groups": ["gpu"]},
+                   "steps": [{"action": "drain_node", "playbook": "host_marker.yml", "out_of_service": True,
+                              "resolve_within_s": 3600, "vars": step_vars},
+                             {"action": "human"}],
+                   "return_to_service": {"action": "resume_node", "playbook": "host_marker.yml",
+                                         "vars": step_vars}}]})
+    books = fleet_playbooks(tmp_path / "books")
+    with EngineThread(settings, policy, tmp_path, playbooks_dir=books, inventory=fleet_inventory(fleet),
+                      group_id=settings.topic_prefix + "blast"):
+        # 34 % of 3 hosts is one host: the first is drained
+        send(settings, incident(h1, "inc-b1", kind="xid"))
+        wait_until(lambda: ("succeeded", "drain_node", 0) in statuses(settings, "inc-b1"), 120, interval_s=0.3,
+                   what=f"{h1} drained")
+        # the second host waits while the first is out of service (long after its run finished)
+        send(settings, incident(h2, "inc-b2", kind="xid"))
+        wait_until(lambda: ("skipped", "drain_node", 0) in statuses(settings, "inc-b2"), 60, interval_s=0.3,
+                   what=f"{h2} skipped")
+        skip = next(r for r in remediations(settings) if r.incident_id == "inc-b2")
+        assert skip.gate == "blast_radius"
+        assert "group gpu: 1 of 3 hosts already under remediation" in skip.reason and "(at most 1)" in skip.reason
+        # the first incident resolves: the return-to-service step runs on the first host
+        send(settings, incident(h1, "inc-b1", kind="xid", status="resolve"))
+        wait_until(lambda: ("succeeded", "resume_node", 2) in statuses(settings, "inc-b1"), 120, interval_s=0.3,
+                   what=f"{h1} resumed")
+        # now the second host's next record is let through
+        send(settings, incident(h2, "inc-b2", kind="xid", status="update"))
+        wait_until(lambda: ("succeeded", "drain_node", 0) in statuses(settings, "inc-b2"), 120, interval_s=0.3,
+                   what=f"{h2} drained")
+    assert [line.split()[0] for line in marker_lines(marker)] == ["inc-b1", "inc-b1", "inc-b2"]
+    # each run acted on its own host, over SSH
+    assert [line.split()[2] for line in marker_lines(marker)] == [f"uname={h1}", f"uname={h1}", f"uname={h2}"]
+    assert [s for s, a, _ in statuses(settings, "inc-b1")] == ["claimed", "running", "succeeded", "cancelled",
+                                                               "claimed", "running", "succeeded"]
