@@ -30,10 +30,10 @@ def test_a_drained_host_counts_against_the_group_until_it_is_resumed(settings, t
                   "blast_radius": {"max_percent": 34}, "rate_limit": {"max_runs": 100, "per_s": 60}},
         "rules": [{"name": "gpu_lost", "match": {"kinds": ["xid"], "host_groups": ["gpu"]},
                    "steps": [{"action": "drain_node", "playbook": "host_marker.yml", "out_of_service": True,
-                              "resolve_within_s": 3600, "vars": step_vars},
+                              "resolve_within_s": 3600, "vars": {**step_vars, "marker_tag": {"value": "drain"}}},
                              {"action": "human"}],
                    "return_to_service": {"action": "resume_node", "playbook": "host_marker.yml",
-                                         "vars": step_vars}}]})
+                                         "vars": {**step_vars, "marker_tag": {"value": "resume"}}}}]})
     books = fleet_playbooks(tmp_path / "books")
     with EngineThread(settings, policy, tmp_path, playbooks_dir=books, inventory=fleet_inventory(fleet),
                       group_id=settings.topic_prefix + "blast"):
@@ -56,8 +56,9 @@ def test_a_drained_host_counts_against_the_group_until_it_is_resumed(settings, t
         send(settings, incident(h2, "inc-b2", kind="xid", status="update"))
         wait_until(lambda: ("succeeded", "drain_node", 0) in statuses(settings, "inc-b2"), 120, interval_s=0.3,
                    what=f"{h2} drained")
-    assert [line.split()[0] for line in marker_lines(marker)] == ["inc-b1", "inc-b1", "inc-b2"]
     # each run acted on its own host, over SSH
-    assert [line.split()[2] for line in marker_lines(marker)] == [f"uname={h1}", f"uname={h1}", f"uname={h2}"]
+    assert [line.split() for line in marker_lines(marker)] == [
+        ["inc-b1", "drain", f"target={h1}", f"uname={h1}"], ["inc-b1", "resume", f"target={h1}", f"uname={h1}"],
+        ["inc-b2", "drain", f"target={h2}", f"uname={h2}"]]
     assert [s for s, a, _ in statuses(settings, "inc-b1")] == ["claimed", "running", "succeeded", "cancelled",
                                                                "claimed", "running", "succeeded"]
