@@ -262,16 +262,18 @@ class Remediator:
 
     # --- running --------------------------------------------------------------------------
     def _execute(self, p: Proposal) -> Remediation:
-        from .runner import PlaybookRefused, PlaybookRun
+        from .runner import PlaybookRefused, PlaybookRun, where_it_runs
+
+        target = self.inventory.target(p.host) if self.inventory is not None else None
 
         def on_start():
-            self.producer.send(self._record(p, "running", self.clock(), started_at=self.clock()))
+            self.producer.send(self._record(p, "running", self.clock(), started_at=self.clock(),
+                                            reason=where_it_runs(p.step.playbook, self.runner.playbooks_dir, target)))
             self.started += 1
             _crash_point("started")
 
         run = PlaybookRun(playbook=p.step.playbook, extra_vars=p.extra_vars, check=p.dry_run,
-                          timeout_s=p.step.timeout_s,
-                          target=self.inventory.target(p.host) if self.inventory is not None else None)
+                          timeout_s=p.step.timeout_s, target=target)
         try:
             result = self._run_playbook(run, playbooks_dir=self.runner.playbooks_dir,
                                         artifacts_dir=self.runner.artifacts_dir, on_start=on_start,

@@ -360,5 +360,6 @@ def default_pipeline(policy: Policy, inventory=None) -> Pipeline:
     if inventory is not None:
         policy.attach_inventory(inventory)
     # dry_run is decided first so that the capacity gates know a check-mode run changes nothing
-    return Pipeline([InInventory(inventory), KillSwitch(g), Silences(policy), Maintenance(policy), DryRun(),
-                     Flapping(g), Cooldown(g), BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])
+    first = [InInventory(inventory)] if inventory is not None else []
+    return Pipeline(first + [KillSwitch(g), Silences(policy), Maintenance(policy), DryRun(), Flapping(g), Cooldown(g),
+                             BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])

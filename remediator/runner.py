@@ -160,6 +160,21 @@ def playbook_side(path: Path) -> Side:
     return "host" if declared == {TARGET_GROUP} else "controller"
 
 
+def where_it_runs(playbook: str, playbooks_dir: Path, target) -> str:
+    """One line for the record: which side the playbook declares and which host it acts on."""
+    try:
+        side = playbook_side(resolve_playbook(playbook, playbooks_dir))
+    except PlaybookRefused as exc:
+        return str(exc)
+    if side == "controller":
+        node = f" for {target.name}" if target is not None else ""
+        return f"controller-side: runs on the controller{node}"
+    if target is None:
+        return "host-side: no inventory, runs on this machine (local connection)"
+    address = target.hostvars.get("ansible_host", target.name)
+    return f"host-side: runs on {target.name} ({address}) over SSH, limited to that host"
+
+
 def run_inventory(side: Side, target) -> tuple[str, dict]:
     """(the host the run is limited to, the run's one-host inventory) for `side` and `target`."""
     local = dict(_LOCAL, ansible_python_interpreter=sys.executable)

@@ -191,13 +191,22 @@ class FleetTestbed:
     program = "demo"
 
     def __init__(self, directory: Path, prefix: str, count: int = 3, demo_port: int = 18080,
-                 exporters: bool = False, env: dict | None = None):
+                 exporters: bool = False, env: dict | None = None, exporter_health_base: int | None = None):
         self.directory = Path(directory).resolve()
         self.prefix = prefix
         self.count = count
         self.demo_port = demo_port
         self.exporters = exporters
-        self.env = env
+        self.exporter_health_base = exporter_health_base
+        self.env = dict(env or {})
+        if exporter_health_base is not None:
+            self.env["FLEET_EXPORTER_HEALTH_BASE"] = str(exporter_health_base)
+
+    def health_port(self, host: str) -> int | None:
+        """The health port of `host`'s exporter (None without one)."""
+        if self.exporter_health_base is None:
+            return None
+        return self.exporter_health_base + self.hosts.index(host)
 
     @property
     def hosts(self) -> list[str]:

@@ -12,8 +12,8 @@ import uuid
 from fleetmedic.ranges import RangeSpec, read_range
 from fleetmedic.schemas import Incident, Remediation
 from fleetmedic.topics import topic_name
-from remediator.testbed import slurm_missing_reason
-from review.demo import run_demo
+from remediator.testbed import fleet_missing_reason, slurm_missing_reason
+from review.demo import FLEET_HOST, run_demo
 
 
 def _records(settings, model):
@@ -33,15 +33,25 @@ def test_demo_heals_the_service_and_moves_the_job(settings, tmp_path, monkeypatc
     demo_settings = settings.model_copy(update={"topic_prefix": prefix})
     incidents, remediations = _records(demo_settings, Incident), _records(demo_settings, Remediation)
 
-    # service: down → incident → claim → run → healed → resolved → ladder closed
-    service_incidents = [(i.status, i.kind, i.subject) for i in incidents if i.host == "demo-host"]
+    # service: down → incident → claim → run → healed → resolved → ladder closed; on host 2 of the
+    # SSH testbed where it can run (root, sshd), else on the local supervisord
+    on_fleet = fleet_missing_reason() is None
+    host = FLEET_HOST if on_fleet else "demo-host"
+    service_incidents = [(i.status, i.kind, i.subject) for i in incidents if i.host == host]
     assert service_incidents == [("open", "service_down", "service.demo.up"),
                                  ("resolve", "service_down", "service.demo.up")]
-    assert _statuses(remediations, "demo-host") == [("claimed", None), ("running", None), ("succeeded", None),
-                                                    ("cancelled", "closed_loop")]
-    restart = next(r for r in remediations if r.host == "demo-host" and r.status == "succeeded")
+    assert _statuses(remediations, host) == [("claimed", None), ("running", None), ("succeeded", None),
+                                             ("cancelled", "closed_loop")]
+    restart = next(r for r in remediations if r.host == host and r.status == "succeeded")
     assert restart.playbook == "restart_service.yml" and restart.extra_vars["service"] == "demo"
-    assert "healed: demo answers again" in out and "fault→healed" in out
+    assert "healed: demo" in out and "fault→healed" in out
+    if on_fleet:
+        running = next(r for r in remediations if r.host == host and r.status == "running")
+        assert running.reason.startswith(f"host-side: runs on {host} ") and "over SSH" in running.reason
+        assert f"healed: demo on {host} answers again inside {host}'s namespace" in out
+        assert "other hosts untouched" in out and "CHANGED" not in out
+    # the other hosts had no incident
+    assert {i.host for i in incidents} <= {host, "node1"}
 
     why_not = slurm_missing_reason()
     if why_not:

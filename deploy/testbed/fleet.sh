@@ -6,6 +6,8 @@
 # `ProxyCommand=ip netns exec NS nc 127.0.0.1 22`, so every packet stays on a loopback.
 #
 #   fleet.sh start DIR PREFIX [N] [DEMO_PORT] [--exporters]   build PREFIX1..PREFIXN under DIR
+#     (--exporters: FLEETMEDIC_* settings from the environment; FLEET_EXPORTER_HEALTH_BASE=PORT gives
+#     host i's exporter the health port PORT+i-1, default none)
 #   fleet.sh stop DIR                                         tear everything down (by pid), remove the namespaces
 #   fleet.sh sshd-stop DIR HOST / sshd-start DIR HOST         stop / start one host's sshd
 #
@@ -127,8 +129,11 @@ CONF
         ip netns exec "$h" unshare --uts sh -c "hostname $h; exec $bin/supervisord -c $hd/supervisord.conf"
         if [ "$exporters" = "--exporters" ]; then
             # setsid: its own session, so the pid file names the exporter itself
+            # FLEET_EXPORTER_HEALTH_BASE: host i's exporter answers /metrics on that port + i - 1
+            hport=0
+            [ -n "${FLEET_EXPORTER_HEALTH_BASE:-}" ] && hport=$((FLEET_EXPORTER_HEALTH_BASE + i - 1))
             unshare --uts sh -c "hostname $h; exec $bin/fleetmedic export host --host $h --watch demo=demo-$h.py \
-                --interval ${FLEET_EXPORTER_INTERVAL_S:-2} --health-port 0 --spool-dir $hd/spool --mount /" \
+                --interval ${FLEET_EXPORTER_INTERVAL_S:-2} --health-port $hport --spool-dir $hd/spool --mount /" \
                 > "$hd/exporter.log" 2>&1 &
             echo $! > "$hd/exporter.pid"
         fi
