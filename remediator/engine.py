@@ -323,17 +323,16 @@ class Remediator:
         now = self.clock()
         out: list[Remediation] = []
         runs: list[Proposal] = []
+        returns = self.policy.return_actions()
         for incident_id, ids in list(self.ledger.by_incident.items()):
             entries = [self.ledger.entries[i] for i in ids]
             if any(e.first.gate == CLOSED_LOOP for e in entries) or incident_id in self.resolved:
+                if returns:  # a closed ladder's return-to-service step may still wait for a person
+                    self._expire_approvals([e for e in entries if e.first.action in returns], now, out)
                 continue
             if not self.owns(entries[0].first.host):
                 continue
-            for e in entries:
-                if approvals.expired(e, now, self.policy.approvals.expire_s):
-                    self._emit(e.latest.model_copy(update={
-                        "status": "cancelled", "time": now, "gate": "approval",
-                        "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default"}), out)
+            self._expire_approvals(entries, now, out)
             top = max(entries, key=lambda e: e.first.step)
             if top.latest.status == "escalated" and top.first.action != HUMAN:
                 self._next_step_after_crash(incident_id, top, out, runs)
@@ -343,6 +342,15 @@ class Remediator:
                 self._escalate(incident_id, top, due, now, out, runs)
         self._run_all(runs, out)
         return out
+
+    def _expire_approvals(self, entries: list[Entry], now: datetime, out: list) -> None:
+        if not entries or not self.owns(entries[0].first.host):
+            return
+        for e in entries:
+            if approvals.expired(e, now, self.policy.approvals.expire_s):
+                self._emit(e.latest.model_copy(update={
+                    "status": "cancelled", "time": now, "gate": "approval",
+                    "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default"}), out)
 
     def _escalation_due(self, top: Entry, now: datetime) -> str | None:
         """Why the ladder must move on from `top`, or None while it waits."""
