@@ -62,3 +62,41 @@ def test_a_drained_host_counts_against_the_group_until_it_is_resumed(settings, t
         ["inc-b2", "drain", f"target={h2}", f"uname={h2}"]]
     assert [s for s, a, _ in statuses(settings, "inc-b1")] == ["claimed", "running", "succeeded", "cancelled",
                                                                "claimed", "running", "succeeded"]
+
+
+def test_return_to_service_waits_for_its_approval_after_the_resolve(settings, tmp_path):
+    # single-machine mode (no SSH needed): the marker playbook stands for drain and resume
+    from remediator.approvals import write_approval
+    from remediator_kit import marker_step
+
+    marker = tmp_path / "marker.txt"
+    policy = Policy.model_validate({
+        "host_groups": {"slurm": ["node1", "node2"]},
+        "gates": {"cooldown_s": 0, "blast_radius": {"max_percent": 50}},
+        "approvals": {"expire_s": 600},
+        "rules": [{"name": "gpu_lost", "match": {"kinds": ["xid"]},
+                   "steps": [marker_step(marker, action="drain_node", out_of_service=True, resolve_within_s=3600),
+                             {"action": "human"}],
+                   "return_to_service": marker_step(marker, action="resume_node", needs_approval=True)}]})
+    with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "rts"):
+        send(settings, incident("node1", "inc-r1", kind="xid"))
+        wait_until(lambda: ("succeeded", "drain_node", 0) in statuses(settings, "inc-r1"), 60, interval_s=0.3,
+                   what="drained")
+        send(settings, incident("node2", "inc-r2", kind="xid"))
+        wait_until(lambda: ("skipped", "drain_node", 0) in statuses(settings, "inc-r2"), 60, interval_s=0.3,
+                   what="node2 held back while node1 is drained")
+        send(settings, incident("node1", "inc-r1", kind="xid", status="resolve"))
+        wait_until(lambda: ("awaiting_approval", "resume_node", 2) in statuses(settings, "inc-r1"), 60,
+                   interval_s=0.3, what="the resume to wait for a person")
+        # still impaired while the resume waits: node2 is still held back
+        send(settings, incident("node2", "inc-r2", kind="xid", status="update"))
+        wait_until(lambda: [s for s, *_ in statuses(settings, "inc-r2")].count("skipped") == 2, 60, interval_s=0.3,
+                   what="node2 held back again")
+        request = next(r for r in remediations(settings) if r.status == "awaiting_approval")
+        write_approval(settings, request.id, deny=False, by="oncall", comment="", valid_s=600)
+        wait_until(lambda: ("succeeded", "resume_node", 2) in statuses(settings, "inc-r1"), 60, interval_s=0.3,
+                   what="resumed")
+        send(settings, incident("node2", "inc-r2", kind="xid", status="update"))
+        wait_until(lambda: ("succeeded", "drain_node", 0) in statuses(settings, "inc-r2"), 60, interval_s=0.3,
+                   what="node2 drained once node1 is back")
+    assert [line.split()[0] for line in marker_lines(marker)] == ["inc-r1", "inc-r1", "inc-r2"]
