@@ -111,6 +111,7 @@ class Inventory:
         self.clock = clock
         self.last_error: str | None = None
         self._lock = threading.Lock()
+        self._refreshing: threading.Thread | None = None
         self.hostvars_: dict[str, dict] = {}
         self.groups_: dict[str, frozenset[str]] = {}
         self.aliases_: dict[str, str] = {}
@@ -144,14 +145,25 @@ class Inventory:
         self.last_error = None
         return True
 
-    def maybe_refresh(self) -> None:
-        """Refresh when `refresh_s` have passed since the last read (errors are logged, not raised)."""
+    def maybe_refresh(self, *, wait: bool = False) -> None:
+        """Refresh when `refresh_s` have passed since the last read, in a background thread (the
+        lookups keep answering from the current view meanwhile); `wait` reads in this thread.
+        Errors are logged and kept in `last_error`, never raised."""
         if self.source is None or self.loaded_at_ is None or self.clock() - self.loaded_at_ < self.refresh_s:
             return
-        try:
-            self.refresh()
-        except InventoryError as exc:
-            log.warning("%s", exc)
+        if self._refreshing is not None and self._refreshing.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                self.refresh()
+            except InventoryError as exc:
+                log.warning("%s", exc)
+        if wait:
+            run()
+            return
+        self._refreshing = threading.Thread(target=run, name="inventory-refresh", daemon=True)
+        self._refreshing.start()
 
     def _load(self, listing: dict) -> None:
         meta = listing.get("_meta") or {}

@@ -8,6 +8,7 @@ import pytest
 
 from detectors.gpu_identity import event_gpu, series_gpu
 from fleetmedic.schemas import LogEvent
+from fleetmedic.transport import wait_until
 from remediator.inventory import Inventory, InventoryError, host_address
 from remediator.policy import Policy
 from remediator.runner import PlaybookRefused, playbook_side
@@ -66,15 +67,19 @@ def test_a_dynamic_inventory_script_is_refreshed_and_a_bad_refresh_keeps_the_las
     inv = Inventory(script, refresh_s=60, clock=lambda: now[0])
     assert inv.members("gpu") == {"a1", "a2"}
     hosts.write_text("a1 a2 a3")
-    inv.maybe_refresh()
+    inv.maybe_refresh(wait=True)
     assert inv.members("gpu") == {"a1", "a2"}  # not yet due
     now[0] = 61.0
-    inv.maybe_refresh()
+    inv.maybe_refresh(wait=True)
     assert inv.members("gpu") == {"a1", "a2", "a3"}
+    hosts.write_text("a4")
+    now[0] = 130.0
+    inv.maybe_refresh()  # in the background: the view stays usable meanwhile
+    wait_until(lambda: inv.members("gpu") == {"a4"}, 60, what="the background refresh")
     hosts.write_text("broken")
     now[0] = 200.0
-    inv.maybe_refresh()
-    assert inv.members("gpu") == {"a1", "a2", "a3"} and "inventory backend down" in inv.last_error
+    inv.maybe_refresh(wait=True)
+    assert inv.members("gpu") == {"a4"} and "inventory backend down" in inv.last_error
 
 
 def test_an_unreadable_inventory_is_a_clear_error(tmp_path):
