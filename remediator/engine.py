@@ -9,7 +9,8 @@ renders the step's typed variables, and passes the action through the gates. The
    any crash, restart or rebalance, and a claimed id is never run again (at most once);
 2. `running` is written as the playbook process starts; the run goes through
    `remediator.runner.run_playbook` (the one call into ansible-runner);
-3. the outcome (`succeeded`, `failed`, `timed_out`, `cancelled`, or `dry_run` in check mode)
+3. the outcome (`succeeded`, `failed`, `timed_out`, `cancelled`, `unreachable` (the host could not
+   be reached over SSH), or `dry_run` in check mode)
    is produced, flushed, and only then are the input offsets committed.
 
 At start, and on every partition assignment, the remediations topic is read back into a
@@ -21,7 +22,11 @@ are re-derived from the ledger after a restart.
 Closed loop: after a run, the incident is watched. When its `resolve` record arrives the ladder
 stops (a `cancelled` record with gate `closed_loop`). When it has not resolved within the step's
 `resolve_within_s` (at once when the run failed), the step is marked `escalated` and the next step
-of the rule's ladder is proposed, through the gates again; `action: human` ends the ladder.
+of the rule's ladder is proposed, through the gates again; `action: human` ends the ladder. When
+the resolved incident's ladder had claimed an `out_of_service` step (drain, cordon), the rule's
+`return_to_service` step (resume, uncordon) is proposed next, through the gates (and an approval
+where it asks for one). With an inventory (`remediator.inventory`), each run targets the incident's
+inventory host.
 """
 
 from __future__ import annotations
