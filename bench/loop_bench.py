@@ -4,8 +4,8 @@
 
 `fleetmedic detect` and `fleetmedic remediate` (deploy/demo-policy.yaml) run as their own processes.
 
-- local: single-machine mode (no inventory; restart_service.yml acts on this machine with a local
-  connection). Each run starts `fleetmedic export host --watch demo=demo_http.py --interval 2`
+- local: an inventory whose hosts are this machine (local connection; restart_service.yml acts
+  here). Each run starts `fleetmedic export host --watch demo=demo_http.py --interval 2`
   under its own host name (so the cooldown gate does not hold back the next run) and kills the
   supervised service with SIGKILL.
 - ssh: the 3-host testbed (deploy/testbed/fleet.sh; needs root, sshd, nc): every run kills the
@@ -55,12 +55,14 @@ def _runs(label: str, n: int, scene) -> list[dict]:
 def local_loop(settings: Settings, env: dict, cli: list[str], runs: int, prefix: str) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="fm-loop-bench-"))
     policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm.conf")
+    hosts = tuple(f"loop-host-{run}" for run in range(runs))
     with DemoService(work / "service", port=free_port_block(1)) as service, ChildProcesses() as procs:
+        # every run's host is this machine (local connection), its supervisord.conf a host variable
+        inventory = write_inventory(work, None, local=service, local_hosts=hosts)
         procs.start(cli + ["detect", "--group", prefix + "detect"], env)
-        # single-machine mode: restart_service.yml finds this supervisord through the environment
-        procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
-                           "--artifacts", str(work / "artifacts"), "--group", prefix + "remediate"],
-                    {**env, "FLEETMEDIC_SUPERVISOR_CONF": str(service.config)})
+        procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS), "--inventory",
+                           str(inventory), "--artifacts", str(work / "artifacts"), "--group", prefix + "remediate"],
+                    env)
         follower = Follower(settings)
         try:
             return _runs("local", runs, lambda run: service_scene(follower, cli, env, work, service,
@@ -116,7 +118,7 @@ def main() -> int:
         load[target] = (before, os.getloadavg()[0])
 
     for target, rows in results.items():
-        where = ("localhost (single-machine mode, local connection)" if target == "local"
+        where = ("localhost (inventory host with a local connection)" if target == "local"
                  else "SSH host 2 of the 3-host testbed (inventory, ProxyCommand into its namespace)")
         print(f"\n{where}: {len(rows)} runs (seconds; 1-min load average {load[target][0]:.2f} before, "
               f"{load[target][1]:.2f} after)")

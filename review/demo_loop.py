@@ -57,7 +57,7 @@ def write_policy(directory: Path, supervisor_conf: Path, slurm_conf: Path, *, de
 
 
 def write_inventory(directory: Path, fleet: FleetTestbed | None, slurm_nodes: tuple[str, ...] = (),
-                    local: DemoService | None = None) -> Path:
+                    local: DemoService | None = None, local_hosts: tuple[str, ...] = (SERVICE_HOST,)) -> Path:
     """The demo's inventory, a directory as an operator might keep one: the testbed hosts (reached
     over SSH), the Slurm nodes (for the controller-side Slurm playbooks) and, where the SSH
     testbed cannot run, the local supervisord's host (`demo-host`, local connection)."""
@@ -70,8 +70,8 @@ def write_inventory(directory: Path, fleet: FleetTestbed | None, slurm_nodes: tu
     if local is not None:
         (inv / "local.ini").write_text(
             "# the local supervisord (no SSH testbed here): this machine, local connection\n[local]\n"
-            f"{SERVICE_HOST} ansible_connection=local ansible_python_interpreter={sys.executable} "
-            f"fleetmedic_supervisor_conf={local.config}\n")
+            + "".join(f"{h} ansible_connection=local ansible_python_interpreter={sys.executable} "
+                      f"fleetmedic_supervisor_conf={local.config}\n" for h in local_hosts))
     if slurm_nodes:
         lines = ["# the local Slurm cluster's nodes: acted on by controller-side playbooks (scontrol)", "[slurm]"]
         (inv / "slurm.ini").write_text("\n".join(lines + list(slurm_nodes)) + "\n")
