@@ -116,18 +116,22 @@ def main() -> int:
         loop = local_loop if target == "local" else ssh_loop
         results[target] = loop(settings, env, cli, args.runs, prefix)
         load[target] = (before, os.getloadavg()[0])
+        table(target, results[target], load[target])  # at once: a later failure keeps this one
+    return 0
 
-    for target, rows in results.items():
+
+def table(target: str, rows: list[dict], load: tuple[float, float]) -> None:
+    """The median/min/max table of one target's runs."""
+    if rows:
         where = ("localhost (inventory host with a local connection)" if target == "local"
                  else "SSH host 2 of the 3-host testbed (inventory, ProxyCommand into its namespace)")
-        print(f"\n{where}: {len(rows)} runs (seconds; 1-min load average {load[target][0]:.2f} before, "
-              f"{load[target][1]:.2f} after)")
-        print(f"{'':26s}{'median':>9s}{'min':>9s}{'max':>9s}")
+        print(f"\n{where}: {len(rows)} runs (seconds; 1-min load average {load[0]:.2f} before, "
+              f"{load[1]:.2f} after)")
+        print(f"{'':26s}{'median':>9s}{'min':>9s}{'max':>9s}", flush=True)
         for name in NAMES:
             values = [r[name] for r in rows if name in r]
             if values:
-                print(f"{name:26s}{statistics.median(values):9.2f}{min(values):9.2f}{max(values):9.2f}")
-    return 0
+                print(f"{name:26s}{statistics.median(values):9.2f}{min(values):9.2f}{max(values):9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -248,8 +248,9 @@ class FleetTestbed:
     def status(self, host: str) -> tuple[str, int | None]:
         """(supervisor state, pid) of the host's demo program: ('RUNNING', 4242), ('EXITED', None)..."""
         ctl = Path(sys.executable).parent / "supervisorctl"
+        # a generous timeout: on a loaded shared machine supervisorctl alone has taken over 10 s
         done = subprocess.run([str(ctl), "-c", str(self.supervisor_config(host)), "status", self.program],
-                              capture_output=True, text=True, timeout=10)
+                              capture_output=True, text=True, timeout=120)
         fields = done.stdout.split()
         state = fields[1] if len(fields) > 1 else "UNKNOWN"
         pid = None
