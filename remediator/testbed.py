@@ -224,7 +224,7 @@ class FleetTestbed:
         if self.exporters:
             args.append("--exporters")
         try:
-            _script("fleet.sh", *args, env=self.env, timeout_s=120)
+            _script("fleet.sh", *args, env=self.env, timeout_s=300)  # minutes on a loaded machine
         except Exception:
             self.stop()
             raise
