@@ -1,7 +1,7 @@
 """Detector benchmark: one command, one table (targets in /work/shared/DESIGN.md).
 
     PYTHONPATH=. python bench/detect_bench.py [--records 60000] [--values 100] [--series 1000000]
-                                              [--iforest] [--only throughput --only latency]
+                                              [--no-iforest] [--only throughput --only latency]
                                               [--checkpoint-hosts 2000] [--profile FILE.prof]
 
 The figures of docs/detectors.md come from that command with its defaults, run twice, with
@@ -20,11 +20,12 @@ process used, because on a shared 2-core machine the wall-clock figures move wit
    saturation) stamped with the wall clock as event time, every 5th host in every other round carrying a breaching value
    (a static rule, for_s 0, resolve_after_s 0: each one opens an incident); latency = arrival of
    the incident on the incidents topic − its event time.
-   `--iforest` adds an isolation forest (IFOREST_CONFIG: four features aggregated over 10 series
-   each, default window and refit settings) to both runs. Note the event-time compression: the
-   throughput run covers 10 s of event time per host and batch, so its 20,000 records span 2,000 s
-   of event time processed in seconds, with every forest refitted at each 600 s boundary; live,
-   the same refits are spread over wall-clock minutes.
+   The isolation forest is on, as in detectors/default.yaml (IFOREST_CONFIG: the packaged forest's
+   window, refit interval, trees and thresholds, on four features aggregated over 10 series each);
+   `--no-iforest` leaves it out. Note the event-time compression: the throughput run covers 10 s
+   of event time per host and batch, so its 60,000 records span 6,000 s of event time processed
+   in seconds, with every forest refitted at each `refit_interval_s` boundary (3600 s packaged);
+   live, the same refits are spread over wall-clock hours.
 3. memory: an engine fed `--series` distinct series (hosts × 100 values, every series matched by
    one EWMA rule); RSS growth per million series and the detector-state array bytes per series.
 4. checkpoint: an engine (the throughput configuration) fed `--checkpoint-hosts` hosts × `--values`
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -82,14 +84,22 @@ ewma:
 """
 
 
-IFOREST_CONFIG = """
-iforest:
-  features:
-    - {name: f0, match: ["s00*"], agg: max}
-    - {name: f1, match: ["s01*"], agg: mean}
-    - {name: f2, match: ["s02*"], agg: min}
-    - {name: f3, match: ["s03*"], agg: sum}
-"""
+def _iforest_config() -> str:
+    """The packaged configuration's forest (detectors/default.yaml: window, refit interval, trees...),
+    with four features aggregated over the bench's series: the forest as it ships, on this load."""
+    from detectors.config import load_config
+
+    packaged = load_config().iforest
+    params = packaged.model_dump(exclude={"features", "class_label", "kind", "severity", "action_class"})
+    lines = ["iforest:"] + [f"  {k}: {json.dumps(v)}" for k, v in params.items() if v is not None]
+    return "\n".join(lines + ["  features:",
+                               '    - {name: f0, match: ["s00*"], agg: max}',
+                               '    - {name: f1, match: ["s01*"], agg: mean}',
+                               '    - {name: f2, match: ["s02*"], agg: min}',
+                               '    - {name: f3, match: ["s03*"], agg: sum}', ""])
+
+
+IFOREST_CONFIG = _iforest_config()
 
 
 def batch(host: str, step: int, n_values: int, rng, when: datetime | None = None, trigger: float | None = None):
@@ -286,7 +296,8 @@ def main() -> int:
     ap.add_argument("--series", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--iforest", action="store_true", help="add an isolation forest (IFOREST_CONFIG) to the runs")
+    ap.add_argument("--no-iforest", dest="iforest", action="store_false",
+                    help="leave out the isolation forest (on by default, as in detectors/default.yaml)")
     ap.add_argument("--checkpoint-hosts", type=int, default=2000, help="checkpoint run: hosts of --values series")
     ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory", "checkpoint"),
                     help="run only these parts (repeatable; default: all)")

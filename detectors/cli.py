@@ -29,10 +29,19 @@ def cmd_detect(args) -> int:
     service = DetectService(settings, engine, group_id=args.group,
                             session_timeout_ms=int(args.session_timeout_s * 1000),
                             heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4))
+    from fleetmedic import metrics
+
+    server = metrics.serve_for(args, "detect")
+    if server is not None:
+        server.ready_when(metrics.loop_ready(service.loop))
     print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
           f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
     freeze_heap()
-    stats = service.run()
+    try:
+        stats = service.run()
+    finally:
+        if server is not None:
+            server.close()
     forests = f"; isolation forests: {service.engine.forests.stats}" if service.engine.forests else ""
     print(f"detect: stopped; {stats}{forests}", flush=True)
     return 0
@@ -60,6 +69,9 @@ def register(sub) -> None:
     p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
                    help="consumer-group session timeout: how soon a crashed member's partitions move "
                         "(default 10; the broker allows 6 to 1800)")
+    from fleetmedic.metrics import add_arguments as add_metrics_arguments
+
+    add_metrics_arguments(p)
     p.set_defaults(func=cmd_detect)
     evaluation = _optional("detectors.eval_cli")  # its top-level `eval` is in STAGE_CLIS itself
     if evaluation is not None and hasattr(evaluation, "register_detect"):

@@ -45,7 +45,9 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
+from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Received
@@ -687,12 +689,21 @@ class DetectService:
         self.state_topic = topic_name(settings, DetectorState.topic)
         engine.state_name = f"{STATE_DETECTOR}:{group_id}"
         self.assigned: set[TopicPartition] = set()
+        metrics.watch_loop(self.loop, "detect")
 
     def handle(self, batch: list[Received]):
         out: list = self.engine.process(batch)
+        metrics.values("detect", sum(len(r.record.values) for r in batch if isinstance(r.record, MetricBatch)))
+        for inc in out:
+            if not isinstance(inc, Incident):
+                continue
+            metrics.incident(inc)
+            log.info("incident %s %s: %s on %s: %s", inc.status, inc.id, inc.kind, inc.host, inc.summary,
+                     extra={**incident_fields(inc), "status": inc.status, "kind": inc.kind})
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
             out.extend(self._state_record(s) for s in self.engine.take_dirty())
             self._last_checkpoint = wall.monotonic()
+            metrics.checkpoint("detect")
         return out
 
     def checkpoint(self, partitions: set[int] | None = None) -> int:
@@ -702,6 +713,7 @@ class DetectService:
             self.loop.producer.send_raw(o.topic, o.value, o.key)
         self.loop.producer.flush()
         self._last_checkpoint = wall.monotonic()
+        metrics.checkpoint("detect")
         return len(states)
 
     def _state_record(self, state: DetectorState) -> Outgoing:

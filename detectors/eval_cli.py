@@ -6,8 +6,13 @@ lifecycle), and writes `timestamp,value,anomaly_score,alarm`.
 
 `eval nab --data DIR --labels FILE` does that for every labelled file and prints per-file and
 overall NAB scores for the three profiles, at the best corpus-wide threshold on the anomaly
-score (the benchmark's rule) and for the alarms as the engine raises them. `--plots DIR` writes
-one PNG per file (values, windows, score, alarms) and an index.html.
+score (the benchmark's rule) and for the alarms as the engine raises them, then
+leave-one-category-out (threshold chosen on the other categories, mean and worst) and artificial
+vs real. `--plots DIR` writes one PNG per file (values, windows, score, alarms) and an index.html.
+Without `--config` the packaged configuration's `univariate:` rule runs (detectors/default.yaml).
+
+`eval fleet` writes the simulated fleet stress benchmark (detectors/fleet_series.py) and scores it
+the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ def build_rule(config_path: str | None):
             raise ValueError(f"{config_path}: no `univariate:` rule to run")
         rule_cfg, max_gap = cfg.univariate[0], cfg.max_gap_s
     else:
-        rule_cfg, max_gap = UnivariateRuleConfig(**DEFAULT_RULE), DetectorConfig().max_gap_s
+        # the packaged configuration's univariate rule: what the live engine runs is what is scored
+        cfg = load_config()
+        rule_cfg = cfg.univariate[0] if cfg.univariate else UnivariateRuleConfig(**DEFAULT_RULE)
+        max_gap = cfg.max_gap_s
     return lambda: SeriesRule.from_config(rule_cfg, max_gap)
 
 
@@ -136,6 +144,95 @@ def format_report(runs: list[Detected], results, profiles) -> str:
     return "\n".join(lines)
 
 
+def category(name: str) -> str:
+    """A file's category: the first folder of its path in the labels (NAB's own grouping)."""
+    return name.split("/", 1)[0] if "/" in name else "(top)"
+
+
+def _corpus(runs: list[Detected], alarms: bool = False) -> nab.Corpus:
+    return nab.Corpus([r.name for r in runs], [r.alarms.astype(float) if alarms else r.scores for r in runs],
+                      [r.windows for r in runs])
+
+
+@dataclass
+class HeldOut:
+    category: str
+    files: int
+    windows: int
+    threshold: float  # chosen on the other categories
+    held_out: nab.ProfileResult  # this category at that threshold
+    own_best: nab.ProfileResult  # this category at its own best threshold (optimistic)
+    engine: nab.ProfileResult  # this category, the engine's alarms
+
+
+def leave_one_category_out(runs: list[Detected], profile: nab.Profile) -> list[HeldOut]:
+    """For each category: choose the threshold on all the other categories, score this one with it.
+
+    The threshold is the only parameter chosen from data in a run of `eval nab` (the detector's
+    other parameters are the configuration's); the engine's own alarms need no choice at all and
+    are given next to it. Categories without windows get a raw score (the false-alarm cost) only.
+    """
+    out = []
+    cats = sorted({category(r.name) for r in runs})
+    for cat in cats:
+        test = [r for r in runs if category(r.name) == cat]
+        train = [r for r in runs if category(r.name) != cat]
+        threshold = nab.best_threshold(_corpus(train), profile)[0] if train else 0.5
+        out.append(HeldOut(cat, len(test), sum(len(r.windows) for r in test), threshold,
+                           nab.evaluate(_corpus(test), profile, threshold), nab.evaluate(_corpus(test), profile),
+                           nab.evaluate(_corpus(test, alarms=True), profile, threshold=0.5)))
+    return out
+
+
+def kind(name: str) -> str:
+    """"artificial" or "real", from NAB's category names (artificial* / real*); else the category."""
+    cat = category(name)
+    return "artificial" if cat.startswith("artificial") else "real" if cat.startswith("real") else cat
+
+
+def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> str:
+    """Leave-one-category-out, artificial vs real, swept vs as deployed (standard profile first)."""
+    profile = profiles.get("standard") or next(iter(profiles.values()))
+    lines = [f"leave-one-category-out ({profile.name} profile): threshold chosen on the other categories, "
+             "scored on the one left out"]
+    lines.append(f"{'category':28s} {'files':>5s} {'win':>3s} {'threshold':>9s} {'held-out':>9s} "
+                 f"{'own-best':>9s} {'engine':>9s}   tp fn  fp (held-out)")
+    folds = leave_one_category_out(runs, profile)
+    for f in folds:
+        tp = sum(x.tp for x in f.held_out.per_file.values())
+        fn = sum(x.fn for x in f.held_out.per_file.values())
+        fp = sum(x.fp for x in f.held_out.per_file.values())
+        if f.windows:
+            cells = f"{f.held_out.normalised:9.1f} {f.own_best.normalised:9.1f} {f.engine.normalised:9.1f}"
+        else:  # nothing to normalise against: the raw false-alarm cost
+            cells = f"{'raw ' + format(f.held_out.raw, '.3f'):>9s} {'':9s} {'raw ' + format(f.engine.raw, '.3f'):>9s}"
+        lines.append(f"{f.category:28s} {f.files:5d} {f.windows:3d} {f.threshold:9.4f} {cells}   "
+                     f"{tp:2d} {fn:2d} {fp:3d}")
+    scored = [f for f in folds if f.windows]
+    if scored:
+        held = [f.held_out.normalised for f in scored]
+        eng = [f.engine.normalised for f in scored]
+        worst = min(scored, key=lambda f: f.held_out.normalised)
+        lines.append(f"LOCO mean {np.mean(held):.1f}, worst {worst.held_out.normalised:.1f} ({worst.category}); "
+                     f"engine alarms mean {np.mean(eng):.1f}, worst {min(eng):.1f} "
+                     f"(over the {len(scored)} categories with windows)")
+    lines.append("")
+    lines.append(f"artificial vs real ({profile.name} profile):")
+    lines.append(f"{'kind':12s} {'files':>5s} {'win':>3s} {'best thr':>9s} {'at thr':>9s} {'engine':>9s}")
+    for k in sorted({kind(r.name) for r in runs}):
+        part = [r for r in runs if kind(r.name) == k]
+        n_win = sum(len(r.windows) for r in part)
+        best = nab.evaluate(_corpus(part), profile)
+        eng = nab.evaluate(_corpus(part, alarms=True), profile, threshold=0.5)
+        if n_win:
+            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {best.threshold:9.4f} {best.normalised:9.1f} "
+                         f"{eng.normalised:9.1f}")
+        else:
+            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {best.threshold:9.4f} {'raw ' + format(best.raw, '.3f'):>9s} "
+                         f"{'raw ' + format(eng.raw, '.3f'):>9s}")
+    return "\n".join(lines)
+
+
 def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
     """One PNG per file (value, windows, score, alarms) and an index.html listing them."""
     import matplotlib
@@ -182,7 +279,24 @@ def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
     return folder / "index.html"
 
 
-def cmd_eval_nab(args) -> int:
+def cmd_eval_fleet(args) -> int:
+    """`eval fleet`: write the simulated fleet benchmark (detectors/fleet_series.py), score it like NAB."""
+    import tempfile
+
+    from . import fleet_series
+
+    folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    try:
+        data, labels = fleet_series.write(folder, args.seed)
+    except OSError as exc:
+        print(f"fleetmedic eval fleet: {exc}", file=sys.stderr)
+        return 2
+    print(f"fleet stress benchmark, seed {args.seed}: {data} ({len(fleet_series.LAYOUT)} series)")
+    args.data, args.labels, args.profiles = data, labels, None
+    return cmd_eval_nab(args, command="eval fleet")
+
+
+def cmd_eval_nab(args, command: str = "eval nab") -> int:
     try:
         new_rule = build_rule(args.detector_config)
         profiles = nab.load_profiles(args.profiles) if args.profiles else dict(nab.PROFILES)
@@ -190,10 +304,12 @@ def cmd_eval_nab(args) -> int:
         runs = run_corpus(args.data, args.labels, new_rule)
         took = time.perf_counter() - started
     except (OSError, ValueError) as exc:
-        print(f"fleetmedic eval nab: {exc}", file=sys.stderr)
+        print(f"fleetmedic {command}: {exc}", file=sys.stderr)
         return 2
     results = score_corpus(runs, profiles)
     print(format_report(runs, results, profiles))
+    print()
+    print(format_protocol(runs, profiles))
     n_values = sum(len(r.series.values) for r in runs)
     print(f"\ndetector: {n_values} values in {took:.2f}s through the live rule code, one value at a time")
     if args.plots:
@@ -233,3 +349,13 @@ def register(sub) -> None:
     _add_config_option(q)
     q.add_argument("--plots", metavar="DIR", help="write one PNG per file and an index.html here")
     q.set_defaults(func=cmd_eval_nab)
+    f = eval_sub.add_parser("fleet", help="the same scores on simulated, labelled fleet-like series",
+                            description="Write the fleet stress benchmark (GPU temperature, power, utilisation, "
+                                        "ECC errors, network drops; diurnal load, jobs, gaps, clock steps, "
+                                        "counter resets; labelled level shifts, drifts, stuck and hung GPUs, "
+                                        "bursts) and score the detector on it as `eval nab` does.")
+    f.add_argument("--seed", type=int, default=0, help="the benchmark's seed (same seed, same files)")
+    f.add_argument("--out", metavar="DIR", help="write the series here (default: a temporary folder)")
+    _add_config_option(f)
+    f.add_argument("--plots", metavar="DIR", help="write one PNG per file and an index.html here")
+    f.set_defaults(func=cmd_eval_fleet)

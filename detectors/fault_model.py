@@ -148,7 +148,15 @@ class XidHistory:
         self.times_.pop(host, None)
 
 
-FEATURE_NAMES: list[str] = [f[0] for f in FEATURES] + list(XidHistory.names)
+# Windowed rates: a precursor adds a Poisson count or two a minute, so the per-batch rate is often 0;
+# the increase of the counter over about the last hour (an exponential window, time constant
+# WINDOW_S: one number of state per series, exact under any batch spacing) sees the trend.
+WINDOWED: list[str] = ["ecc_corrected_rate", "pcie_replay_rate", "nvlink_crc_rate"]
+WINDOW_S = 3600.0
+_WINDOWED_AT = {name: len(FEATURES) + k for k, name in enumerate(WINDOWED)}
+
+FEATURE_NAMES: list[str] = [f[0] for f in FEATURES] + [f"{n}_1h" for n in WINDOWED] + list(XidHistory.names)
+_XID_AT = len(FEATURES) + len(WINDOWED)
 
 
 class FeatureState:
@@ -168,7 +176,7 @@ class FeatureState:
     def row(self, b: MetricBatch) -> np.ndarray:
         t = b.time.timestamp()
         row = np.zeros(len(FEATURE_NAMES))
-        row[len(FEATURES):] = self.xid.features(b.host, t)
+        row[_XID_AT:] = self.xid.features(b.host, t)
         prev = self.prev.setdefault(b.host, {})
         for name, value in b.values.items():
             if value is None:
@@ -176,16 +184,31 @@ class FeatureState:
             match = self._match.get(name)
             if match is None:
                 match = self._match[name] = tuple(j for j, f in enumerate(FEATURES) if fnmatchcase(name, f[1]))
+            if not match:
+                continue
+            # one increase per counter series, whatever features it feeds (prev: [time, value, windowed])
+            last = prev.get(name)
+            rate = window = None
+            if any(FEATURES[j][2] for j in match) and (last is None or t > last[0]):
+                if last is None:
+                    prev[name] = [t, value, 0.0]
+                else:
+                    dt = t - last[0]
+                    increase = value if value < last[1] else value - last[1]  # a decrease is a reset
+                    rate = increase / dt
+                    decayed = (last[2] if len(last) > 2 else 0.0) * float(np.exp(-dt / WINDOW_S))
+                    window = decayed + increase / WINDOW_S  # per second, over about the last WINDOW_S
+                    prev[name] = [t, value, window]
             for j in match:
-                x = value
                 if FEATURES[j][2]:
-                    last = prev.get(name)
-                    if last is None or t > last[0]:
-                        prev[name] = [t, value]
-                    if last is None or t <= last[0]:
+                    if rate is None:
                         continue
-                    x = (value if value < last[1] else value - last[1]) / (t - last[0])
-                row[j] = max(row[j], x)
+                    row[j] = max(row[j], rate)
+                    k = _WINDOWED_AT.get(FEATURES[j][0])
+                    if k is not None:
+                        row[k] = max(row[k], window)
+                else:
+                    row[j] = max(row[j], value)
         return row
 
 
@@ -300,6 +323,47 @@ def predict_proba(model: dict, X: np.ndarray) -> np.ndarray:
     return np.mean(probs, axis=0)
 
 
+def lead_times(hosts: list[str], times: np.ndarray, p: np.ndarray, faults: dict[str, list[float]],
+               horizon_s: float, threshold: float, since: float) -> dict:
+    """Fault-level figures of a probability series at a threshold (the rows: one host's in time order).
+
+    A *warning* is a crossing: a row at or above the threshold whose host's previous row was below
+    it. For each fault starting at or after `since`, on a host that has rows, its lead time is the
+    start minus the earliest row in [start - horizon, start) at or above the threshold (none: missed).
+    Returns faults, warned, lead times (s), warnings and the warnings followed by a fault of their
+    host within the horizon.
+    """
+    by_host: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(hosts):
+        by_host[h].append(i)
+    leads, n_faults, n_warn, n_true = [], 0, 0, 0
+    for h, rows in by_host.items():
+        rows = np.array(rows)[np.argsort(times[rows], kind="stable")]
+        t, hot = times[rows], p[rows] >= threshold
+        crossing = hot & ~np.concatenate([[False], hot[:-1]])
+        starts = np.array(sorted(f for f in faults.get(h, ()) if f >= since))
+        for tc in t[crossing]:
+            n_warn += 1
+            n_true += bool(((starts > tc) & (starts <= tc + horizon_s)).any())
+        for f in starts:
+            n_faults += 1
+            warned = hot & (t >= f - horizon_s) & (t < f)
+            if warned.any():
+                leads.append(float(f - t[warned][0]))
+    return {"faults": n_faults, "warned": len(leads), "leads": leads, "warnings": n_warn, "true_warnings": n_true}
+
+
+def format_lead_times(r: dict, threshold: float) -> str:
+    recall = r["warned"] / r["faults"] if r["faults"] else float("nan")
+    precision = r["true_warnings"] / r["warnings"] if r["warnings"] else float("nan")
+    leads = np.array(r["leads"])
+    lead = (f"lead time median {np.median(leads) / 60:.1f} min (min {leads.min() / 60:.1f}, max {leads.max() / 60:.1f})"
+            if leads.size else "lead time: none warned")
+    return (f"held-out faults warned at threshold {threshold:g}: {r['warned']} of {r['faults']} (recall {recall:.3f}); "
+            f"{lead}; warnings followed by a fault within the horizon: {r['true_warnings']} of {r['warnings']} "
+            f"(precision {precision:.3f})")
+
+
 def cmd_train(args) -> int:
     from sklearn.metrics import average_precision_score, precision_score, recall_score
 
@@ -335,6 +399,9 @@ def cmd_train(args) -> int:
     print(f"held-out precision {precision_score(y[test_rows], pred, zero_division=0):.3f}  "
           f"recall {recall_score(y[test_rows], pred, zero_division=0):.3f}  "
           f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})")
+    test_idx = np.flatnonzero(test_rows)
+    lt = lead_times([hosts[i] for i in test_idx], times[test_idx], p, faults, args.horizon_s, args.threshold, cut)
+    print(format_lead_times(lt, args.threshold))
     print(f"saved {out}")
     return 0
 

@@ -139,7 +139,7 @@ class ClassForest:
     def __init__(self, features: list[str], *, host_class: str = "default", partition: int | None = None,
                  window: int = 1024, window_s: float | None = None, refit_interval_s: float = 600.0,
                  min_train: int = 128, n_estimators: int = 100, max_samples: int = 256, threshold: float = 0.65,
-                 seed: int = 0):
+                 seed: int = 0, exclude_s: float = 0.0):
         if not features:
             raise ValueError("at least one feature is needed")
         if min_train > window:
@@ -157,6 +157,8 @@ class ClassForest:
         self.max_samples = max_samples
         self.threshold = threshold
         self.seed = seed
+        self.exclude_s = float(exclude_s)
+        self.last_alarm_: dict[str, float] = {}  # host → time of its newest alarming row (see _excluded)
         self.buffer_ = np.zeros((window, len(features)))  # ring of the most recent vectors
         self.times_ = np.full(window, -np.inf)
         self.n_seen_ = 0
@@ -234,15 +236,41 @@ class ClassForest:
         self.n_seen_ += n
         self.clock_ = max(self.clock_, float(times.max()))
 
-    def update(self, vectors: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    def _excluded(self, alarms: np.ndarray, times: np.ndarray, hosts) -> np.ndarray:
+        """Rows kept out of the training window: alarming rows, and rows of a host (given) that
+        alarmed less than `exclude_s` before (its incident is pending or open: a fault that lasts
+        is not learned as normal). A pure function of the rows in order, so batching cannot change it."""
+        out = alarms.copy()
+        if hosts is None or self.exclude_s <= 0:
+            return out
+        last = self.last_alarm_
+        if not last and not alarms.any():
+            return out
+        for i, (h, t, hot) in enumerate(zip(hosts, times.tolist(), alarms.tolist())):
+            seen = last.get(h)
+            if seen is not None:
+                if t - seen < self.exclude_s:
+                    out[i] = True
+                elif not hot:
+                    del last[h]  # a host's times only grow: never needed again (pruned per row, in order)
+            if hot:
+                last[h] = t
+        return out
+
+    def update(self, vectors: np.ndarray, times: np.ndarray, hosts: list[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         """Score, then learn, each row in order (times: event seconds); (scores, alarms, model version per row).
 
-        Rows between two refit points are scored in one scikit-learn call.
+        Rows between two refit points are scored in one scikit-learn call. Rows that alarm, and
+        with `hosts` (one name per row) rows of a host that alarmed within `exclude_s`, are scored
+        but do not join the training window.
         """
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         if len(times) != len(vectors):
             raise ValueError("one time per vector")
+        if hosts is not None and len(hosts) != len(times):
+            raise ValueError("one host per vector")
         scores = np.zeros(len(vectors))
         versions: list[str | None] = [None] * len(vectors)
         i = 0
@@ -255,10 +283,14 @@ class ClassForest:
             # rows until the next one that reaches the refit point, all scored by the current model
             due = np.flatnonzero(times[i + 1:] >= self.next_refit_)
             j = i + 1 + int(due[0]) if due.size else len(vectors)
+            keep = np.ones(j - i, bool)
             if self.model_ is not None:
                 scores[i:j] = self.score(vectors[i:j])
                 versions[i:j] = [self.version_] * (j - i)
-            self._learn(vectors[i:j], times[i:j])
+                keep = ~self._excluded(scores[i:j] >= self.threshold, times[i:j],
+                                       None if hosts is None else hosts[i:j])
+            self._learn(vectors[i:j][keep], times[i:j][keep])
+            self.clock_ = max(self.clock_, float(times[i:j].max()))  # excluded rows still move the clock
             i = j
         return scores, (scores >= self.threshold) & np.array([v is not None for v in versions], bool), versions
 
@@ -266,7 +298,7 @@ class ClassForest:
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(JSON-able counters, arrays): everything needed to continue exactly; the model is refitted."""
         header = {"n_seen": self.n_seen_, "n_fits": self.n_fits_, "clock": self.clock_,
-                  "next_refit": self.next_refit_, "version": self.version_}
+                  "next_refit": self.next_refit_, "version": self.version_, "last_alarm": dict(self.last_alarm_)}
         return header, {f: getattr(self, f) for f in STATE_FIELDS}
 
     def load_state(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -284,6 +316,7 @@ class ClassForest:
         self.n_fits_ = int(header["n_fits"])
         self.clock_ = float(header["clock"])
         self.next_refit_ = float(header["next_refit"])
+        self.last_alarm_ = {str(h): float(t) for h, t in header.get("last_alarm", {}).items()}  # absent before
         self.model_, self.version_ = None, None
         if header["version"] is not None:
             self._fit(self.train_)

@@ -123,7 +123,10 @@ class ForestStream:
         self.forest = ClassForest([f.name for f in cfg.features], host_class=host_class, partition=partition,
                                   window=cfg.window, window_s=cfg.window_s, refit_interval_s=cfg.refit_interval_s,
                                   min_train=cfg.min_train, n_estimators=cfg.n_estimators,
-                                  max_samples=cfg.max_samples, threshold=cfg.threshold, seed=cfg.seed)
+                                  max_samples=cfg.max_samples, threshold=cfg.threshold, seed=cfg.seed,
+                                  # a host that alarmed this recently has an incident pending or open
+                                  # (it resolves resolve_after_s after its last alarm): keep it out of training
+                                  exclude_s=cfg.for_s + cfg.resolve_after_s)
         self.clear_threshold = cfg.clear_threshold if cfg.clear_threshold is not None else cfg.threshold
         self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
         self.slots_: dict[str, int] = {}  # host → lifecycle slot
@@ -181,9 +184,9 @@ class ForestStream:
         if not offers:
             return []
         times = np.fromiter((o.t for o in offers), np.float64, len(offers))
-        scores, alarms, versions = self.forest.update(vectors, times)
-        clear = scores < self.clear_threshold
         slots = np.fromiter((self._slot(o.host) for o in offers), np.int64, len(offers))
+        scores, alarms, versions = self.forest.update(vectors, times, hosts=[o.host for o in offers])
+        clear = scores < self.clear_threshold
         offsets = np.fromiter((o.item.offset for o in offers), np.int64, len(offers))
         # A host that is normal and does not breach in this batch stays normal: its lifecycle only
         # needs the time of its newest vector (a host's times only grow: the maximum is the last).

@@ -21,6 +21,18 @@ stands out. For a surprise ``r`` and record ``M`` the feature's score is ``q/2``
 in [0, 1). The anomaly score of a value is the largest of its feature scores, and ``alarm`` is
 ``score >= threshold``. The detector is causal: a value is scored before it is learned.
 
+Three rules make it hold on series unlike the ones it was designed on (docs/evaluation.md):
+
+- a series that never moved has records of exactly 0; its first move is infinitely new and
+  scores 1 (``zero_record_alarms``; before, a record of 0 never scored: flat-then-change was missed);
+- after an alarm the series' score is 0 for ``refractory`` values (default 100 = 1 / alpha_level,
+  the time the level model takes to absorb a change): one event gives one detection, not a
+  train of them (NAB counts only the first detection in a window and charges later ones outside
+  it; a pager is no different);
+- the season records are set over ``season_record_cycles`` periods of *time*
+  (``season_record_by_time``): an hourly series fills 24 of the 288 buckets a day, and counting
+  2 x 288 season surprises made it wait 24 days.
+
 Warm-up, per series and per feature: the first ``warmup`` valid values only train the models,
 the next ``warmup`` set the records, and only then are scores above 0 emitted. The season model
 starts counting once each time-of-day bucket has seen ``season_min_cycles`` days and sets its
@@ -72,6 +84,14 @@ class SurpriseRecordParams:
     record_decay: float = 0.9999
     warmup: int = 120
     season_record_cycles: int = 2
+    # season records are set over season_record_cycles periods of *time* (an hourly series has
+    # 24 values a day, not 288: counting values made its season feature wait 24 days)
+    season_record_by_time: bool = True
+    # a series that never moved (record exactly 0) alarms on its first move (flat-then-change)
+    zero_record_alarms: bool = True
+    # after an alarm the score is 0 for this many values: one detection per event (NAB counts only
+    # the first detection in a window and charges every later one outside it), 1 / alpha_level
+    refractory: int = 100
     threshold: float = 0.529
 
     def __post_init__(self):
@@ -116,6 +136,7 @@ class SurpriseRecordBank:
             # float32 and a saturating 1-byte count: the season table is most of the state.
             "season_mean_": np.zeros((capacity, b), np.float32), "season_dev_": np.zeros((capacity, b), np.float32),
             "season_count_": np.zeros((capacity, b), np.uint8), "season_err_": np.zeros(capacity),
+            "season_start_": np.zeros(capacity), "quiet_": np.zeros(capacity, np.int64),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -137,7 +158,8 @@ class SurpriseRecordBank:
     # The live engine's scorer interface (detectors/engine.py): grow, update, details,
     # state_fields, nbytes_per_slot; a slot is a row here.
     state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
-                    "season_mean_", "season_dev_", "season_count_", "season_err_", "record_", "feature_count_")
+                    "season_mean_", "season_dev_", "season_count_", "season_err_", "season_start_", "quiet_",
+                    "record_", "feature_count_")
 
     @property
     def nbytes_per_slot(self) -> int:
@@ -207,12 +229,29 @@ class SurpriseRecordBank:
         # Records: train-only, then record-setting, then scoring (per feature).
         fcount = self.feature_count_[rows] + valid
         record = self.record_[rows]
-        record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets), p.warmup])
-        scoring = valid & (fcount > p.warmup + record_warm) & (record > 0)
-        q = np.where(scoring, surprise / np.where(record > 0, record, 1.0), 0.0)
+        if p.season_record_by_time:
+            record_warm = np.array([p.warmup] * len(FEATURES))
+        else:
+            record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets),
+                                    p.warmup])
+        scoring = valid & (fcount > p.warmup + record_warm)
+        if not p.zero_record_alarms:
+            scoring &= record > 0
+        if p.season_buckets and p.season_record_by_time:
+            start = np.where(valid[:, 2] & (self.season_start_[rows] == 0), t, self.season_start_[rows])
+            self.season_start_[rows] = start
+            scoring[:, 2] &= (t - start) >= p.season_record_cycles * p.season_period_s
+        # A surprise above a record of exactly 0 (a series that never moved) is infinitely new.
+        q = np.where(scoring, np.where(record > 0, surprise / np.where(record > 0, record, 1.0),
+                                       np.where(surprise > 0, np.inf, 0.0)), 0.0)
         fscore = np.where(q <= 1.0, 0.5 * q, 1.0 - 0.5 / np.maximum(q, 1.0))
         sub = fscore.max(axis=1)
         setting = valid & (fcount > p.warmup)
+        if p.refractory:
+            quiet = self.quiet_[rows]
+            fired = (sub >= p.threshold) & (quiet == 0)
+            sub = np.where(quiet > 0, 0.0, sub)
+            self.quiet_[rows] = np.where(fired, p.refractory, np.maximum(quiet - 1, 0))
         self.record_[rows] = np.where(setting, np.maximum(record * p.record_decay, surprise), record)
         self.feature_count_[rows] = fcount
 

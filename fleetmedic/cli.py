@@ -21,6 +21,8 @@ STAGE_CLIS: list[str] = [
     "review.cli",
     "remediator.cli",
     "remediator.playbook_cli",
+    "remediator.control_cli",
+    "remediator.alerts_cli",
 ]
 
 
@@ -95,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fleetmedic {__version__}")
     parser.add_argument("--config", metavar="FILE", help="YAML settings file")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    from .logfmt import add_argument as add_log_format
+
+    add_log_format(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("broker", help="start, stop or check the embedded single-node Kafka broker",
@@ -136,11 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     from .config import SettingsError
     from .yamlfile import ConfigFileError
 
+    from .logfmt import configure as configure_logging
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    configure_logging(getattr(args, "log_format", "text"), args.verbose)
     try:
         return args.func(args)
     except SettingsError as exc:

@@ -92,6 +92,25 @@ class TopicSettings(_Strict):
     remediation_retention_hours: float = Field(24 * 90, gt=0)
 
 
+class AlertsSettings(_Strict):
+    """Alertmanager in (`alerts receive`), out (`alerts notify`) and its silences in the silence gate."""
+
+    # where `alerts notify` pushes alerts and where the remediator's silence gate reads silences
+    alertmanager_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # the first of these alert labels that is present names the incident's host (":port" dropped)
+    host_labels: list[str] = ["host", "instance", "nodename"]
+    kind_label: str = "alertname"
+    subject_label: str | None = Field(None, description="default: the kind")
+    # alert label → incident label; labels not named here are carried as they are unless drop_unmapped
+    label_map: dict[str, str] = Field(default_factory=dict)
+    drop_unmapped: bool = False
+    # alerts carrying this label=value are fleetmedic's own (from `alerts notify`): never turned into incidents
+    own_label: str = "fleetmedic"
+    resend_s: float = Field(30.0, gt=0, description="`alerts notify` re-sends active alerts this often")
+    silence_refresh_s: float = Field(5.0, gt=0, description="the silence gate re-reads Alertmanager's silences")
+    timeout_s: float = Field(5.0, gt=0)
+
+
 class Settings(_Strict):
     bootstrap_servers: list[str] = ["127.0.0.1:19092"]
     topic_prefix: str = Field("fleetmedic.", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
@@ -101,6 +120,7 @@ class Settings(_Strict):
     security: SecuritySettings = SecuritySettings()
     broker: BrokerSettings = BrokerSettings()
     topics: TopicSettings = TopicSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

@@ -227,6 +227,45 @@ class DetectorState(Contract):
     state_b64: str = Field(description="the detector's serialised state, base64")
 
 
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+
+class Matcher(BaseModel):
+    """One label matcher, as Alertmanager writes them: `name=value`, `!=`, `=~` regex, `!~`.
+
+    Regexes are anchored (the whole value must match), as in Alertmanager. A label the incident
+    does not have has the value "" (so `name=""` matches its absence)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")]
+    op: MatchOp = "="
+    value: Annotated[str, StringConstraints(max_length=1024)]
+
+
+class Control(Contract):
+    """A runtime control decision on the compacted control topic, newest per `id` wins.
+
+    `kill_switch` (id "kill_switch": `fleetmedic pause` / `resume`) stops every remediation and
+    cancels running playbooks while `active`; a `silence` or `maintenance` record stops
+    remediations of incidents whose labels (host, kind, subject, severity, detector and the
+    incident's own labels) satisfy all its matchers between `starts_at` and `ends_at`; `active:
+    false` expires it early."""
+
+    topic: ClassVar[str] = "control.v1"
+    id: Annotated[str, StringConstraints(pattern=r"^(kill_switch|sil-[0-9a-f]{8,32}|mw-[0-9a-f]{8,32})$")]
+    kind: Literal["kill_switch", "silence", "maintenance"]
+    active: bool
+    matchers: list[Matcher] = Field(default_factory=list, max_length=64)
+    starts_at: EventTime | None = None
+    ends_at: EventTime | None = None
+    by: Name
+    reason: Annotated[str, StringConstraints(max_length=4096)] = ""
+    time: EventTime
+
+    def key(self) -> bytes:
+        return self.id.encode()
+
+
 CONTRACTS: dict[str, type[Contract]] = {
     "metric_batch": MetricBatch,
     "log_event": LogEvent,
@@ -235,4 +274,5 @@ CONTRACTS: dict[str, type[Contract]] = {
     "dead_letter": DeadLetter,
     "approval": Approval,
     "detector_state": DetectorState,
+    "control": Control,
 }

@@ -35,6 +35,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Detector state snapshots: only the newest per key matters.
         TopicSpec("state.v1", t.partitions, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
                                               "segment.ms": str(HOUR_MS)}),
+        # Runtime control (pause/resume, silences, maintenance): one partition so every
+        # remediator sees one order; compacted, since only the newest record per id matters.
+        TopicSpec("control.v1", 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
     ]
 
 

@@ -159,6 +159,7 @@ class LoopStats:
     dead_lettered: int = 0
     produced: int = 0
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 Handler = Callable[[list[Received]], Iterable[Contract | Outgoing]]
@@ -217,6 +218,8 @@ class ConsumerLoop:
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
         self.stats = LoopStats()
+        # Called with the loop after every cycle, on its thread (fleetmedic.metrics.watch_loop).
+        self.observers: list[Callable[["ConsumerLoop"], None]] = []
         self._stop = threading.Event()
         self._own_producer = producer is None
         self.producer = producer or Producer(settings)
@@ -253,6 +256,7 @@ class ConsumerLoop:
         """One poll-process-commit cycle; returns the number of records consumed."""
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         if not polled:
+            self._observe()
             return 0
         valid: list[Received] = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -266,6 +270,7 @@ class ConsumerLoop:
                     log.warning("dead letter %s[%d]@%d: %s: %s", msg.topic, msg.partition, msg.offset, exc.kind, exc)
                     self.producer.send(self._dead_letter(msg, exc.kind, str(exc)))
                     dead += 1
+                    self.stats.dead_letters_by_kind[exc.kind] = self.stats.dead_letters_by_kind.get(exc.kind, 0) + 1
                     continue
                 valid.append(Received(record, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key))
             offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
@@ -287,7 +292,15 @@ class ConsumerLoop:
         self.consumer.commit(offsets)
         for tp, om in offsets.items():
             self.stats.committed[(tp.topic, tp.partition)] = om.offset
+        self._observe()
         return consumed
+
+    def _observe(self) -> None:
+        for observer in self.observers:
+            try:
+                observer(self)
+            except Exception:  # metrics must never stop the loop
+                log.exception("loop observer failed")
 
     def run(self, *, until: Callable[[LoopStats], bool] | None = None, install_signals: bool = True) -> LoopStats:
         """Loop until SIGTERM/SIGINT, `stop()`, or `until(stats)` is true; then close cleanly."""

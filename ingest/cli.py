@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import sys
 import threading
@@ -19,7 +20,8 @@ def _options(args):
     return ExporterOptions(
         spool_dir=None if args.no_spool else Path(args.spool_dir),
         spool_max_bytes=int(args.spool_max_mb * 1024 * 1024),
-        health_port=args.health_port,
+        # --metrics-port (0: any free port) wins over the older --health-port (0: none, -1: any free port)
+        health_port=args.health_port if args.metrics_port is None else (args.metrics_port or -1),
         health_bind=args.health_bind,
         ack_timeout_s=args.ack_timeout,
     )
@@ -69,7 +71,7 @@ def _start(name: str, args):
     except OSError as exc:  # the health port is taken, or the spool folder cannot be written
         raise SystemExit(f"fleetmedic export {name}: {exc} (health port {args.health_port}, spool {args.spool_dir})")
     stop_on_signals(exporter.stop)
-    where = f", health on :{exporter.server.port}/metrics" if exporter.server else ""
+    where = f", metrics on {exporter.server.url}/metrics" if exporter.server else ""
     spool = f", spool {exporter.publisher.spool.directory}" if exporter.publisher.spool else ", no spool"
     print(f"export {name}: host {_this_host(args)} → {settings.bootstrap_servers[0]}{spool}{where}", flush=True)
     return exporter
@@ -147,43 +149,125 @@ def log_events(lines, host: str):
 
 
 def cmd_export_logs(args) -> int:
-    from .follow import LogFollower
+    from fleetmedic import metrics
 
+    from .follow import LogFollower
+    from .shipped import JournalFollower
+
+    if not args.paths and not args.journal:
+        print("fleetmedic export logs: give log file paths, --journal, or both", file=sys.stderr)
+        return 2
     host = _this_host(args)
-    follower = LogFollower(args.paths, position_file=args.position_file, from_end=args.from_end)
+    follower = LogFollower(args.paths, position_file=args.position_file, from_end=args.from_end) if args.paths else None
+    journal = None
+    if args.journal:
+        try:
+            journal = JournalFollower(args.cursor_file, directory=args.journal_directory, matches=args.journal_match,
+                                      from_end=args.from_end, journalctl=args.journalctl)
+        except OSError as exc:
+            print(f"fleetmedic export logs: cannot run {args.journalctl}: {exc}", file=sys.stderr)
+            return 2
     exporter = _start("logs", args)
 
     def collect():
-        batch = follower.poll()
-        events = log_events(batch, host)
-        exporter.publish(events)  # delivered or spooled: now the position may move past them
-        follower.commit()
+        if follower is not None:
+            events = log_events(follower.poll(), host)
+            exporter.publish(events)  # delivered or spooled: now the position may move past them
+            follower.commit()
+        if journal is not None:
+            exporter.publish(journal.poll(host))
+            journal.commit()  # likewise: the cursor moves past delivered (or spooled) entries only
+        metrics.checkpoint("export-logs")
         return []
 
     try:
         exporter.run(collect, args.interval, count=args.count)
     finally:
-        follower.close()
+        if follower is not None:
+            follower.close()
+        if journal is not None:
+            journal.close()
         code = _finish(exporter)
     return code
 
 
+def cmd_export_ecs(args) -> int:
+    """Shippers' ECS JSON records on an existing topic → logs.v1, through the shared consumer loop."""
+    from fleetmedic import metrics
+    from fleetmedic.transport import ConsumerLoop, Producer
+
+    from .shipped import EcsRecord, ecs_events
+
+    settings = settings_from(args)
+    if args.create_topics:
+        _ensure_topics(settings, "export ecs")
+    producer = Producer(settings)  # logs.v1 and dead letters under the configured prefix
+    # The source topic is the shippers' own, named in full: read it without the prefix.
+    loop = ConsumerLoop(settings.model_copy(update={"topic_prefix": ""}), group_id=args.group,
+                        inputs={args.topic: EcsRecord}, producer=producer,
+                        handle=lambda batch: ecs_events([r.record for r in batch]))
+    metrics.watch_loop(loop, "export-ecs")
+    server = metrics.serve_for(args, "export ecs")
+    if server is not None:
+        server.ready_when(metrics.loop_ready(loop))
+    print(f"export ecs: {args.topic} (group {args.group}) → {settings.topic_prefix}logs.v1", flush=True)
+    try:
+        stats = loop.run(until=(lambda s: s.consumed >= args.max) if args.max else None)
+    finally:
+        producer.close()
+        if server is not None:
+            server.close()
+    print(f"export ecs: read {stats.consumed}, wrote {stats.produced}, dead letters {stats.dead_lettered}", flush=True)
+    return 0
+
+
 def cmd_export_prom(args) -> int:
-    from .prom import Target, scrape
+    from .prom import Target
+    from .promsd import FileSD, ScrapeAuth, ScrapePool, SDTarget
 
     try:
-        targets = [Target.of(u, args.host) for u in args.urls]
+        static = []
+        for u in args.urls:
+            t = Target.of(u, args.host)
+            static.append(SDTarget(t.url, t.host, (), args.interval, min(args.timeout, args.interval), "command line"))
     except ValueError as exc:
         print(f"fleetmedic export prom: {exc}", file=sys.stderr)
         return 2
+    if not static and not args.sd_file:
+        print("fleetmedic export prom: give target URLs or --sd-file FILE", file=sys.stderr)
+        return 2
+    sd = FileSD(args.sd_file, default_interval_s=args.interval, default_timeout_s=args.timeout,
+                refresh_s=args.sd_refresh) if args.sd_file else None
+    auth = ScrapeAuth(ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                      insecure_skip_verify=args.insecure_skip_verify, bearer_token_file=args.bearer_token_file)
+    try:
+        pool = ScrapePool(workers=args.concurrency, auth=auth, drop_labels=frozenset(args.drop_label),
+                          canonical_names=args.canonical)
+    except (OSError, ValueError) as exc:  # a CA or certificate file that cannot be loaded
+        print(f"fleetmedic export prom: TLS: {exc}", file=sys.stderr)
+        return 2
+
+    def refresh(force=False):
+        if sd is None:
+            if not len(pool):
+                pool.set_targets(static)
+            return
+        if sd.refresh(force):
+            pool.set_targets(static + sd.targets())
+            print(f"export prom: {len(pool)} targets ({len(sd.files())} target files)", flush=True)
+
+    refresh(force=True)
     exporter = _start("prom", args)
     down: set[str] = set()
+    scraped: dict[str, int] = {}
 
     def collect():
+        refresh()
         out = []
-        for t in targets:
-            batch, error = scrape(t, timeout_s=args.timeout, drop_labels=frozenset(args.drop_label),
-                                  canonical_names=args.canonical)
+        for t, batch, error in pool.poll():
+            if args.count is not None and scraped.get(t.url, 0) >= args.count:
+                continue  # --count N: N batches of every target, no more
+            scraped[t.url] = scraped.get(t.url, 0) + 1
             if error and t.url not in down:
                 print(f"export prom: {t.url} is down: {error}", file=sys.stderr, flush=True)
                 exporter.health.error(f"{t.url}: {error}")
@@ -192,12 +276,18 @@ def cmd_export_prom(args) -> int:
                 print(f"export prom: {t.url} is back", flush=True)
                 down.discard(t.url)
             out.append(batch)
-        exporter.health.extra["targets_down"] = float(len(down))
+        down.intersection_update(pool.urls)
+        exporter.health.extra.update(targets=float(len(pool)), targets_down=float(len(down)),
+                                     scrapes_skipped=float(pool.stats.skipped))
         return out
 
+    def done() -> bool:  # --count N: every target scraped N times (tests); otherwise until SIGTERM
+        return args.count is not None and all(scraped.get(u, 0) >= args.count for u in pool.urls)
+
     try:
-        exporter.run(collect, args.interval, count=args.count)
+        exporter.run(collect, 0.2, until=done)
     finally:
+        pool.close()
         code = _finish(exporter)
     return code
 
@@ -255,6 +345,11 @@ def _common(p) -> None:
     p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",
                    help="how long to wait for the broker before spooling")
     p.add_argument("--create-topics", action="store_true", help="create the fleetmedic topics first (idempotent)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve /metrics and /ready on PORT (0: any free port); replaces --health-port")
+    from fleetmedic.logfmt import add_argument as add_log_format
+
+    add_log_format(p)
 
 
 def register(sub) -> None:
@@ -282,23 +377,60 @@ def register(sub) -> None:
 
     e = kinds.add_parser("logs", help="follow log files (rotation, truncation) and parse known kernel/service lines")
     _common(e)
-    e.add_argument("paths", nargs="+", metavar="PATH")
+    e.add_argument("paths", nargs="*", metavar="PATH")
+    e.add_argument("--journal", action="store_true",
+                   help="also (or only) follow the systemd journal through `journalctl -o json --follow`")
+    e.add_argument("--cursor-file", default=".fleetmedic/journal-cursor", metavar="FILE",
+                   help="the cursor of the last delivered journal entry (nothing read twice or lost on restart)")
+    e.add_argument("--journal-directory", metavar="DIR", help="read journal files from DIR (journalctl --directory)")
+    e.add_argument("--journal-match", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a journalctl match, e.g. _TRANSPORT=kernel or _SYSTEMD_UNIT=slurmd.service (repeatable)")
+    e.add_argument("--journalctl", default="journalctl", metavar="PATH", help=argparse.SUPPRESS)
     e.add_argument("--position-file", default=".fleetmedic/log-positions.json", metavar="FILE",
                    help="where the offsets of delivered lines are kept across restarts")
     e.add_argument("--from-end", action="store_true", help="a file never seen before starts at its end")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["logs"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_logs, interval=1.0)
 
+    e = kinds.add_parser("ecs", help="bridge a Kafka topic of Filebeat/Fluent Bit/Vector ECS records into logs.v1",
+                         description="Read JSON records in Elastic Common Schema (@timestamp, host.name, message, "
+                                     "log.file.path) from an existing topic (its full name, no prefix), parse the "
+                                     "messages with the log exporter's rules and write LogEvents to logs.v1. "
+                                     "Records that are not such JSON go to the dead-letter topic with the reason.")
+    e.add_argument("topic", metavar="TOPIC")
+    e.add_argument("--group", default="fleetmedic-ecs-bridge", help="consumer group id")
+    e.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records (tests)")
+    e.add_argument("--create-topics", action="store_true", help="create the fleetmedic topics first (idempotent)")
+    from fleetmedic.metrics import add_arguments as add_metrics_arguments
+
+    add_metrics_arguments(e)
+    e.set_defaults(func=cmd_export_ecs)
+
     e = kinds.add_parser("prom", help="scrape Prometheus text endpoints (node_exporter, dcgm-exporter, ...)")
     _common(e)
-    e.add_argument("urls", nargs="+", metavar="URL")
-    e.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per scrape")
+    e.add_argument("urls", nargs="*", metavar="URL", help="static targets (with or instead of --sd-file)")
+    e.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="per scrape, unless the target's __scrape_timeout__ label says otherwise")
+    e.add_argument("--sd-file", action="append", default=[], metavar="FILE",
+                   help="Prometheus file_sd target file, JSON or YAML, globs allowed (repeatable); re-read when "
+                        "it changes. Labels __scheme__, __metrics_path__, __scrape_interval__, "
+                        "__scrape_timeout__ steer a target; the others become the batch's labels")
+    e.add_argument("--sd-refresh", type=float, default=5.0, metavar="S", help="how often to check the files")
+    e.add_argument("--concurrency", type=int, default=64, metavar="N",
+                   help="scrapes in flight at most (threads; they mostly wait on the network)")
+    e.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify https targets")
+    e.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
+    e.add_argument("--key-file", metavar="FILE", help="the client certificate's key")
+    e.add_argument("--insecure-skip-verify", action="store_true", help="do not verify https targets' certificates")
+    e.add_argument("--bearer-token-file", metavar="FILE",
+                   help="send `Authorization: Bearer <file content>` (re-read at every scrape)")
     e.add_argument("--drop-label", action="append", default=[], metavar="NAME",
                    help="leave this label out of series names (repeatable), e.g. DCGM_FI_DRIVER_VERSION")
     e.add_argument("--canonical", action="store_true",
                    help="also publish known node_exporter/dcgm series under fleetmedic's names (gpu0.temperature_c...)")
     e.add_argument("--health-port", type=int, default=HEALTH_PORTS["prom"], metavar="PORT", help="0: none")
     e.set_defaults(func=cmd_export_prom, interval=15.0)
+    # --interval: every target's scrape interval unless its __scrape_interval__ label says otherwise
 
     p = sub.add_parser("simulate", help="a synthetic GPU fleet with injected faults, published to Kafka",
                        description="N nodes × G GPUs with daily load cycles, noise and log chatter, and a seeded "

@@ -1,25 +1,32 @@
-"""Each exporter's own health as Prometheus metrics on a port (`GET /metrics`).
+"""Each exporter's own health as Prometheus metrics on a port (`GET /metrics`, `GET /ready`).
+
+The exposition is prometheus_client's: `ExporterCollector` turns an `ExporterHealth` into metric
+families when scraped, and the endpoint (`fleetmedic.metrics.MetricsServer`) serves them next
+to the process-wide fleetmedic series (records and values published, checkpoint age).
 
 >>> from ingest.publisher import ExporterHealth
->>> print(render(ExporterHealth("host", sent=3)).splitlines()[2])
-fleetmedic_exporter_records_sent_total{exporter="host"} 3
+>>> [l for l in render(ExporterHealth("host", sent=3)).splitlines() if l.startswith("fleetmedic_exporter_records_sent")]
+['fleetmedic_exporter_records_sent_total{exporter="host"} 3.0']
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from fleetmedic.metrics import MetricsServer
 
 from .publisher import ExporterHealth
 
 _COUNTERS = [
-    ("records_sent_total", "sent", "records acknowledged by the broker"),
-    ("records_spooled_total", "spooled", "records written to the disk spool while the broker was unreachable"),
-    ("records_resent_total", "resent", "records delivered later from the spool"),
-    ("records_dropped_total", "dropped", "records lost because the spool was full"),
-    ("records_already_stored_total", "already_stored", "spooled after a timeout but found in Kafka: not resent"),
-    ("errors_total", "errors", "failed sends or reads"),
+    ("records_sent", "sent", "records acknowledged by the broker"),
+    ("records_spooled", "spooled", "records written to the disk spool while the broker was unreachable"),
+    ("records_resent", "resent", "records delivered later from the spool"),
+    ("records_dropped", "dropped", "records lost because the spool was full"),
+    ("records_already_stored", "already_stored", "spooled after a timeout but found in Kafka: not resent"),
+    ("errors", "errors", "failed sends or reads"),
 ]
 _GAUGES = [
     ("spool_records", "spool_records", "records waiting in the spool"),
@@ -29,59 +36,71 @@ _GAUGES = [
 ]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class ExporterCollector:
+    """A prometheus_client collector reading one exporter's `ExporterHealth` at scrape time."""
+
+    def __init__(self, health: ExporterHealth):
+        self.health = health
+
+    def describe(self):
+        return []  # names are checked per registry; two exporters in one process may share them
+
+    def collect(self):
+        h = self.health
+        label = [h.exporter]
+        families = []
+        with h.lock:
+            for name, attr, help_ in _COUNTERS:
+                f = CounterMetricFamily(f"fleetmedic_exporter_{name}", help_, labels=["exporter"])
+                f.add_metric(label, getattr(h, attr))
+                families.append(f)
+            for name, attr, help_ in _GAUGES:
+                f = GaugeMetricFamily(f"fleetmedic_exporter_{name}", help_, labels=["exporter"])
+                f.add_metric(label, getattr(h, attr))
+                families.append(f)
+            f = GaugeMetricFamily("fleetmedic_exporter_last_error_info", "the last error message (value 1)",
+                                  labels=["exporter", "error"])
+            f.add_metric([h.exporter, h.last_error], 1)
+            families.append(f)
+            for name, value in sorted(h.extra.items()):
+                f = GaugeMetricFamily(f"fleetmedic_exporter_{name}", name.replace("_", " "), labels=["exporter"])
+                f.add_metric(label, value)
+                families.append(f)
+        f = GaugeMetricFamily("fleetmedic_exporter_up", "1 while the exporter runs", labels=["exporter"])
+        f.add_metric(label, 1)
+        families.append(f)
+        return families
+
+
+class _Global:
+    """The process-wide registry's families, inside an exporter's own registry."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        return REGISTRY.collect()
+
+
+def registry_for(health: ExporterHealth) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(health))
+    registry.register(_Global())
+    return registry
 
 
 def render(health: ExporterHealth) -> str:
-    """The Prometheus text exposition of one exporter's health."""
-    label = f'exporter="{_escape(health.exporter)}"'
-    lines = []
-    with health.lock:
-        for name, attr, help_ in _COUNTERS:
-            lines += [f"# HELP fleetmedic_exporter_{name} {help_}", f"# TYPE fleetmedic_exporter_{name} counter",
-                      f"fleetmedic_exporter_{name}{{{label}}} {getattr(health, attr)}"]
-        for name, attr, help_ in _GAUGES:
-            lines += [f"# HELP fleetmedic_exporter_{name} {help_}", f"# TYPE fleetmedic_exporter_{name} gauge",
-                      f"fleetmedic_exporter_{name}{{{label}}} {getattr(health, attr)}"]
-        lines += ["# HELP fleetmedic_exporter_last_error_info the last error message (value 1)",
-                  "# TYPE fleetmedic_exporter_last_error_info gauge",
-                  f'fleetmedic_exporter_last_error_info{{{label},error="{_escape(health.last_error)}"}} 1']
-        for name, value in sorted(health.extra.items()):
-            lines += [f"# TYPE fleetmedic_exporter_{name} gauge", f"fleetmedic_exporter_{name}{{{label}}} {value}"]
-    lines.append(f"fleetmedic_exporter_up{{{label}}} 1")
-    return "\n".join(lines) + "\n"
+    """The Prometheus text exposition of one exporter's health (without the process-wide series)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(health))
+    return generate_latest(registry).decode()
 
 
-class HealthServer:
-    """A tiny HTTP server in a daemon thread; port 0 picks a free one (see `.port`)."""
+class HealthServer(MetricsServer):
+    """The exporter's endpoint: its health and the process-wide series; port 0 picks a free one.
+    Readiness is the exporter's (`ingest.runner.Exporter`: after its first collection)."""
 
     def __init__(self, health: ExporterHealth, port: int, host: str = "127.0.0.1"):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                if self.path.split("?")[0] not in ("/metrics", "/"):
-                    self.send_error(404, "only /metrics here")
-                    return
-                body = render(outer.health).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # keep scrapes out of the exporter's output
-                pass
-
         self.health = health
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
+        super().__init__(port, host, registry=registry_for(health))
         self.started = time.time()
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -40,10 +40,13 @@ class Target:
 
 
 def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
-           drop_labels: frozenset[str] = frozenset(), canonical_names: bool = False) -> tuple[MetricBatch, str | None]:
+           drop_labels: frozenset[str] = frozenset(), canonical_names: bool = False,
+           headers: dict[str, str] | None = None, ssl_context=None) -> tuple[MetricBatch, str | None]:
     """One scrape → (batch, error or None). Never raises for a target's fault. Labels named in
     `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names;
-    `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`)."""
+    `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`).
+    `headers` (an Authorization bearer token) and `ssl_context` (CA, client certificate) go with
+    the request (see `ingest.promsd.ScrapeAuth`)."""
     now = now or datetime.now(timezone.utc)
     started = time.monotonic()
     values: dict[str, float | None] = {}
@@ -52,8 +55,8 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
     dropped = 0
     try:
         req = urllib.request.Request(target.url, headers={"Accept": "text/plain;version=0.0.4",
-                                                           "User-Agent": "fleetmedic-prom-bridge"})
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                                                           "User-Agent": "fleetmedic-prom-bridge", **(headers or {})})
+        with urllib.request.urlopen(req, timeout=timeout_s, context=ssl_context) as resp:
             body = resp.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             raise ValueError(f"response larger than {MAX_BODY} bytes")

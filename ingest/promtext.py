@@ -1,6 +1,6 @@
-"""A parser for the Prometheus text exposition format (0.0.4), and the bridge's series naming.
+"""The Prometheus text exposition format (0.0.4) as the bridge reads it, and its series naming.
 
-`parse(text)` yields `Sample`s with the family's TYPE, so counters can be marked. A series is
+`parse(text)` (prometheus_client's parser underneath) yields `Sample`s with the family's TYPE, so counters can be marked. A series is
 named ``metric{label="value",...}`` with labels sorted, so the same series always has the same
 name. dcgm-exporter writes huge sentinel values for fields a GPU does not support; `is_sentinel`
 spots them so the bridge can drop them.
@@ -12,12 +12,13 @@ spots them so the bridge can drop them.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+from prometheus_client.parser import text_string_to_metric_families
+
+
+_BARE_COUNTER = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+([a-zA-Z_:][a-zA-Z0-9_:]*(?<!_total))[ \t]+counter[ \t]*$", re.M)
 
 
 class PromParseError(ValueError):
@@ -53,92 +54,51 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _value(text: str) -> float:
-    low = text.lower()
-    if low in ("+inf", "inf"):
-        return math.inf
-    if low == "-inf":
-        return -math.inf
-    if low == "nan":
-        return math.nan
-    return float(text)
-
-
-def _labels(text: str, pos: int, line_no: int) -> tuple[tuple[tuple[str, str], ...], int]:
-    """Parse `{a="b",...}` starting at text[pos] == '{'; returns (labels, position after '}')."""
-    out = []
-    i = pos + 1
-    while True:
-        while i < len(text) and text[i] in " \t,":
-            i += 1
-        if i < len(text) and text[i] == "}":
-            return tuple(sorted(out)), i + 1
-        m = _LABEL_NAME.match(text, i)
-        if not m:
-            raise PromParseError(line_no, f"bad label name at column {i + 1}")
-        name = m.group(0)
-        i = m.end()
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if text[i:i + 2] != '="':
-            raise PromParseError(line_no, f'expected =" after label {name}')
-        i += 2
-        chars = []
-        while True:
-            if i >= len(text):
-                raise PromParseError(line_no, f"unterminated value of label {name}")
-            c = text[i]
-            if c == "\\" and i + 1 < len(text):
-                nxt = text[i + 1]
-                chars.append({"n": "\n", "\\": "\\", '"': '"'}.get(nxt, "\\" + nxt))
-                i += 2
-                continue
-            if c == '"':
-                i += 1
-                break
-            chars.append(c)
-            i += 1
-        out.append((name, "".join(chars)))
-
-
-def _family(name: str, types: dict[str, str]) -> str:
-    if name in types:
-        return types[name]
+def _family_type(name: str, family_type: str, types: dict[str, str]) -> str:
+    """The TYPE of a sample's family. prometheus_client files `c_total` under a family `c_total`
+    of type unknown when the exposition declared `# TYPE c counter`: look the base name up."""
+    if family_type not in ("unknown", "untyped"):
+        return family_type
     for suffix in ("_total", "_bucket", "_count", "_sum", "_created", "_info"):
         if name.endswith(suffix) and name[: -len(suffix)] in types:
             return types[name[: -len(suffix)]]
     return "untyped"
 
 
+def _bad_line(text: str) -> tuple[int, str]:
+    """The first line prometheus_client rejects, parsed alone (only on the error path)."""
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            list(text_string_to_metric_families(line + "\n"))
+        except ValueError as exc:
+            return line_no, str(exc)
+    return 0, "malformed exposition"
+
+
 def parse(text: str) -> list[Sample]:
-    """Every sample of an exposition; raises PromParseError naming the line for malformed input."""
+    """Every sample of an exposition; raises PromParseError naming the line for malformed input.
+
+    The parsing is prometheus_client's (`prometheus_client.parser`); this keeps the bridge's
+    `Sample` view: labels sorted, timestamps in milliseconds, the family's TYPE per sample."""
     types: dict[str, str] = {}
     out: list[Sample] = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3].strip().lower()
-            continue
-        m = _NAME.match(line)
-        if not m:
-            raise PromParseError(line_no, f"expected a metric name: {line[:80]!r}")
-        name, pos = m.group(0), m.end()
-        labels: tuple = ()
-        if pos < len(line) and line[pos] == "{":
-            labels, pos = _labels(line, pos, line_no)
-        rest = line[pos:].split()
-        if not rest or len(rest) > 2:
-            raise PromParseError(line_no, f"expected a value (and optional timestamp) after {name}")
-        try:
-            value = _value(rest[0])
-            ts = int(rest[1]) if len(rest) == 2 else None
-        except ValueError:
-            raise PromParseError(line_no, f"bad value or timestamp {' '.join(rest)!r} for {name}") from None
-        out.append(Sample(name, labels, value, _family(name, types), ts))
+    # prometheus_client appends `_total` to the samples of a counter declared without it
+    # (`# TYPE x counter` / `x 3` becomes x_total): keep the exposition's own name.
+    bare_counters = set(_BARE_COUNTER.findall(text))
+    try:
+        for family in text_string_to_metric_families(text):
+            types[family.name] = family.type
+            kind = _family_type(family.name, family.type, types)
+            unmunge = kind == "counter" and family.name in bare_counters
+            for s in family.samples:
+                ts = None if s.timestamp is None else int(round(float(s.timestamp) * 1000))
+                name = s.name[:-6] if unmunge and s.name == family.name + "_total" else s.name
+                out.append(Sample(name, tuple(sorted(s.labels.items())), float(s.value), kind, ts))
+    except (ValueError, TypeError, IndexError) as exc:
+        line_no, why = _bad_line(text)
+        raise PromParseError(line_no, why or str(exc)) from None
     return out
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetmedic import metrics
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Contract
 
@@ -45,17 +46,22 @@ class Exporter:
         self.server = None
         if options.health_port is not None and options.health_port != 0:
             self.server = HealthServer(self.health, max(options.health_port, 0), options.health_bind)
+            self.server.ready_when(self._readiness)
+        self.cycles = 0  # collections done (readiness: after the first)
         self.options = options
         self.stop = threading.Event()
 
     def publish(self, records: list[Contract]) -> int:
+        metrics.values(f"export-{self.name}", sum(len(getattr(r, "values", ())) for r in records), len(records))
         return self.publisher.publish(records)
 
     def run(self, collect: Callable[[], list[Contract]], interval_s: float, count: int | None = None,
-            wait: Callable[[float], list[Contract]] | None = None) -> None:
+            wait: Callable[[float], list[Contract]] | None = None,
+            until: Callable[[], bool] | None = None) -> None:
         """Call `collect` every `interval_s` (steady, not drifting) and publish what it returns.
         `wait(seconds)` replaces the sleep between collections when the exporter also listens for
-        events (GPU XIDs): whatever it returns is published at once."""
+        events (GPU XIDs): whatever it returns is published at once. `until()` true after a
+        collection ends the loop too."""
         n = 0
         next_at = time.monotonic()
         while not self.stop.is_set() and (count is None or n < count):
@@ -67,7 +73,8 @@ class Exporter:
                 records = []
             self.publish(records)
             n += 1
-            if count is not None and n >= count:
+            self.cycles += 1
+            if (count is not None and n >= count) or (until is not None and until()):
                 break
             next_at += interval_s
             while not self.stop.is_set() and (left := next_at - time.monotonic()) > 0:
@@ -79,6 +86,13 @@ class Exporter:
                         self.publish(events)
             if time.monotonic() - next_at > interval_s:
                 next_at = time.monotonic()  # fell far behind (suspend, slow broker): do not burst to catch up
+
+    def _readiness(self) -> tuple[bool, str]:
+        if self.stop.is_set():
+            return False, "stopping"
+        if not self.cycles:
+            return False, "first collection not done yet"
+        return True, ""
 
     def close(self) -> None:
         self.publisher.close(drain_timeout_s=self.options.drain_on_exit_s)

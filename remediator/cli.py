@@ -34,12 +34,21 @@ def cmd_remediate(args) -> int:
                         RunnerConfig(playbooks_dir=playbooks, artifacts_dir=Path(args.artifacts),
                                      keep_artifacts=args.keep_artifacts),
                         group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000),
-                        inventory=inventory)
+                        policy_path=args.policy, inventory=inventory)
+    from fleetmedic import metrics
+
+    server = metrics.serve_for(args, "remediator")
+    if server is not None:
+        server.ready_when(metrics.loop_ready(engine.loop))
     where = (f"inventory {args.inventory} ({len(inventory.hosts)} hosts, refreshed every {args.inventory_refresh_s:g}s)"
              if inventory is not None else "no inventory: single-machine mode, host-side playbooks act on localhost")
     print(f"remediator: group {args.group}, policy {args.policy} ({len(policy.rules)} rules), "
           f"playbooks {playbooks.resolve()}, {where}", flush=True)
-    engine.run()
+    try:
+        engine.run()
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 
@@ -78,6 +87,9 @@ def register(sub) -> None:
     p.add_argument("--group", default="fleetmedic-remediator", help="consumer group id")
     p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
                    help="a crashed remediator's incidents move to another member after S seconds (>= 6)")
+    from fleetmedic.metrics import add_arguments as add_metrics_arguments
+
+    add_metrics_arguments(p)
     p.set_defaults(func=cmd_remediate)
 
     p = sub.add_parser("approve", help="approve (or --deny) a remediation that is awaiting approval",

@@ -45,15 +45,19 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
+from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import Approval, Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, decode
 
 from . import approvals
 from .claims import Entry, LedgerReader, claim_reason, remediation_id
+from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
 from .policy import HUMAN, Policy, PolicyError
+from .policy_reload import PolicyWatcher
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +93,8 @@ class Remediator:
     def __init__(self, settings: Settings, policy: Policy, runner: RunnerConfig, *,
                  group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
                  clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
-                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S, inventory=None):
+                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S,
+                 control: ControlState | None = None, policy_path: str | Path | None = None, inventory=None):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
@@ -97,7 +102,12 @@ class Remediator:
         self.runner = runner
         # the fleet model (remediator.inventory.Inventory); None: single-machine mode (runs act on localhost)
         self.inventory = inventory
-        self.pipeline = pipeline or default_pipeline(policy, inventory)
+        # runtime control: the control topic's pause/silences/maintenance and Alertmanager's silences
+        self._own_control = control is None
+        self.control = control if control is not None else ControlState(settings).start()
+        self._default_pipeline = pipeline is None
+        self.pipeline = pipeline or default_pipeline(policy, self.control, inventory)
+        self.policy_watcher = PolicyWatcher(policy_path, policy) if policy_path is not None else None
         self.clock = clock
         self.tick_s = tick_s
         self.orphan_grace_s = orphan_grace_s
@@ -122,6 +132,7 @@ class Remediator:
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
         self._last_tick = 0.0
+        metrics.watch_loop(self.loop, "remediate")
         self.started = 0  # playbook processes started by this process (tests and benchmark)
 
     # --- ownership ------------------------------------------------------------------------
@@ -145,6 +156,12 @@ class Remediator:
     def _emit(self, record: Remediation, out: list) -> None:
         self.ledger.apply(record)  # our own decisions count at once (the topic echo is idempotent)
         out.append(record)
+        metrics.remediation(record)
+        log.info("remediation %s %s: %s (%s) for incident %s on %s%s", record.id, record.status, record.action,
+                 record.playbook, record.incident_id, record.host,
+                 f" [{record.gate}] {record.reason}" if record.gate else (f": {record.reason}" if record.reason else ""),
+                 extra={**incident_fields(record), "status": record.status, "gate": record.gate,
+                        "playbook": record.playbook})
 
     # --- planning -------------------------------------------------------------------------
     def propose(self, incident: Incident, step_index: int = 0) -> Proposal | Remediation | None:
@@ -282,21 +299,27 @@ class Remediator:
         try:
             result = self._run_playbook(run, playbooks_dir=self.runner.playbooks_dir,
                                         artifacts_dir=self.runner.artifacts_dir, on_start=on_start,
-                                        keep_artifacts=self.runner.keep_artifacts)
+                                        keep_artifacts=self.runner.keep_artifacts, cancel=self.control.cancel)
         except PlaybookRefused as exc:
             return self._record(p, "failed", self.clock(), reason=f"refused before the run: {exc}")
         except Exception as exc:  # the run's outcome must be recorded whatever went wrong
-            log.exception("run of %s failed to complete", p.remediation_id)
+            log.exception("run of %s failed to complete", p.remediation_id,
+                          extra={"incident_id": p.incident.id, "host": p.host, "remediation_id": p.remediation_id})
             return self._record(p, "failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
         _crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
-        reason = None
+        reason = gate = None
         if getattr(result, "unreachable_reason", None):
             reason = f"unreachable: {result.unreachable_reason}"
         elif result.summary.failed_tasks:
             reason = "failed tasks: " + ", ".join(result.summary.failed_tasks)
+        engaged = self.control.kill_switch
+        if status == "cancelled" and engaged is not None:
+            # stopped by `fleetmedic pause`: the ladder stops here too (no escalation past a person's stop)
+            gate = "kill_switch"
+            reason = f"cancelled by the kill switch (fleetmedic pause by {engaged.by}: {engaged.reason or 'no reason'})"
         return self._record(p, status, self.clock(), started_at=result.started_at, finished_at=result.finished_at,
-                            rc=result.rc, run=result.summary, reason=reason)
+                            rc=result.rc, run=result.summary, reason=reason, gate=gate)
 
     def _run_all(self, runs: list[Proposal], out: list) -> None:
         if not runs:
@@ -452,11 +475,26 @@ class Remediator:
             return False
         return not (top.status == "skipped" and top.gate not in RETRYABLE)
 
+    def reload_policy(self) -> bool:
+        """Take a changed (or SIGHUP-requested) policy file if it validates; True when one was taken."""
+        if self.policy_watcher is None:
+            return False
+        new = self.policy_watcher.check()
+        if new is None:
+            return False
+        self.policy = new
+        if self._default_pipeline:
+            self.pipeline = default_pipeline(new, self.control, self.inventory)
+        return True
+
     def run_once(self) -> int:
         n = self.loop.run_once()
         if time.monotonic() - self._last_tick >= self.tick_s:
             self._last_tick = time.monotonic()
+            self.reload_policy()
             out = self.tick()
+            metrics.PENDING_CLAIMS.set(len(self.ledger.running(self.clock())))
+            metrics.set_kill_switch(self.control.kill_switch is not None)
             for record in out:
                 self.producer.send(record)
             if out:
@@ -472,6 +510,8 @@ class Remediator:
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: self.loop.stop())
+            if self.policy_watcher is not None:
+                previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self.policy_watcher.request())
         try:
             while not self.loop.stopping:
                 self.run_once()
@@ -489,7 +529,11 @@ class Remediator:
             try:
                 self.producer.close()
             finally:
-                self.reader.close()
+                try:
+                    self.reader.close()
+                finally:
+                    if self._own_control:
+                        self.control.close()
 
 
 __all__ = ["Remediator", "RunnerConfig", "CRASH_ENV", "CRASH_POINTS"]

@@ -39,6 +39,7 @@ from typing import Protocol
 from fleetmedic.schemas import Incident, Remediation
 
 from .claims import CLOSED_LOOP_GATE, Entry, Ledger, remediation_id
+from .control import describe_matchers
 from .policy import Gates, Policy, PolicyError, Rule, Step
 
 
@@ -81,10 +82,16 @@ class KillSwitch:
 
     name = "kill_switch"
 
-    def __init__(self, gates: Gates):
+    def __init__(self, gates: Gates, control=None):
         self.gates = gates
+        self.control = control  # remediator.control.ControlState: `fleetmedic pause` records
 
     def __call__(self, proposal, ledger, now):
+        engaged = self.control.kill_switch if self.control is not None else None
+        if engaged is not None:
+            note = f": {engaged.reason}" if engaged.reason else ""
+            return Skip(self.name, f"the kill switch is engaged (fleetmedic pause by {engaged.by} at "
+                                   f"{engaged.time.isoformat()}{note}): nothing runs")
         if self.gates.kill_switch:
             return Skip(self.name, "the kill switch is on (policy gates.kill_switch): nothing runs")
         if self.gates.kill_switch_file is not None and self.gates.kill_switch_file.exists():
@@ -93,14 +100,22 @@ class KillSwitch:
 
 
 class Silences:
-    """Matching incidents are left alone between a silence's start and end."""
+    """Matching incidents are left alone between a silence's start and end.
+
+    Three sources: the policy file's `gates.silences`, `fleetmedic silence add` records and the
+    Alertmanager's active silences (both through `control`, a remediator.control.ControlState)."""
 
     name = "silence"
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, control=None):
         self.policy = policy
+        self.control = control
 
     def __call__(self, proposal, ledger, now):
+        if self.control is not None:
+            found = self.control.stop_for("silence", proposal.incident, now)
+            if found is not None:
+                return Skip(self.name, f"silenced by {found.describe()}")
         for silence in self.policy.gates.silences:
             if not silence.starts_at <= now < silence.ends_at:
                 continue
@@ -114,14 +129,23 @@ class Silences:
 
 
 class Maintenance:
-    """Hosts of a group in a maintenance window are left alone (people are working on them)."""
+    """Hosts of a group in a maintenance window are left alone (people are working on them).
+
+    Windows come from the policy file and from `fleetmedic maintenance add` records (`control`)."""
 
     name = "maintenance"
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, control=None):
         self.policy = policy
+        self.control = control
 
     def __call__(self, proposal, ledger, now):
+        if self.control is not None:
+            found = self.control.stop_for("maintenance", proposal.incident, now)
+            if found is not None:
+                return Skip(self.name, f"maintenance {found.id} ({describe_matchers(list(found.matchers))}) by "
+                                       f"{found.by} until {found.ends_at.isoformat()}"
+                                       + (f": {found.reason}" if found.reason else ""))
         for window in self.policy.gates.maintenance:
             groups = [g for g in window.host_groups if self.policy.in_group(proposal.host, g)]
             if groups and window.active(now):
@@ -353,13 +377,15 @@ def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) 
                     extra_vars=extra_vars, dry_run=False, needs_approval=needs)
 
 
-def default_pipeline(policy: Policy, inventory=None) -> Pipeline:
-    """The gates in order; with an `inventory` (also attached to the policy's host groups) an
-    incident of a host outside it is skipped first (gate `inventory`)."""
+def default_pipeline(policy: Policy, control=None, inventory=None) -> Pipeline:
+    """The gates in their order; `control` (a remediator.control.ControlState) adds the control topic's
+    kill switch, silences and maintenance records and Alertmanager's silences; with an `inventory`
+    (also attached to the policy's host groups) an incident of a host outside it is skipped first
+    (gate `inventory`)."""
     g = policy.gates
     if inventory is not None:
         policy.attach_inventory(inventory)
     # dry_run is decided first so that the capacity gates know a check-mode run changes nothing
     first = [InInventory(inventory)] if inventory is not None else []
-    return Pipeline(first + [KillSwitch(g), Silences(policy), Maintenance(policy), DryRun(), Flapping(g), Cooldown(g),
-                             BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])
+    return Pipeline(first + [KillSwitch(g, control), Silences(policy, control), Maintenance(policy, control), DryRun(),
+                             Flapping(g), Cooldown(g), BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])

@@ -66,6 +66,7 @@ TARGET_VAR = "fleetmedic_host"  # every run's variable naming the target's inven
 _LOCAL = {"ansible_connection": "local"}
 DEFAULT_KEEP_ARTIFACTS = 50
 MAX_FAILED_TASKS = 20
+CANCEL_POLL_S = 0.2  # how often a running play's cancel event is looked at
 
 
 class PlaybookRefused(ValueError):
@@ -385,6 +386,10 @@ def run_playbook(
         envvars["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(Path(private) / "cp")
         # ansible-runner's own `extravars` would be templated: pass our `!unsafe` file instead.
         vars_file = write_extra_vars(extra_vars, Path(private) / "fleetmedic-extra-vars.yml")
+        # ansible-runner asks the cancel callback once per pexpect wake-up (default every 5 s of a
+        # silent play): wake often, so `fleetmedic pause` stops a run within a second.
+        (Path(private) / "env").mkdir()
+        (Path(private) / "env" / "settings").write_text(f"pexpect_timeout: {CANCEL_POLL_S}\n")
         cmdline = (f"-e @{shlex.quote(str(vars_file))} --limit {shlex.quote(limit)}"
                    + (" --check --diff" if run.check else ""))
         if on_start is not None:

@@ -88,10 +88,16 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         print(f"demo: Ansible inventory {inventory} ({', '.join(sorted(p.name for p in inventory.iterdir())) or 'empty'})",
               flush=True)
         procs = stack.enter_context(ChildProcesses())
-        procs.start(cli + ["detect", "--group", "demo-detectors"], env)
+        metrics_port = free_port_block(2)
+        procs.start(cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)], env)
         procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
-                           "--artifacts", str(work / "artifacts"), "--group", "demo-remediator"]
+                           "--artifacts", str(work / "artifacts"), "--group", "demo-remediator",
+                           "--metrics-port", str(metrics_port + 1)]
                     + (["--inventory", str(inventory)] if any(inventory.iterdir()) else []), env)
+        print(f"demo: metrics at http://127.0.0.1:{metrics_port}/metrics (detect) and "
+              f"http://127.0.0.1:{metrics_port + 1}/metrics (remediate); scrape them with Prometheus and import "
+              f"deploy/grafana/fleetmedic.json (docs/operations.md)", flush=True)
+        am = _alertmanager(stack, procs, cli, env, work)
         follower = Follower(settings)
         stack.callback(follower.close)
         status = 0
@@ -110,7 +116,29 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
             print("\ndemo: slurm scene (XID on node1 while a job runs; the remediator drains it)", flush=True)
             tl = slurm_scene(follower, cli, env, work, cluster)
             print(tl.render() + "\n" + summary(tl), flush=True)
+        if am is not None:
+            from .demo_alertmanager import kill_switch_scene, print_alerts
+
+            if "fleet" in scenes:  # the escalations of the simulated nodes, pushed by `alerts notify`
+                am.wait(lambda: am.alerts("FleetmedicEscalated"), 20)
+            print_alerts(am)
+            kill_switch_scene(am, cli, env)
         return status
+
+
+def _alertmanager(stack: ExitStack, procs: "ChildProcesses", cli: list[str], env: dict, work: Path):
+    """A real Alertmanager with `fleetmedic alerts notify` pushing to it; None (said why) when not installed."""
+    from .demo_alertmanager import DemoAlertmanager, alertmanager_missing_reason
+
+    why = alertmanager_missing_reason()
+    if why:
+        print(f"demo: Alertmanager part skipped: {why}", flush=True)
+        return None
+    am = stack.enter_context(DemoAlertmanager(work / "alertmanager", free_port_block(1)))
+    procs.start(cli + ["alerts", "notify", "--alertmanager", am.url, "--resend-s", "5"], env)
+    print(f"demo: Alertmanager {am.url}/#/alerts: `fleetmedic alerts notify` pushes the incidents that need "
+          f"a person there", flush=True)
+    return am
 
 
 def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follower, nodes: int,

@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
-from fleetmedic.schemas import (Approval, DeadLetter, DetectorState, Evidence, Incident, LogEvent, MetricBatch, Remediation, RunSummary,
-                                SourceRange)
+from fleetmedic.schemas import (Approval, Control, DeadLetter, DetectorState, Evidence, Incident, LogEvent, MetricBatch, Remediation, RunSummary,
+                                Matcher, SourceRange)
 
 T0 = datetime(2026, 11, 25, 4, 0, 0, tzinfo=timezone.utc)
 
@@ -40,4 +40,7 @@ def examples() -> list:
                  expires_at=T0 + timedelta(hours=1)),
         DetectorState(host="gpu-node-07", detector="ewma", state_version=1, time=T0,
                       source_offsets={"fleetmedic.metrics.v1:2": 118}, state_b64="AAEC"),
+        Control(id="sil-0123456789ab", kind="silence", active=True, by="alice", reason="PSU swap", time=T0,
+                matchers=[Matcher(name="host", op="=~", value="gpu-node-0[1-4]")], starts_at=T0,
+                ends_at=T0 + timedelta(hours=2)),
     ]

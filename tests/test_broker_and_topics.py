@@ -21,7 +21,7 @@ from kafka_helpers import free_port, read_topic, topic_config
 def test_topics_create_is_idempotent_and_configures_each_topic(settings):
     again = create_topics(settings)
     assert set(again.values()) == {"exists"}
-    assert len(again) == len(topic_specs(settings)) == 7
+    assert len(again) == len(topic_specs(settings)) == 8
     admin = KafkaAdminClient(**settings.kafka_kwargs())
     try:
         described = {t["topic"]: t for t in admin.describe_topics(list(again))}
@@ -30,6 +30,7 @@ def test_topics_create_is_idempotent_and_configures_each_topic(settings):
     finally:
         admin.close()
     assert topic_config(settings, topic_name(settings, "state.v1"))["cleanup.policy"] == "compact"
+    assert topic_config(settings, topic_name(settings, "control.v1"))["cleanup.policy"] == "compact"
     assert topic_config(settings, topic_name(settings, "metrics.v1"))["retention.ms"] == str(168 * 3_600_000)
 
 

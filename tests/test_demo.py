@@ -57,6 +57,9 @@ def test_demo_heals_the_service_and_moves_the_job(settings, tmp_path, monkeypatc
         assert "other hosts untouched" in out and "CHANGED" not in out
     # the other hosts' services never went down
     assert {i.host for i in incidents if i.kind == "service_down"} == {host}
+    # Alertmanager out: where the alerts are, and the kill switch as an alert (review/demo_alertmanager.py)
+    assert "alertmanager: fleetmedic pause → FleetmedicKillSwitch" in out
+    assert "alertmanager: fleetmedic resume → resolved" in out and "/#/alerts" in out
 
     why_not = slurm_missing_reason()
     if why_not:

@@ -270,3 +270,33 @@ def test_batches_inside_a_fault_are_not_examples_when_the_faults_file_has_ends(t
     hosts, times = ["n1", "n1", "n1", "n2"], np.array([3599.0, 3600.0, 7200.0, 5000.0])
     assert in_fault(hosts, times, spans).tolist() == [False, True, False, False]
     assert fault_model.read_faults(path) == {"n1": [3600.0], "n2": [3600.0]}  # the starts as before
+
+
+def test_windowed_rates_sum_the_last_hours_increases_with_an_exponential_window():
+    # 60 corrected ECC errors at t=60, nothing after: the per-batch rate is 1/s once then 0, the
+    # windowed rate is 60/3600 per second, decaying by e^(-dt/3600) (one hour later: e^-1 of it).
+    b = lambda s, v: MetricBatch(host="h", time=T0 + timedelta(seconds=s), source="t",
+                                 values={"gpu0.ecc.volatile.corrected": v}, counters=["gpu0.ecc.volatile.corrected"])
+    X, _, _ = fault_model.feature_matrix([b(0, 5.0), b(60, 65.0), b(120, 65.0), b(3660, 65.0), b(3720, 2.0)])
+    names = fault_model.FEATURE_NAMES
+    assert X[:, names.index("ecc_corrected_rate")].tolist() == [0.0, 1.0, 0.0, 0.0, 2.0 / 60]
+    w = X[:, names.index("ecc_corrected_rate_1h")]
+    assert w[0] == 0.0 and w[1] == 60 / 3600
+    assert w[2] == 60 / 3600 * np.exp(-60 / 3600)
+    assert np.isclose(w[3], 60 / 3600 * np.exp(-1.0))
+    assert np.isclose(w[4], w[3] * np.exp(-60 / 3600) + 2.0 / 3600)  # a reset: the increase from zero
+    assert {"pcie_replay_rate_1h", "nvlink_crc_rate_1h"} <= set(names)
+
+
+def test_lead_times_count_warnings_before_faults_and_warnings_without_one():
+    # host a: probability crosses 0.5 at t=600 and stays, fault at t=1800 (lead 1200 s); host b: a
+    # warning at t=300 and no fault (a false warning); host c: a fault at 1200 never warned.
+    hosts = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    times = np.array([0, 600, 1200, 1500] * 3, float)
+    p = np.array([0.1, 0.6, 0.7, 0.8, 0.1, 0.9, 0.2, 0.1, 0.1, 0.2, 0.3, 0.1])
+    times[4:8] = [0, 300, 600, 900]
+    r = fault_model.lead_times(hosts, times, p, {"a": [1800.0], "c": [1200.0]}, horizon_s=3600, threshold=0.5,
+                               since=0.0)
+    assert r == {"faults": 2, "warned": 1, "leads": [1200.0], "warnings": 2, "true_warnings": 1}
+    line = fault_model.format_lead_times(r, 0.5)
+    assert "1 of 2 (recall 0.500)" in line and "median 20.0 min" in line and "1 of 2 (precision 0.500)" in line

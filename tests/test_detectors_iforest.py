@@ -134,3 +134,29 @@ def test_docstring_examples_run():
     for module in (iforest, multivariate):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_alarming_vectors_and_recently_alarming_hosts_stay_out_of_the_training_window():
+    rng = np.random.default_rng(5)
+    forest = ClassForest(["temp", "power", "mem"], window=512, refit_interval_s=1280, min_train=128, seed=1,
+                         threshold=0.68, exclude_s=100)
+    forest.update(normal(rng, 256), every_10s(256), hosts=["a", "b"] * 128)
+    seen = forest.n_seen_
+    # host a alarms at 2560 s: scored, not learned; the clock still moves
+    faulty = np.array([[90.0, 120.0, 1e10]])
+    scores, alarms, _ = forest.update(faulty, [2560.0], hosts=["a"])
+    assert alarms.all() and forest.n_seen_ == seen and forest.clock_ == 2560.0
+    # ordinary vectors: host a's within 100 s of its alarm stay out, host b's and a's later one go in
+    scores, alarms, _ = forest.update(normal(rng, 4), [2570.0, 2580.0, 2650.0, 2670.0], hosts=["a", "b", "a", "a"])
+    assert not alarms.any() and forest.n_seen_ == seen + 2
+    assert forest.last_alarm_ == {}  # host a is past exclude_s again: forgotten
+    assert not (forest.buffer_[:, 0] == 90.0).any()
+    # the same rows one at a time: the same window (a pure function of the rows in order)
+    again = ClassForest(["temp", "power", "mem"], window=512, refit_interval_s=1280, min_train=128, seed=1,
+                        threshold=0.68, exclude_s=100)
+    rng = np.random.default_rng(5)
+    rows = [(v, t, h) for v, t, h in zip(normal(rng, 256), every_10s(256), ["a", "b"] * 128)]
+    rows += [(faulty[0], 2560.0, "a")] + list(zip(normal(rng, 4), [2570.0, 2580.0, 2650.0, 2670.0], "abaa"))
+    for v, t, h in rows:
+        again.update(v[None, :], [t], hosts=[h])
+    assert again.n_seen_ == forest.n_seen_ and np.array_equal(again.buffer_, forest.buffer_)

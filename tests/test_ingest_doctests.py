@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ingest.spool", "ingest.health", "ingest.logparse", "ingest.promtext", "ingest.promcanon",
+MODULES = ["ingest.spool", "ingest.health", "ingest.promsd", "ingest.logparse", "ingest.promtext", "ingest.promcanon",
            "ingest.simulator", "ingest.host"]
 
 
