@@ -55,6 +55,7 @@ from fleetmedic.transport import ConsumerLoop, Outgoing, Received, consumer_conf
 
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
+from .gpu_identity import series_gpu
 from .incidents import make_incident, source
 from .lifecycle import PENDING, Lifecycle, grown
 from .log_rules import LogRules, load_table
@@ -545,7 +546,8 @@ class Engine:
             summary=f"{cfg.name}: {name} {verb} (value {value:.6g}, score {score:.4g}, threshold {rule.threshold:g})",
             series=[name], values=[value], window_start=window_start,
             sources=[source(item.topic, item.partition, first, item.offset)],
-            details={**rule.scorer.details(local), "for_s": cfg.for_s, "resolve_after_s": cfg.resolve_after_s},
+            details={**rule.scorer.details(local), "for_s": cfg.for_s, "resolve_after_s": cfg.resolve_after_s,
+                     **series_gpu(name, row.host.labels)},
         )
 
     # -- state ------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from fleetmedic.schemas import ActionClass, LogEvent
 from fleetmedic.yamlfile import load_model
 
+from .gpu_identity import event_gpu
 from .incidents import make_incident, source
 
 DEFAULT_TABLE = Path(__file__).with_name("xid_table.yaml")
@@ -141,8 +142,9 @@ class LogRules:
                 if not host_bursts:
                     del self.bursts[event.host]
                 return out
+            # labels: the GPU the burst is about (its first event's), passed on as incident details
             b = Burst(kind, subject, t, t, meaning.severity, meaning.action_class, [code], 1, topic, partition,
-                      offset, offset, f"{label}: {meaning.meaning}", {})
+                      offset, offset, f"{label}: {meaning.meaning}", event_gpu(event) if kind == "xid" else {})
             host_bursts[(kind, subject)] = b
             out.append(self._incident(event.host, b, "open", t))
             return out
@@ -166,7 +168,7 @@ class LogRules:
             time=t, opened_at=b.opened_at, score=float(b.count), action_class=b.action_class, summary=b.summary,
             series=[b.kind], values=[float(c) if c.isdigit() else None for c in b.codes], window_start=b.opened_at,
             sources=[source(b.topic, b.partition, b.first_offset, b.last_offset)],
-            details={"codes": ",".join(b.codes), "events": b.count, "burst_window_s": self.window},
+            details={"codes": ",".join(b.codes), "events": b.count, "burst_window_s": self.window, **b.labels},
         )
 
     # -- checkpoint ---------------------------------------------------------------------------

@@ -140,6 +140,7 @@ class RunSummary(BaseModel):
 RemediationStatus = Literal[
     "planned", "claimed", "skipped", "awaiting_approval", "running",
     "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated",
+    "unreachable",  # the target host could not be reached (SSH down, auth refused): Ansible's "unreachable"
 ]
 
 

@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 # remediations topic: one log order of claims that every remediator member reads alike.
 CLAIMS_PARTITION = 0
 # Statuses after which nothing more happens to that remediation id.
-FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated"})
+FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated",
+                   "unreachable"})
 # Outcomes of a run that was started (the closed loop watches these).
-RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled"})
+RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled", "unreachable"})
+# The gate of the record that closes an incident's ladder when the incident resolves (engine.py).
+CLOSED_LOOP_GATE = "closed_loop"
 # A claim whose outcome never arrived (its process died) stops counting as "running" after this.
 ORPHAN_AFTER_S = 3600.0
 _JOB = re.compile(r"\bjob=([A-Za-z0-9._:/-]{1,128})$")

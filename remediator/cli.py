@@ -13,6 +13,7 @@ def cmd_remediate(args) -> int:
 
     require("remediate", "fleetmedic remediate")
     from .engine import Remediator, RunnerConfig
+    from .inventory import Inventory, InventoryError
     from .policy import load_policy
 
     policy = load_policy(args.policy)
@@ -22,18 +23,35 @@ def cmd_remediate(args) -> int:
         return 2
     settings = settings_from(args)
     artifacts = Path(args.artifacts) if args.artifacts else settings.state_dir / "artifacts"
+    inventory = None
+    if args.inventory:
+        try:
+            inventory = Inventory(args.inventory, refresh_s=args.inventory_refresh_s, name_var=args.host_var)
+        except InventoryError as exc:
+            print(f"fleetmedic: --inventory: {exc}", file=sys.stderr)
+            return 2
+        # health checks (`host_url` variables) go to the inventory's address of the incident host
+        from .hostaddr import use_address_source
+
+        use_address_source(inventory.address)
+        missing = sorted(g for g in policy.inventory_groups() if not inventory.has_group(g))
+        if missing:
+            print(f"remediator: warning: policy host groups name inventory groups that {args.inventory} does not "
+                  f"have (yet): {', '.join('@' + g for g in missing)}", file=sys.stderr, flush=True)
     engine = Remediator(settings, policy,
                         RunnerConfig(playbooks_dir=playbooks, artifacts_dir=artifacts,
                                      keep_artifacts=args.keep_artifacts),
                         group_id=args.group, session_timeout_ms=int(args.session_timeout_s * 1000),
-                        policy_path=args.policy)
+                        policy_path=args.policy, inventory=inventory)
     from fleetmedic import metrics
 
     server = metrics.serve_for(args, "remediator")
     if server is not None:
         server.ready_when(metrics.loop_ready(engine.loop))
+    where = (f"inventory {args.inventory} ({len(inventory.hosts)} hosts, refreshed every {args.inventory_refresh_s:g}s)"
+             if inventory is not None else "no inventory: single-machine mode, host-side playbooks act on localhost")
     print(f"remediator: group {args.group}, policy {args.policy} ({len(policy.rules)} rules), "
-          f"playbooks {playbooks.resolve()}", flush=True)
+          f"playbooks {playbooks.resolve()}, {where}", flush=True)
     try:
         engine.run()
     finally:
@@ -84,6 +102,13 @@ def register(sub) -> None:
     p.add_argument("--artifacts", default=None, metavar="DIR",
                    help="ansible-runner artifacts (newest --keep-artifacts runs are kept; default: STATE_DIR/artifacts)")
     p.add_argument("--keep-artifacts", type=int, default=50, metavar="N")
+    p.add_argument("--inventory", metavar="SOURCE", default=None,
+                   help="the fleet: an Ansible inventory (file, directory, script or plugin config; whatever "
+                        "`ansible-inventory -i SOURCE --list` reads). Without it: single-machine mode")
+    p.add_argument("--inventory-refresh-s", type=float, default=300.0, metavar="S",
+                   help="re-read the inventory when S seconds have passed")
+    p.add_argument("--host-var", default="fleetmedic_host", metavar="VAR",
+                   help="host variable holding the exporter's name of a host, where it differs from the inventory name")
     p.add_argument("--group", default="fleetmedic-remediator", help="consumer group id")
     p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
                    help="a crashed remediator's incidents move to another member after S seconds (>= 6)")

@@ -9,7 +9,8 @@ renders the step's typed variables, and passes the action through the gates. The
    any crash, restart or rebalance, and a claimed id is never run again (at most once);
 2. `running` is written as the playbook process starts; the run goes through
    `remediator.runner.run_playbook` (the one call into ansible-runner);
-3. the outcome (`succeeded`, `failed`, `timed_out`, `cancelled`, or `dry_run` in check mode)
+3. the outcome (`succeeded`, `failed`, `timed_out`, `cancelled`, `unreachable` (the host could not
+   be reached over SSH), or `dry_run` in check mode)
    is produced, flushed, and only then are the input offsets committed.
 
 At start, and on every partition assignment, the remediations topic is read back into a
@@ -21,7 +22,11 @@ are re-derived from the ledger after a restart.
 Closed loop: after a run, the incident is watched. When its `resolve` record arrives the ladder
 stops (a `cancelled` record with gate `closed_loop`). When it has not resolved within the step's
 `resolve_within_s` (at once when the run failed), the step is marked `escalated` and the next step
-of the rule's ladder is proposed, through the gates again; `action: human` ends the ladder.
+of the rule's ladder is proposed, through the gates again; `action: human` ends the ladder. When
+the resolved incident's ladder had claimed an `out_of_service` step (drain, cordon), the rule's
+`return_to_service` step (resume, uncordon) is proposed next, through the gates (and an approval
+where it asks for one). With an inventory (`remediator.inventory`), each run targets the incident's
+inventory host.
 """
 
 from __future__ import annotations
@@ -90,17 +95,19 @@ class Remediator:
                  group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
                  clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
                  session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S,
-                 control: ControlState | None = None, policy_path: str | Path | None = None):
+                 control: ControlState | None = None, policy_path: str | Path | None = None, inventory=None):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
         self.policy = policy
         self.runner = runner
+        # the fleet model (remediator.inventory.Inventory); None: single-machine mode (runs act on localhost)
+        self.inventory = inventory
         # runtime control: the control topic's pause/silences/maintenance and Alertmanager's silences
         self._own_control = control is None
         self.control = control if control is not None else ControlState(settings).start()
         self._default_pipeline = pipeline is None
-        self.pipeline = pipeline or default_pipeline(policy, self.control)
+        self.pipeline = pipeline or default_pipeline(policy, self.control, inventory)
         self.policy_watcher = PolicyWatcher(policy_path, policy) if policy_path is not None else None
         self.clock = clock
         self.tick_s = tick_s
@@ -223,7 +230,8 @@ class Remediator:
         if incident.status == "resolve":
             if self.ledger.by_incident.get(incident.id):
                 self.resolved.add(incident.id)
-                self._close_ladder(incident, out)
+                if self._close_ladder(incident, out):
+                    self._return_to_service(self.incidents.get(incident.id, incident), out, runs)
             self.incidents.pop(incident.id, None)  # its ladder is over: keep memory bounded
             return
         if self.policy.rule_for(incident) is None and incident.id not in self.ledger.by_incident:
@@ -250,10 +258,11 @@ class Remediator:
                 return  # claimed once already (at most once), or waiting for a person
             self._decide(proposal, out, runs)
 
-    def _close_ladder(self, incident: Incident, out: list) -> None:
+    def _close_ladder(self, incident: Incident, out: list) -> bool:
+        """Close the incident's ladder (once); True when this call closed it."""
         entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP]
-        if not entries:
-            return
+        if not entries or self.ledger.get(remediation_id(incident.id, CLOSED_LOOP, 0)) is not None:
+            return False
         now = self.clock()
         for e in entries:
             if e.latest.status == "awaiting_approval":
@@ -267,6 +276,19 @@ class Remediator:
                                    status="cancelled", gate=CLOSED_LOOP, step=top.first.step, time=now,
                                    reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
                                           f"ladder stops after step {top.first.step} ({top.first.action})"), out)
+        return True
+
+    def _return_to_service(self, incident: Incident, out: list, runs: list) -> None:
+        """After a resolve: the rule's return-to-service step, when an out_of_service step was claimed."""
+        from .gates import return_step_due
+
+        if return_step_due(self.policy, self.ledger, incident):
+            proposal = self.propose(incident, len(self.policy.rule_for(
+                incident.model_copy(update={"status": "open"})).steps))
+            if isinstance(proposal, Remediation):
+                self._emit(proposal, out)
+            elif proposal is not None and self.ledger.get(proposal.remediation_id) is None:
+                self._decide(proposal, out, runs)
 
     def _on_approval(self, item: Received, out: list, runs: list) -> None:
         approval: Approval = item.record
@@ -301,15 +323,18 @@ class Remediator:
 
     # --- running --------------------------------------------------------------------------
     def _execute(self, p: Proposal) -> Remediation:
-        from .runner import PlaybookRefused, PlaybookRun
+        from .runner import PlaybookRefused, PlaybookRun, where_it_runs
+
+        target = self.inventory.target(p.host) if self.inventory is not None else None
 
         def on_start():
-            self.producer.send(self._record(p, "running", self.clock(), started_at=self.clock()))
+            self.producer.send(self._record(p, "running", self.clock(), started_at=self.clock(),
+                                            reason=where_it_runs(p.step.playbook, self.runner.playbooks_dir, target)))
             self.started += 1
             _crash_point("started")
 
         run = PlaybookRun(playbook=p.step.playbook, extra_vars=p.extra_vars, check=p.dry_run,
-                          timeout_s=p.step.timeout_s)
+                          timeout_s=p.step.timeout_s, target=target)
         try:
             result = self._run_playbook(run, playbooks_dir=self.runner.playbooks_dir,
                                         artifacts_dir=self.runner.artifacts_dir, on_start=on_start,
@@ -323,7 +348,9 @@ class Remediator:
         _crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
         reason = gate = None
-        if result.summary.failed_tasks:
+        if getattr(result, "unreachable_reason", None):
+            reason = f"unreachable: {result.unreachable_reason}"
+        elif result.summary.failed_tasks:
             reason = "failed tasks: " + ", ".join(result.summary.failed_tasks)
         engaged = self.control.kill_switch
         if status == "cancelled" and engaged is not None:
@@ -363,17 +390,16 @@ class Remediator:
         now = self.clock()
         out: list[Remediation] = []
         runs: list[Proposal] = []
+        returns = self.policy.return_actions()
         for incident_id, ids in list(self.ledger.by_incident.items()):
             entries = [self.ledger.entries[i] for i in ids]
             if any(e.first.gate == CLOSED_LOOP for e in entries) or incident_id in self.resolved:
+                if returns:  # a closed ladder's return-to-service step may still wait for a person
+                    self._expire_approvals([e for e in entries if e.first.action in returns], now, out)
                 continue
             if not self.owns(entries[0].first.host):
                 continue
-            for e in entries:
-                if approvals.expired(e, now, self.policy.approvals.expire_s):
-                    self._emit(e.latest.model_copy(update={
-                        "status": "cancelled", "time": now, "gate": "approval",
-                        "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default"}), out)
+            self._expire_approvals(entries, now, out)
             top = max(entries, key=lambda e: e.first.step)
             if top.latest.status == "escalated" and top.first.action != HUMAN:
                 self._next_step_after_crash(incident_id, top, out, runs)
@@ -383,6 +409,15 @@ class Remediator:
                 self._escalate(incident_id, top, due, now, out, runs)
         self._run_all(runs, out)
         return out
+
+    def _expire_approvals(self, entries: list[Entry], now: datetime, out: list) -> None:
+        if not entries or not self.owns(entries[0].first.host):
+            return
+        for e in entries:
+            if approvals.expired(e, now, self.policy.approvals.expire_s):
+                self._emit(e.latest.model_copy(update={
+                    "status": "cancelled", "time": now, "gate": "approval",
+                    "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default"}), out)
 
     def _escalation_due(self, top: Entry, now: datetime) -> str | None:
         """Why the ladder must move on from `top`, or None while it waits."""
@@ -396,7 +431,8 @@ class Remediator:
             done = top.latest.finished_at or top.latest.time
             if now >= done + timedelta(seconds=step.resolve_within_s):
                 return f"not resolved {step.resolve_within_s:g}s after {top.first.action} finished"
-        elif status in ("failed", "timed_out", "cancelled") and top.claimed_at is not None and top.latest.gate is None:
+        elif status in ("failed", "timed_out", "cancelled", "unreachable") and top.claimed_at is not None \
+                and top.latest.gate is None:
             return f"{top.first.action} ended {status}"
         elif status in ("claimed", "running") and top.claimed_at is not None:
             if now >= top.claimed_at + timedelta(seconds=step.timeout_s + self.orphan_grace_s):
@@ -487,7 +523,7 @@ class Remediator:
             return False
         self.policy = new
         if self._default_pipeline:
-            self.pipeline = default_pipeline(new, self.control)
+            self.pipeline = default_pipeline(new, self.control, self.inventory)
         return True
 
     def run_once(self) -> int:

@@ -5,8 +5,10 @@ passes it on (possibly changed: the dry-run stage switches it to check mode) or 
 `Skip` naming the gate and the reason; the engine turns a skip into a `skipped` remediation
 record, so every stop is in the audit trail. The order (`default_pipeline`) is:
 
-    kill_switch → silence → maintenance → dry_run → flapping → cooldown → blast_radius
+    inventory → kill_switch → silence → maintenance → dry_run → flapping → cooldown → blast_radius
     → max_concurrent → rate_limit
+
+(`inventory` only when the remediator has an inventory: a host outside it is not ours.)
 
 Stops that a person asked for come first (kill switch, silences, maintenance); dry_run then
 marks the action for Ansible check mode; then the flapping guard (a host that keeps needing
@@ -36,7 +38,7 @@ from typing import Protocol
 
 from fleetmedic.schemas import Incident, Remediation
 
-from .claims import Ledger, remediation_id
+from .claims import CLOSED_LOOP_GATE, Entry, Ledger, remediation_id
 from .control import describe_matchers
 from .policy import Gates, Policy, PolicyError, Rule, Step
 
@@ -189,12 +191,55 @@ class Cooldown:
         return proposal
 
 
+def impaired(ledger: Ledger, policy: Policy) -> list[Entry]:
+    """The claimed (real, not check-mode) entries of incidents whose host is not back in service.
+
+    Derived from the remediations topic alone (plus the policy's declarations), so every remediator
+    member counts the same: a host counts from its first claim for an incident until either
+
+    - the incident resolved (its `closed_loop` record) and no `out_of_service` step (drain, cordon)
+      was claimed for it, or
+    - the rule's return-to-service step (resume, uncordon) succeeded for it.
+
+    Not for a fixed time: a drained node whose incident went to a human keeps counting."""
+    out_of_service = policy.out_of_service_actions()
+    returns = policy.return_actions()
+    counted: list[Entry] = []
+    for ids in ledger.by_incident.values():
+        entries = [ledger.entries[i] for i in ids]
+        real = [e for e in entries if e.claimed_at is not None and "dry_run" not in e.statuses]
+        if not real:
+            continue
+        if any(e.first.action in returns and e.latest.status == "succeeded" for e in real):
+            continue  # returned to service
+        took_out = any(e.first.action in out_of_service for e in real)
+        closed = any(e.first.gate == CLOSED_LOOP_GATE for e in entries)
+        if closed and not took_out:
+            continue  # healed in place
+        counted.extend(real)
+    return counted
+
+
+def return_step_due(policy: Policy, ledger: Ledger, incident: Incident) -> bool:
+    """Does the resolved `incident` need its rule's return-to-service step (an out_of_service step
+    was claimed for it, and the return step was not proposed yet)?"""
+    rule = policy.rule_for(incident.model_copy(update={"status": "open"}))
+    if rule is None or rule.return_to_service is None:
+        return False
+    out_of_service = {s.action for s in rule.steps if s.out_of_service}
+    entries = ledger.incident_entries(incident.id)
+    if ledger.get(remediation_id(incident.id, rule.return_to_service.action, len(rule.steps))) is not None:
+        return False
+    return any(e.claimed_at is not None and e.first.action in out_of_service for e in entries)
+
+
 class BlastRadius:
     """At most `max_percent` of any host group, and `max_nodes_per_job` nodes of one job, at once.
 
-    A host counts as under remediation while a run on it is in flight or for `active_s` after it
-    was claimed (a drained node stays out of service until it is resumed). A group's size is
-    `len(host_groups[group])`: list hosts one per entry for groups you want capped.
+    A host counts as impaired from its claim until it is back in service (`impaired`: the incident
+    resolved, and after a drain or cordon the return-to-service step done), whatever the time. A
+    group's size is the number of inventory hosts it covers (`Policy.group_size`; without an
+    inventory, its number of entries).
     """
 
     name = "blast_radius"
@@ -206,12 +251,13 @@ class BlastRadius:
     def __call__(self, proposal, ledger, now):
         if proposal.dry_run:
             return proposal
-        since = now - timedelta(seconds=self.limit.active_s)
-        active = [e for e in ledger.claims_since(since, real_only=True)] + ledger.running(now)
-        hosts = {e.first.host for e in active}
-        if proposal.host not in hosts:
+        active = impaired(ledger, self.policy) + ledger.running(now)
+        inv = self.policy.inventory
+        name = (lambda h: inv.resolve(h) or h) if inv is not None else (lambda h: h)
+        hosts = {name(e.first.host) for e in active}
+        if name(proposal.host) not in hosts:
             for group in self.policy.groups_of(proposal.host):
-                size = len(self.policy.host_groups[group])
+                size = self.policy.group_size(group)
                 in_group = {h for h in hosts if self.policy.in_group(h, group)}
                 allowed = math.floor(size * self.limit.max_percent / 100)
                 if len(in_group) + 1 > allowed:
@@ -220,10 +266,28 @@ class BlastRadius:
                                            f"(at most {allowed})")
         job = proposal.incident.labels.get(self.limit.job_label)
         if job:
-            job_hosts = {e.first.host for e in active if e.job == job} - {proposal.host}
+            job_hosts = {name(e.first.host) for e in active if e.job == job} - {name(proposal.host)}
             if len(job_hosts) + 1 > self.limit.max_nodes_per_job:
                 return Skip(self.name, f"job {job}: {len(job_hosts)} of its nodes already under remediation "
                                        f"({', '.join(sorted(job_hosts))}); limit {self.limit.max_nodes_per_job}")
+        return proposal
+
+
+class InInventory:
+    """With an inventory, only its hosts are acted on: an incident of any other host is skipped."""
+
+    name = "inventory"
+
+    def __init__(self, inventory):
+        self.inventory = inventory
+
+    def __call__(self, proposal, ledger, now):
+        if self.inventory is None:
+            return proposal
+        self.inventory.maybe_refresh()
+        if self.inventory.resolve(proposal.host) is None:
+            return Skip(self.name, f"host {proposal.host} is not in the inventory {self.inventory.source} (no host "
+                                   f"of that name nor with {self.inventory.name_var}={proposal.host}): not ours to touch")
         return proposal
 
 
@@ -296,10 +360,11 @@ class Pipeline:
 def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) -> Proposal | Remediation | None:
     """The proposal for step `step_index` of the incident's rule; a skip record when its variables
     cannot be rendered; None when no rule (or no such step) applies."""
-    rule = policy.rule_for(incident)
-    if rule is None or step_index >= len(rule.steps):
+    # a resolved incident's rule is the one that matched it while open (its return-to-service step)
+    rule = policy.rule_for(incident if incident.status != "resolve" else incident.model_copy(update={"status": "open"}))
+    step = rule.step_at(step_index) if rule is not None else None
+    if step is None:
         return None
-    step = rule.steps[step_index]
     rem_id = remediation_id(incident.id, step.action, step_index)
     try:
         extra_vars = policy.render_vars(step, incident)
@@ -312,10 +377,15 @@ def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) 
                     extra_vars=extra_vars, dry_run=False, needs_approval=needs)
 
 
-def default_pipeline(policy: Policy, control=None) -> Pipeline:
+def default_pipeline(policy: Policy, control=None, inventory=None) -> Pipeline:
     """The gates in their order; `control` (a remediator.control.ControlState) adds the control topic's
-    kill switch, silences and maintenance records and Alertmanager's silences."""
+    kill switch, silences and maintenance records and Alertmanager's silences; with an `inventory`
+    (also attached to the policy's host groups) an incident of a host outside it is skipped first
+    (gate `inventory`)."""
     g = policy.gates
+    if inventory is not None:
+        policy.attach_inventory(inventory)
     # dry_run is decided first so that the capacity gates know a check-mode run changes nothing
-    return Pipeline([KillSwitch(g, control), Silences(policy, control), Maintenance(policy, control), DryRun(), Flapping(g), Cooldown(g),
-                     BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])
+    first = [InInventory(inventory)] if inventory is not None else []
+    return Pipeline(first + [KillSwitch(g, control), Silences(policy, control), Maintenance(policy, control), DryRun(),
+                             Flapping(g), Cooldown(g), BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])

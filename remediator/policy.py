@@ -29,7 +29,7 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
 from fleetmedic.schemas import ActionClass, Incident
 from fleetmedic.yamlfile import load_model
@@ -179,6 +179,9 @@ class Step(_Strict):
     timeout_s: float = Field(300.0, gt=0, le=86400)
     resolve_within_s: float = Field(300.0, gt=0, le=7 * 86400,
                                     description="escalate when the incident is still open this long after the run")
+    out_of_service: bool = Field(False, description="this step takes the host out of service (drain, cordon): it "
+                                                    "counts against the blast radius until the rule's "
+                                                    "return_to_service step has succeeded")
 
     @model_validator(mode="after")
     def _playbook_unless_human(self) -> "Step":
@@ -244,6 +247,23 @@ class Rule(_Strict):
     dry_run: bool = False
     needs_approval: bool = False
     approvers_required: int = Field(1, ge=1, le=32, description="distinct approvers a needs_approval step waits for")
+    return_to_service: Step | None = Field(
+        None, description="run once the incident has resolved when an out_of_service step ran (Slurm resume, "
+                          "Kubernetes uncordon); its remediation step number is len(steps)")
+
+    @model_validator(mode="after")
+    def _return_step(self) -> "Rule":
+        if self.return_to_service is not None and self.return_to_service.action == HUMAN:
+            raise ValueError("return_to_service: a playbook step, not `human`")
+        return self
+
+    def step_at(self, index: int) -> Step | None:
+        """Step `index` of the ladder; len(steps) is the return-to-service step (None when absent)."""
+        if 0 <= index < len(self.steps):
+            return self.steps[index]
+        if index == len(self.steps):
+            return self.return_to_service
+        return None
 
 
 class Silence(_Strict):
@@ -294,7 +314,8 @@ class BlastRadius(_Strict):
     max_percent: float = Field(25.0, gt=0, le=100, description="of a host group under remediation at once")
     job_label: str = Field("slurm_job", description="incident label naming the job a host runs")
     max_nodes_per_job: int = Field(1, ge=1)
-    active_s: float = Field(1800.0, gt=0, description="a host counts as under remediation this long after its run")
+    active_s: float = Field(1800.0, gt=0, description="ignored since issue 10 (kept so older policy files load): "
+                                                       "a host counts from its claim until it is back in service")
 
 
 class Flapping(_Strict):
@@ -334,7 +355,9 @@ class Approvals(_Strict):
 class Policy(_Strict):
     """The whole policy file."""
 
-    host_groups: dict[Ident, list[str]] = Field(default_factory=dict, description="group → host globs")
+    host_groups: dict[Ident, list[str]] = Field(default_factory=dict,
+                                                description="group → host globs and `@group` (an inventory group)")
+    _inventory: Any = PrivateAttr(None)
     gates: Gates = Gates()
     approvals: Approvals = Approvals()
     rules: list[Rule] = Field(default_factory=list)
@@ -361,11 +384,52 @@ class Policy(_Strict):
                     raise ValueError(f"gates.maintenance.{i}: unknown host group {group!r}")
         return self
 
+    def attach_inventory(self, inventory) -> "Policy":
+        """Make the host groups inventory-backed (a `remediator.inventory.Inventory`): globs match
+        inventory host names (and the incident's own name), `@name` entries are the members of the
+        inventory group `name`, and a group's size is the number of inventory hosts it covers."""
+        self._inventory = inventory
+        return self
+
+    @property
+    def inventory(self):
+        return self._inventory
+
     def in_group(self, host: str, group: str) -> bool:
-        return any(fnmatch.fnmatchcase(host, glob) for glob in self.host_groups.get(group, ()))
+        entries = self.host_groups.get(group, ())
+        inv = self._inventory
+        name = inv.resolve(host) if inv is not None else None
+        names = inv.names(host) if inv is not None else {host}
+        for entry in entries:
+            if entry.startswith("@"):
+                if name is not None and name in inv.members(entry[1:]):
+                    return True
+            elif any(fnmatch.fnmatchcase(n, entry) for n in names):
+                return True
+        return False
 
     def groups_of(self, host: str) -> list[str]:
         return [g for g in self.host_groups if self.in_group(host, g)]
+
+    def group_size(self, group: str) -> int:
+        """How many hosts `group` has: inventory hosts it covers; without an inventory its number
+        of entries (list hosts one per entry)."""
+        inv = self._inventory
+        if inv is None:
+            return len(self.host_groups.get(group, ()))
+        return sum(1 for h in inv.hosts if self.in_group(h, group))
+
+    def inventory_groups(self) -> set[str]:
+        """The inventory groups (`@name` entries) the host groups refer to."""
+        return {e[1:] for entries in self.host_groups.values() for e in entries if e.startswith("@")}
+
+    def out_of_service_actions(self) -> frozenset[str]:
+        """Actions of steps declared `out_of_service` (drain, cordon) in any rule."""
+        return frozenset(s.action for r in self.rules for s in r.steps if s.out_of_service)
+
+    def return_actions(self) -> frozenset[str]:
+        """Actions of the rules' return_to_service steps (resume, uncordon)."""
+        return frozenset(r.return_to_service.action for r in self.rules if r.return_to_service is not None)
 
     def rule_for(self, incident: Incident) -> Rule | None:
         """The first rule, in file order, whose match holds; None when none does."""

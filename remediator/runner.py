@@ -6,6 +6,15 @@ ansible-playbook reads with `-e @file`), never as text on a command line, honour
 cancel event, summarises the runner's events into a `RunSummary`, and keeps only the newest
 artifact directories, without the environment in them.
 
+Where a playbook runs is declared by the playbook, never guessed: every play's `hosts:` is either
+`fleetmedic_target` (host-side: it acts on the incident's host, over SSH with the inventory's
+connection settings) or `localhost` (controller-side: Slurm, Kubernetes; it drives an API from the
+remediator's machine and gets the node as a variable). Anything else is refused. A run's
+inventory holds exactly one host (the target, with its inventory variables, in group
+`fleetmedic_target`; or the controller's `localhost`) and `--limit` names it, so a playbook can
+never touch another host. Every run gets `fleetmedic_host` (the target's inventory name). A host
+that cannot be reached (SSH down, authentication refused) ends `unreachable`, not `failed`.
+
 Every string variable is tagged `!unsafe`: Ansible would otherwise template extra vars, and an
 incident field such as `{{ lookup('pipe', 'rm -rf /') }}` would run on the controller.
 
@@ -26,7 +35,9 @@ import math
 import shlex
 import os
 import re
+import logging
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +49,9 @@ from typing import Callable, Literal
 
 from fleetmedic.schemas import MAX_OUTPUT_CHARS, RunSummary
 
-RunStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
+log = logging.getLogger(__name__)
+RunStatus = Literal["succeeded", "failed", "timed_out", "cancelled", "unreachable"]
+Side = Literal["host", "controller"]
 ExtraVar = str | int | float | bool
 
 # ansible-runner's final states → ours. "error" (the process could not start) is a failure.
@@ -46,6 +59,11 @@ _STATUS = {"successful": "succeeded", "failed": "failed", "timeout": "timed_out"
            "canceled": "cancelled", "error": "failed"}
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+TARGET_GROUP = "fleetmedic_target"  # `hosts:` of a host-side play
+CONTROLLER = "localhost"  # `hosts:` of a controller-side play
+TARGET_VAR = "fleetmedic_host"  # every run's variable naming the target's inventory host
+# the connection of a target without an inventory (single-machine mode) and of the controller
+_LOCAL = {"ansible_connection": "local"}
 DEFAULT_KEEP_ARTIFACTS = 50
 MAX_FAILED_TASKS = 20
 CANCEL_POLL_S = 0.2  # how often a running play's cancel event is looked at
@@ -57,12 +75,17 @@ class PlaybookRefused(ValueError):
 
 @dataclass(frozen=True)
 class PlaybookRun:
-    """What to run: a playbook file name inside the allowed directory and its variables."""
+    """What to run: a playbook file name inside the allowed directory, its variables, and the target.
+
+    `target` is the incident's inventory host (`remediator.inventory.HostTarget`: its name and its
+    inventory variables, connection settings included). None: single-machine mode, the target is
+    this machine (`localhost`, local connection)."""
 
     playbook: str
     extra_vars: dict[str, ExtraVar] = field(default_factory=dict)
     check: bool = False
     timeout_s: float = 300.0
+    target: object | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,10 @@ class RunResult:
     artifacts: Path | None
     # what the play published with `set_stats` (e.g. collect_diagnostics.yml's diagnostics_file)
     stats: dict = field(default_factory=dict)
+    side: Side = "controller"
+    target: str = CONTROLLER  # the inventory host the run was limited to
+    # why the host could not be reached (Ansible's message), for an `unreachable` run
+    unreachable_reason: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -108,6 +135,62 @@ def resolve_playbook(name: str, playbooks_dir: Path) -> Path:
     if not real.is_file():
         raise PlaybookRefused(f"playbook {name!r}: not a regular file")
     return real
+
+
+def playbook_side(path: Path) -> Side:
+    """Where the playbook declares it runs: `host` (every play `hosts: fleetmedic_target`) or
+    `controller` (every play `hosts: localhost`). PlaybookRefused for anything else (no guessing)."""
+    import yaml
+
+    try:
+        plays = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PlaybookRefused(f"playbook {path.name}: not readable as YAML: {exc}") from None
+    if not isinstance(plays, list) or not plays:
+        raise PlaybookRefused(f"playbook {path.name}: not a list of plays")
+    declared = set()
+    for i, play in enumerate(plays):
+        hosts = play.get("hosts") if isinstance(play, dict) else None
+        if hosts not in (TARGET_GROUP, CONTROLLER):
+            raise PlaybookRefused(
+                f"playbook {path.name}: play {i} has hosts: {hosts!r}; declare `hosts: {TARGET_GROUP}` (runs on the "
+                f"incident's host over SSH) or `hosts: {CONTROLLER}` (runs on the controller)")
+        declared.add(hosts)
+    if len(declared) > 1:
+        raise PlaybookRefused(f"playbook {path.name}: mixes host-side and controller-side plays; split it")
+    return "host" if declared == {TARGET_GROUP} else "controller"
+
+
+def where_it_runs(playbook: str, playbooks_dir: Path, target) -> str:
+    """One line for the record: which side the playbook declares and which host it acts on."""
+    try:
+        side = playbook_side(resolve_playbook(playbook, playbooks_dir))
+    except PlaybookRefused as exc:
+        return str(exc)
+    if side == "controller":
+        node = f" for {target.name}" if target is not None else ""
+        return f"controller-side: runs on the controller{node}"
+    if target is None:
+        return "host-side: no inventory, runs on this machine (local connection)"
+    address = target.hostvars.get("ansible_host", target.name)
+    return f"host-side: runs on {target.name} ({address}) over SSH, limited to that host"
+
+
+def run_inventory(side: Side, target) -> tuple[str, dict]:
+    """(the host the run is limited to, the run's one-host inventory) for `side` and `target`."""
+    local = dict(_LOCAL, ansible_python_interpreter=sys.executable)
+    if side == "controller":
+        return CONTROLLER, {"all": {"hosts": {CONTROLLER: local}}}
+    if target is None:  # single-machine mode: the target is this machine
+        return CONTROLLER, {"all": {"children": {TARGET_GROUP: {"hosts": {CONTROLLER: local}}}}}
+    name = str(target.name)
+    if not _HOST_NAME.match(name):
+        raise PlaybookRefused(f"target {name!r}: not an inventory host name")
+    # the target's own inventory variables (group vars merged in): user, key, port, become, ...
+    return name, {"all": {"children": {TARGET_GROUP: {"hosts": {name: dict(target.hostvars)}}}}}
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,252}$")
 
 
 def validate_extra_vars(extra_vars: dict) -> dict[str, ExtraVar]:
@@ -164,6 +247,7 @@ class _EventSummary:
         self.ok = self.changed = self.failed = self.skipped = self.unreachable = 0
         self.failed_tasks: list[str] = []
         self.stats: dict | None = None
+        self.unreachable_msg: str | None = None
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
@@ -182,6 +266,9 @@ class _EventSummary:
         elif kind == "runner_on_unreachable":
             self.unreachable += 1
             self._failed_task(data)
+            if self.unreachable_msg is None:
+                msg = (data.get("res") or {}).get("msg") or "unreachable"
+                self.unreachable_msg = f"{data.get('host', '?')}: {str(msg).strip()}"[:1000]
         elif kind == "playbook_on_stats":
             self.stats = data
         return True  # keep the event in the artifacts
@@ -226,6 +313,18 @@ def prune_artifacts(artifacts_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _close_ssh_masters(control_dir: Path) -> None:
+    """Stop the run's SSH master connections (ControlPersist would keep them for minutes)."""
+    if not control_dir.is_dir():
+        return
+    for sock in control_dir.iterdir():
+        try:
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleetmedic-run"],
+                           capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            log.warning("could not close the SSH master %s", sock)
+
+
 def _scrub(artifact: Path) -> None:
     # ansible-runner writes the whole process environment into `command`: keep no copy of it.
     (artifact / "command").unlink(missing_ok=True)
@@ -241,17 +340,21 @@ def run_playbook(
     on_start: Callable[[], None] | None = None,
     keep_artifacts: int = DEFAULT_KEEP_ARTIFACTS,
 ) -> RunResult:
-    """Run one playbook against localhost through ansible-runner and report how it ended.
+    """Run one playbook on its declared side (see the module docstring) and report how it ended.
 
     Raises PlaybookRefused (before anything runs, and before `on_start`) for a playbook outside
-    `playbooks_dir` or bad variables. `on_start` is called right before the playbook process is
-    started; if it raises, nothing runs. Setting `cancel` stops a running play ("cancelled");
-    passing `timeout_s` stops it as "timed_out".
+    `playbooks_dir`, one that does not declare its side, or bad variables. `on_start` is called
+    right before the playbook process is started; if it raises, nothing runs. Setting `cancel`
+    stops a running play ("cancelled"); passing `timeout_s` stops it as "timed_out"; a target that
+    cannot be reached ends "unreachable".
     """
     import ansible_runner  # imported here: it is slow to import and only this module needs it
 
     playbook = resolve_playbook(run.playbook, playbooks_dir)
+    side = playbook_side(playbook)
     extra_vars = validate_extra_vars(dict(run.extra_vars))
+    limit, inventory = run_inventory(side, run.target)
+    extra_vars[TARGET_VAR] = str(run.target.name) if run.target is not None else CONTROLLER
     if not (run.timeout_s > 0 and math.isfinite(run.timeout_s)):
         raise PlaybookRefused(f"timeout_s {run.timeout_s!r}: must be a positive number of seconds")
     artifacts_dir = Path(artifacts_dir)
@@ -261,11 +364,6 @@ def run_playbook(
     events = _EventSummary()
     cancel = cancel or threading.Event()
 
-    inventory = {"all": {"hosts": {"localhost": {
-        "ansible_connection": "local",
-        # the discovered interpreter can be a broken shim: use the one that has our modules
-        "ansible_python_interpreter": sys.executable,
-    }}}}
     from fleetmedic.secrets import scrub_environment
 
     envvars = {
@@ -277,19 +375,27 @@ def run_playbook(
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_HOST_KEY_CHECKING": "0",
         "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        # SSH: pipelining, and one master connection per run shared by its tasks; the master's
+        # socket lives in the run's private directory and is closed when the run ends (see
+        # _close_ssh_masters), so no connection outlives the run
+        "ANSIBLE_PIPELINING": "1",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ConnectTimeout=10",
+        "ANSIBLE_TIMEOUT": "10",
     }
 
     # ansible-runner's private data dir holds the inventory and the variables file: it lives only
     # for this run; the artifacts (events, stdout, rc, status) go to artifacts_dir/ident.
     with tempfile.TemporaryDirectory(prefix="fm-run-") as private:
         envvars["ANSIBLE_LOCAL_TEMP"] = str(Path(private) / "tmp")
+        envvars["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(Path(private) / "cp")
         # ansible-runner's own `extravars` would be templated: pass our `!unsafe` file instead.
         vars_file = write_extra_vars(extra_vars, Path(private) / "fleetmedic-extra-vars.yml")
         # ansible-runner asks the cancel callback once per pexpect wake-up (default every 5 s of a
         # silent play): wake often, so `fleetmedic pause` stops a run within a second.
         (Path(private) / "env").mkdir()
         (Path(private) / "env" / "settings").write_text(f"pexpect_timeout: {CANCEL_POLL_S}\n")
-        cmdline = f"-e @{shlex.quote(str(vars_file))}" + (" --check --diff" if run.check else "")
+        cmdline = (f"-e @{shlex.quote(str(vars_file))} --limit {shlex.quote(limit)}"
+                   + (" --check --diff" if run.check else ""))
         if on_start is not None:
             on_start()
         started_at = datetime.now(timezone.utc)
@@ -309,13 +415,18 @@ def run_playbook(
             quiet=True,
         )
         finished_at = datetime.now(timezone.utc)
+        _close_ssh_masters(Path(private) / "cp")
 
     artifact = artifacts_dir / ident
     if artifact.is_dir():
         _scrub(artifact)
     prune_artifacts(artifacts_dir, keep_artifacts)
     status = _STATUS.get(outcome.status, "failed")
+    summary = events.summary()
+    if summary.unreachable and status == "failed":
+        status = "unreachable"
     rc = outcome.rc if isinstance(outcome.rc, int) else -1
     return RunResult(status=status, rc=rc, started_at=started_at, finished_at=finished_at,
-                     summary=events.summary(), artifacts=artifact if artifact.is_dir() else None,
-                     stats=dict((events.stats or {}).get("artifact_data") or {}))
+                     summary=summary, artifacts=artifact if artifact.is_dir() else None,
+                     stats=dict((events.stats or {}).get("artifact_data") or {}), side=side, target=limit,
+                     unreachable_reason=events.unreachable_msg if status == "unreachable" else None)

@@ -172,3 +172,119 @@ class SlurmCluster:
             reason = text.split(" Reason=", 1)[1]
             fields["Reason"] = reason.rsplit(" [", 1)[0] if reason.endswith("]") else reason
         return fields
+
+
+def fleet_missing_reason() -> str | None:
+    """Why the multi-host testbed (deploy/testbed/fleet.sh) cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the fleet testbed makes network namespaces: not root"
+    for tool, package in (("sshd", "openssh-server"), ("ssh", "openssh-client"), ("nc", "netcat-openbsd"),
+                          ("ip", "iproute2"), ("unshare", "util-linux"), ("ssh-keygen", "openssh-client")):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"{tool} not installed (apt-get install {package})"
+    return None
+
+
+class FleetTestbed:
+    """`count` hosts PREFIX1..PREFIXcount, each a network + UTS namespace with sshd, supervisord +
+    the demo service (and, with `exporters`, a host exporter), built by deploy/testbed/fleet.sh
+    under `directory`. `inventory` is the Ansible inventory that reaches them over SSH."""
+
+    program = "demo"
+
+    def __init__(self, directory: Path, prefix: str, count: int = 3, demo_port: int = 18080,
+                 exporters: bool = False, env: dict | None = None, exporter_health_base: int | None = None):
+        self.directory = Path(directory).resolve()
+        self.prefix = prefix
+        self.count = count
+        self.demo_port = demo_port
+        self.exporters = exporters
+        self.exporter_health_base = exporter_health_base
+        self.env = dict(env or {})
+        if exporter_health_base is not None:
+            self.env["FLEET_EXPORTER_HEALTH_BASE"] = str(exporter_health_base)
+
+    def health_port(self, host: str) -> int | None:
+        """The health port of `host`'s exporter (None without one)."""
+        if self.exporter_health_base is None:
+            return None
+        return self.exporter_health_base + self.hosts.index(host)
+
+    @property
+    def hosts(self) -> list[str]:
+        return [f"{self.prefix}{i}" for i in range(1, self.count + 1)]
+
+    @property
+    def inventory(self) -> Path:
+        return self.directory / "inventory.yml"
+
+    def supervisor_config(self, host: str) -> Path:
+        return self.directory / host / "supervisord.conf"
+
+    def start(self) -> "FleetTestbed":
+        args = ["start", str(self.directory), self.prefix, str(self.count), str(self.demo_port)]
+        if self.exporters:
+            args.append("--exporters")
+        try:
+            _script("fleet.sh", *args, env=self.env, timeout_s=300)  # minutes on a loaded machine
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        _script("fleet.sh", "stop", str(self.directory), timeout_s=120)
+
+    def stop_sshd(self, host: str) -> None:
+        _script("fleet.sh", "sshd-stop", str(self.directory), host)
+
+    def start_sshd(self, host: str) -> None:
+        _script("fleet.sh", "sshd-start", str(self.directory), host)
+
+    def __enter__(self) -> "FleetTestbed":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def status(self, host: str) -> tuple[str, int | None]:
+        """(supervisor state, pid) of the host's demo program: ('RUNNING', 4242), ('EXITED', None)..."""
+        ctl = Path(sys.executable).parent / "supervisorctl"
+        # a generous timeout: on a loaded shared machine supervisorctl alone has taken over 10 s
+        done = subprocess.run([str(ctl), "-c", str(self.supervisor_config(host)), "status", self.program],
+                              capture_output=True, text=True, timeout=120)
+        fields = done.stdout.split()
+        state = fields[1] if len(fields) > 1 else "UNKNOWN"
+        pid = None
+        if "pid" in fields:
+            pid = int(fields[fields.index("pid") + 1].rstrip(","))
+        return state, pid
+
+    def answer(self, host: str, timeout_s: float = 2.0) -> dict | None:
+        """The host's demo service answer ({"service", "pid"}) asked inside its namespace, or None."""
+        code = ("import json,sys,urllib.request\n"
+                f"r=urllib.request.urlopen('http://127.0.0.1:{self.demo_port}/',timeout={timeout_s})\n"
+                "sys.stdout.write(r.read().decode())")
+        try:
+            done = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-c", code], capture_output=True,
+                                  text=True, timeout=timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            return None
+        if done.returncode != 0:
+            return None
+        try:
+            return json.loads(done.stdout)
+        except ValueError:
+            return None
+
+    def kill9(self, host: str) -> int:
+        """The fault: SIGKILL the host's demo process. Returns the pid killed."""
+        state, pid = self.status(host)
+        if state != "RUNNING" or pid is None:
+            raise RuntimeError(f"demo on {host} is {state}: nothing to kill")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def restart_vars(self) -> dict[str, str]:
+        """restart_service.yml variables: the service; its supervisord.conf comes from the inventory."""
+        return {"service": self.program, "health_url": f"http://127.0.0.1:{self.demo_port}/"}

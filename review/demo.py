@@ -7,10 +7,13 @@ remediate` (policy: deploy/demo-policy.yaml), the exporters and `fleetmedic simu
 1. A simulated fleet with seeded faults: the demo prints the incidents next to the simulator's
    ground truth and renders the report page of the first incident. The demo policy hands the
    simulated nodes' incidents to a person (they are not real machines).
-2. The closed loop on real local targets (review/demo_loop.py): a supervised service is killed
-   and brought back by restart_service.yml; with Slurm installed, an XID on node1 drains it and
-   its job moves to node2. Each scene prints its timeline: fault, incident, gate decisions,
-   playbook run, healed, resolve.
+2. The closed loop on real targets (review/demo_loop.py): on a three-host SSH testbed
+   (deploy/testbed/fleet.sh: network + UTS namespaces, sshd, supervisord, a host exporter each),
+   the supervised service is killed on host 2 and restart_service.yml brings it back there, over
+   SSH, through the demo's Ansible inventory; where the testbed cannot run (not root, no sshd) the
+   scene runs on a local supervisord instead and says why. With Slurm installed, an XID on node1
+   drains it (a controller-side playbook) and its job moves to node2. Each scene prints its
+   timeline: fault, incident, gate decisions, playbook run, healed, resolve.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ from pathlib import Path
 from fleetmedic.config import Settings
 from fleetmedic.resources import bundled
 from fleetmedic.topics import create_topics
-from remediator.testbed import DemoService, SlurmCluster, free_port_block
+from remediator.testbed import DemoService, FleetTestbed, SlurmCluster, fleet_missing_reason, free_port_block
 
-from .demo_loop import Follower, service_scene, slurm_missing_reason, slurm_scene, summary, write_policy
+from .demo_loop import (Follower, fleet_service_scene, service_scene, slurm_missing_reason, slurm_scene, summary,
+                        write_inventory, write_policy)
+
+FLEET_PREFIX = "fmhost"  # the testbed's hosts: fmhost1, fmhost2, fmhost3 (namespace names and hostnames)
+FLEET_HOST = "fmhost2"
 
 OUT = Path(".fleetmedic")
 PLAYBOOKS = bundled("playbooks")
@@ -61,8 +68,21 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
     work.mkdir()
     print(f"demo: topics under prefix {prefix!r} on {settings.bootstrap_servers[0]}", flush=True)
     with ExitStack() as stack:
-        service = stack.enter_context(DemoService(work / "service", port=free_port_block(1))) \
-            if "service" in scenes else None
+        service = fleet = None
+        demo_port = free_port_block(1)
+        if "service" in scenes:
+            why = fleet_missing_reason()
+            if why is None:
+                print(f"demo: starting a 3-host SSH testbed ({FLEET_PREFIX}1..3: netns + UTS namespace, sshd, "
+                      f"supervisord, host exporter each)", flush=True)
+                fleet = stack.enter_context(FleetTestbed(
+                    work / "fleet", FLEET_PREFIX, count=3, demo_port=demo_port, exporters=True,
+                    exporter_health_base=free_port_block(3),
+                    env={k: v for k, v in env.items() if k.startswith("FLEETMEDIC_")}))
+            else:
+                print(f"demo: fleet testbed skipped ({why}): the service scene runs on a local supervisord",
+                      flush=True)
+                service = stack.enter_context(DemoService(work / "service", port=demo_port))
         cluster = None
         if "slurm" in scenes:
             why = slurm_missing_reason()
@@ -71,15 +91,20 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
             else:
                 print("demo: starting a two-node Slurm cluster (node1, node2)", flush=True)
                 cluster = stack.enter_context(SlurmCluster(work / "slurm"))
-        policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf")
+        policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf",
+                              demo_port=demo_port)
         print(f"demo: remediator policy {policy} (from deploy/demo-policy.yaml)", flush=True)
+        inventory = write_inventory(work, fleet, ("node1", "node2") if cluster is not None else (), local=service)
+        print(f"demo: Ansible inventory {inventory} ({', '.join(sorted(p.name for p in inventory.iterdir())) or 'empty'})",
+              flush=True)
         procs = stack.enter_context(ChildProcesses())
         metrics_port = free_port_block(2)
         procs.start(cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)],
                     as_role("detector"))
         procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
                            "--artifacts", str(work / "artifacts"), "--group", "demo-remediator",
-                           "--metrics-port", str(metrics_port + 1)], as_role("remediator"))
+                           "--metrics-port", str(metrics_port + 1)]
+                    + (["--inventory", str(inventory)] if any(inventory.iterdir()) else []), as_role("remediator"))
         print(f"demo: metrics at http://127.0.0.1:{metrics_port}/metrics (detect) and "
               f"http://127.0.0.1:{metrics_port + 1}/metrics (remediate); scrape them with Prometheus and import "
               f"deploy/grafana/fleetmedic.json (docs/operations.md)", flush=True)
@@ -90,6 +115,11 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         status = 0
         if "fleet" in scenes:
             status = _fleet_scene(settings, cli, env, follower, nodes, sim_seconds, speed)
+        if fleet is not None:
+            print(f"\ndemo: service scene on the fleet (kill the service on {FLEET_HOST}; the remediator restarts "
+                  f"it there over SSH)", flush=True)
+            tl = fleet_service_scene(follower, fleet, FLEET_HOST)
+            print(tl.render() + "\n" + summary(tl), flush=True)
         if service is not None:
             print("\ndemo: service scene (kill a supervised service; the remediator restarts it)", flush=True)
             tl = service_scene(follower, cli, env, work, service)

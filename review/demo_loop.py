@@ -30,7 +30,7 @@ from fleetmedic.resources import bundled
 from fleetmedic.schemas import Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import DecodeError, decode, wait_until
-from remediator.testbed import DemoService, SlurmCluster, free_port_block, slurm_missing_reason
+from remediator.testbed import DemoService, FleetTestbed, SlurmCluster, free_port_block, slurm_missing_reason
 
 POLICY_TEMPLATE = bundled("deploy") / "demo-policy.yaml"
 SERVICE_HOST = "demo-host"
@@ -41,13 +41,42 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def write_policy(directory: Path, supervisor_conf: Path, slurm_conf: Path) -> Path:
-    """deploy/demo-policy.yaml with this run's testbed paths filled in."""
+def write_policy(directory: Path, supervisor_conf: Path, slurm_conf: Path, *, demo_port: int = 18080,
+                 gates: dict | None = None) -> Path:
+    """deploy/demo-policy.yaml with this run's testbed paths filled in (and `gates` overridden)."""
     text = POLICY_TEMPLATE.read_text().replace("${SUPERVISOR_CONF}", str(supervisor_conf.resolve())) \
-        .replace("${SLURM_CONF}", str(slurm_conf.resolve()))
+        .replace("${SLURM_CONF}", str(slurm_conf.resolve())).replace("${DEMO_PORT}", str(demo_port))
+    if gates:
+        import yaml
+
+        data = yaml.safe_load(text)
+        data["gates"].update(gates)
+        text = yaml.safe_dump(data, sort_keys=False)
     path = directory / "policy.yaml"
     path.write_text(text)
     return path
+
+
+def write_inventory(directory: Path, fleet: FleetTestbed | None, slurm_nodes: tuple[str, ...] = (),
+                    local: DemoService | None = None, local_hosts: tuple[str, ...] = (SERVICE_HOST,)) -> Path:
+    """The demo's inventory, a directory as an operator might keep one: the testbed hosts (reached
+    over SSH), the Slurm nodes (for the controller-side Slurm playbooks) and, where the SSH
+    testbed cannot run, the local supervisord's host (`demo-host`, local connection)."""
+    import sys
+
+    inv = directory / "inventory"
+    inv.mkdir(parents=True, exist_ok=True)
+    if fleet is not None:
+        (inv / "fleet.yml").write_text(fleet.inventory.read_text())
+    if local is not None:
+        (inv / "local.ini").write_text(
+            "# the local supervisord (no SSH testbed here): this machine, local connection\n[local]\n"
+            + "".join(f"{h} ansible_connection=local ansible_python_interpreter={sys.executable} "
+                      f"fleetmedic_supervisor_conf={local.config}\n" for h in local_hosts))
+    if slurm_nodes:
+        lines = ["# the local Slurm cluster's nodes: acted on by controller-side playbooks (scontrol)", "[slurm]"]
+        (inv / "slurm.ini").write_text("\n".join(lines + list(slurm_nodes)) + "\n")
+    return inv
 
 
 class Follower:
@@ -109,8 +138,12 @@ class Timeline:
         self.events.append((at, text))
         return at
 
-    def add_records(self, follower: Follower, host: str) -> None:
+    def add_records(self, follower: Follower, host: str, since: datetime | None = None) -> None:
         incidents, remediations = follower.of_host(host)
+        if since is not None:  # an earlier scene on the same host is not this one's
+            early = {i.id for i in incidents if follower.written.get((i.id, i.status, i.time), i.time) < since}
+            incidents = [i for i in incidents if i.id not in early]
+            remediations = [r for r in remediations if r.incident_id not in early]
         for i in incidents:
             written = follower.written.get((i.id, i.status, i.time), i.time)
             self.note(f"incident {i.status:7s} {i.kind}/{i.subject} ({i.detector}) {i.id}, "
@@ -118,7 +151,8 @@ class Timeline:
         for r in remediations:
             what = f"{r.action}" + (f" via {r.playbook}" if r.playbook else "")
             if r.status == "running" and r.started_at:
-                self.note(f"remediation running   {what} (playbook started)", r.started_at)
+                where = f"; {r.reason}" if r.reason else ""
+                self.note(f"remediation running   {what} (playbook started{where})", r.started_at)
                 continue
             detail = r.reason or ""
             if r.run is not None and r.status in ("succeeded", "failed", "dry_run", "timed_out"):
@@ -192,6 +226,48 @@ def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, ser
     return tl
 
 
+def fleet_service_scene(follower: Follower, fleet: FleetTestbed, host: str, timeout_s: float = 300.0,
+                        wait_resolved: bool = True) -> Timeline:
+    """Kill the supervised service on one testbed host; the remediator restarts it there over SSH.
+
+    The host's own exporter (started with the testbed) reports `service.demo.up = 0`; the
+    detectors open `service_down`; the remediator runs restart_service.yml on that host only
+    (inventory target, `--limit`); the service answers again inside the host's namespace. The
+    other hosts' services are checked to keep their pids."""
+    tl = Timeline(f"service scene on the fleet: demo (supervisord) on {host} of {', '.join(fleet.hosts)}, "
+                  f"killed with SIGKILL; restarted over SSH")
+    port = fleet.health_port(host)
+    wait_until(lambda: (_records_sent(port) or 0) >= 2, 60, what=f"{host}'s exporter's first batches")
+    others = {h: fleet.status(h) for h in fleet.hosts if h != host}
+    pid = fleet.kill9(host)
+    tl.fault_at = tl.note(f"fault: demo on {host} (pid {pid}) killed with SIGKILL")
+    answer: dict = {}
+
+    def back() -> bool:
+        nonlocal answer
+        answer = fleet.answer(host, timeout_s=1.0) or {}
+        return answer.get("pid") not in (None, pid)
+    wait_until(back, timeout_s, interval_s=0.2, what=f"the demo service on {host} to answer again")
+    tl.note(f"healed: demo on {host} answers again inside {host}'s namespace (pid {answer['pid']})")
+    after = {h: fleet.status(h) for h in others}
+    tl.note("other hosts untouched: " + ", ".join(
+        f"{h} demo pid {others[h][1]}" + ("" if after[h] == others[h] else f" → {after[h][1]} (CHANGED)")
+        for h in others))
+
+    def closed() -> bool:
+        incidents, remediations = follower.of_host(host)
+        return any(i.status == "resolve" for i in incidents if i.time >= tl.fault_at) and \
+            any(r.gate == "closed_loop" and r.time >= tl.fault_at for r in remediations)
+
+    def started() -> bool:
+        return any(r.status == "running" and r.time >= tl.fault_at for r in follower.of_host(host)[1])
+    follower.wait(closed if wait_resolved else started, timeout_s,
+                  "the service_down incident to resolve and close its ladder" if wait_resolved
+                  else "the restart's running record")
+    tl.add_records(follower, host, since=tl.fault_at)
+    return tl
+
+
 def slurm_scene(follower: Follower, cli: list[str], env: dict, work: Path, cluster: SlurmCluster,
                 timeout_s: float = 180.0) -> Timeline:
     """An XID 79 on node1 while a job runs there; watch the job move to node2."""
@@ -247,5 +323,5 @@ def summary(tl: Timeline) -> str:
     return "  " + ", ".join(f"{name} {s:.2f} s" for name, s in durations(tl).items())
 
 
-__all__ = ["Follower", "Timeline", "durations", "service_scene", "slurm_scene", "slurm_missing_reason", "summary",
-           "write_policy"]
+__all__ = ["Follower", "Timeline", "durations", "fleet_service_scene", "service_scene", "slurm_scene",
+           "slurm_missing_reason", "summary", "write_inventory", "write_policy"]

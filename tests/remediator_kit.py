@@ -84,8 +84,9 @@ def marker_lines(marker: Path) -> list[str]:
 class EngineThread:
     """A Remediator running in a thread of the test process, stopped cleanly at the end."""
 
-    def __init__(self, settings: Settings, policy: Policy, tmp_path: Path, **kwargs):
-        self.engine = Remediator(settings, policy, RunnerConfig(playbooks_dir=TEST_PLAYBOOKS,
+    def __init__(self, settings: Settings, policy: Policy, tmp_path: Path, *, playbooks_dir: Path = TEST_PLAYBOOKS,
+                 **kwargs):
+        self.engine = Remediator(settings, policy, RunnerConfig(playbooks_dir=playbooks_dir,
                                                                 artifacts_dir=tmp_path / "artifacts"), **kwargs)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

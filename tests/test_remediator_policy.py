@@ -117,12 +117,14 @@ def test_extract_takes_a_part_of_an_incident_field(tmp_path):
 def test_the_demo_policy_loads_and_restarts_the_watched_service(tmp_path):
     from review.demo_loop import write_policy
 
-    policy = load_policy(write_policy(tmp_path, tmp_path / "supervisord.conf", tmp_path / "slurm.conf"))
+    policy = load_policy(write_policy(tmp_path, tmp_path / "supervisord.conf", tmp_path / "slurm.conf",
+                                      demo_port=19210))
     down = INCIDENT.model_copy(update={"host": "demo-host", "kind": "service_down", "subject": "service.demo.up"})
     rule = policy.rule_for(down)
     assert rule.name == "service_down"
-    assert rule.steps[0].render_vars(down) == {"service": "demo",
-                                               "supervisor_config": str(tmp_path / "supervisord.conf")}
+    # the host's supervisord.conf comes from its inventory variables, not from the policy
+    assert rule.steps[0].render_vars(down) == {"service": "demo", "health_url": "http://127.0.0.1:19210/"}
+    assert policy.rule_named("gpu_lost").return_to_service.playbook == "slurm_resume.yml"
 
 
 def test_the_example_policy_loads():
