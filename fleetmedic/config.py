@@ -204,7 +204,9 @@ class SettingsError(ValueError):
 
 
 # FLEETMEDIC_CONFIG names the file; FLEETMEDIC_KAFKA_BOOTSTRAP points the test suite at a broker.
-_NOT_SETTINGS = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "KAFKA_BOOTSTRAP"}
+# FLEETMEDIC_SUPERVISOR_CONF is read by restart_service.yml on the controller (docs/playbooks.md),
+# not a setting: a remediator started with it set must not fail its settings.
+_NOT_SETTINGS = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "KAFKA_BOOTSTRAP", ENV_PREFIX + "SUPERVISOR_CONF"}
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:

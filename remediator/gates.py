@@ -252,7 +252,7 @@ class BlastRadius:
         if proposal.dry_run:
             return proposal
         active = impaired(ledger, self.policy) + ledger.running(now)
-        inv = self.policy.inventory
+        inv = self.policy.fleet_inventory
         name = (lambda h: inv.resolve(h) or h) if inv is not None else (lambda h: h)
         hosts = {name(e.first.host) for e in active}
         if name(proposal.host) not in hosts:

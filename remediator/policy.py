@@ -392,7 +392,9 @@ class Policy(_Strict):
         return self
 
     @property
-    def inventory(self):
+    def fleet_inventory(self):
+        """The attached `remediator.inventory.Inventory` (None: host groups are globs alone). Not
+        `inventory`: that name is the policy's own host → address map for `host_url`."""
         return self._inventory
 
     def in_group(self, host: str, group: str) -> bool:

@@ -8,7 +8,7 @@ from fleetmedic.transport import wait_until
 from remediator.policy import Policy
 
 from fleet_kit import fleet_inventory, fleet_playbooks, start_fleet
-from remediator_kit import EngineThread, incident, marker_lines, remediations, send, statuses
+from remediator_kit import APPROVERS, EngineThread, approver_key, incident, marker_lines, remediations, send, statuses
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_return_to_service_waits_for_its_approval_after_the_resolve(settings, tm
     policy = Policy.model_validate({
         "host_groups": {"slurm": ["node1", "node2"]},
         "gates": {"cooldown_s": 0, "blast_radius": {"max_percent": 50}},
-        "approvals": {"expire_s": 600},
+        "approvals": {"expire_s": 600, "approvers": dict(APPROVERS)},
         "rules": [{"name": "gpu_lost", "match": {"kinds": ["xid"]},
                    "steps": [marker_step(marker, action="drain_node", out_of_service=True, resolve_within_s=3600),
                              {"action": "human"}],
@@ -93,7 +93,8 @@ def test_return_to_service_waits_for_its_approval_after_the_resolve(settings, tm
         wait_until(lambda: [s for s, *_ in statuses(settings, "inc-r2")].count("skipped") == 2, 60, interval_s=0.3,
                    what="node2 held back again")
         request = next(r for r in remediations(settings) if r.status == "awaiting_approval")
-        write_approval(settings, request.id, deny=False, by="oncall", comment="", valid_s=600)
+        write_approval(settings, request.id, key_file=approver_key("alice"), deny=False, by="alice", comment="",
+                       valid_s=600)
         wait_until(lambda: ("succeeded", "resume_node", 2) in statuses(settings, "inc-r1"), 60, interval_s=0.3,
                    what="resumed")
         send(settings, incident("node2", "inc-r2", kind="xid", status="update"))
