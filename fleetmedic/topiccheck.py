@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from .config import Settings
-from .topics import topic_name, topic_specs
+from .topics import durability, topic_name, topic_specs
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ def topic_drift(settings: Settings, admin) -> list[Drift]:
     described = {t["topic"]: t for t in admin.describe_topics(present)} if present else {}
     configs = _configs(admin, present)
     drift: list[Drift] = []
-    want_rf = settings.topics.replication_factor
+    # unset, the factor follows the cluster (fleetmedic.topics.durability), as `topics create` does
+    want_rf, _ = durability(settings, admin)
     for name, spec in specs:
         if name not in existing:
             drift.append(Drift(name, "missing", want="present", have="absent"))

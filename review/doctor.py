@@ -139,8 +139,10 @@ class Doctor:
         findings.append(Finding("broker", "ok", f"{where} answers: {len(brokers)} broker(s), controller "
                                                 f"{cluster.get('controller_id')}, protocol of Kafka {version} or newer "
                                                 f"(kafka-python's probe tells no newer version apart)"))
-        rf = self.settings.topics.replication_factor
-        if brokers and rf > len(brokers):
+        rf = self.settings.topics.replication_factor  # None: follows the cluster, min(3, brokers)
+        if rf is None:
+            pass
+        elif brokers and rf > len(brokers):
             findings.append(Finding("broker", "fail", f"topics.replication_factor {rf} > {len(brokers)} broker(s)",
                                     f"set topics.replication_factor: {len(brokers)} or add brokers"))
         elif brokers and len(brokers) >= 3 and rf < 3:
