@@ -35,7 +35,7 @@ from remediator.notify import Notifier, needs
 from conftest import make_settings
 from kafka_helpers import free_port, read_topic
 from monitoring_stack import NodeExporter, alertmanager, http_json, prometheus
-from remediator_kit import (EngineThread, incident, make_policy, marker_lines, marker_step, remediations, send,
+from remediator_kit import (EngineThread, approver_key, incident, make_policy, marker_lines, marker_step, remediations, send,
                             wait_for_status)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +223,8 @@ def test_needs_for_a_person_become_alertmanager_alerts_and_resolve(kafka_bootstr
             assert (esc["labels"]["incident_id"], esc["labels"]["host"], esc["labels"]["severity"]) == \
                 ("inc-gone", "node2", "critical")
 
-            write_approval(settings, waiting.id, deny=True, by="oncall", comment="not now", valid_s=60)
+            write_approval(settings, waiting.id, key_file=approver_key("alice"), deny=True, by="alice",
+                           comment="not now", valid_s=60)
             wait_for_status(settings, "cancelled", incident_id="inc-approve", timeout_s=60)
             wait_until(lambda: not _active(am_server, "FleetmedicAwaitingApproval"), 60, interval_s=0.3,
                        what="the approval alert resolved once denied")
