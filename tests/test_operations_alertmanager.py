@@ -35,8 +35,8 @@ from remediator.notify import Notifier, needs
 from conftest import make_settings
 from kafka_helpers import free_port, read_topic
 from monitoring_stack import NodeExporter, alertmanager, http_json, prometheus
-from remediator_kit import (EngineThread, approver_key, incident, make_policy, marker_lines, marker_step, remediations, send,
-                            wait_for_status)
+from remediator_kit import (EngineThread, approver_key, incident, make_policy, marker_lines, marker_step, remediations,
+                            send, wait_for_status)
 
 REPO = Path(__file__).resolve().parent.parent
 
