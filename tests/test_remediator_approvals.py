@@ -80,7 +80,8 @@ def test_an_approval_comment_at_the_limit_runs_with_its_reason_cut(settings, tmp
     with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
                       group_id=settings.topic_prefix + "long") as engine:
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-long")[0]
-        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--comment", "y" * 4096) == 0
+        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--key", str(approver_key("alice")),
+                           "--comment", "y" * 4096) == 0
         wait_for_status(settings, "succeeded", incident_id="inc-long")
         assert engine.error is None
     claim = next(r for r in remediations(settings) if r.status == "claimed")
