@@ -100,8 +100,10 @@ class SecureCluster:
 
         base = client_settings(self.layout, role, self.bootstrap)
         base.update(topic_prefix=prefix, topics={"partitions": 3},
-                    acls={"groups": {r: [prefix] for r in ("exporter", "detector", "remediator", "approver",
-                                                            "reviewer")}})
+                    acls={"groups": {**{r: [prefix] for r in ("exporter", "detector", "remediator", "approver",
+                                                               "reviewer")},
+                                     # `fleetmedic tail` joins a group of its own (the default ACLs' prefix)
+                                     "reviewer": [prefix, "fleetmedic-tail-"]}})
         base.update(overrides)
         return Settings.model_validate(base)
 
