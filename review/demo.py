@@ -78,7 +78,8 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
                 fleet = stack.enter_context(FleetTestbed(
                     work / "fleet", FLEET_PREFIX, count=3, demo_port=demo_port, exporters=True,
                     exporter_health_base=free_port_block(3),
-                    env={k: v for k, v in env.items() if k.startswith("FLEETMEDIC_")}))
+                    # the hosts' exporters connect as the exporter principal (on a secured broker)
+                    env={k: v for k, v in as_role("exporter").items() if k.startswith("FLEETMEDIC_")}))
             else:
                 print(f"demo: fleet testbed skipped ({why}): the service scene runs on a local supervisord",
                       flush=True)
