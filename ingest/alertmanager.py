@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from fleetmedic.config import AlertsSettings, Settings
 from fleetmedic.schemas import Evidence, Incident
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, Producer, decode
+from fleetmedic.transport import DecodeError, Producer, consumer_config, decode
 
 log = logging.getLogger(__name__)
 DETECTOR = "alertmanager"
@@ -171,8 +171,10 @@ class AlertReceiver:
     def recover(self, timeout_s: float = 60.0) -> int:
         """Read back what this receiver (any instance) opened and resolved; returns the episodes known."""
         topic = topic_name(self.settings, Incident.topic)
-        consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{self.settings.client_id}-alerts",
-                                 **self.settings.kafka_kwargs())
+        # read committed: incidents.v1 is written in the detectors' transactions, and an aborted
+        # one's incidents were never opened
+        consumer = KafkaConsumer(**consumer_config(self.settings, enable_auto_commit=False,
+                                                   client_id=f"{self.settings.client_id}-alerts"))
         try:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             if not tps:

@@ -41,7 +41,7 @@ from kafka import KafkaConsumer, TopicPartition
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Control, Incident, Matcher
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, decode
+from fleetmedic.transport import DecodeError, consumer_config, decode
 
 log = logging.getLogger(__name__)
 KILL_SWITCH_ID = "kill_switch"
@@ -172,8 +172,8 @@ class ControlState:
         self._am_next = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{settings.client_id}-control",
-                                      fetch_max_wait_ms=100, **settings.kafka_kwargs())
+        self.consumer = KafkaConsumer(**consumer_config(settings, enable_auto_commit=False, fetch_max_wait_ms=100,
+                                                        client_id=f"{settings.client_id}-control"))
         parts = self.consumer.partitions_for_topic(self.topic)
         if not parts:
             self.consumer.close()
