@@ -33,29 +33,34 @@ def seeded(host: str, n: int, *, ago_s: float = 60, outcome: str | None = "succe
     return out
 
 
-NOW = datetime.now(timezone.utc)
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
+
+# Every case builds its gates and its history when it runs, not when the module is imported: the suite
+# may reach a case many minutes after collection, and a history seeded "60 s ago" at import time would
+# by then lie outside a 600 s cooldown or rate window (CI stop 18 failed exactly so).
 CASES = {
-    "kill_switch": (lambda tmp: {"kill_switch_file": str(tmp / "STOP")}, [], {},
+    "kill_switch": (lambda tmp: {"kill_switch_file": str(tmp / "STOP")}, lambda: [], {},
                     "kill switch file"),
-    "silence": (lambda tmp: {"silences": [{"hosts": ["node1"], "starts_at": NOW - timedelta(hours=1),
-                                           "ends_at": NOW + timedelta(hours=6), "comment": "OPS-1 firmware"}]},
-                [], {}, "(OPS-1 firmware)"),
+    "silence": (lambda tmp: {"silences": [{"hosts": ["node1"], "starts_at": _now() - timedelta(hours=1),
+                                           "ends_at": _now() + timedelta(hours=6), "comment": "OPS-1 firmware"}]},
+                lambda: [], {}, "(OPS-1 firmware)"),
     "maintenance": (lambda tmp: {"maintenance": [{"name": "patching", "host_groups": ["all"], "start": "00:00",
                                                   "duration_min": 1440}]},
-                    [], {}, "maintenance window patching is active for group all"),
-    "flapping": (lambda tmp: {"flapping": {"max_runs": 2, "within_s": 3600}}, seeded("node1", 2), {},
+                    lambda: [], {}, "maintenance window patching is active for group all"),
+    "flapping": (lambda tmp: {"flapping": {"max_runs": 2, "within_s": 3600}}, lambda: seeded("node1", 2), {},
                  "node1 was remediated 2 times in the last 3600s (limit 2): handed to a human"),
-    "cooldown": (lambda tmp: {"cooldown_s": 600}, seeded("node1", 1), {},
+    "cooldown": (lambda tmp: {"cooldown_s": 600}, lambda: seeded("node1", 1), {},
                  "cooldown 600s lasts until"),
-    "blast_radius": (lambda tmp: {"blast_radius": {"max_percent": 50}}, seeded("node2", 1) + seeded("node3", 1), {},
+    "blast_radius": (lambda tmp: {"blast_radius": {"max_percent": 50}}, lambda: seeded("node2", 1) + seeded("node3", 1), {},
                      "group all: 2 of 4 hosts already under remediation; one more exceeds 50% (at most 2)"),
     "blast_radius_job": (lambda tmp: {"blast_radius": {"max_percent": 100, "max_nodes_per_job": 1}},
-                         seeded("node2", 1, job="77"), {"slurm_job": "77"},
+                         lambda: seeded("node2", 1, job="77"), {"slurm_job": "77"},
                          "job 77: 1 of its nodes already under remediation (node2); limit 1"),
-    "max_concurrent": (lambda tmp: {"max_concurrent": 1}, seeded("node2", 1, outcome=None), {},
+    "max_concurrent": (lambda tmp: {"max_concurrent": 1}, lambda: seeded("node2", 1, outcome=None), {},
                        "1 runs in flight (limit 1)"),
-    "rate_limit": (lambda tmp: {"rate_limit": {"max_runs": 2, "per_s": 600}}, seeded("node2", 1) + seeded("node3", 1),
+    "rate_limit": (lambda tmp: {"rate_limit": {"max_runs": 2, "per_s": 600}}, lambda: seeded("node2", 1) + seeded("node3", 1),
                    {}, "2 runs started in the last 600s (limit 2)"),
 }
 
@@ -66,7 +71,7 @@ def test_gate_skips_with_its_name_and_reason(settings, tmp_path, case):
     (tmp_path / "STOP").touch()
     marker = tmp_path / "marker.txt"
     policy = make_policy(marker, gates=gates(tmp_path))
-    send(settings, *history, incident("node1", "inc-g", labels=labels))
+    send(settings, *history(), incident("node1", "inc-g", labels=labels))
     with EngineThread(settings, policy, tmp_path, group_id=settings.topic_prefix + "gates"):
         skip = wait_for_status(settings, "skipped", incident_id="inc-g")[0]
     assert skip.gate == case.removesuffix("_job")
