@@ -1,4 +1,5 @@
-"""The remediator's commands: `fleetmedic remediate` and `fleetmedic approve ID`."""
+"""The remediator's commands: `fleetmedic remediate` and `fleetmedic approve ID` here, and the stage's
+others from their modules (`COMMANDS`: playbook, pause/silence/maintenance, alerts)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 
 from fleetmedic.cli import settings_from
+
+from . import alerts_cli, control_cli, playbook_cli
 
 
 def cmd_remediate(args) -> int:
@@ -138,3 +141,7 @@ def register(sub) -> None:
     p.add_argument("name", metavar="NAME", help="the approver's name (what `fleetmedic approve --by` gives)")
     p.add_argument("--out", default="~/.config/fleetmedic/approver.key", metavar="FILE")
     p.set_defaults(func=cmd_approver_key)
+
+
+# The stage's top-level commands, in the order `fleetmedic --help` lists them.
+COMMANDS = (register, playbook_cli.register, control_cli.register, alerts_cli.register)
