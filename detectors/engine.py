@@ -97,7 +97,7 @@ class SeriesRule:
             return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
                        f"static:{cfg.name}", cfg.threshold)
         if isinstance(cfg, UnivariateRuleConfig):
-            from .univariate import SurpriseRecordBank  # B2's scorer follows the same interface
+            from .univariate import SurpriseRecordBank  # the surprise-record scorer follows the same interface
 
             scorer = SurpriseRecordBank(capacity=64, **cfg.params)
             return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.params.threshold)
