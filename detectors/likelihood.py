@@ -143,8 +143,20 @@ class LikelihoodBank:
     variance, ``quiet_`` values left in the refractory period.
     """
 
-    state_fields = ("count_", "pred_", "scale_", "hist_", "short_", "lmean_", "lvar_", "quiet_",
-                    "season_mean_", "season_count_", "season_scale_", "season_n_")
+    state_fields = (
+        "count_",
+        "pred_",
+        "scale_",
+        "hist_",
+        "short_",
+        "lmean_",
+        "lvar_",
+        "quiet_",
+        "season_mean_",
+        "season_count_",
+        "season_scale_",
+        "season_n_",
+    )
 
     def __init__(self, params: LikelihoodParams | None = None, capacity: int = 16, **overrides):
         self.params = LikelihoodParams(**{**(asdict(params) if params else {}), **overrides})
@@ -160,14 +172,18 @@ class LikelihoodBank:
         p, k = self.params, len(self.params.alphas)
         fresh = {
             "count_": np.zeros(capacity, np.int64),
-            "pred_": np.zeros((capacity, k)), "scale_": np.zeros((capacity, k)),
+            "pred_": np.zeros((capacity, k)),
+            "scale_": np.zeros((capacity, k)),
             "hist_": np.zeros((capacity, p.bins), np.float32),
-            "short_": np.zeros(capacity), "lmean_": np.zeros(capacity), "lvar_": np.zeros(capacity),
+            "short_": np.zeros(capacity),
+            "lmean_": np.zeros(capacity),
+            "lvar_": np.zeros(capacity),
             "quiet_": np.zeros(capacity, np.int32),
             # float32 and a saturating 1-byte count: the season table is most of the state
             "season_mean_": np.zeros((capacity, max(1, p.season_buckets)), np.float32),
             "season_count_": np.zeros((capacity, max(1, p.season_buckets)), np.uint8),
-            "season_scale_": np.zeros(capacity), "season_n_": np.zeros(capacity, np.int64),
+            "season_scale_": np.zeros(capacity),
+            "season_n_": np.zeros(capacity, np.int64),
         }
         for name, arr in fresh.items():
             old = getattr(self, name, None)
@@ -201,8 +217,9 @@ class LikelihoodBank:
             out[f"scale_{a:g}"] = round(float(self.scale_[slot, i]), 6)
         return out
 
-    def update(self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def update(
+        self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score, then learn, one value per series. ``rows`` must not repeat within a call.
 
         ``times`` is accepted for the scorer interface and not used (the models count values).
@@ -228,7 +245,8 @@ class LikelihoodBank:
         u = u_k.max(axis=1)
         if p.season_buckets:
             bucket = (np.asarray(times, dtype=float)[ok].astype(np.int64) % p.season_period_s) // (
-                p.season_period_s // p.season_buckets)
+                p.season_period_s // p.season_buckets
+            )
             s_mean = self.season_mean_[rows, bucket].astype(float)
             s_count = self.season_count_[rows, bucket]
             s_scale = self.season_scale_[rows]
@@ -243,8 +261,9 @@ class LikelihoodBank:
                 smooth = x
             s_err = smooth - s_mean
             with np.errstate(divide="ignore", invalid="ignore"):
-                u_s = np.where(s_scale > 0, np.abs(s_err) / np.where(s_scale > 0, s_scale, 1.0),
-                               np.where(s_err != 0, np.inf, 0.0))
+                u_s = np.where(
+                    s_scale > 0, np.abs(s_err) / np.where(s_scale > 0, s_scale, 1.0), np.where(s_err != 0, np.inf, 0.0)
+                )
             # scored once its own scale has seen `warmup` residuals (it starts days after the others)
             u = np.maximum(u, np.where(s_ok & (self.season_n_[rows] >= p.warmup), u_s, 0.0))
 

@@ -85,7 +85,7 @@ def test_bank_equals_one_series_at_a_time_and_state_round_trips():
     values[900, 1] += 60
     together, _ = LikelihoodBank().run_series(t, values)
     for j in range(width):
-        alone, _ = LikelihoodBank().run_series(t[:, j:j + 1], values[:, j:j + 1])
+        alone, _ = LikelihoodBank().run_series(t[:, j : j + 1], values[:, j : j + 1])
         np.testing.assert_allclose(together[:, j], alone[:, 0], rtol=0, atol=1e-12)
     # snapshot after 1000 rounds, restore into a fresh bank: the rest is the same, bit for bit
     first = LikelihoodBank()
