@@ -79,23 +79,25 @@ def test_nan_is_neither_scored_nor_learned():
 
 def test_bank_equals_one_series_at_a_time_and_state_round_trips():
     rng = np.random.default_rng(5)
-    n, width = 1500, 4
-    t = np.repeat((T0 + 3600 * np.arange(n))[:, None], width, axis=1)  # hourly: the season table works too
+    n, width = 800, 4
+    t = np.repeat(
+        (T0 + 3600 * np.arange(n))[:, None], width, axis=1
+    )  # hourly, 24 slots a day: the slot predictor runs too
     values = np.cumsum(rng.normal(0, 1, (n, width)), axis=0) + 10 * np.sin(np.arange(n) / 24 * 2 * np.pi)[:, None]
-    values[900, 1] += 60
-    together, _ = LikelihoodBank().run_series(t, values)
+    values[600, 1] += 60
+    together, _ = LikelihoodBank(season_buckets=24).run_series(t, values)
     for j in range(width):
-        alone, _ = LikelihoodBank().run_series(t[:, j : j + 1], values[:, j : j + 1])
+        alone, _ = LikelihoodBank(season_buckets=24).run_series(t[:, j : j + 1], values[:, j : j + 1])
         np.testing.assert_allclose(together[:, j], alone[:, 0], rtol=0, atol=1e-12)
-    # snapshot after 1000 rounds, restore into a fresh bank: the rest is the same, bit for bit
-    first = LikelihoodBank()
-    first.run_series(t[:1000], values[:1000])
-    restored = LikelihoodBank(capacity=1)
+    # snapshot after 500 rounds, restore into a fresh bank: the rest is the same, bit for bit
+    first = LikelihoodBank(season_buckets=24)
+    first.run_series(t[:500], values[:500])
+    restored = LikelihoodBank(capacity=1, season_buckets=24)
     restored.grow(width)
     for f in LikelihoodBank.state_fields:
         setattr(restored, f, getattr(first, f)[:width].copy())
     rows = np.arange(width)
-    for i in range(1000, n):
+    for i in range(500, n):
         s1, _, _ = first.update(rows, values[i], t[i])
         s2, _, _ = restored.update(rows, values[i], t[i])
         np.testing.assert_array_equal(s1, s2)
