@@ -4,9 +4,9 @@ An XID code maps to a meaning, a severity and a recommended action class; codes 
 fall to `unknown` (contact support). XIDs arrive in bursts: all XIDs of one host closer together
 than `burst_window_s` are one incident (fingerprint `host/xid/node`). The first XID with an
 action opens it; a later XID that raises the severity or the action, or adds a new code, is an
-`update` (a new log-only code just joins the evidence); `burst_window_s` of event time without another XID resolves it: the host's next
-log event after the window closes it, with resolve time = last XID + window. Other log kinds listed in
-the table's `kinds` (oom, hung_task, ...) follow the same burst rule with fingerprint
+`update` (a new log-only code just joins the evidence); `burst_window_s` of event time without
+another XID resolves it: the host's next log event after the window closes it, with resolve time =
+last XID + window. Other log kinds listed in the table's `kinds` (oom, hung_task, ...) follow the same burst rule with fingerprint
 `host/<kind>/<service or node>`. Action class `none` (e.g. XID 43, 63) never opens an incident.
 
 >>> rules = LogRules(load_table())

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +208,7 @@ class EmbeddedBroker:
         return BrokerStatus(pid is not None, pid, pid is not None and self.answering(), self.bootstrap, self.data_dir)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def _format(self, java: str, jars: Path, props: Path, extra_args: list[str] = ()) -> None:
+    def _format(self, java: str, jars: Path, props: Path, extra_args: Sequence[str] = ()) -> None:
         meta = self.data_dir / "logs" / "meta.properties"
         if meta.exists():
             if self.secure and not (self.data_dir / "secure" / "enabled").exists():
@@ -258,7 +259,8 @@ class EmbeddedBroker:
         jars = fetch_jars(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        text, format_args = self.properties(), []
+        text = self.properties()
+        format_args: list[str] = []
         if self.secure:
             from .pki import prepare
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 import prometheus_client
@@ -133,7 +133,7 @@ class LoopWatcher:
         self._lag_keys: set[tuple[str, str]] = set()
         self._last = 0.0
 
-    def __call__(self, loop: "ConsumerLoop") -> None:
+    def __call__(self, loop: ConsumerLoop) -> None:
         stats = loop.stats
         if stats.consumed > self._consumed:
             RECORDS.labels(self.stage).inc(stats.consumed - self._consumed)
@@ -148,7 +148,7 @@ class LoopWatcher:
         self._last = now
         self.update_lag(loop)
 
-    def update_lag(self, loop: "ConsumerLoop") -> None:
+    def update_lag(self, loop: ConsumerLoop) -> None:
         keys = set()
         consumer = loop.consumer
         for tp in consumer.assignment():
@@ -172,7 +172,7 @@ class LoopWatcher:
         self._lag_keys = keys
 
 
-def watch_loop(loop: "ConsumerLoop", stage: str) -> LoopWatcher:
+def watch_loop(loop: ConsumerLoop, stage: str) -> LoopWatcher:
     """Attach the metrics of `stage` to a consumer loop (through its `observers` hook)."""
     watcher = LoopWatcher(stage)
     loop.observers.append(watcher)
@@ -193,7 +193,7 @@ class MetricsServer:
         self._check: Callable[[], tuple[bool, str]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 path = self.path.split("?")[0]
                 if path in ("/metrics", "/"):
                     self._reply(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
@@ -243,7 +243,7 @@ class MetricsServer:
         self._server.server_close()
 
 
-def loop_ready(loop: "ConsumerLoop") -> Callable[[], tuple[bool, str]]:
+def loop_ready(loop: ConsumerLoop) -> Callable[[], tuple[bool, str]]:
     """Readiness of a consumer: it holds partitions (read from the subscription state, thread-safe enough)."""
     def check() -> tuple[bool, str]:
         if loop.stopping:

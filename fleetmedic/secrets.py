@@ -14,6 +14,7 @@ runner's artifacts. Other FLEETMEDIC_* variables stay (playbooks read e.g. FLEET
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 SECRET_FIELDS = ("sasl_plain_password", "ssl_password")
@@ -43,7 +44,7 @@ def read_secret_files(data):
     return data
 
 
-def scrub_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+def scrub_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Overrides that blank the secret-bearing FLEETMEDIC_* variables for a child process."""
     environ = os.environ if environ is None else environ
     return {name: "" for name in environ if name.startswith("FLEETMEDIC_SECURITY__")

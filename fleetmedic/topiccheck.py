@@ -94,7 +94,8 @@ def print_drift(settings: Settings, drift: list[Drift], out=print) -> int:
     """The `topics create --check` report; returns its exit code (0: no drift, 1: drift)."""
     bootstrap = settings.bootstrap_servers[0]
     if not drift:
-        out(f"no drift: {len(topic_specs(settings))} topics under prefix {settings.topic_prefix!r} match the configuration")
+        out(f"no drift: {len(topic_specs(settings))} topics under prefix {settings.topic_prefix!r} "
+            "match the configuration")
         return 0
     for d in drift:
         out(f"drift    {d.describe()}")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
+from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -106,7 +105,8 @@ def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> 
                 pass  # created by someone else between list and create: same outcome
             result[topic.name] = "created"
         _wait_for_leaders(admin, [t.name for t in wanted])
-        from .acls import apply_acls, wanted as acls_wanted
+        from .acls import apply_acls
+        from .acls import wanted as acls_wanted
 
         if acls_wanted(settings):  # a secured cluster: least-privilege ACLs for every role
             result[f"{apply_acls(settings, admin)} least-privilege ACL grants"] = "applied"

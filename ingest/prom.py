@@ -14,7 +14,7 @@ import math
 import time
 import urllib.request
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from fleetmedic.schemas import MetricBatch
@@ -34,7 +34,7 @@ class Target:
     host: str
 
     @classmethod
-    def of(cls, url: str, host: str | None = None) -> "Target":
+    def of(cls, url: str, host: str | None = None) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL")
@@ -49,7 +49,7 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
     `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`).
     `headers` (an Authorization bearer token) and `ssl_context` (CA, client certificate) go with
     the request (see `ingest.promsd.ScrapeAuth`)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     started = time.monotonic()
     values: dict[str, float | None] = {}
     counters: list[str] = []

@@ -150,7 +150,7 @@ class FileSD:
         self.reloads = 0
 
     def files(self) -> list[str]:
-        found = set()
+        found: set[str] = set()
         for pattern in self.patterns:
             found.update(p for p in glob.glob(pattern) if os.path.isfile(p))
         return sorted(found)

@@ -102,7 +102,7 @@ class Exporter:
         if self.server is not None:
             self.server.close()
 
-    def __enter__(self) -> "Exporter":
+    def __enter__(self) -> Exporter:
         return self
 
     def __exit__(self, *exc) -> None:

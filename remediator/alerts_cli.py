@@ -1,4 +1,5 @@
-"""`fleetmedic alerts receive` (Alertmanager webhooks → incidents) and `fleetmedic alerts notify` (needs → Alertmanager)."""
+"""`fleetmedic alerts receive` (Alertmanager webhooks → incidents) and `fleetmedic alerts notify`
+(needs → Alertmanager)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fleetmedic.config import Settings
@@ -177,6 +177,7 @@ class ApprovalDesk:
         problem = self._signature_problem(approval)
         if problem:
             return Refused(problem)
+        assert approval.nonce is not None  # _signature_problem refuses an approval without one
         if (approval.by, approval.nonce) in self.seen_:
             return Refused(f"replayed approval: nonce {approval.nonce} of {approval.by} was already used")
         self.seen_.add((approval.by, approval.nonce))
@@ -233,7 +234,7 @@ def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | 
     if entry.latest.status != "awaiting_approval":
         raise ApprovalError(f"remediation {remediation_id} is {entry.latest.status}, not awaiting approval")
     key = load_private_key(key_file or DEFAULT_KEY_FILE)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     first = entry.first
     approval = Approval(remediation_id=remediation_id, host=first.host, incident_id=first.incident_id,
                         action=first.action, step=first.step, decision="deny" if deny else "approve",

@@ -9,7 +9,7 @@ import getpass
 import re
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fleetmedic.cli import settings_from
 
@@ -27,7 +27,7 @@ def parse_duration(text: str) -> timedelta:
 
 def _parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text)
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _who(args) -> str:
@@ -58,7 +58,7 @@ def cmd_pause(args) -> int:
 
     from .control import KILL_SWITCH_ID
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     engage = args.command == "pause"
     record = Control(id=KILL_SWITCH_ID, kind="kill_switch", active=engage, by=_who(args), reason=args.reason,
                      time=now)
@@ -79,7 +79,7 @@ def cmd_stop_record(args) -> int:
 
     kind = args.command
     settings = settings_from(args)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if args.action == "add":
         if not args.matchers:
             print(f"fleetmedic: {kind} add: give at least one matcher (e.g. host=gpu-017 or host=~'gpu-0[1-4]')",
@@ -96,6 +96,7 @@ def cmd_stop_record(args) -> int:
         record = Control(id=f"{prefix}-{uuid.uuid4().hex[:12]}", kind=kind, active=True, matchers=matchers,
                          starts_at=start, ends_at=start + duration, by=_who(args), reason=args.reason, time=now)
         _write(settings, record)
+        assert record.ends_at is not None  # given just above (validated: in UTC)
         print(f"{record.id} {kind} {describe_matchers(matchers)} from {start.isoformat()} until "
               f"{record.ends_at.isoformat()} by {record.by}: {record.reason}")
         return 0

@@ -120,7 +120,7 @@ class Inventory:
             self.refresh(raise_errors=True)
 
     @classmethod
-    def from_listing(cls, listing: dict, *, name_var: str = DEFAULT_NAME_VAR) -> "Inventory":
+    def from_listing(cls, listing: dict, *, name_var: str = DEFAULT_NAME_VAR) -> Inventory:
         """An inventory from an `ansible-inventory --list` answer (no source: never refreshed)."""
         inv = cls(None, name_var=name_var)
         inv._load(listing)
@@ -187,7 +187,7 @@ class Inventory:
 
         groups = {g: frozenset(members(g)) for g in direct}
         groups["all"] = frozenset(hostvars)
-        aliases = {}
+        aliases: dict[str, str] = {}
         for host, hv in hostvars.items():
             alias = hv.get(self.name_var)
             if isinstance(alias, str) and alias and alias != host:

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fleetmedic.config import Settings
 
@@ -137,7 +137,7 @@ class Notifier:
     """Keeps Alertmanager's view of "needs a person" equal to the ledger's (see the module docstring)."""
 
     def __init__(self, settings: Settings, url: str | None = None, *, resend_s: float | None = None,
-                 clock=lambda: datetime.now(timezone.utc)):
+                 clock=lambda: datetime.now(UTC)):
         url = url or settings.alerts.alertmanager_url
         if not url:
             raise ValueError("no Alertmanager URL: give --alertmanager URL or set alerts.alertmanager_url")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
 def _when(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def cmd_report(args) -> int:
@@ -60,10 +60,9 @@ def cmd_replay(args) -> int:
 
     require("review", "fleetmedic replay")
 
+    from detectors.config import load_config
     from fleetmedic.cli import settings_from
     from fleetmedic.transport import Producer
-
-    from detectors.config import load_config
 
     from .replay import diff, print_diff, recorded_incidents, replay
 

@@ -162,7 +162,13 @@ class Doctor:
         return [Finding("topics", "fail", d.describe(), d.fix(bootstrap)) for d in drift]
 
     def _acls(self, admin) -> list[Finding]:
-        from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter
+        from kafka.admin import (
+            ACLFilter,
+            ACLOperation,
+            ACLPermissionType,
+            ACLResourcePatternType,
+            ResourcePatternFilter,
+        )
         from kafka.admin.acl_resource import ResourceType
         from kafka.errors import KafkaError, SecurityDisabledError
 
@@ -227,7 +233,7 @@ class Doctor:
                 if not committed:
                     out.append(Finding("lag", "warn", f"group {group} has committed nothing (not started yet, "
                                                       f"or its members run with another --group)",
-                                       f"start its members, or pass --group with the id they use"))
+                                       "start its members, or pass --group with the id they use"))
                     continue
                 if consumer is None:
                     consumer = KafkaConsumer(client_id=f"{self.settings.client_id}-doctor",
@@ -235,7 +241,7 @@ class Doctor:
                 ends = consumer.end_offsets(list(committed))
                 lag = {tp: max(0, ends[tp] - off) for tp, off in committed.items()}
                 total = sum(lag.values())
-                worst = max(lag, key=lag.get)
+                worst = max(lag, key=lambda tp: lag[tp])
                 text = (f"group {group}: {total} record(s) behind over {len(lag)} partition(s) "
                         f"(most: {worst.topic}[{worst.partition}] {lag[worst]})")
                 if total > self.max_lag:
@@ -261,8 +267,9 @@ class Doctor:
             return None
         here = Path(sys.executable).parent
         bin_dir = here if (here / "ansible-playbook").exists() else None
-        if bin_dir is None and shutil.which("ansible-playbook"):
-            bin_dir = Path(shutil.which("ansible-playbook")).parent
+        on_path = shutil.which("ansible-playbook")
+        if bin_dir is None and on_path:
+            bin_dir = Path(on_path).parent
         from fleetmedic.extras import _find
 
         runner = _find("ansible_runner") is not None
@@ -366,7 +373,7 @@ def _guarded(check: str, fn, *args) -> list[Finding]:
     """A check that raises becomes a failed finding: the doctor itself never crashes."""
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 (any failure is a finding, with its type)
+    except Exception as exc:
         return [Finding(check, "fail", f"the check itself failed: {type(exc).__name__}: {exc}",
                         "run with -v for the details")]
 

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from fleetmedic.config import Settings
 from fleetmedic.ranges import RangeSpec, RangeStats, read_range
-from fleetmedic.schemas import Incident, LogEvent, MetricBatch, Remediation
+from fleetmedic.schemas import Contract, Incident, LogEvent, MetricBatch, Remediation
 from fleetmedic.topics import topic_name
 
 
@@ -76,8 +76,8 @@ def recorded_incidents(settings: Settings, hosts: set[str] | None = None,
     """What the live detectors recorded, for the same hosts and event-time span."""
     spec = RangeSpec(topic=topic_name(settings, Incident.topic))
 
-    def keep(r: Incident) -> bool:
-        return (not hosts or r.host in hosts) and (start is None or r.time >= start) and (end is None or r.time < end)
+    def keep(r: Contract) -> bool:  # read_range decodes with Incident: the isinstance always holds
+        return isinstance(r, Incident) and (not hosts or r.host in hosts) and (start is None or r.time >= start) and (end is None or r.time < end)
 
     return [i.record for b in read_range(settings, spec, Incident, keep=keep) for i in b]
 
@@ -107,7 +107,9 @@ def diff(recorded: list[Incident], replayed: list[Incident]) -> IncidentDiff:
         by_id_old[r.id].append(r)
     for r in replayed:
         by_id_new[r.id].append(r)
-    added, removed, changed = {}, {}, {}
+    added: dict[str, list[Incident]] = {}
+    removed: dict[str, list[Incident]] = {}
+    changed: dict[str, tuple[list[Incident], list[Incident]]] = {}
     for key in new.keys() - old.keys():
         added.setdefault(key[0], []).append(new[key])
     for key in old.keys() - new.keys():
