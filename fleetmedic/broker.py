@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +147,7 @@ def with_overrides(properties: str, overrides: dict[str, str]) -> str:
 class EmbeddedBroker:
     """One single-node KRaft broker whose files live in `settings.data_dir`."""
 
-    def __init__(self, settings: BrokerSettings, secure: bool = False):
+    def __init__(self, settings: BrokerSettings, secure: bool = False) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.expanduser().resolve()
         self.pid_file = self.data_dir / "broker.pid"
@@ -241,7 +241,7 @@ class EmbeddedBroker:
         if extra_args:
             (self.data_dir / "secure" / "enabled").write_text("formatted with SCRAM users\n")
 
-    def start(self, progress=print) -> float:
+    def start(self, progress: Callable[[str], object] = print) -> float:
         """Start (or find running) and wait until it answers; returns seconds taken."""
         t0 = time.monotonic()
         if self.pid() is not None:

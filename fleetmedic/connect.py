@@ -3,6 +3,11 @@ with one line that says which and what to check, never with a traceback (and nev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
+
 
 def explain(exc: BaseException) -> str | None:
     """One line for an authentication or authorization failure; None for anything else."""
@@ -28,7 +33,7 @@ class CredentialsRefused(RuntimeError):
     """The broker refused this client's credentials or certificate at connection time."""
 
 
-def verify_credentials(settings, timeout_s: float = 10.0) -> None:
+def verify_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
     """Connect once to the first bootstrap server and fail fast on an authentication refusal.
 
     kafka-python only logs a SASL failure and retries for ever, so a stage started with a wrong

@@ -38,7 +38,7 @@ EXTRAS["all"] = tuple(dict.fromkeys(m for mods in EXTRAS.values() for m in mods)
 class MissingExtra(SystemExit):
     """An extra the command needs is not installed; str() is the one-line message."""
 
-    def __init__(self, extra: str, command: str, distribution: str):
+    def __init__(self, extra: str, command: str, distribution: str) -> None:
         self.extra, self.command, self.distribution = extra, command, distribution
         super().__init__(f"{command} needs the [{extra}] extra ({distribution} is not installed): "
                          f"pip install 'fleetmedic[{extra}]'")

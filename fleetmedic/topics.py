@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -46,7 +47,7 @@ def topic_name(settings: Settings, name: str) -> str:
     return settings.topic_prefix + name
 
 
-def admin_client(settings: Settings, **overrides) -> KafkaAdminClient:
+def admin_client(settings: Settings, **overrides: Any) -> KafkaAdminClient:
     return KafkaAdminClient(client_id=f"{settings.client_id}-admin", **settings.kafka_kwargs(), **overrides)
 
 

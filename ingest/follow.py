@@ -35,7 +35,7 @@ class _State:
 
 class LogFollower:
     def __init__(self, paths: list[str | os.PathLike], position_file: str | os.PathLike | None = None,
-                 from_end: bool = False):
+                 from_end: bool = False) -> None:
         """`from_end`: a file seen for the first time (no saved position) starts at its end."""
         self.position_file = Path(position_file) if position_file else None
         self.from_end = from_end

@@ -72,7 +72,7 @@ def _vmstat(path: str = "/proc/vmstat") -> dict[str, int]:
 class HostCollector:
     """Reads this host's metrics; keeps the previous CPU times to turn them into percentages."""
 
-    def __init__(self, watch: list[str] | tuple[str, ...] = (), mounts: list[str] | None = None):
+    def __init__(self, watch: list[str] | tuple[str, ...] = (), mounts: list[str] | None = None) -> None:
         # "NAME" watches the unit or process NAME; "NAME=PROCESS" reports process PROCESS as
         # service NAME (a supervised program whose process is `python demo_http.py` is still `demo`).
         self.watch = [tuple(w.split("=", 1)) if "=" in w else (w, w) for w in watch]

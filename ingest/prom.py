@@ -11,6 +11,7 @@ host is `--host` when given, else the target URL's host name.
 from __future__ import annotations
 
 import math
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass, replace
@@ -43,7 +44,7 @@ class Target:
 
 def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
            drop_labels: frozenset[str] = frozenset(), canonical_names: bool = False,
-           headers: dict[str, str] | None = None, ssl_context=None) -> tuple[MetricBatch, str | None]:
+           headers: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None) -> tuple[MetricBatch, str | None]:
     """One scrape → (batch, error or None). Never raises for a target's fault. Labels named in
     `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names;
     `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`).

@@ -2,8 +2,8 @@
 
 `parse(text)` (prometheus_client's parser underneath) yields `Sample`s with the family's TYPE,
 so counters can be marked. A series is named ``metric{label="value",...}`` with labels sorted,
-so the same series always has the same name. dcgm-exporter writes huge sentinel values for fields a GPU does not support; `is_sentinel`
-spots them so the bridge can drop them.
+so the same series always has the same name. dcgm-exporter writes huge sentinel values for
+fields a GPU does not support; `is_sentinel` spots them so the bridge can drop them.
 
 >>> text = '# TYPE node_load1 gauge\\nnode_load1 0.5\\n# TYPE c counter\\nc_total{a="x\\\\"y"} 3 1700000000000\\n'
 >>> [(s.series, s.value, s.type) for s in parse(text)]
@@ -21,7 +21,7 @@ _BARE_COUNTER = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+([a-zA-Z_:][a-zA-Z0-9_:]*(?
 
 
 class PromParseError(ValueError):
-    def __init__(self, line_no: int, message: str):
+    def __init__(self, line_no: int, message: str) -> None:
         super().__init__(f"line {line_no}: {message}")
         self.line_no = line_no
 

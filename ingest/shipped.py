@@ -130,7 +130,7 @@ class JournalFollower:
     """
 
     def __init__(self, cursor_file: str | Path, *, directory: str | None = None, matches: list[str] | None = None,
-                 from_end: bool = False, journalctl: str = "journalctl", max_batch: int = 5000):
+                 from_end: bool = False, journalctl: str = "journalctl", max_batch: int = 5000) -> None:
         self.cursor_file = Path(cursor_file)
         self.directory = directory
         self.matches = list(matches or [])

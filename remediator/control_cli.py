@@ -5,6 +5,7 @@ Each writes one record to the control topic (remediator.control); nothing is edi
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import re
 import sys
@@ -53,7 +54,7 @@ def _state(settings):
     return state
 
 
-def cmd_pause(args) -> int:
+def cmd_pause(args: argparse.Namespace) -> int:
     from fleetmedic.schemas import Control
 
     from .control import KILL_SWITCH_ID
@@ -71,7 +72,7 @@ def cmd_pause(args) -> int:
     return 0
 
 
-def cmd_stop_record(args) -> int:
+def cmd_stop_record(args: argparse.Namespace) -> int:
     """silence|maintenance add|list|expire."""
     from fleetmedic.schemas import Control
 
@@ -129,7 +130,7 @@ def cmd_stop_record(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("pause", "engage the fleet-wide kill switch: nothing runs, running playbooks are cancelled"),
                        ("resume", "release the fleet-wide kill switch")):
         p = sub.add_parser(name, help=text,

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +105,7 @@ class Inventory:
     """Hosts, host variables and group members from an Ansible inventory (see the module docstring)."""
 
     def __init__(self, source: str | Path | None = None, *, refresh_s: float = DEFAULT_REFRESH_S,
-                 name_var: str = DEFAULT_NAME_VAR, clock=time.monotonic):
+                 name_var: str = DEFAULT_NAME_VAR, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.refresh_s = refresh_s
         self.name_var = name_var

@@ -25,9 +25,10 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -42,6 +43,10 @@ from pydantic import (
 
 from fleetmedic.schemas import ActionClass, Incident
 from fleetmedic.yamlfile import load_model
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
+    from .runner import ExtraVar
 
 # Incident fields a policy may copy into a playbook variable.
 ALLOWED_SOURCES = ("id", "fingerprint", "host", "kind", "subject", "severity", "detector", "action_class",
@@ -109,7 +114,7 @@ class VarSpec(_Strict):
             self.convert(self.value)
         return self
 
-    def convert(self, raw: Any):
+    def convert(self, raw: Any) -> ExtraVar:
         if self.type == "str":
             if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
                 raise PolicyError(f"{raw!r} is not a string")
@@ -137,7 +142,7 @@ class VarSpec(_Strict):
             raise PolicyError(f"{raw!r} is not finite")
         return number
 
-    def render(self, incident: Incident, address_of=None, url_allow: tuple[str, ...] = ()):
+    def render(self, incident: Incident, address_of: Callable[[str], str | None] | None = None, url_allow: tuple[str, ...] = ()) -> ExtraVar:
         if self.value is not None:
             return self.convert(self.value)
         if self.host_url is not None:
@@ -210,7 +215,7 @@ class Step(_Strict):
                                  "own address) or a constant `value`")
         return self
 
-    def render_vars(self, incident: Incident, address_of=None,
+    def render_vars(self, incident: Incident, address_of: Callable[[str], str | None] | None = None,
                     url_allow: tuple[str, ...] = ()) -> dict[str, str | int | float | bool]:
         """The extra variables this step passes for `incident` (PolicyError names the variable);
         `address_of(host)` gives a host's own address for `host_url` variables."""
@@ -394,7 +399,7 @@ class Policy(_Strict):
                     raise ValueError(f"gates.maintenance.{i}: unknown host group {group!r}")
         return self
 
-    def attach_inventory(self, inventory) -> Policy:
+    def attach_inventory(self, inventory: Inventory) -> Policy:
         """Make the host groups inventory-backed (a `remediator.inventory.Inventory`): globs match
         inventory host names (and the incident's own name), `@name` entries are the members of the
         inventory group `name`, and a group's size is the number of inventory hosts it covers."""
@@ -402,7 +407,7 @@ class Policy(_Strict):
         return self
 
     @property
-    def fleet_inventory(self):
+    def fleet_inventory(self) -> Inventory | None:
         """The attached `remediator.inventory.Inventory` (None: host groups are globs alone). Not
         `inventory`: that name is the policy's own host → address map for `host_url`."""
         return self._inventory

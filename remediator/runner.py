@@ -165,7 +165,7 @@ def playbook_side(path: Path) -> Side:
     return "host" if declared == {TARGET_GROUP} else "controller"
 
 
-def where_it_runs(playbook: str, playbooks_dir: Path, target) -> str:
+def where_it_runs(playbook: str, playbooks_dir: Path, target: HostTarget | None) -> str:
     """One line for the record: which side the playbook declares and which host it acts on."""
     try:
         side = playbook_side(resolve_playbook(playbook, playbooks_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ def _when(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("review", "fleetmedic report")
@@ -53,7 +54,7 @@ def _offsets(items: list[str]) -> tuple[dict[int, int], dict[int, int]]:
     return starts, ends
 
 
-def cmd_replay(args) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     import sys
 
     from fleetmedic.extras import require

@@ -23,6 +23,7 @@ runs from the base install: the ansible checks report what is missing instead of
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -88,7 +89,7 @@ class Doctor:
 
     def __init__(self, settings: Settings, *, role: str = "all", groups: tuple[str, ...] = DEFAULT_GROUPS,
                  policy: str | Path | None = None, playbooks: str | Path | None = None,
-                 inventory: str | Path | None = None, max_lag: int = 10_000, timeout_s: float = 10.0):
+                 inventory: str | Path | None = None, max_lag: int = 10_000, timeout_s: float = 10.0) -> None:
         if role not in ROLES:
             raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
         self.settings, self.role, self.groups = settings, role, tuple(groups)
@@ -399,7 +400,7 @@ def _allowed(acls, operation: str, topic: str) -> bool:
     return any(a.permission_type == ACLPermissionType.ALLOW for a in relevant)
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from fleetmedic.cli import settings_from
 
     settings = settings_from(args)
@@ -414,7 +415,7 @@ def cmd_doctor(args) -> int:
     return 1 if fails else 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check a deployment: broker, topics, ACLs, lag, ansible, playbooks, inventory",
                        description="Check this deployment and print what is wrong and how to fix it: the broker "
                                    "(reachable, version), the topics and their settings, the ACLs of the "

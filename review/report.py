@@ -88,7 +88,7 @@ def _mark_events(ax, review: HostReview, spans) -> None:
             ax.axvline(_t(r.time), color=STATUS_COLOURS.get(r.status, "#555"), lw=1, ls="--")
 
 
-def series_plot(name: str, s: Series, review: HostReview, spans) -> str:
+def series_plot(name: str, s: Series, review: HostReview, spans: dict[str, dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(10, 2.6))
     mean, band = ewma_band(s.values)
     ax.fill_between(s.times, mean - band, mean + band, color="#b0bec5", alpha=0.45, lw=0, label="EWMA ± 3σ")
@@ -103,7 +103,7 @@ def series_plot(name: str, s: Series, review: HostReview, spans) -> str:
     return _png(fig)
 
 
-def timeline_plot(review: HostReview, spans) -> str:
+def timeline_plot(review: HostReview, spans: dict[str, dict[str, Any]]) -> str:
     lanes = ["logs", "incidents", "remediation"]
     fig, ax = plt.subplots(figsize=(10, 2.4))
     for s in spans.values():
