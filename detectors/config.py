@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -83,12 +83,12 @@ class UnivariateRuleConfig(SeriesRuleConfig):
 
     @model_validator(mode="after")
     def _params(self) -> "UnivariateRuleConfig":
-        if self.detector == "likelihood":
-            from .likelihood import LikelihoodParams as Params
-        else:
-            from .univariate import SurpriseRecordParams as Params
+        from .likelihood import LikelihoodParams
+        from .univariate import SurpriseRecordParams
+
+        params_class: Any = LikelihoodParams if self.detector == "likelihood" else SurpriseRecordParams
         try:
-            Params(**self.params)  # unknown names and bad values fail here, with the line
+            params_class(**self.params)  # unknown names and bad values fail here, with the line
         except TypeError as exc:  # an unknown name: a dataclass says TypeError, pydantic wants ValueError
             raise ValueError(f"{self.detector} detector: {exc}") from None
         return self

@@ -158,7 +158,21 @@ class LikelihoodBank:
         "season_n_",
     )
 
-    def __init__(self, params: LikelihoodParams | None = None, capacity: int = 16, **overrides):
+    # the state arrays (set by _alloc, one row per series)
+    count_: np.ndarray
+    pred_: np.ndarray
+    scale_: np.ndarray
+    hist_: np.ndarray
+    short_: np.ndarray
+    lmean_: np.ndarray
+    lvar_: np.ndarray
+    quiet_: np.ndarray
+    season_mean_: np.ndarray
+    season_count_: np.ndarray
+    season_scale_: np.ndarray
+    season_n_: np.ndarray
+
+    def __init__(self, params: LikelihoodParams | None = None, capacity: int = 16, **overrides) -> None:
         self.params = LikelihoodParams(**{**(asdict(params) if params else {}), **overrides})
         p = self.params
         self._alpha = np.array(p.alphas)
@@ -170,7 +184,7 @@ class LikelihoodBank:
 
     def _alloc(self, capacity: int) -> None:
         p, k = self.params, len(self.params.alphas)
-        fresh = {
+        fresh: dict[str, np.ndarray] = {
             "count_": np.zeros(capacity, np.int64),
             "pred_": np.zeros((capacity, k)),
             "scale_": np.zeros((capacity, k)),
@@ -211,7 +225,7 @@ class LikelihoodBank:
 
     def details(self, slot: int) -> dict:
         """Flat scalars for an incident's evidence: values learned, predictions and scales."""
-        out = {"count": int(self.count_[slot])}
+        out: dict[str, float] = {"count": int(self.count_[slot])}
         for i, a in enumerate(self.params.alphas):
             out[f"pred_{a:g}"] = round(float(self.pred_[slot, i]), 6)
             out[f"scale_{a:g}"] = round(float(self.scale_[slot, i]), 6)
