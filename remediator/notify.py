@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import Lifecycle
 
 from .claims import Ledger, LedgerReader
 from .control import ControlState
@@ -192,12 +193,12 @@ class Notifier:
         self._stop.set()
 
     def run(self, interval_s: float = 0.5) -> None:
-        try:
-            while not self._stop.is_set():
-                self.step()
-                self._stop.wait(interval_s)
-        finally:
-            self.close()
+        """`step` every `interval_s` until `stop()` (a thread: the caller takes the signals); then close."""
+        def step_then_wait() -> int:
+            posted = self.step()
+            self._stop.wait(interval_s)
+            return posted
+        Lifecycle(step_then_wait, stop_event=self._stop, close=self.close).run(install_signals=False)
 
     def close(self) -> None:
         try:
