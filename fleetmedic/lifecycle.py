@@ -97,10 +97,18 @@ class Lifecycle:
     `stop_event` lets the step's owner share the stop flag (`ConsumerLoop.stop()`).
     """
 
-    def __init__(self, step: Callable[[], int], *, on_idle: Hook | None = None,
-                 periodic: Iterable[Periodic] = (), signals: Mapping[int, Hook] | None = None,
-                 on_exit: Hook | None = None, close: Hook | None = None,
-                 stop_event: threading.Event | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        step: Callable[[], int],
+        *,
+        on_idle: Hook | None = None,
+        periodic: Iterable[Periodic] = (),
+        signals: Mapping[int, Hook] | None = None,
+        on_exit: Hook | None = None,
+        close: Hook | None = None,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.step = step
         self.on_idle = on_idle
         self.periodic = list(periodic)
@@ -168,12 +176,23 @@ class TopicReader:
     options (`name` goes into the client id). Not thread-safe: one thread reads.
     """
 
-    def __init__(self, settings: Settings, topics: Iterable[str], *, partitions: Iterable[int] | None = None,
-                 require: bool = True, name: str = "reader", **overrides):
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        *,
+        partitions: Iterable[int] | None = None,
+        require: bool = True,
+        name: str = "reader",
+        **overrides,
+    ):
         self.settings = settings
         self.topics = list(topics)
-        self.consumer = KafkaConsumer(**consumer_config(
-            settings, **{"enable_auto_commit": False, "client_id": f"{settings.client_id}-{name}", **overrides}))
+        self.consumer = KafkaConsumer(
+            **consumer_config(
+                settings, **{"enable_auto_commit": False, "client_id": f"{settings.client_id}-{name}", **overrides}
+            )
+        )
         wanted = None if partitions is None else set(partitions)
         self.tps: list[TopicPartition] = []
         try:
@@ -205,8 +224,14 @@ class TopicReader:
             return []
         return [m for msgs in self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records).values() for m in msgs]
 
-    def read_to_end(self, *, timeout_s: float | None = 60.0, ends: Mapping[TopicPartition, int] | None = None,
-                    max_records: int = 10_000, progress: ReadProgress | None = None) -> Iterator[list]:
+    def read_to_end(
+        self,
+        *,
+        timeout_s: float | None = 60.0,
+        ends: Mapping[TopicPartition, int] | None = None,
+        max_records: int = 10_000,
+        progress: ReadProgress | None = None,
+    ) -> Iterator[list]:
         """Batches of the records from the current positions up to `ends` (exclusive; default:
         the end offsets when called), so it ends even while writers go on.
 
@@ -229,8 +254,10 @@ class TopicReader:
         try:
             while todo:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"could not read {', '.join(self.topics)} to the end in {timeout_s:g}s "
-                                       f"(read {progress.read} of {progress.to_read} offsets)")
+                    raise TimeoutError(
+                        f"could not read {', '.join(self.topics)} to the end in {timeout_s:g}s "
+                        f"(read {progress.read} of {progress.to_read} offsets)"
+                    )
                 batch = []
                 for tp, msgs in self.consumer.poll(timeout_ms=200, max_records=max_records).items():
                     kept = [m for m in msgs if m.offset < ends[tp]]  # only partitions in `ends` are fetched
@@ -243,16 +270,21 @@ class TopicReader:
                         todo.discard(tp)
                         self.consumer.pause(tp)  # stays at its end while the others catch up
                         paused.add(tp)
-                progress.read = sum(min(self.consumer.position(tp), ends[tp]) - begin[tp] for tp in ends
-                                    if ends[tp] > begin[tp])
+                progress.read = sum(
+                    min(self.consumer.position(tp), ends[tp]) - begin[tp] for tp in ends if ends[tp] > begin[tp]
+                )
                 if batch:
                     yield batch
         finally:
             if paused:
                 self.consumer.resume(*paused)
 
-    def records(self, batch: Iterable, model: type[Contract] | Mapping[str, type[Contract]],
-                on_error: Callable[[object, DecodeError], None] | None = None) -> list[Received]:
+    def records(
+        self,
+        batch: Iterable,
+        model: type[Contract] | Mapping[str, type[Contract]],
+        on_error: Callable[[object, DecodeError], None] | None = None,
+    ) -> list[Received]:
         """`batch` decoded by `model` (or by its topic's model). A tombstone (no value) is a
         deletion and skipped; a record that does not decode goes to `on_error` (default: skipped)."""
         out = []
@@ -260,8 +292,9 @@ class TopicReader:
             if msg.value is None:
                 continue
             try:
-                record = decode(model if isinstance(model, type) else model[msg.topic], msg.value,
-                                self.settings.max_record_bytes)
+                record = decode(
+                    model if isinstance(model, type) else model[msg.topic], msg.value, self.settings.max_record_bytes
+                )
             except DecodeError as exc:
                 if on_error is not None:
                     on_error(msg, exc)
@@ -272,7 +305,7 @@ class TopicReader:
     def close(self) -> None:
         self.consumer.close(autocommit=False)
 
-    def __enter__(self) -> "TopicReader":
+    def __enter__(self) -> TopicReader:
         return self
 
     def __exit__(self, *exc) -> None:

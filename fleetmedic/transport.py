@@ -530,7 +530,7 @@ class ConsumerLoop:
             except Exception:  # metrics must never stop the loop
                 log.exception("loop observer failed")
 
-    def lifecycle(self, **hooks) -> "Lifecycle":
+    def lifecycle(self, **hooks) -> Lifecycle:
         """This loop's `run_once` as the step of a `fleetmedic.lifecycle.Lifecycle` that shares
         its stop flag (`stop()` and SIGTERM/SIGINT end it); `hooks` are the Lifecycle's."""
         from .lifecycle import Lifecycle  # lifecycle's readers import this module

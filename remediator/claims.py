@@ -27,7 +27,6 @@ from fleetmedic.lifecycle import TopicReader, warn_unreadable
 from fleetmedic.schemas import Remediation
 from fleetmedic.topics import topic_name
 
-
 # Every claim (and the record releasing a claim that lost a race) goes to this partition of the
 # remediations topic: one log order of claims that every remediator member reads alike.
 CLAIMS_PARTITION = 0

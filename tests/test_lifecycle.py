@@ -7,13 +7,12 @@ import os
 import signal
 
 import pytest
+from examples import metric_batch
 
 from fleetmedic.lifecycle import Lifecycle, Periodic, TopicReader
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer
-
-from examples import metric_batch
 
 
 class Steps:
@@ -45,8 +44,9 @@ def test_sigterm_ends_the_run_after_the_step_in_hand_then_on_exit_and_close_run_
 
 def test_sigint_stops_too_and_sighup_runs_its_hook_without_stopping():
     reloads = []
-    step = Steps([1] * 10, at={2: lambda: os.kill(os.getpid(), signal.SIGHUP),
-                               4: lambda: os.kill(os.getpid(), signal.SIGINT)})
+    step = Steps(
+        [1] * 10, at={2: lambda: os.kill(os.getpid(), signal.SIGHUP), 4: lambda: os.kill(os.getpid(), signal.SIGINT)}
+    )
     Lifecycle(step, signals={signal.SIGHUP: lambda: reloads.append(step.calls)}).run()
     assert reloads == [2]
     assert step.calls == 4
@@ -72,9 +72,14 @@ def test_periodic_hooks_run_on_their_cadence_by_the_clock():
     now = [0.0]
     ran = {"fast": [], "slow": []}
     step = Steps(at={n: (lambda n=n: now.__setitem__(0, float(n - 1))) for n in range(1, 11)})
-    life = Lifecycle(step, clock=lambda: now[0],
-                     periodic=[Periodic(3.0, lambda: ran["fast"].append(now[0])),
-                               Periodic(10.0, lambda: ran["slow"].append(now[0]))])
+    life = Lifecycle(
+        step,
+        clock=lambda: now[0],
+        periodic=[
+            Periodic(3.0, lambda: ran["fast"].append(now[0])),
+            Periodic(10.0, lambda: ran["slow"].append(now[0])),
+        ],
+    )
     life.run(until=lambda: step.calls == 10, install_signals=False)
     # steps at t = 0, 1, ..., 9; a hook runs at its first step, then once `interval` has passed
     assert ran["fast"] == [0.0, 3.0, 6.0, 9.0]
@@ -91,8 +96,9 @@ def test_periodic_counts_from_its_last_run():
 def test_the_idle_hook_runs_only_after_steps_that_consumed_nothing():
     idle_at = []
     step = Steps([5, 0, 3, 0, 0])
-    Lifecycle(step, on_idle=lambda: idle_at.append(step.calls)).run(until=lambda: step.calls == 5,
-                                                                     install_signals=False)
+    Lifecycle(step, on_idle=lambda: idle_at.append(step.calls)).run(
+        until=lambda: step.calls == 5, install_signals=False
+    )
     assert idle_at == [2, 4, 5]
 
 
@@ -101,6 +107,7 @@ def test_a_step_that_raises_skips_on_exit_but_still_closes():
 
     def boom():
         raise RuntimeError("injected")
+
     life = Lifecycle(Steps(at={2: boom}), on_exit=lambda: events.append("exit"), close=lambda: events.append("close"))
     with pytest.raises(RuntimeError, match="injected"):
         life.run(install_signals=False)
@@ -108,6 +115,7 @@ def test_a_step_that_raises_skips_on_exit_but_still_closes():
 
 
 # --- TopicReader, on the real broker --------------------------------------------------------
+
 
 def _fill(settings, topic: str, per_partition: dict[int, int]) -> None:
     with Producer(settings) as producer:
@@ -126,8 +134,7 @@ def test_read_to_end_reads_every_partition_and_stops_at_the_ends_taken_at_its_st
         ends = reader.end_offsets()
         _fill(settings, topic, {0: 5, 2: 3})  # written after the ends were taken
         got = [m for batch in reader.read_to_end(ends=ends, max_records=10) for m in batch]
-        assert sorted((m.partition, m.offset) for m in got) == \
-            [(0, o) for o in range(40)] + [(1, o) for o in range(7)]
+        assert sorted((m.partition, m.offset) for m in got) == [(0, o) for o in range(40)] + [(1, o) for o in range(7)]
         assert reader.progress.to_read == reader.progress.read == reader.progress.records == 47
         # what came after the ends is followed on from there: nothing skipped, nothing twice
         later = []
@@ -135,8 +142,9 @@ def test_read_to_end_reads_every_partition_and_stops_at_the_ends_taken_at_its_st
             later += reader.poll(200)
             if len(later) >= 8:
                 break
-        assert sorted((m.partition, m.offset) for m in later) == [(0, o) for o in range(40, 45)] + \
-            [(2, o) for o in range(3)]
+        assert sorted((m.partition, m.offset) for m in later) == [(0, o) for o in range(40, 45)] + [
+            (2, o) for o in range(3)
+        ]
         decoded = reader.records(later, MetricBatch)
         assert {(d.record.host, d.partition) for d in decoded} == {("h0", 0), ("h2", 2)}
 
