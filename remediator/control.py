@@ -171,7 +171,6 @@ class ControlState:
         self._thread: threading.Thread | None = None
         self.reader = TopicReader(settings, [self.topic], name="control", fetch_max_wait_ms=100)
 
-
     # --- reading ---------------------------------------------------------------------------
     def apply(self, record: Control) -> None:
         old = self.records.get(record.id)
