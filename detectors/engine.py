@@ -978,6 +978,6 @@ class DetectService:
 
     def run(self, until=None, install_signals: bool = True) -> EngineStats:
         """Until SIGTERM/SIGINT, `loop.stop()` or `until(self)`; a clean stop checkpoints every host."""
-        self.loop.lifecycle(on_idle=self._idle_checkpoint, on_exit=self.checkpoint, close=self.loop.close).run(
+        self.loop.service_loop(on_idle=self._idle_checkpoint, on_exit=self.checkpoint, close=self.loop.close).run(
             until=until and (lambda: until(self)), install_signals=install_signals)
         return self.engine.stats

@@ -2,13 +2,13 @@
 
 Three parts, each written once:
 
-- `Lifecycle` runs a service. It calls `step` until SIGTERM/SIGINT, `stop()` or `until()`.
+- `ServiceLoop` runs a service. It calls `step` until SIGTERM/SIGINT, `stop()` or `until()`.
   After each step it calls the idle hook (when the step consumed nothing) and the periodic
   hooks that are due. On the way out it calls `on_exit` (after a clean stop only) and `close`
   (always). Other signals (SIGHUP: reload the policy) run the hook given for them.
 - `fleetmedic.transport.ConsumerLoop` is the step of a consumer-group member: poll, decode,
   handle, produce, commit. It carries the rebalance hooks (`on_assign`, `on_revoke`,
-  `on_restore`, `on_lost`), and `ConsumerLoop.lifecycle(...)` gives its `Lifecycle`.
+  `on_restore`, `on_lost`), and `ConsumerLoop.service_loop(...)` gives its `ServiceLoop`.
 - `TopicReader` reads partitions without joining a group. It assigns them and seeks to the
   beginning (or to given offsets). `read_to_end()` stops at the end offsets taken when it was
   called. `poll()` follows what comes after. It reads committed, like every consumer
@@ -86,7 +86,7 @@ class Periodic:
         return True
 
 
-class Lifecycle:
+class ServiceLoop:
     """Run `step` until stopped, with idle and periodic hooks; close on the way out.
 
     `step()` returns how many records it consumed. After each step, `on_idle()` runs if it

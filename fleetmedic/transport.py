@@ -5,7 +5,7 @@ Producer: acks=all, idempotent, compressed, keyed by host so a host's records st
 Consumer loop (at-least-once in): poll a batch → decode and validate each record (failures go
 to the dead-letter topic with their reason and original bytes) → hand the valid ones to the
 stage's `handle` → produce what it returns → flush → commit the batch's offsets. `run` is a
-`fleetmedic.lifecycle.Lifecycle`: SIGTERM and SIGINT let the batch in hand finish, commit, and
+`fleetmedic.lifecycle.ServiceLoop`: SIGTERM and SIGINT let the batch in hand finish, commit, and
 return. A crash anywhere before the commit means the batch is read again on restart: nothing is
 lost, a duplicate is possible.
 
@@ -39,7 +39,7 @@ from .schemas import Contract, DeadLetter, DeadLetterKind
 from .topics import topic_name
 
 if TYPE_CHECKING:
-    from .lifecycle import Lifecycle
+    from .lifecycle import ServiceLoop
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Contract)
@@ -530,16 +530,16 @@ class ConsumerLoop:
             except Exception:  # metrics must never stop the loop
                 log.exception("loop observer failed")
 
-    def lifecycle(self, **hooks) -> Lifecycle:
-        """This loop's `run_once` as the step of a `fleetmedic.lifecycle.Lifecycle` that shares
-        its stop flag (`stop()` and SIGTERM/SIGINT end it); `hooks` are the Lifecycle's."""
-        from .lifecycle import Lifecycle  # lifecycle's readers import this module
+    def service_loop(self, **hooks) -> ServiceLoop:
+        """This loop's `run_once` as the step of a `fleetmedic.lifecycle.ServiceLoop` that shares
+        its stop flag (`stop()` and SIGTERM/SIGINT end it); `hooks` are the ServiceLoop's."""
+        from .lifecycle import ServiceLoop  # lifecycle's readers import this module
 
-        return Lifecycle(self.run_once, stop_event=self._stop, **hooks)
+        return ServiceLoop(self.run_once, stop_event=self._stop, **hooks)
 
     def run(self, *, until: Callable[[LoopStats], bool] | None = None, install_signals: bool = True) -> LoopStats:
         """Loop until SIGTERM/SIGINT, `stop()`, or `until(stats)` is true; then close cleanly."""
-        self.lifecycle(close=self.close).run(until=until and (lambda: until(self.stats)),
+        self.service_loop(close=self.close).run(until=until and (lambda: until(self.stats)),
                                              install_signals=install_signals)
         return self.stats
 

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from fleetmedic.config import Settings
-from fleetmedic.lifecycle import Lifecycle, Periodic, TopicReader, warn_unreadable
+from fleetmedic.lifecycle import Periodic, ServiceLoop, TopicReader, warn_unreadable
 from fleetmedic.schemas import Control, Incident, Matcher
 from fleetmedic.topics import topic_name
 
@@ -218,7 +218,7 @@ class ControlState:
         self.refresh_alertmanager()
         refresh = [Periodic(self.settings.alerts.silence_refresh_s, self.refresh_alertmanager,
                             last=time.monotonic())] if self.am_url else []
-        follower = Lifecycle(self._follow_once, periodic=refresh, stop_event=self._stop)
+        follower = ServiceLoop(self._follow_once, periodic=refresh, stop_event=self._stop)
         self._thread = threading.Thread(target=follower.run, kwargs={"install_signals": False},
                                         name="fleetmedic-control", daemon=True)
         self._thread.start()

@@ -134,7 +134,7 @@ class Remediator:
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
         signals = {signal.SIGHUP: self.policy_watcher.request} if self.policy_watcher is not None else {}
-        self.lifecycle = self.loop.lifecycle(periodic=[Periodic(tick_s, self._on_tick)], signals=signals,
+        self.service = self.loop.service_loop(periodic=[Periodic(tick_s, self._on_tick)], signals=signals,
                                              close=self.close)
         self.desk = approvals.ApprovalDesk(policy.approvals.approvers, policy.approvals.expire_s)
         metrics.watch_loop(self.loop, "remediate")
@@ -530,7 +530,7 @@ class Remediator:
 
     def run_once(self) -> int:
         """One batch, then the tick if it is due; returns the records consumed."""
-        return self.lifecycle.run_once()
+        return self.service.run_once()
 
     def stop(self) -> None:
         self.loop.stop()
@@ -538,7 +538,7 @@ class Remediator:
     def run(self, *, until: Callable[["Remediator"], bool] | None = None, install_signals: bool = True) -> None:
         """Until SIGTERM/SIGINT, `stop()` or `until(self)`: the batch in hand finishes and is committed.
         SIGHUP asks for the policy file to be read again (taken at the next tick if it validates)."""
-        self.lifecycle.run(until=until and (lambda: until(self)), install_signals=install_signals)
+        self.service.run(until=until and (lambda: until(self)), install_signals=install_signals)
 
     def close(self) -> None:
         try:

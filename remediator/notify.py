@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from fleetmedic.config import Settings
-from fleetmedic.lifecycle import Lifecycle
+from fleetmedic.lifecycle import ServiceLoop
 
 from .claims import Ledger, LedgerReader
 from .control import ControlState
@@ -198,7 +198,7 @@ class Notifier:
             posted = self.step()
             self._stop.wait(interval_s)
             return posted
-        Lifecycle(step_then_wait, stop_event=self._stop, close=self.close).run(install_signals=False)
+        ServiceLoop(step_then_wait, stop_event=self._stop, close=self.close).run(install_signals=False)
 
     def close(self) -> None:
         try:

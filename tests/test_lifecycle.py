@@ -9,7 +9,7 @@ import signal
 import pytest
 from examples import metric_batch
 
-from fleetmedic.lifecycle import Lifecycle, Periodic, TopicReader
+from fleetmedic.lifecycle import Periodic, ServiceLoop, TopicReader
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer
@@ -34,7 +34,7 @@ def test_sigterm_ends_the_run_after_the_step_in_hand_then_on_exit_and_close_run_
     events = []
     step = Steps([1] * 10, at={3: lambda: os.kill(os.getpid(), signal.SIGTERM)})
     before = signal.getsignal(signal.SIGTERM)
-    life = Lifecycle(step, on_exit=lambda: events.append("exit"), close=lambda: events.append("close"))
+    life = ServiceLoop(step, on_exit=lambda: events.append("exit"), close=lambda: events.append("close"))
     life.run()
     assert step.calls == 3  # the signal arrived during step 3: that step finished, no 4th began
     assert events == ["exit", "close"]
@@ -47,7 +47,7 @@ def test_sigint_stops_too_and_sighup_runs_its_hook_without_stopping():
     step = Steps(
         [1] * 10, at={2: lambda: os.kill(os.getpid(), signal.SIGHUP), 4: lambda: os.kill(os.getpid(), signal.SIGINT)}
     )
-    Lifecycle(step, signals={signal.SIGHUP: lambda: reloads.append(step.calls)}).run()
+    ServiceLoop(step, signals={signal.SIGHUP: lambda: reloads.append(step.calls)}).run()
     assert reloads == [2]
     assert step.calls == 4
 
@@ -56,14 +56,14 @@ def test_without_signals_installed_the_handlers_are_left_alone_and_until_ends_it
     before = signal.getsignal(signal.SIGTERM)
     seen = []
     step = Steps([1] * 5, at={1: lambda: seen.append(signal.getsignal(signal.SIGTERM))})
-    Lifecycle(step).run(until=lambda: step.calls == 5, install_signals=False)
+    ServiceLoop(step).run(until=lambda: step.calls == 5, install_signals=False)
     assert seen == [before] and step.calls == 5
 
 
 def test_stop_from_the_step_ends_the_run():
     life = None
     step = Steps([1] * 10, at={2: lambda: life.stop()})
-    life = Lifecycle(step)
+    life = ServiceLoop(step)
     life.run(install_signals=False)
     assert step.calls == 2
 
@@ -72,7 +72,7 @@ def test_periodic_hooks_run_on_their_cadence_by_the_clock():
     now = [0.0]
     ran = {"fast": [], "slow": []}
     step = Steps(at={n: (lambda n=n: now.__setitem__(0, float(n - 1))) for n in range(1, 11)})
-    life = Lifecycle(
+    life = ServiceLoop(
         step,
         clock=lambda: now[0],
         periodic=[
@@ -96,7 +96,7 @@ def test_periodic_counts_from_its_last_run():
 def test_the_idle_hook_runs_only_after_steps_that_consumed_nothing():
     idle_at = []
     step = Steps([5, 0, 3, 0, 0])
-    Lifecycle(step, on_idle=lambda: idle_at.append(step.calls)).run(
+    ServiceLoop(step, on_idle=lambda: idle_at.append(step.calls)).run(
         until=lambda: step.calls == 5, install_signals=False
     )
     assert idle_at == [2, 4, 5]
@@ -108,7 +108,7 @@ def test_a_step_that_raises_skips_on_exit_but_still_closes():
     def boom():
         raise RuntimeError("injected")
 
-    life = Lifecycle(Steps(at={2: boom}), on_exit=lambda: events.append("exit"), close=lambda: events.append("close"))
+    life = ServiceLoop(Steps(at={2: boom}), on_exit=lambda: events.append("exit"), close=lambda: events.append("close"))
     with pytest.raises(RuntimeError, match="injected"):
         life.run(install_signals=False)
     assert events == ["close"]
