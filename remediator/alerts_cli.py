@@ -1,7 +1,9 @@
-"""`fleetmedic alerts receive` (Alertmanager webhooks → incidents) and `fleetmedic alerts notify` (needs → Alertmanager)."""
+"""`fleetmedic alerts receive` (Alertmanager webhooks → incidents) and `fleetmedic alerts notify`
+(needs → Alertmanager)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 
@@ -22,7 +24,7 @@ def _until_signal(stop) -> None:
     stop()
 
 
-def cmd_receive(args) -> int:
+def cmd_receive(args: argparse.Namespace) -> int:
     from fleetmedic import metrics
     from ingest.alertmanager import AlertReceiver, ReceiverServer
 
@@ -59,7 +61,7 @@ def cmd_receive(args) -> int:
     return 0
 
 
-def cmd_notify(args) -> int:
+def cmd_notify(args: argparse.Namespace) -> int:
     from .notify import Notifier
 
     settings = settings_from(args)
@@ -77,7 +79,7 @@ def cmd_notify(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("alerts", help="Alertmanager in (webhook receiver) and out (alerts for people)",
                        description="receive: turn Alertmanager webhook notifications into incidents (firing opens, "
                                    "resolved resolves), so existing Prometheus alert rules drive the policy. "
