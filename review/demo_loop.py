@@ -26,7 +26,7 @@ from pathlib import Path
 from fleetmedic.config import Settings
 from fleetmedic.lifecycle import TopicReader
 from fleetmedic.resources import bundled
-from fleetmedic.schemas import Incident, Remediation
+from fleetmedic.schemas import Contract, Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import wait_until
 from remediator.testbed import DemoService, FleetTestbed, SlurmCluster, free_port_block, slurm_missing_reason
@@ -83,8 +83,8 @@ class Follower:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.models = {topic_name(settings, Incident.topic): Incident,
-                       topic_name(settings, Remediation.topic): Remediation}
+        self.models: dict[str, type[Contract]] = {
+            topic_name(settings, Incident.topic): Incident, topic_name(settings, Remediation.topic): Remediation}
         self.reader = TopicReader(settings, list(self.models), require=False, name="demo")
         self.incidents: list[Incident] = []
         self.remediations: list[Remediation] = []
