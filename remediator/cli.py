@@ -3,6 +3,7 @@ others from their modules (`COMMANDS`: playbook, pause/silence/maintenance, aler
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from fleetmedic.cli import settings_from
 from . import alerts_cli, control_cli, playbook_cli
 
 
-def cmd_remediate(args) -> int:
+def cmd_remediate(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("remediate", "fleetmedic remediate")
@@ -63,7 +64,7 @@ def cmd_remediate(args) -> int:
     return 0
 
 
-def cmd_approve(args) -> int:
+def cmd_approve(args: argparse.Namespace) -> int:
     from .approvals import ApprovalError, write_approval
 
     try:
@@ -77,7 +78,7 @@ def cmd_approve(args) -> int:
     return 0
 
 
-def cmd_approver_key(args) -> int:
+def cmd_approver_key(args: argparse.Namespace) -> int:
     from .approvals import ApprovalError, generate_key
 
     try:
@@ -91,7 +92,7 @@ def cmd_approver_key(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     from fleetmedic.resources import bundled
 
     p = sub.add_parser("remediate", help="run the remediator: incidents → policy → safety gates → playbooks",
