@@ -14,7 +14,8 @@ Each function takes plain tuples or objects with the named attributes, never a b
   restore). Missed: incidents the fault-free run opened that the chaos run did not (`missed
   faults`), and resolves it wrote that the chaos run did not.
 - `remediation_runs`: playbook runs per (incident, action, step) from the remediations topic; a
-  run is a `running` record (written just before the playbook starts) or a run outcome, and a key
+  run is a `running` record (written just before the playbook starts) or a run outcome (not the
+  `cancelled` record, gate `closed_loop`, that ends a ladder when its incident resolves), and a key
   with more than one of either is a duplicate remediation.
 - `faults_detected`: which ground-truth faults an incident list detects (an incident opened on
   the fault's host between its start and its end plus a slack), for the table.
@@ -27,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+# The `cancelled` record that closes a ladder when its incident resolves: not a run (remediator/engine.py).
+CLOSED_LOOP_GATE = "closed_loop"
 # A playbook ran for these (remediator/claims.py RUN_OUTCOMES, plus the record written just before it starts).
 RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled", "unreachable"})
 
@@ -145,7 +148,7 @@ def remediation_runs(records: Iterable) -> RemediationCount:
         key = (r.incident_id, r.action, r.step)
         if r.status == "running":
             started[key] += 1
-        elif r.status in RUN_OUTCOMES:
+        elif r.status in RUN_OUTCOMES and getattr(r, "gate", None) != CLOSED_LOOP_GATE:
             finished[key] += 1
     out = RemediationCount(decided=len(incidents))
     for key in sorted(set(started) | set(finished)):

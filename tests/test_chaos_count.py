@@ -64,12 +64,13 @@ def test_duplicate_extra_and_missed_incidents():
     assert "x (h9 k) opened only in the chaos run" in d.examples
 
 
-def _rem(incident, status, action="restart_service", step=0):
-    return NS(incident_id=incident, action=action, step=step, status=status)
+def _rem(incident, status, action="restart_service", step=0, gate=None):
+    return NS(incident_id=incident, action=action, step=step, status=status, gate=gate)
 
 
 def test_remediation_runs_per_incident_action_step():
     recs = [_rem("i1", "claimed"), _rem("i1", "running"), _rem("i1", "succeeded"),
+            _rem("i1", "cancelled", gate="closed_loop"),                   # the incident resolved: not a run
             _rem("i2", "skipped"),                                         # never ran
             _rem("i3", "claimed"), _rem("i3", "running"),                  # crashed mid-run: one run
             _rem("i3", "escalated", action="human", step=1)]
