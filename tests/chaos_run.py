@@ -98,6 +98,7 @@ class Members:
         self.work, self.env, self.argv = work, env, argv
         (work / "logs").mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def start(self, name: str) -> None:
@@ -106,11 +107,18 @@ class Members:
         with self.lock:
             self.procs[name] = subprocess.Popen(self.argv[kind], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                                 cwd=self.work, start_new_session=True)
+            self.started[name] = time.monotonic()
         log.close()
 
     def alive(self) -> list[str]:
         with self.lock:
             return sorted(n for n, p in self.procs.items() if p.poll() is None)
+
+    def victims(self, up_s: float = 15.0) -> list[str]:
+        """Live members up for `up_s` (at work, not still starting), else every live one."""
+        alive = self.alive()
+        settled = [n for n in alive if time.monotonic() - self.started[n] >= up_s]
+        return settled or alive
 
     def kill(self, name: str) -> None:
         with self.lock:
@@ -477,7 +485,7 @@ def run_faults(plan: FaultPlan, members: Members, cluster, rng: random.Random, s
             time.sleep(0.2)
         now = time.monotonic() - t0
         if what == "kill":
-            name = rng.choice(members.alive())
+            name = rng.choice(members.victims())
             members.kill(name)
             done["kills"] += 1
             say(f"  t+{now:5.1f}s kill {done['kills']:2d}: SIGKILL {name}; starting it again")
