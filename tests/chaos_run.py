@@ -14,7 +14,7 @@ incidents go to a person), and `fleetmedic simulate` publishing the seeded fleet
 simulated seconds per wall second, with ground truth.
 
 Faults, while the simulator runs (a line per fault): `--kills` times SIGKILL a random live member
-(detector or remediator) and start it again; `--broker-restarts` times SIGKILL one broker (a
+(detector or remediator) that has been up for 15 s, and start it again; `--broker-restarts` times SIGKILL one broker (a
 different one each time) and start it again after a few seconds; a fourth detector and a third
 remediator join and later leave (SIGTERM), forcing more rebalances. Rebalances are counted from
 the broker: a thread describes both groups every second and counts each change of a group's
@@ -371,6 +371,7 @@ def main() -> int:
         broker = base.broker.model_copy(update={"port": args.port, "controller_port": args.port + 1,
                                                 "data_dir": work / "kafka", "nodes": 3})
         cluster = EmbeddedCluster(broker, 3)
+        wait_for_free_ports(range(args.port, args.port + 6), 120)
         say(f"starting a 3-broker cluster on 127.0.0.1:{args.port},{args.port + 2},{args.port + 4}")
         took = cluster.start(progress=lambda m: None)
         say(f"cluster ready in {took:.1f}s: {cluster.bootstrap}")
@@ -450,6 +451,27 @@ def main() -> int:
             say(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_for_free_ports(ports, timeout_s: float) -> None:
+    """A previous run's sockets (TIME_WAIT, a broker still exiting) can hold the ports a little while."""
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = []
+        for port in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    busy.append(port)
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ports {busy} on 127.0.0.1 stay taken (another run? set --port / CHAOS_PORT)")
+        say(f"waiting for ports {busy} to be free")
+        time.sleep(5)
 
 
 def wait_for_group(settings, group: str, n: int, timeout_s: float) -> None:
