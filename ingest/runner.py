@@ -37,7 +37,7 @@ class ExporterOptions:
 class Exporter:
     """Publisher + spool + health endpoint for one exporter; use as a context manager."""
 
-    def __init__(self, name: str, settings: Settings, options: ExporterOptions):
+    def __init__(self, name: str, settings: Settings, options: ExporterOptions) -> None:
         self.name = name
         self.health = ExporterHealth(name)
         spool = None
@@ -102,10 +102,10 @@ class Exporter:
         if self.server is not None:
             self.server.close()
 
-    def __enter__(self) -> "Exporter":
+    def __enter__(self) -> Exporter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
