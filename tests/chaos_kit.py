@@ -46,9 +46,9 @@ class InputRecord:
 
 @dataclass
 class LostCount:
-    missing_from_topic: int = 0        # produced (by the seeded simulator) but not on the input topic
-    not_committed: int = 0             # on the topic, at or past the group's committed offset
-    not_in_state: int = 0              # committed, but the host's newest snapshot does not cover it
+    missing_from_topic: int = 0  # produced (by the seeded simulator) but not on the input topic
+    not_committed: int = 0  # on the topic, at or past the group's committed offset
+    not_in_state: int = 0  # committed, but the host's newest snapshot does not cover it
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -56,8 +56,13 @@ class LostCount:
         return self.missing_from_topic + self.not_committed + self.not_in_state
 
 
-def lost_records(expected: Counter, on_topic: Iterable[InputRecord], committed: dict[tuple[str, int], int],
-                 states: dict[str, dict[str, int]], kind_of=lambda topic: topic) -> LostCount:
+def lost_records(
+    expected: Counter,
+    on_topic: Iterable[InputRecord],
+    committed: dict[tuple[str, int], int],
+    states: dict[str, dict[str, int]],
+    kind_of=lambda topic: topic,
+) -> LostCount:
     """`expected`: (kind, host) → how many records the simulator produced (kind = `kind_of(topic)`,
     e.g. "metrics"); `committed`: (topic, partition) → the group's committed offset (next to read);
     `states`: host → its newest snapshot's source_offsets ("topic:partition" → next offset)."""
@@ -87,11 +92,11 @@ def _example(out: LostCount, text: str) -> None:
 class IncidentDiff:
     reference_opened: int = 0
     chaos_opened: int = 0
-    duplicate_opens: int = 0       # an id opened again
-    duplicate_resolves: int = 0    # an id resolved again
-    extra: int = 0                 # opened in the chaos run only (a new id for a known fault)
-    missed: int = 0                # opened in the fault-free run only
-    missed_resolves: int = 0       # resolved in the fault-free run, never in the chaos run
+    duplicate_opens: int = 0  # an id opened again
+    duplicate_resolves: int = 0  # an id resolved again
+    extra: int = 0  # opened in the chaos run only (a new id for a known fault)
+    missed: int = 0  # opened in the fault-free run only
+    missed_resolves: int = 0  # resolved in the fault-free run, never in the chaos run
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -131,10 +136,10 @@ def incident_diff(reference: Iterable, chaos: Iterable) -> IncidentDiff:
 
 @dataclass
 class RemediationCount:
-    keys: int = 0          # (incident, action, step) with at least one run
+    keys: int = 0  # (incident, action, step) with at least one run
     runs: int = 0
-    duplicates: int = 0    # runs beyond the first, summed over keys
-    decided: int = 0       # incidents with any remediation record
+    duplicates: int = 0  # runs beyond the first, summed over keys
+    decided: int = 0  # incidents with any remediation record
     examples: list[str] = field(default_factory=list)
 
 
@@ -181,12 +186,21 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     """A markdown table of (what, count, notes) rows."""
     head = ("what", "count", "notes")
     w = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
-    line = lambda r: "| " + " | ".join(c.ljust(n) for c, n in zip(r, w)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(c.ljust(n) for c, n in zip(r, w, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(head), "|" + "|".join("-" * (n + 2) for n in w) + "|"] + [line(r) for r in rows])
 
 
-def summary_line(kills: int, broker_restarts: int, rebalances: int, lost: int, duplicate_incidents: int,
-                 missed: int, duplicate_remediations: int) -> str:
-    return (f"chaos: kills {kills}, broker restarts {broker_restarts}, rebalances {rebalances}, records lost {lost}, "
-            f"duplicate incidents {duplicate_incidents}, missed faults {missed}, "
-            f"duplicate remediations {duplicate_remediations}")
+def summary_line(
+    kills: int,
+    broker_restarts: int,
+    rebalances: int,
+    lost: int,
+    duplicate_incidents: int,
+    missed: int,
+    duplicate_remediations: int,
+) -> str:
+    return (
+        f"chaos: kills {kills}, broker restarts {broker_restarts}, rebalances {rebalances}, records lost {lost}, "
+        f"duplicate incidents {duplicate_incidents}, missed faults {missed}, "
+        f"duplicate remediations {duplicate_remediations}"
+    )

@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,8 +105,14 @@ class Members:
         log = open(self.work / "logs" / f"{name}.log", "ab")
         kind = "detect" if name.startswith("d") else "remediate"
         with self.lock:
-            self.procs[name] = subprocess.Popen(self.argv[kind], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                cwd=self.work, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                self.argv[kind],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.work,
+                start_new_session=True,
+            )
             self.started[name] = time.monotonic()
         log.close()
 
@@ -148,7 +154,7 @@ class Members:
             proc = self.procs[name]
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -232,9 +238,14 @@ rules:
 
 def write_inventory(work: Path, hosts: list[str], supervisor_conf: Path) -> Path:
     inv = work / "inventory.ini"
-    inv.write_text("# every simulated node is the local testbed (local connection)\n[simulated]\n" + "".join(
-        f"{h} ansible_connection=local ansible_python_interpreter={sys.executable} "
-        f"fleetmedic_supervisor_conf={supervisor_conf}\n" for h in hosts))
+    inv.write_text(
+        "# every simulated node is the local testbed (local connection)\n[simulated]\n"
+        + "".join(
+            f"{h} ansible_connection=local ansible_python_interpreter={sys.executable} "
+            f"fleetmedic_supervisor_conf={supervisor_conf}\n"
+            for h in hosts
+        )
+    )
     return inv
 
 
@@ -290,7 +301,7 @@ def read_states(settings, group: str) -> dict[str, dict[str, int]]:
                 for m in msgs:
                     if m.key is None or not m.key.startswith(prefix):
                         continue
-                    host = m.key[len(prefix):].decode()
+                    host = m.key[len(prefix) :].decode()
                     if m.value is None:
                         states.pop(host, None)
                     else:
@@ -308,8 +319,11 @@ def committed_and_ends(settings, group: str, names: list[str]):
 
     consumer = KafkaConsumer(enable_auto_commit=False, group_id=group, **consumer_config(settings))
     try:
-        tps = [TopicPartition(topic_name(settings, n), p) for n in names
-               for p in sorted(consumer.partitions_for_topic(topic_name(settings, n)) or ())]
+        tps = [
+            TopicPartition(topic_name(settings, n), p)
+            for n in names
+            for p in sorted(consumer.partitions_for_topic(topic_name(settings, n)) or ())
+        ]
         ends = consumer.end_offsets(tps)
         committed = {}
         for tp in tps:
@@ -336,8 +350,12 @@ class FaultPlan:
             events.append((lo + (hi - lo) * (k + rng.random() * 0.8) / kills, "kill"))
         for k in range(broker_restarts):
             events.append((lo + (hi - lo) * (k + 0.5) / broker_restarts, "broker"))
-        events += [(0.2 * span_s, "add:d4"), (0.3 * span_s, "add:r3"), (0.6 * span_s, "remove:d4"),
-                   (0.7 * span_s, "remove:r3")]
+        events += [
+            (0.2 * span_s, "add:d4"),
+            (0.3 * span_s, "add:r3"),
+            (0.6 * span_s, "remove:d4"),
+            (0.7 * span_s, "remove:r3"),
+        ]
         self.events = sorted(events)
 
 
@@ -350,8 +368,12 @@ def main() -> int:
     ap.add_argument("--sim-seconds", type=float, default=7200.0, help="simulated span")
     ap.add_argument("--speed", type=float, default=40.0, help="simulated seconds per wall second")
     ap.add_argument("--seed", type=int, default=12)
-    ap.add_argument("--port", type=int, default=int(os.environ.get("CHAOS_PORT", "19300")),
-                    help="first broker port: the cluster takes PORT..PORT+5, the testbed's service PORT+20")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CHAOS_PORT", "19300")),
+        help="first broker port: the cluster takes PORT..PORT+5, the testbed's service PORT+20",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) at the end")
     args = ap.parse_args()
     # SIGTERM (a timeout, a CI cancel) unwinds like an exception, so the cleanup below runs
@@ -368,35 +390,64 @@ def main() -> int:
         from remediator.testbed import DemoService
 
         base = load_settings(None)
-        broker = base.broker.model_copy(update={"port": args.port, "controller_port": args.port + 1,
-                                                "data_dir": work / "kafka", "nodes": 3})
+        broker = base.broker.model_copy(
+            update={"port": args.port, "controller_port": args.port + 1, "data_dir": work / "kafka", "nodes": 3}
+        )
         cluster = EmbeddedCluster(broker, 3)
         wait_for_free_ports(range(args.port, args.port + 6), 120)
         say(f"starting a 3-broker cluster on 127.0.0.1:{args.port},{args.port + 2},{args.port + 4}")
         took = cluster.start(progress=lambda m: None)
         say(f"cluster ready in {took:.1f}s: {cluster.bootstrap}")
         prefix = f"chaos{time.strftime('%H%M%S')}."
-        settings = base.model_copy(update={"bootstrap_servers": cluster.bootstrap.split(","), "topic_prefix": prefix,
-                                           "state_dir": work / "state", "broker": broker})
+        settings = base.model_copy(
+            update={
+                "bootstrap_servers": cluster.bootstrap.split(","),
+                "topic_prefix": prefix,
+                "state_dir": work / "state",
+                "broker": broker,
+            }
+        )
         create_topics(settings)
         service = DemoService(work / "service", port=args.port + 20)
         service.start()
         from ingest.simulator import SimConfig
 
-        start = (datetime.now(timezone.utc) - timedelta(seconds=args.sim_seconds + 300)).replace(microsecond=0)
-        cfg = SimConfig(nodes=args.nodes, gpus=4, seconds=args.sim_seconds, interval_s=10.0, seed=args.seed,
-                        faults=args.faults, start=start)
+        start = (datetime.now(UTC) - timedelta(seconds=args.sim_seconds + 300)).replace(microsecond=0)
+        cfg = SimConfig(
+            nodes=args.nodes,
+            gpus=4,
+            seconds=args.sim_seconds,
+            interval_s=10.0,
+            seed=args.seed,
+            faults=args.faults,
+            start=start,
+        )
         hosts = [f"{cfg.host_prefix}{i:04d}" for i in range(cfg.nodes)]
         policy = write_policy(work, args.port + 20)
         inventory = write_inventory(work, hosts, service.config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETMEDIC_")}
-        env.update(FLEETMEDIC_BOOTSTRAP_SERVERS=cluster.bootstrap, FLEETMEDIC_TOPIC_PREFIX=prefix,
-                   FLEETMEDIC_STATE_DIR=str(work / "state"), PYTHONPATH=str(ROOT))
+        env.update(
+            FLEETMEDIC_BOOTSTRAP_SERVERS=cluster.bootstrap,
+            FLEETMEDIC_TOPIC_PREFIX=prefix,
+            FLEETMEDIC_STATE_DIR=str(work / "state"),
+            PYTHONPATH=str(ROOT),
+        )
         argv = {
             "detect": CLI + ["detect", "--group", DETECT_GROUP, "--session-timeout-s", "6"],
-            "remediate": CLI + ["remediate", "--policy", str(policy), "--inventory", str(inventory),
-                                "--artifacts", str(work / "artifacts"), "--group", REMEDIATE_GROUP,
-                                "--session-timeout-s", "6"],
+            "remediate": CLI
+            + [
+                "remediate",
+                "--policy",
+                str(policy),
+                "--inventory",
+                str(inventory),
+                "--artifacts",
+                str(work / "artifacts"),
+                "--group",
+                REMEDIATE_GROUP,
+                "--session-timeout-s",
+                "6",
+            ],
         }
         members = Members(work, env, argv)
         for name in ("d1", "d2", "d3", "r1", "r2"):
@@ -407,22 +458,56 @@ def main() -> int:
         wait_for_group(settings, DETECT_GROUP, 3, 180)
         truth = work / "truth.jsonl"
         span = args.sim_seconds / args.speed
-        say(f"simulating {cfg.nodes} nodes x 4 GPUs, {args.sim_seconds:.0f} simulated s at {args.speed:g}x "
-            f"(about {span:.0f} s), seed {args.seed}, {args.faults} faults")
+        say(
+            f"simulating {cfg.nodes} nodes x 4 GPUs, {args.sim_seconds:.0f} simulated s at {args.speed:g}x "
+            f"(about {span:.0f} s), seed {args.seed}, {args.faults} faults"
+        )
         sim_log = open(work / "logs" / "simulate.log", "ab")
-        sim = subprocess.Popen(CLI + ["simulate", "--nodes", str(cfg.nodes), "--gpus", "4", "--seconds",
-                                      str(args.sim_seconds), "--interval", "10", "--seed", str(args.seed),
-                                      "--faults", str(args.faults), "--start", start.isoformat(),
-                                      "--realtime", "--speed", str(args.speed), "--truth", str(truth),
-                                      "--ack-timeout", "90"],
-                               env=env, stdout=sim_log, stderr=subprocess.STDOUT, cwd=work)
-        faults = run_faults(FaultPlan(random.Random(args.seed), span, args.kills, args.broker_restarts),
-                            members, cluster, random.Random(args.seed + 1), sim)
+        sim = subprocess.Popen(
+            CLI
+            + [
+                "simulate",
+                "--nodes",
+                str(cfg.nodes),
+                "--gpus",
+                "4",
+                "--seconds",
+                str(args.sim_seconds),
+                "--interval",
+                "10",
+                "--seed",
+                str(args.seed),
+                "--faults",
+                str(args.faults),
+                "--start",
+                start.isoformat(),
+                "--realtime",
+                "--speed",
+                str(args.speed),
+                "--truth",
+                str(truth),
+                "--ack-timeout",
+                "90",
+            ],
+            env=env,
+            stdout=sim_log,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+        faults = run_faults(
+            FaultPlan(random.Random(args.seed), span, args.kills, args.broker_restarts),
+            members,
+            cluster,
+            random.Random(args.seed + 1),
+            sim,
+        )
         rc = sim.wait()
         if rc != 0:
             say(f"simulate exited with {rc} (see {work}/logs/simulate.log)")
-        say(f"faults done: {faults['kills']} kills, {faults['brokers']} broker restarts, "
-            f"{faults['added']} added, {faults['removed']} removed; settling")
+        say(
+            f"faults done: {faults['kills']} kills, {faults['brokers']} broker restarts, "
+            f"{faults['added']} added, {faults['removed']} removed; settling"
+        )
         settled = settle(settings, members, cfg, hosts)
         members.stop_all()
         counter.halt.set()
@@ -570,13 +655,17 @@ def settle(settings, members: Members, cfg, hosts: list[str], timeout_s: float =
             remediations_seen, quiet_since = len(rems), time.monotonic()
         quiet = time.monotonic() - quiet_since
         if caught_up and covered and opened <= decided and quiet >= 15:
-            say(f"  settled: detectors committed to the end, {len(states)} host snapshots, "
-                f"{len(opened)} incidents all decided, remediations quiet for {quiet:.0f}s")
+            say(
+                f"  settled: detectors committed to the end, {len(states)} host snapshots, "
+                f"{len(opened)} incidents all decided, remediations quiet for {quiet:.0f}s"
+            )
             return True
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
-            say(f"  settling: detectors {behind} records behind, snapshots {len(states)}/{len(hosts)}, "
-                f"incidents decided {len(opened & decided)}/{len(opened)}, remediations quiet {quiet:.0f}s")
+            say(
+                f"  settling: detectors {behind} records behind, snapshots {len(states)}/{len(hosts)}, "
+                f"incidents decided {len(opened & decided)}/{len(opened)}, remediations quiet {quiet:.0f}s"
+            )
         time.sleep(2)
     say(f"  not settled after {timeout_s:.0f}s: counting what there is")
     return False
@@ -591,9 +680,11 @@ def count(settings, cfg, truth: Path, faults: dict, rebalances: int, settled: bo
     expected, values = expected_input(cfg)
     metrics_t, logs_t = topic_name(settings, "metrics.v1"), topic_name(settings, "logs.v1")
     kind_of = {metrics_t: "metrics", logs_t: "logs"}.get
-    on_topic = [kit.InputRecord(r.topic, r.partition, r.offset, r.record.host)
-                for name, model in (("metrics.v1", MetricBatch), ("logs.v1", LogEvent))
-                for r in read_all(settings, name, model)]
+    on_topic = [
+        kit.InputRecord(r.topic, r.partition, r.offset, r.record.host)
+        for name, model in (("metrics.v1", MetricBatch), ("logs.v1", LogEvent))
+        for r in read_all(settings, name, model)
+    ]
     committed, _ = committed_and_ends(settings, DETECT_GROUP, ["metrics.v1", "logs.v1"])
     states = read_states(settings, DETECT_GROUP)
     lost = kit.lost_records(expected, on_topic, committed, states, kind_of=kind_of)
@@ -611,19 +702,40 @@ def count(settings, cfg, truth: Path, faults: dict, rebalances: int, settled: bo
     n_metrics = sum(n for (k, _), n in expected.items() if k == "metrics")
     n_logs = sum(n for (k, _), n in expected.items() if k == "logs")
     rows = [
-        ("input produced (seeded simulator)", f"{n_metrics + n_logs:,}",
-         f"{n_metrics:,} metric batches ({values:,} values) + {n_logs:,} log lines, {cfg.nodes} nodes"),
+        (
+            "input produced (seeded simulator)",
+            f"{n_metrics + n_logs:,}",
+            f"{n_metrics:,} metric batches ({values:,} values) + {n_logs:,} log lines, {cfg.nodes} nodes",
+        ),
         ("  on the input topics", f"{len(on_topic):,}", "read back, read_committed"),
-        ("records lost", f"{lost.total}", f"missing from topic {lost.missing_from_topic}, not committed "
-                                          f"{lost.not_committed}, not in state {lost.not_in_state}"),
-        ("incidents opened, fault-free run", f"{diff.reference_opened}", f"replay over the same input ({replay_s:.1f} s)"),
+        (
+            "records lost",
+            f"{lost.total}",
+            f"missing from topic {lost.missing_from_topic}, not committed "
+            f"{lost.not_committed}, not in state {lost.not_in_state}",
+        ),
+        (
+            "incidents opened, fault-free run",
+            f"{diff.reference_opened}",
+            f"replay over the same input ({replay_s:.1f} s)",
+        ),
         ("incidents opened, chaos run", f"{diff.chaos_opened}", ""),
-        ("duplicate incidents", f"{diff.duplicates}", f"opened again {diff.duplicate_opens}, resolved again "
-                                                      f"{diff.duplicate_resolves}, only in chaos run {diff.extra}"),
-        ("missed faults", f"{diff.missed}", f"incidents only in the fault-free run; missed resolves "
-                                            f"{diff.missed_resolves}"),
-        ("ground-truth faults detected", f"{len(chaos_found)} of {len(ground)}",
-         f"fault-free run {len(ref_found)} of {len(ground)}"),
+        (
+            "duplicate incidents",
+            f"{diff.duplicates}",
+            f"opened again {diff.duplicate_opens}, resolved again "
+            f"{diff.duplicate_resolves}, only in chaos run {diff.extra}",
+        ),
+        (
+            "missed faults",
+            f"{diff.missed}",
+            f"incidents only in the fault-free run; missed resolves {diff.missed_resolves}",
+        ),
+        (
+            "ground-truth faults detected",
+            f"{len(chaos_found)} of {len(ground)}",
+            f"fault-free run {len(ref_found)} of {len(ground)}",
+        ),
         ("incidents with a remediator decision", f"{rems.decided}", ""),
         ("playbook runs", f"{rems.runs}", f"{rems.keys} (incident, action, step) with a run"),
         ("duplicate remediations", f"{rems.duplicates}", "runs beyond the first per (incident, action, step)"),
@@ -631,16 +743,24 @@ def count(settings, cfg, truth: Path, faults: dict, rebalances: int, settled: bo
         ("broker restarts (SIGKILL)", f"{faults['brokers']}", "of a 3-broker cluster, RF 3, min ISR 2"),
         ("members added / removed", f"{faults['added']} / {faults['removed']}", ""),
         ("rebalances", f"{rebalances}", "member-set changes seen by the broker, both groups"),
-        ("settled", "yes" if settled else "NO", f"whole run {time.monotonic() - t_start:.0f} s wall, load average "
-                                                 f"{' '.join(open('/proc/loadavg').read().split()[:3])}"),
+        (
+            "settled",
+            "yes" if settled else "NO",
+            f"whole run {time.monotonic() - t_start:.0f} s wall, load average "
+            f"{' '.join(open('/proc/loadavg').read().split()[:3])}",
+        ),
     ]
     print()
     print(kit.table(rows))
     for ex in lost.examples + diff.examples + rems.examples:
         print(f"  {ex}")
     print()
-    print(kit.summary_line(faults["kills"], faults["brokers"], rebalances, lost.total, diff.duplicates,
-                           diff.missed, rems.duplicates), flush=True)
+    print(
+        kit.summary_line(
+            faults["kills"], faults["brokers"], rebalances, lost.total, diff.duplicates, diff.missed, rems.duplicates
+        ),
+        flush=True,
+    )
     bad = lost.total or diff.duplicates or diff.missed or diff.missed_resolves or rems.duplicates
     return 1 if bad or not settled or sim_rc != 0 else 0
 

@@ -9,11 +9,10 @@ import uuid
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.producer.transaction_manager import TransactionalRequestResult
+from kafka_helpers import read_topic
 
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer
-
-from kafka_helpers import read_topic
 
 
 def test_an_unanswered_commit_times_out_and_a_renewed_producer_settles_it(settings, monkeypatch):
