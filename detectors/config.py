@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,14 +75,22 @@ class StaticRuleConfig(SeriesRuleConfig):
 class UnivariateRuleConfig(SeriesRuleConfig):
     """B2's surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
 
-    params: dict[str, float | int] = Field(default_factory=dict,
-                                           description="SurpriseRecordParams fields, e.g. threshold, warmup")
+    params: dict[str, float | int | list[float]] = Field(
+        default_factory=dict, description="the detector's parameter fields, e.g. threshold, warmup")
+    detector: Literal["surprise", "likelihood"] = Field(
+        "surprise", description="surprise: detectors/univariate.py (surprise records); likelihood: "
+                                "detectors/likelihood.py (calibrated surprise + anomaly likelihood)")
 
     @model_validator(mode="after")
     def _params(self) -> "UnivariateRuleConfig":
+        from .likelihood import LikelihoodParams
         from .univariate import SurpriseRecordParams
 
-        SurpriseRecordParams(**self.params)  # unknown names and bad values fail here, with the line
+        params_class: Any = LikelihoodParams if self.detector == "likelihood" else SurpriseRecordParams
+        try:
+            params_class(**self.params)  # unknown names and bad values fail here, with the line
+        except TypeError as exc:  # an unknown name: a dataclass says TypeError, pydantic wants ValueError
+            raise ValueError(f"{self.detector} detector: {exc}") from None
         return self
 
 

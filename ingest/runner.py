@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -107,9 +106,3 @@ class Exporter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM / SIGINT end the loop after the current publish (main thread only)."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 
@@ -19,13 +18,9 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def _until_signal(stop) -> None:
-    done = threading.Event()
+    from fleetmedic.lifecycle import wait_for_signal
 
-    def on_signal(*_):
-        done.set()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    done.wait()
+    wait_for_signal()
     stop()
 
 

@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import ServiceLoop
 
 from .claims import Ledger, LedgerReader
 from .control import ControlState
@@ -197,12 +198,12 @@ class Notifier:
         self._stop.set()
 
     def run(self, interval_s: float = 0.5) -> None:
-        try:
-            while not self._stop.is_set():
-                self.step()
-                self._stop.wait(interval_s)
-        finally:
-            self.close()
+        """`step` every `interval_s` until `stop()` (a thread: the caller takes the signals); then close."""
+        def step_then_wait() -> int:
+            posted = self.step()
+            self._stop.wait(interval_s)
+            return posted
+        ServiceLoop(step_then_wait, stop_event=self._stop, close=self.close).run(install_signals=False)
 
     def close(self) -> None:
         try:
