@@ -384,10 +384,11 @@ def main() -> int:
     say(f"chaos: work directory {work}; load average {open('/proc/loadavg').read().split()[:3]}")
     cluster = service = members = counter = None
     try:
+        from remediator.testbed import DemoService
+
         from fleetmedic.cluster import EmbeddedCluster
         from fleetmedic.config import load_settings
         from fleetmedic.topics import create_topics
-        from remediator.testbed import DemoService
 
         base = load_settings(None)
         broker = base.broker.model_copy(
