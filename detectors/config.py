@@ -80,9 +80,18 @@ class UnivariateRuleConfig(SeriesRuleConfig):
 
     @model_validator(mode="after")
     def _params(self) -> "UnivariateRuleConfig":
+        import dataclasses
+
         from .univariate import SurpriseRecordParams
 
-        SurpriseRecordParams(**self.params)  # unknown names and bad values fail here, with the line
+        known = {f.name for f in dataclasses.fields(SurpriseRecordParams)}
+        unknown = sorted(set(self.params) - known)
+        if unknown:  # a TypeError from the constructor would escape pydantic as a crash, not an error
+            raise ValueError(f"unknown params {unknown}; known: {sorted(known)}")
+        try:
+            SurpriseRecordParams(**self.params)  # bad values fail here, with the line
+        except (TypeError, ArithmeticError) as exc:
+            raise ValueError(f"params: {exc}") from None
         return self
 
 
