@@ -21,10 +21,12 @@ import os
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 logging.disable(logging.WARNING)  # every dead letter and unreadable state logs a warning: thousands of lines
+warnings.simplefilter("ignore")  # numpy's per-row timezone warning on hostile CSV times, likewise (workers fork)
 
 WANT = int(os.environ.get("FLEETMEDIC_FUZZ_INPUTS", "10000"))  # per target
 os.environ.setdefault("FLEETMEDIC_FUZZ", "full")
