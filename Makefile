@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-secure test fuzz schemas broker-stop bench clean dist test-py313
+.PHONY: venv demo demo-secure test check fuzz schemas broker-stop bench clean dist test-py313
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo-secure: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Style and types (configured in pyproject.toml); CI runs it before the tests.
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Hostile input through every consumer and parser (tests/fuzz_run.py; a few examples run in `make test`).
 fuzz: venv

@@ -35,8 +35,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import signal
-import threading
 import time as wall
 import uuid
 from collections import defaultdict
@@ -44,14 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import ReadProgress, TopicReader
 from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Outgoing, Received, consumer_config
+from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
@@ -802,7 +801,7 @@ class DetectService:
         self.assigned: set[TopicPartition] = set()
         self._layout: bool | None = None
         self.restore_timeout_s = restore_timeout_s
-        self.restore_progress: dict = {}
+        self.restore_progress = ReadProgress()  # of the last restore's read
         metrics.watch_loop(self.loop, "detect")
 
     def handle(self, batch: list[Received]):
@@ -955,62 +954,30 @@ class DetectService:
         has another partition count: snapshots written by key). `restore_progress` shows how far
         it got; it raises TimeoutError after `restore_timeout_s` (the loop retries).
         """
-        consumer = KafkaConsumer(enable_auto_commit=False, group_id=self.group_id, **consumer_config(self.settings))
+        committed = {tp: self.loop.consumer.committed(tp) for tp in inputs}
+        wanted = {f"{tp.topic}:{tp.partition}" for tp in inputs}
+        parts = {tp.partition for tp in inputs} if self._same_layout else None
         newest: dict[str, DetectorState] = {}
-        try:
-            committed = {tp: consumer.committed(tp) for tp in inputs}
-            wanted = {f"{tp.topic}:{tp.partition}" for tp in inputs}
-            parts = sorted(consumer.partitions_for_topic(self.state_topic) or ())
-            if self._same_layout:
-                parts = sorted({tp.partition for tp in inputs} & set(parts))
-            tps = [TopicPartition(self.state_topic, p) for p in parts]
-            if not tps:
-                return newest, committed
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            begin = consumer.beginning_offsets(tps)
-            end = consumer.end_offsets(tps)
-            self.restore_progress = {"partitions": parts, "records": 0,
-                                     "to_read": sum(end[tp] - begin[tp] for tp in tps), "read": 0}
-            deadline = wall.monotonic() + self.restore_timeout_s
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                if wall.monotonic() > deadline:
-                    raise TimeoutError(f"could not read {self.state_topic} partitions {parts} to their end in "
-                                       f"{self.restore_timeout_s:g}s ({self.restore_progress})")
-                for msgs in consumer.poll(timeout_ms=200).values():
-                    for m in msgs:
-                        self.restore_progress["records"] += 1
-                        if m.value is None:
-                            continue
-                        try:
-                            s = DetectorState.model_validate_json(m.value)
-                        except ValueError as exc:
-                            log.warning("unreadable state at %s:%d@%d: %s", m.topic, m.partition, m.offset, exc)
-                            continue
-                        if s.detector in (self.engine.state_name, self.engine.forest_state_name) \
-                                and wanted & s.source_offsets.keys():
-                            newest[s.host] = s
-                self.restore_progress["read"] = sum(min(consumer.position(tp), end[tp]) - begin[tp] for tp in tps)
-        finally:
-            consumer.close(autocommit=False)
+
+        def unreadable(msg, exc) -> None:
+            log.warning("unreadable state at %s:%d@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+
+        with TopicReader(self.settings, [self.state_topic], partitions=parts, require=False, name="state") as reader:
+            for batch in reader.read_to_end(timeout_s=self.restore_timeout_s, progress=self.restore_progress):
+                for item in reader.records(batch, DetectorState, on_error=unreadable):
+                    s = item.record
+                    if s.detector in (self.engine.state_name, self.engine.forest_state_name) \
+                            and wanted & s.source_offsets.keys():
+                        newest[s.host] = s
         return newest, committed
 
-    def run(self, until=None, install_signals: bool = True) -> EngineStats:
-        stop = threading.Event()
-        previous = {}
-        if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
-        try:
-            while not stop.is_set() and not self.loop.stopping:
-                if self.loop.run_once() == 0 and self.engine.dirty and \
-                        wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
-                    self.checkpoint()  # idle: do not leave the last batches' state unsaved
-                if until and until(self):
-                    break
+    def _idle_checkpoint(self) -> None:
+        """Nothing came: do not leave the last batches' state unsaved past the interval."""
+        if self.engine.dirty and wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
             self.checkpoint()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.loop.close()
+
+    def run(self, until=None, install_signals: bool = True) -> EngineStats:
+        """Until SIGTERM/SIGINT, `loop.stop()` or `until(self)`; a clean stop checkpoints every host."""
+        self.loop.service_loop(on_idle=self._idle_checkpoint, on_exit=self.checkpoint, close=self.loop.close).run(
+            until=until and (lambda: until(self)), install_signals=install_signals)
         return self.engine.stats

@@ -13,7 +13,9 @@ input produces the same ids, byte for byte.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import SupportsFloat
 
 from fleetmedic.schemas import Evidence, Incident, SourceRange
 
@@ -24,7 +26,7 @@ def fingerprint(host: str, kind: str, subject: str) -> str:
 
 def to_datetime(t: float) -> datetime:
     """Event time in seconds → aware UTC datetime, rounded to the microsecond (what JSON keeps)."""
-    return datetime.fromtimestamp(round(float(t), 6), tz=timezone.utc)
+    return datetime.fromtimestamp(round(float(t), 6), tz=UTC)
 
 
 def incident_id(fp: str, opened_at: float) -> str:
@@ -32,7 +34,7 @@ def incident_id(fp: str, opened_at: float) -> str:
     return "inc-" + hashlib.sha256(f"{fp}|{stamp}".encode()).hexdigest()[:20]
 
 
-def finite(x) -> float | None:
+def finite(x: SupportsFloat) -> float | None:
     """A float the wire accepts (NaN and infinity are not JSON): None instead."""
     x = float(x)
     return None if x != x or x in (float("inf"), float("-inf")) else round(x, 9)
@@ -44,10 +46,11 @@ def source(topic: str, partition: int, first_offset: int, last_offset: int) -> S
 
 
 def make_incident(*, host: str, kind: str, subject: str, status: str, severity: str, detector: str,
-                  time: float, opened_at: float, score=None, threshold=None, model_version=None,
-                  action_class=None, summary: str = "", labels: dict | None = None,
-                  series: list[str] = (), values: list = (), window_start: float | None = None,
-                  sources: list[SourceRange] = (), details: dict | None = None) -> Incident:
+                  time: float, opened_at: float, score: float | None = None, threshold: float | None = None,
+                  model_version: str | None = None, action_class: str | None = None, summary: str = "",
+                  labels: dict | None = None, series: Sequence[str] = (), values: Sequence[float | None] = (),
+                  window_start: float | None = None, sources: Sequence[SourceRange] = (),
+                  details: dict | None = None) -> Incident:
     fp = fingerprint(host, kind, subject)
     return Incident(
         id=incident_id(fp, opened_at), fingerprint=fp, host=host, kind=kind, subject=subject, status=status,

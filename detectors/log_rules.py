@@ -4,10 +4,11 @@ An XID code maps to a meaning, a severity and a recommended action class; codes 
 fall to `unknown` (contact support). XIDs arrive in bursts: all XIDs of one host closer together
 than `burst_window_s` are one incident (fingerprint `host/xid/node`). The first XID with an
 action opens it; a later XID that raises the severity or the action, or adds a new code, is an
-`update` (a new log-only code just joins the evidence); `burst_window_s` of event time without another XID resolves it: the host's next
-log event after the window closes it, with resolve time = last XID + window. Other log kinds listed in
-the table's `kinds` (oom, hung_task, ...) follow the same burst rule with fingerprint
-`host/<kind>/<service or node>`. Action class `none` (e.g. XID 43, 63) never opens an incident.
+`update` (a new log-only code just joins the evidence); `burst_window_s` of event time without
+another XID resolves it: the host's next log event after the window closes it, with resolve time =
+last XID + window. Other log kinds listed in the table's `kinds` (oom, hung_task, ...) follow the
+same burst rule with fingerprint `host/<kind>/<service or node>`. Action class `none` (e.g. XID 43,
+63) never opens an incident.
 
 >>> rules = LogRules(load_table())
 >>> from fleetmedic.schemas import LogEvent
@@ -27,7 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from fleetmedic.schemas import ActionClass, LogEvent
+from fleetmedic.schemas import ActionClass, LogEvent, Scalar
 from fleetmedic.yamlfile import load_model
 
 from .gpu_identity import event_gpu
@@ -59,8 +60,9 @@ def load_table(path: str | Path | None = None) -> LogTable:
     return load_model(path or DEFAULT_TABLE, LogTable)
 
 
-def xid_of(event: LogEvent):
+def xid_of(event: LogEvent) -> Scalar:
     """The XID code an event reports (`fields.xid`, or parsed from a raw `NVRM: Xid` line), else None.
+    Read as it came (an int, or the digits of a raw line): callers convert, and an unreadable code is unknown.
 
     The log rules and the fault model's XID history both read XIDs through this function.
     """
@@ -94,7 +96,7 @@ class Burst:
 class LogRules:
     detector = "log_rules"
 
-    def __init__(self, table: LogTable, burst_window_s: float = 180.0):
+    def __init__(self, table: LogTable, burst_window_s: float = 180.0) -> None:
         self.table = table
         self.window = burst_window_s
         self.bursts: dict[str, dict[tuple[str, str], Burst]] = {}  # host → (kind, subject) → open burst

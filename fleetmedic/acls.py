@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Settings
+from .config import Role, Settings
 
 # role → (topics written, topics read); names without the prefix.
-ACL_TABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+ACL_TABLE: dict[Role, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "exporter": (("metrics.v1", "logs.v1"), ("metrics.v1", "logs.v1")),
     "detector": (("incidents.v1", "state.v1", "deadletter.v1"), ("metrics.v1", "logs.v1", "state.v1")),
     "remediator": (("remediations.v1", "deadletter.v1"),

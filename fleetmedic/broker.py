@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def with_overrides(properties: str, overrides: dict[str, str]) -> str:
 class EmbeddedBroker:
     """One single-node KRaft broker whose files live in `settings.data_dir`."""
 
-    def __init__(self, settings: BrokerSettings, secure: bool = False):
+    def __init__(self, settings: BrokerSettings, secure: bool = False) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.expanduser().resolve()
         self.pid_file = self.data_dir / "broker.pid"
@@ -207,7 +208,7 @@ class EmbeddedBroker:
         return BrokerStatus(pid is not None, pid, pid is not None and self.answering(), self.bootstrap, self.data_dir)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def _format(self, java: str, jars: Path, props: Path, extra_args: list[str] = ()) -> None:
+    def _format(self, java: str, jars: Path, props: Path, extra_args: Sequence[str] = ()) -> None:
         meta = self.data_dir / "logs" / "meta.properties"
         if meta.exists():
             if self.secure and not (self.data_dir / "secure" / "enabled").exists():
@@ -240,7 +241,7 @@ class EmbeddedBroker:
         if extra_args:
             (self.data_dir / "secure" / "enabled").write_text("formatted with SCRAM users\n")
 
-    def start(self, progress=print) -> float:
+    def start(self, progress: Callable[[str], object] = print) -> float:
         """Start (or find running) and wait until it answers; returns seconds taken."""
         t0 = time.monotonic()
         if self.pid() is not None:
@@ -258,7 +259,8 @@ class EmbeddedBroker:
         jars = fetch_jars(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        text, format_args = self.properties(), []
+        text = self.properties()
+        format_args: list[str] = []
         if self.secure:
             from .pki import prepare
 

@@ -11,6 +11,7 @@ properties name its peers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .broker import BrokerError, EmbeddedBroker, server_properties
@@ -26,7 +27,7 @@ def node_ports(settings: BrokerSettings, k: int) -> tuple[int, int]:
 class ClusterNode(EmbeddedBroker):
     """Node k of an N-node cluster."""
 
-    def __init__(self, settings: BrokerSettings, k: int, n: int):
+    def __init__(self, settings: BrokerSettings, k: int, n: int) -> None:
         port, controller = node_ports(settings, k)
         root = settings.data_dir.expanduser().resolve()
         super().__init__(settings.model_copy(update={"port": port, "controller_port": controller,
@@ -60,7 +61,7 @@ class ClusterNode(EmbeddedBroker):
 class EmbeddedCluster:
     """N `ClusterNode`s started together (a node cannot answer before a quorum of voters is up)."""
 
-    def __init__(self, settings: BrokerSettings, nodes: int | None = None):
+    def __init__(self, settings: BrokerSettings, nodes: int | None = None) -> None:
         self.settings = settings
         self.root = settings.data_dir.expanduser().resolve()
         if nodes is None:
@@ -96,7 +97,7 @@ class EmbeddedCluster:
             if not target.exists():
                 target.write_text(first.read_text())
 
-    def start(self, progress=print) -> float:
+    def start(self, progress: Callable[[str], object] = print) -> float:
         """Start every node that is not running, in parallel; returns the slowest node's seconds."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._shared_cluster_id()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -51,7 +52,7 @@ class SecuritySettings(_Strict):
         return read_secret_files(data)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SecuritySettings":
+    def _consistent(self) -> SecuritySettings:
         if self.sasl_mechanism in ("OAUTHBEARER", "GSSAPI"):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} is not supported: fleetmedic has no token "
                              "provider or Kerberos set-up (docs/security.md); use SCRAM-SHA-512 or mTLS (SSL)")
@@ -95,7 +96,7 @@ class BrokerSettings(_Strict):
     start_timeout_s: float = Field(90.0, gt=0)
 
     @model_validator(mode="after")
-    def _distinct_ports(self) -> "BrokerSettings":
+    def _distinct_ports(self) -> BrokerSettings:
         if self.port == self.controller_port:
             raise ValueError("port and controller_port must differ")
         return self
@@ -112,7 +113,20 @@ class TopicSettings(_Strict):
     remediation_retention_hours: float = Field(24 * 90, gt=0)
 
 
-ROLE_NAMES = ("exporter", "detector", "remediator", "approver", "reviewer", "admin")
+Role = Literal["exporter", "detector", "remediator", "approver", "reviewer", "admin"]
+ROLE_NAMES: tuple[Role, ...] = get_args(Role)
+
+
+def _default_principals() -> dict[Role, str]:
+    return {r: f"User:{r}" for r in ROLE_NAMES if r != "admin"}
+
+
+def _default_groups() -> dict[Role, list[str]]:
+    return {
+        "detector": ["detectors", "demo-detectors"],
+        "remediator": ["fleetmedic-remediator", "demo-remediator"],
+        "reviewer": ["fleetmedic-tail-"],
+    }
 
 
 class AclSettings(_Strict):
@@ -121,16 +135,11 @@ class AclSettings(_Strict):
     # None: apply them when the connection uses SASL (a secured cluster); false: never.
     apply: bool | None = None
     # role → Kafka principal; the secured embedded broker's SCRAM users are named after the roles.
-    principals: dict[Literal[ROLE_NAMES], str] = Field(
-        default_factory=lambda: {r: f"User:{r}" for r in ROLE_NAMES if r != "admin"})
+    principals: dict[Role, str] = Field(default_factory=_default_principals)
     # role → consumer group id prefixes it may join (PREFIXED group ACLs).
-    groups: dict[Literal[ROLE_NAMES], list[str]] = Field(default_factory=lambda: {
-        "detector": ["detectors", "demo-detectors"],
-        "remediator": ["fleetmedic-remediator", "demo-remediator"],
-        "reviewer": ["fleetmedic-tail-"],
-    })
+    groups: dict[Role, list[str]] = Field(default_factory=_default_groups)
     # role → transactional id prefixes (default: the role's client id, fleetmedic-ROLE).
-    transactional_ids: dict[Literal[ROLE_NAMES], list[str]] = Field(default_factory=dict)
+    transactional_ids: dict[Role, list[str]] = Field(default_factory=dict)
 class AlertsSettings(_Strict):
     """Alertmanager in (`alerts receive`), out (`alerts notify`) and its silences in the silence gate."""
 
@@ -209,7 +218,7 @@ class SettingsError(ValueError):
 _NOT_SETTINGS = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "KAFKA_BOOTSTRAP", ENV_PREFIX + "SUPERVISOR_CONF"}
 
 
-def env_overrides(environ: dict[str, str] | None = None) -> dict:
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict:
     """FLEETMEDIC_A__B=v  →  {"a": {"b": "v"}}."""
     environ = os.environ if environ is None else environ
     out: dict = {}
@@ -230,7 +239,7 @@ def _env_name(loc: tuple) -> str:
     return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings; raises SettingsError naming the bad setting (env var or file:line)."""
     environ = os.environ if environ is None else environ
     path = path or environ.get(ENV_PREFIX + "CONFIG")

@@ -3,6 +3,11 @@ with one line that says which and what to check, never with a traceback (and nev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
+
 
 def explain(exc: BaseException) -> str | None:
     """One line for an authentication or authorization failure; None for anything else."""
@@ -28,7 +33,7 @@ class CredentialsRefused(RuntimeError):
     """The broker refused this client's credentials or certificate at connection time."""
 
 
-def verify_credentials(settings, timeout_s: float = 10.0) -> None:
+def verify_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
     """Connect once to the first bootstrap server and fail fast on an authentication refusal.
 
     kafka-python only logs a SASL failure and retries for ever, so a stage started with a wrong
@@ -49,7 +54,8 @@ def verify_credentials(settings, timeout_s: float = 10.0) -> None:
     seen: list[BaseException] = []
     close = conn.close
 
-    def remember(error=None):  # the refusal arrives only as the reason a connection is closed
+    # the refusal arrives only as the reason a connection is closed
+    def remember(error: BaseException | None = None) -> None:
         if error is not None:
             seen.append(error)
         return close(error=error)
@@ -62,13 +68,13 @@ def verify_credentials(settings, timeout_s: float = 10.0) -> None:
     finally:
         close()
     user = settings.security.sasl_plain_username
-    for exc in seen:
-        if isinstance(exc, (errors.SaslAuthenticationFailedError, getattr(errors, "AuthenticationFailedError", errors.SaslAuthenticationFailedError))):
+    for error in seen:
+        if isinstance(error, (errors.SaslAuthenticationFailedError, getattr(errors, "AuthenticationFailedError", errors.SaslAuthenticationFailedError))):
             raise CredentialsRefused(f"the broker at {settings.bootstrap_servers[0]} refused the credentials of "
                                      f"user {user!r} ({settings.security.sasl_mechanism}): wrong password or "
                                      "unknown user; check security.sasl_plain_username and the password "
                                      "(security.sasl_plain_password_file or FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD)")
-        text = str(exc)
+        text = str(error)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
             raise CredentialsRefused(f"TLS to {settings.bootstrap_servers[0]}: the broker's certificate does not "
                                      f"verify against security.ssl_cafile ({settings.security.ssl_cafile})")

@@ -15,10 +15,10 @@ all        all of the above                      demo
 A stage command calls `require(extra, command)` first; a missing module raises `MissingExtra`
 (a SystemExit, so it prints one line and exits 1, with no traceback):
 
->>> require("detect", "fleetmedic detect", find=lambda module: None)
+>>> require("detect", "fleetmedic detect", find=lambda module: None)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-fleetmedic.extras.MissingExtra: fleetmedic detect needs the [detect] extra (scikit-learn is not installed): pip install 'fleetmedic[detect]'
+fleetmedic.extras.MissingExtra: fleetmedic detect needs the [detect] extra (...): pip install 'fleetmedic[detect]'
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ EXTRAS["all"] = tuple(dict.fromkeys(m for mods in EXTRAS.values() for m in mods)
 class MissingExtra(SystemExit):
     """An extra the command needs is not installed; str() is the one-line message."""
 
-    def __init__(self, extra: str, command: str, distribution: str):
+    def __init__(self, extra: str, command: str, distribution: str) -> None:
         self.extra, self.command, self.distribution = extra, command, distribution
         super().__init__(f"{command} needs the [{extra}] extra ({distribution} is not installed): "
                          f"pip install 'fleetmedic[{extra}]'")

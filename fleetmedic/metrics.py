@@ -31,17 +31,19 @@ True
 
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from .schemas import Incident, Remediation
     from .transport import ConsumerLoop
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,12 @@ def values(stage: str, n: int, records: int = 0) -> None:
         VALUES.labels(stage).inc(n)
 
 
-def incident(record) -> None:
+def incident(record: Incident) -> None:
     """Count one incident record written (an `fleetmedic.schemas.Incident`)."""
     INCIDENTS.labels(record.kind, record.status).inc()
 
 
-def remediation(record) -> None:
+def remediation(record: Remediation) -> None:
     """Count one remediation record: a gate skip, or a finished run with its duration."""
     if record.status == "skipped" and record.gate:
         GATE_SKIPS.labels(record.gate).inc()
@@ -125,7 +127,7 @@ class LoopWatcher:
     of partitions the loop no longer holds are removed.
     """
 
-    def __init__(self, stage: str, min_interval_s: float = 1.0):
+    def __init__(self, stage: str, min_interval_s: float = 1.0) -> None:
         self.stage = stage
         self.min_interval_s = min_interval_s
         self._consumed = 0
@@ -133,7 +135,7 @@ class LoopWatcher:
         self._lag_keys: set[tuple[str, str]] = set()
         self._last = 0.0
 
-    def __call__(self, loop: "ConsumerLoop") -> None:
+    def __call__(self, loop: ConsumerLoop) -> None:
         stats = loop.stats
         if stats.consumed > self._consumed:
             RECORDS.labels(self.stage).inc(stats.consumed - self._consumed)
@@ -148,7 +150,7 @@ class LoopWatcher:
         self._last = now
         self.update_lag(loop)
 
-    def update_lag(self, loop: "ConsumerLoop") -> None:
+    def update_lag(self, loop: ConsumerLoop) -> None:
         keys = set()
         consumer = loop.consumer
         for tp in consumer.assignment():
@@ -172,7 +174,7 @@ class LoopWatcher:
         self._lag_keys = keys
 
 
-def watch_loop(loop: "ConsumerLoop", stage: str) -> LoopWatcher:
+def watch_loop(loop: ConsumerLoop, stage: str) -> LoopWatcher:
     """Attach the metrics of `stage` to a consumer loop (through its `observers` hook)."""
     watcher = LoopWatcher(stage)
     loop.observers.append(watcher)
@@ -185,7 +187,7 @@ class MetricsServer:
     Port 0 picks a free one (see `.port`). Not ready until `set_ready(True)`.
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1", registry=REGISTRY):
+    def __init__(self, port: int, host: str = "127.0.0.1", registry: prometheus_client.CollectorRegistry = REGISTRY) -> None:
         outer = self
         self.registry = registry
         self._ready = False
@@ -193,7 +195,7 @@ class MetricsServer:
         self._check: Callable[[], tuple[bool, str]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 path = self.path.split("?")[0]
                 if path in ("/metrics", "/"):
                     self._reply(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
@@ -243,7 +245,7 @@ class MetricsServer:
         self._server.server_close()
 
 
-def loop_ready(loop: "ConsumerLoop") -> Callable[[], tuple[bool, str]]:
+def loop_ready(loop: ConsumerLoop) -> Callable[[], tuple[bool, str]]:
     """Readiness of a consumer: it holds partitions (read from the subscription state, thread-safe enough)."""
     def check() -> tuple[bool, str]:
         if loop.stopping:
@@ -253,7 +255,7 @@ def loop_ready(loop: "ConsumerLoop") -> Callable[[], tuple[bool, str]]:
     return check
 
 
-def serve_for(args, what: str) -> MetricsServer | None:
+def serve_for(args: argparse.Namespace, what: str) -> MetricsServer | None:
     """`serve` with a command's `--metrics-port/--metrics-bind`; a taken port exits with one line."""
     try:
         server = serve(args.metrics_port, args.metrics_bind)
@@ -276,7 +278,7 @@ def serve(port: int | None, host: str = "127.0.0.1") -> MetricsServer | None:
     return server
 
 
-def add_arguments(parser, default: int | None = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser, default: int | None = None) -> None:
     """`--metrics-port PORT`, `--metrics-bind ADDR` and `--log-format` for a long-running command."""
     from .logfmt import add_argument
 

@@ -43,7 +43,7 @@ class SecureLayout:
     root: Path
 
     @classmethod
-    def of(cls, data_dir: Path) -> "SecureLayout":
+    def of(cls, data_dir: Path) -> SecureLayout:
         return cls(Path(data_dir).expanduser().resolve() / "secure")
 
     @property
@@ -86,8 +86,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _name(cn: str):
-    from cryptography.x509.oid import NameOID
     from cryptography import x509
+    from cryptography.x509.oid import NameOID
 
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetmedic"),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -108,7 +108,7 @@ def make_ca(layout: SecureLayout) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name("fleetmedic local CA")).issuer_name(_name("fleetmedic local CA"))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
@@ -131,15 +131,17 @@ def make_leaf(layout: SecureLayout, cn: str, cert_path: Path, key_path: Path,
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
     ca_key = serialization.load_pem_private_key(layout.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # make_ca writes an EC P-256 key, nothing else
+        raise ValueError(f"{layout.ca_key}: not the local CA's EC key (docs/security.md)")
     ca_cert = x509.load_pem_x509_certificate(layout.ca_cert.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    names = []
+    names: list[x509.GeneralName] = []
     for h in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             names.append(x509.DNSName(h))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=_VALID_DAYS))

@@ -1,9 +1,9 @@
 """Bounded reads of a topic range: by offsets or by time (Kafka's offsets-for-times).
 
 Replay and reports read a closed range of a topic, not a live stream, so they do not join a
-consumer group or commit: they assign partitions, seek to the range's start and stop at its
-end. Records are decoded with the same `transport.decode` as the live loop; an undecodable
-record in a range is counted and skipped (the live loop already dead-lettered it).
+consumer group or commit: a `fleetmedic.lifecycle.TopicReader` seeks to the range's start and
+reads to its end. Records are decoded with the same `transport.decode` as the live loop; an
+undecodable record in a range is counted and skipped (the live loop already dead-lettered it).
 
 Times select by the Kafka record timestamp, which is the time the record was produced.
 """
@@ -17,8 +17,9 @@ from datetime import datetime
 from kafka import KafkaConsumer, TopicPartition
 
 from .config import Settings
+from .lifecycle import TopicReader
 from .schemas import Contract
-from .transport import DecodeError, Received, consumer_config, decode
+from .transport import Received
 
 
 @dataclass(frozen=True)
@@ -78,42 +79,22 @@ def read_range(settings: Settings, spec: RangeSpec, model: type[Contract], *,
                max_records: int = 5000) -> Iterator[list[Received]]:
     """Yield batches of decoded records of the range, in offset order within each partition."""
     stats = stats if stats is not None else RangeStats()
-    consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{settings.client_id}-range",
-                             max_poll_records=max_records, fetch_max_bytes=64 * 1024 * 1024,
-                             max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
-                             **consumer_config(settings))
-    try:
-        bounds = {tp: b for tp, b in resolve_bounds(consumer, spec).items() if b[0] < b[1]}
-        stats.bounds = {tp.partition: b for tp, b in bounds.items()}
-        if not bounds:
-            return
-        consumer.assign(list(bounds))
-        for tp, (start, _) in bounds.items():
-            consumer.seek(tp, start)
-        open_parts = set(bounds)
-        while open_parts:
-            polled = consumer.poll(timeout_ms=500, max_records=max_records)
-            batch: list[Received] = []
-            for tp, messages in polled.items():
-                end = bounds[tp][1]
-                for msg in messages:
-                    if msg.offset >= end:
-                        break
-                    stats.read += 1
-                    try:
-                        record = decode(model, msg.value, settings.max_record_bytes)
-                    except DecodeError:
-                        stats.undecodable += 1
-                        continue
-                    if keep is not None and not keep(record):
-                        stats.filtered += 1
-                        continue
-                    batch.append(Received(record, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key))
-            for tp in list(open_parts):
-                if consumer.position(tp) >= bounds[tp][1]:
-                    open_parts.discard(tp)
-                    consumer.pause(tp)
+    with TopicReader(settings, [spec.topic], partitions=spec.partitions, require=False, name="range",
+                     max_poll_records=max_records, fetch_max_bytes=64 * 1024 * 1024,
+                     max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576)) as reader:
+        bounds = resolve_bounds(reader.consumer, spec)
+        stats.bounds = {tp.partition: b for tp, b in bounds.items() if b[0] < b[1]}
+        reader.seek({tp: start for tp, (start, _) in bounds.items()})
+        for messages in reader.read_to_end(timeout_s=None, ends={tp: end for tp, (_, end) in bounds.items()},
+                                           max_records=max_records):
+            stats.read += len(messages)
+            decoded = reader.records(messages, model, on_error=lambda msg, exc: None)
+            stats.undecodable += len(messages) - len(decoded)
+            batch = []
+            for item in decoded:
+                if keep is not None and not keep(item.record):
+                    stats.filtered += 1
+                    continue
+                batch.append(item)
             if batch:
                 yield batch
-    finally:
-        consumer.close(autocommit=False)

@@ -22,6 +22,7 @@ PosixPath('/home/sre/.local/state/fleetmedic')
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ def bundled(name: str) -> Path:
     return installed if installed.is_dir() else _PACKAGE.parent / name
 
 
-def default_state_dir(environ: dict[str, str] | None = None, uid: int | None = None) -> Path:
+def default_state_dir(environ: Mapping[str, str] | None = None, uid: int | None = None) -> Path:
     """A service's state folder when nothing names one (see the module docstring for the order)."""
     environ = os.environ if environ is None else environ
     uid = os.geteuid() if uid is None else uid

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime, timezone
-from typing import Annotated, ClassVar, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 def _utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59:59-14:00 is past datetime.max in UTC: a validation error, not a crash
         raise ValueError("time out of range in UTC") from None
 
@@ -30,7 +30,7 @@ EventTime = Annotated[AwareDatetime, AfterValidator(_utc), Field(description="ti
 # Host names travel into playbook variables: keep them to a safe alphabet.
 Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
-Scalar = Union[str, int, float, bool, None]
+Scalar = str | int | float | bool | None
 
 
 class Contract(BaseModel):
@@ -200,7 +200,7 @@ class DeadLetter(Contract):
 
     @classmethod
     def of(cls, *, topic: str, partition: int, offset: int, timestamp_ms: int | None, key: bytes | None,
-           value: bytes, group: str, kind: DeadLetterKind, error: str, keep_bytes: int) -> "DeadLetter":
+           value: bytes, group: str, kind: DeadLetterKind, error: str, keep_bytes: int) -> DeadLetter:
         value = value or b""
         return cls(
             source_topic=topic, source_partition=partition, source_offset=offset,
@@ -210,7 +210,7 @@ class DeadLetter(Contract):
             consumer_group=group, kind=kind, error=error[:8192],
             original_b64=base64.b64encode(value[:keep_bytes]).decode(),
             original_size=len(value), original_sha256=hashlib.sha256(value).hexdigest(),
-            truncated=len(value) > keep_bytes, time=datetime.now(timezone.utc),
+            truncated=len(value) > keep_bytes, time=datetime.now(UTC),
         )
 
 

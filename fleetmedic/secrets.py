@@ -14,12 +14,17 @@ runner's artifacts. Other FLEETMEDIC_* variables stay (playbooks read e.g. FLEET
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 SECRET_FIELDS = ("sasl_plain_password", "ssl_password")
 
 
-def read_secret_files(data):
+def read_secret_files(data: Any) -> Any:
     if not isinstance(data, dict):
         return data
     data = dict(data)
@@ -43,14 +48,14 @@ def read_secret_files(data):
     return data
 
 
-def scrub_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+def scrub_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Overrides that blank the secret-bearing FLEETMEDIC_* variables for a child process."""
     environ = os.environ if environ is None else environ
     return {name: "" for name in environ if name.startswith("FLEETMEDIC_SECURITY__")
             or (name.startswith("FLEETMEDIC_") and any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")))}
 
 
-def connection_env(settings) -> dict[str, str]:
+def connection_env(settings: Settings) -> dict[str, str]:
     """FLEETMEDIC_* variables that make a child process connect as `settings` do.
 
     A password travels as the name of its file when it came from one, else in the child's

@@ -7,7 +7,7 @@ import uuid
 
 from .config import Settings
 from .schemas import CONTRACTS, Contract
-from .transport import ConsumerLoop, LoopStats, Received
+from .transport import ConsumerLoop, LoopStats, Producer, Received
 
 BY_TOPIC: dict[str, type[Contract]] = {model.topic: model for model in CONTRACTS.values()}
 SHORT = {name.split(".")[0]: name for name in BY_TOPIC}
@@ -23,7 +23,7 @@ def resolve_topic(name: str) -> tuple[str, type[Contract]]:
 def one_line(item: Received) -> str:
     r = item.record
     head = f"{item.topic}[{item.partition}]@{item.offset}"
-    if hasattr(r, "values") and isinstance(getattr(r, "values"), dict):
+    if hasattr(r, "values") and isinstance(r.values, dict):
         values = ", ".join(f"{k}={v:.4g}" if v is not None else f"{k}=null" for k, v in list(r.values.items())[:4])
         more = f" (+{len(r.values) - 4})" if len(r.values) > 4 else ""
         return f"{head} {r.time:%H:%M:%S} {r.host} {values}{more}"
@@ -39,20 +39,22 @@ def one_line(item: Received) -> str:
     return f"{head} {r.model_dump_json()[:160]}"
 
 
-class _Viewer:
+class _Viewer(Producer):
     """The loop's producer for `tail`: a viewer writes nothing (the stage that owns a topic
     dead-letters its bad records), so `tail` runs with a read-only principal (reviewer)."""
 
-    transactional = False  # the loop's plain path: send, flush, commit the offsets
+    def __init__(self) -> None:  # no Kafka producer behind it: nothing is ever sent
+        self.transactional = False  # the loop's plain path: send, flush, commit the offsets
 
-    def send(self, record, topic=None) -> None:
+    def send(self, record: Contract, topic: str | None = None) -> None:
         pass
 
-    def send_raw(self, topic, value, key=None, **kwargs) -> None:
+    def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None, timestamp_ms: int | None = None,
+                 partition: int | None = None) -> None:
         pass
 
-    def flush(self) -> None:
-        pass
+    def flush(self, timeout_s: float | None = 60.0) -> int:
+        return 0  # nothing was sent
 
 
 def tail(settings: Settings, topic: str, *, from_beginning: bool = False, limit: int | None = None,
@@ -60,7 +62,7 @@ def tail(settings: Settings, topic: str, *, from_beginning: bool = False, limit:
     name, model = resolve_topic(topic)
     last = [time.monotonic()]
 
-    def show(batch: list[Received]):
+    def show(batch: list[Received]) -> tuple[()]:
         for item in batch:
             print(one_line(item), flush=True)
         last[0] = time.monotonic()

@@ -12,12 +12,17 @@ and deserve a person's decision).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from .config import Settings
 from .topics import durability, topic_name, topic_specs
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def _configs(admin, names: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def topic_drift(settings: Settings, admin) -> list[Drift]:
+def topic_drift(settings: Settings, admin: KafkaAdminClient) -> list[Drift]:
     """Every difference between the configured topics and the cluster's, in topic order."""
     existing = set(admin.list_topics())
     specs = [(topic_name(settings, s.name), s) for s in topic_specs(settings)]
@@ -90,11 +95,12 @@ def topic_drift(settings: Settings, admin) -> list[Drift]:
     return drift
 
 
-def print_drift(settings: Settings, drift: list[Drift], out=print) -> int:
+def print_drift(settings: Settings, drift: list[Drift], out: Callable[[str], object] = print) -> int:
     """The `topics create --check` report; returns its exit code (0: no drift, 1: drift)."""
     bootstrap = settings.bootstrap_servers[0]
     if not drift:
-        out(f"no drift: {len(topic_specs(settings))} topics under prefix {settings.topic_prefix!r} match the configuration")
+        out(f"no drift: {len(topic_specs(settings))} topics under prefix {settings.topic_prefix!r} "
+            "match the configuration")
         return 0
     for d in drift:
         out(f"drift    {d.describe()}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -47,7 +47,7 @@ def topic_name(settings: Settings, name: str) -> str:
     return settings.topic_prefix + name
 
 
-def admin_client(settings: Settings, **overrides) -> KafkaAdminClient:
+def admin_client(settings: Settings, **overrides: Any) -> KafkaAdminClient:
     return KafkaAdminClient(client_id=f"{settings.client_id}-admin", **settings.kafka_kwargs(), **overrides)
 
 
@@ -106,7 +106,8 @@ def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> 
                 pass  # created by someone else between list and create: same outcome
             result[topic.name] = "created"
         _wait_for_leaders(admin, [t.name for t in wanted])
-        from .acls import apply_acls, wanted as acls_wanted
+        from .acls import apply_acls
+        from .acls import wanted as acls_wanted
 
         if acls_wanted(settings):  # a secured cluster: least-privilege ACLs for every role
             result[f"{apply_acls(settings, admin)} least-privilege ACL grants"] = "applied"

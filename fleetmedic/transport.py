@@ -4,9 +4,10 @@ Producer: acks=all, idempotent, compressed, keyed by host so a host's records st
 
 Consumer loop (at-least-once in): poll a batch → decode and validate each record (failures go
 to the dead-letter topic with their reason and original bytes) → hand the valid ones to the
-stage's `handle` → produce what it returns → flush → commit the batch's offsets. SIGTERM and
-SIGINT let the batch in hand finish, commit, and return. A crash anywhere before the commit
-means the batch is read again on restart: nothing is lost, a duplicate is possible.
+stage's `handle` → produce what it returns → flush → commit the batch's offsets. `run` is a
+`fleetmedic.lifecycle.ServiceLoop`: SIGTERM and SIGINT let the batch in hand finish, commit, and
+return. A crash anywhere before the commit means the batch is read again on restart: nothing is
+lost, a duplicate is possible.
 
 With a `transactional_id` the loop is exactly-once instead: the batch's results, dead letters
 and consumed offsets go out in one Kafka transaction (`send_offsets_to_transaction`), so either
@@ -22,12 +23,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
@@ -37,6 +37,9 @@ from pydantic import ValidationError
 from .config import Settings
 from .schemas import Contract, DeadLetter, DeadLetterKind
 from .topics import topic_name
+
+if TYPE_CHECKING:
+    from .lifecycle import ServiceLoop
 
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Contract)
@@ -527,21 +530,17 @@ class ConsumerLoop:
             except Exception:  # metrics must never stop the loop
                 log.exception("loop observer failed")
 
+    def service_loop(self, **hooks) -> ServiceLoop:
+        """This loop's `run_once` as the step of a `fleetmedic.lifecycle.ServiceLoop` that shares
+        its stop flag (`stop()` and SIGTERM/SIGINT end it); `hooks` are the ServiceLoop's."""
+        from .lifecycle import ServiceLoop  # lifecycle's readers import this module
+
+        return ServiceLoop(self.run_once, stop_event=self._stop, **hooks)
+
     def run(self, *, until: Callable[[LoopStats], bool] | None = None, install_signals: bool = True) -> LoopStats:
         """Loop until SIGTERM/SIGINT, `stop()`, or `until(stats)` is true; then close cleanly."""
-        previous = {}
-        if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
-        try:
-            while not self._stop.is_set():
-                self.run_once()
-                if until and until(self.stats):
-                    break
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.close()
+        self.service_loop(close=self.close).run(until=until and (lambda: until(self.stats)),
+                                             install_signals=install_signals)
         return self.stats
 
     def close(self) -> None:

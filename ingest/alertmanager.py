@@ -30,19 +30,18 @@ import json
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from fleetmedic.config import AlertsSettings, Settings
+from fleetmedic.lifecycle import TopicReader
 from fleetmedic.schemas import Evidence, Incident
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, Producer, consumer_config, decode
+from fleetmedic.transport import Producer
 
 log = logging.getLogger(__name__)
 DETECTOR = "alertmanager"
@@ -173,29 +172,12 @@ class AlertReceiver:
         topic = topic_name(self.settings, Incident.topic)
         # read committed: incidents.v1 is written in the detectors' transactions, and an aborted
         # one's incidents were never opened
-        consumer = KafkaConsumer(**consumer_config(self.settings, enable_auto_commit=False,
-                                                   client_id=f"{self.settings.client_id}-alerts"))
-        try:
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            if not tps:
-                raise RuntimeError(f"topic {topic} does not exist: run `fleetmedic topics create`")
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            deadline = time.monotonic() + timeout_s
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not read {topic} to its end in {timeout_s:.0f}s")
-                for msgs in consumer.poll(timeout_ms=200, max_records=10_000).values():
-                    for msg in msgs:
-                        try:
-                            rec = decode(Incident, msg.value, self.settings.max_record_bytes)
-                        except DecodeError:
-                            continue  # not ours to judge: the writer's consumers dead-letter it
-                        if rec.detector == DETECTOR:
-                            self._remember(rec.id, rec.status)
-        finally:
-            consumer.close()
+        with TopicReader(self.settings, [topic], name="alerts") as reader:
+            for batch in reader.read_to_end(timeout_s=timeout_s):
+                # an undecodable record is not ours to judge: the writer's consumers dead-letter it
+                for item in reader.records(batch, Incident):
+                    if item.record.detector == DETECTOR:
+                        self._remember(item.record.id, item.record.status)
         return len(self.seen)
 
     def _remember(self, incident_id: str, status: str) -> None:

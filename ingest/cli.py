@@ -66,7 +66,9 @@ def _ensure_topics(settings, what: str) -> None:
 
 
 def _start(name: str, args):
-    from .runner import Exporter, stop_on_signals
+    from fleetmedic.lifecycle import stop_on_signals
+
+    from .runner import Exporter
 
     settings = settings_from(args)
     if args.create_topics:
@@ -340,7 +342,7 @@ def cmd_simulate(args) -> int:
         _ensure_topics(settings, "simulate")
         publisher = Publisher(settings, health, spool=None)
     stop = threading.Event()
-    from .runner import stop_on_signals
+    from fleetmedic.lifecycle import stop_on_signals
 
     stop_on_signals(stop)
     try:

@@ -15,6 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # A line is at most this many bytes (LogEvent.line holds at most 65536 characters); a longer one is
 # cut to fit, ending in TRUNCATED, and the rest of it is skipped.
@@ -25,7 +26,7 @@ TRUNCATED = " [fleetmedic: line truncated]"
 @dataclass
 class _State:
     path: Path
-    handle: object | None = None  # open binary file
+    handle: BinaryIO | None = None  # open binary file
     dev: int = 0
     ino: int = 0
     offset: int = 0               # offset after the last whole line read
@@ -34,7 +35,7 @@ class _State:
 
 class LogFollower:
     def __init__(self, paths: list[str | os.PathLike], position_file: str | os.PathLike | None = None,
-                 from_end: bool = False):
+                 from_end: bool = False) -> None:
         """`from_end`: a file seen for the first time (no saved position) starts at its end."""
         self.position_file = Path(position_file) if position_file else None
         self.from_end = from_end
@@ -47,7 +48,7 @@ class LogFollower:
             except ValueError:
                 saved = {}  # a corrupt position file: start as if new, and say nothing is lost by re-reading
         self.files = [_State(Path(p)) for p in paths]
-        self._pending_old: list[tuple[_State, object]] = []  # rotated-away handles still to finish
+        self._pending_old: list[tuple[_State, BinaryIO]] = []  # rotated-away handles still to finish
         for st in self.files:
             pos = saved.get(str(st.path))
             self._open(st, resume=pos, at_start=True)
@@ -86,7 +87,7 @@ class LogFollower:
                 self._pending_old.append((st, old))
                 return
 
-    def _lines(self, handle, st: _State | None, limit: int) -> list[str]:
+    def _lines(self, handle: BinaryIO, st: _State | None, limit: int) -> list[str]:
         """Whole lines from `handle`'s position (at most `limit`); a line longer than MAX_LINE bytes
         is cut to fit with TRUNCATED at its end and the rest of it skipped (counted in
         `truncated_lines_` and `skipped_bytes_`), so it never costs its neighbours."""

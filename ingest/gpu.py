@@ -4,8 +4,9 @@ Per GPU: utilisation, memory, temperature, power and energy, clocks and clock-ev
 reasons, ECC corrected/uncorrected (volatile and aggregate), remapped rows, retired pages, PCIe
 replays and link state, NVLink error counters. A field the GPU does not support is left out,
 never zero-filled. A GPU that answers NVML_ERROR_GPU_IS_LOST reports `gpu<i>.up` = 0, null for
-the series it reported before, and one `gpu_fell_off_bus` log event. XID and double-bit-ECC events come from an NVML event set and are
-published as `LogEvent`s (kind "xid" / "ecc_dbe") as they happen.
+the series it reported before, and one `gpu_fell_off_bus` log event. XID and double-bit-ECC
+events come from an NVML event set and are published as `LogEvent`s (kind "xid" / "ecc_dbe") as
+they happen.
 
 The NVML module is a parameter so tests can hand in a fake (there is no GPU on CI).
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from fleetmedic.schemas import LogEvent
 
@@ -33,11 +36,12 @@ class _Lost(Exception):
 
 
 class GpuCollector:
-    def __init__(self, nvml=None):
+    def __init__(self, nvml: Any = None) -> None:
         if nvml is None:
             with warnings.catch_warnings():  # pynvml 12+ warns that it now wraps nvidia-ml-py: same API
                 warnings.simplefilter("ignore", FutureWarning)
-                import pynvml as nvml
+                import pynvml
+            nvml = pynvml
         self.nvml = nvml
         try:
             nvml.nvmlInit()
@@ -52,11 +56,11 @@ class GpuCollector:
         self.handles_ = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
         self.labels_: dict[str, str] = {}
         for i, h in enumerate(self.handles_):
-            for key, fn in (("uuid", lambda: nvml.nvmlDeviceGetUUID(h)),
-                            ("pci", lambda: nvml.nvmlDeviceGetPciInfo(h).busId),
-                            ("name", lambda: nvml.nvmlDeviceGetName(h))):
+            for key, fn in (("uuid", nvml.nvmlDeviceGetUUID),
+                            ("pci", lambda handle: nvml.nvmlDeviceGetPciInfo(handle).busId),
+                            ("name", nvml.nvmlDeviceGetName)):
                 try:
-                    value = fn()
+                    value = fn(h)
                     self.labels_[S.gpu(i, key)] = value.decode() if isinstance(value, bytes) else str(value)
                 except nvml.NVMLError:
                     pass
@@ -85,7 +89,7 @@ class GpuCollector:
         self.event_set_ = event_set if registered else None
 
     # -- one reading, tolerant of what the GPU does not support
-    def _read(self, i: int, fn, *args):
+    def _read(self, i: int, fn: Callable[..., Any], *args: Any) -> Any:
         nvml = self.nvml
         try:
             return fn(self.handles_[i], *args)
@@ -104,7 +108,7 @@ class GpuCollector:
         v: dict[str, float] = {}
         counters: list[str] = []
 
-        def put(name, value, scale=1.0, counter=False):
+        def put(name: str, value: Any, scale: float = 1.0, counter: bool = False) -> None:
             if value is not None:
                 v[g(name)] = float(value) * scale
                 if counter:
@@ -138,7 +142,7 @@ class GpuCollector:
                 put(f"ecc.{wname}.{kname}", self._read(i, nvml.nvmlDeviceGetTotalEccErrors, kind, where), counter=True)
         rows = self._read(i, nvml.nvmlDeviceGetRemappedRows)
         if rows is not None:
-            for name, value in zip(("correctable", "uncorrectable", "pending", "failure"), rows):
+            for name, value in zip(("correctable", "uncorrectable", "pending", "failure"), rows, strict=True):
                 put(f"remap.{name}", value, counter=name in ("correctable", "uncorrectable"))
         for cause, name in ((nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, "sbe"),
                             (nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, "dbe")):
@@ -164,10 +168,11 @@ class GpuCollector:
                         counter=True)
         return v, counters
 
-    def collect(self, host: str, now: datetime | None = None) -> tuple[dict, list[str], list[LogEvent]]:
+    def collect(self, host: str, now: datetime | None = None
+                ) -> tuple[dict[str, float | None], list[str], list[LogEvent]]:
         """(values, counters, log events for GPUs lost since the last call)."""
-        now = now or datetime.now(timezone.utc)
-        values: dict[str, float] = {}
+        now = now or datetime.now(UTC)
+        values: dict[str, float | None] = {}
         counters: list[str] = []
         events: list[LogEvent] = []
         for i in range(len(self.handles_)):
@@ -206,7 +211,7 @@ class GpuCollector:
                 if exc.value != nvml.NVML_ERROR_TIMEOUT:
                     log.warning("NVML event wait failed: %s", exc)
                 return out
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             try:
                 index = nvml.nvmlDeviceGetIndex(data.device)
             except nvml.NVMLError:

@@ -12,6 +12,7 @@ to the process-wide fleetmedic series (records and values published, checkpoint 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -19,6 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from fleetmedic.metrics import MetricsServer
 
 from .publisher import ExporterHealth
+
+if TYPE_CHECKING:
+    from prometheus_client import Metric
 
 _COUNTERS = [
     ("records_sent", "sent", "records acknowledged by the broker"),
@@ -39,21 +43,21 @@ _GAUGES = [
 class ExporterCollector:
     """A prometheus_client collector reading one exporter's `ExporterHealth` at scrape time."""
 
-    def __init__(self, health: ExporterHealth):
+    def __init__(self, health: ExporterHealth) -> None:
         self.health = health
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []  # names are checked per registry; two exporters in one process may share them
 
-    def collect(self):
+    def collect(self) -> list[Metric]:
         h = self.health
         label = [h.exporter]
-        families = []
+        families: list[Metric] = []
         with h.lock:
             for name, attr, help_ in _COUNTERS:
-                f = CounterMetricFamily(f"fleetmedic_exporter_{name}", help_, labels=["exporter"])
-                f.add_metric(label, getattr(h, attr))
-                families.append(f)
+                counter = CounterMetricFamily(f"fleetmedic_exporter_{name}", help_, labels=["exporter"])
+                counter.add_metric(label, getattr(h, attr))
+                families.append(counter)
             for name, attr, help_ in _GAUGES:
                 f = GaugeMetricFamily(f"fleetmedic_exporter_{name}", help_, labels=["exporter"])
                 f.add_metric(label, getattr(h, attr))
@@ -100,7 +104,7 @@ class HealthServer(MetricsServer):
     """The exporter's endpoint: its health and the process-wide series; port 0 picks a free one.
     Readiness is the exporter's (`ingest.runner.Exporter`: after its first collection)."""
 
-    def __init__(self, health: ExporterHealth, port: int, host: str = "127.0.0.1"):
+    def __init__(self, health: ExporterHealth, port: int, host: str = "127.0.0.1") -> None:
         self.health = health
         super().__init__(port, host, registry=registry_for(health))
         self.started = time.time()

@@ -72,7 +72,7 @@ def _vmstat(path: str = "/proc/vmstat") -> dict[str, int]:
 class HostCollector:
     """Reads this host's metrics; keeps the previous CPU times to turn them into percentages."""
 
-    def __init__(self, watch: list[str] | tuple[str, ...] = (), mounts: list[str] | None = None):
+    def __init__(self, watch: list[str] | tuple[str, ...] = (), mounts: list[str] | None = None) -> None:
         # "NAME" watches the unit or process NAME; "NAME=PROCESS" reports process PROCESS as
         # service NAME (a supervised program whose process is `python demo_http.py` is still `demo`).
         self.watch = [tuple(w.split("=", 1)) if "=" in w else (w, w) for w in watch]
@@ -87,10 +87,12 @@ class HostCollector:
         prev, self.cpu_times_ = self.cpu_times_, now
         total = sum(now) - sum(prev)
         if total > 0:
+            pct: dict[str, float] = {}
             for mode in S.CPU_MODES:
                 if hasattr(now, mode):
-                    v[f"cpu.{mode}_pct"] = round(100 * max(0.0, getattr(now, mode) - getattr(prev, mode)) / total, 3)
-            v["cpu.util_pct"] = round(100 - v.get("cpu.idle_pct", 0) - v.get("cpu.iowait_pct", 0), 3)
+                    pct[f"cpu.{mode}_pct"] = round(100 * max(0.0, getattr(now, mode) - getattr(prev, mode)) / total, 3)
+            pct["cpu.util_pct"] = round(100 - pct.get("cpu.idle_pct", 0) - pct.get("cpu.iowait_pct", 0), 3)
+            v.update(pct)
         load1, load5, load15 = os.getloadavg()
         v.update({"load.1": load1, "load.5": load5, "load.15": load15, "cpu.count": float(psutil.cpu_count() or 0)})
         mem = psutil.virtual_memory()
@@ -120,13 +122,13 @@ class HostCollector:
                 name = f"disk.{S.part(dev)}.io_time_s"
                 v[name] = busy / 1000.0
                 counters.append(name)
-        for nic, io in (psutil.net_io_counters(pernic=True) or {}).items():
+        for nic, nio in (psutil.net_io_counters(pernic=True) or {}).items():
             if nic == "lo":
                 continue
             for attr, suffix in (("errin", "rx_errors"), ("errout", "tx_errors"), ("dropin", "rx_drops"),
                                  ("dropout", "tx_drops")):
                 name = f"net.{S.part(nic)}.{suffix}"
-                v[name] = float(getattr(io, attr))
+                v[name] = float(getattr(nio, attr))
                 counters.append(name)
         try:
             temps = psutil.sensors_temperatures()

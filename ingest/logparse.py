@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-# XID codes and how bad they are (NVIDIA's XID catalogue; detectors/xid_table.yaml maps them to actions); unknown codes are errors.
+# XID codes and how bad they are (NVIDIA's XID catalogue; detectors/xid_table.yaml maps them to
+# actions); unknown codes are errors.
 XID_SEVERITY = {
     13: "warning", 31: "warning", 43: "info", 45: "warning", 46: "critical", 48: "critical", 62: "critical",
     63: "warning", 64: "critical", 74: "critical", 79: "critical", 92: "warning", 94: "error", 95: "critical",
@@ -157,9 +158,9 @@ def _line_time(ts: str, now: datetime) -> datetime | None:
     try:
         if ts[:4].isdigit():
             t = datetime.fromisoformat(ts.replace(",", ".").replace(" ", "T", 1))
-            return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+            return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
         t = datetime(now.year, _MONTHS[ts[:3]], int(ts[4:6]), int(ts[7:9]), int(ts[10:12]), int(ts[13:15]),
-                     tzinfo=timezone.utc)
+                     tzinfo=UTC)
         # Classic syslog has no year: a December line read in January belongs to last year.
         return t.replace(year=now.year - 1) if (t - now).days > 300 else t
     except (ValueError, KeyError, OverflowError):  # year 9999 with an offset overflows in astimezone
@@ -173,7 +174,7 @@ MAX_PARSE_CHARS = 4096
 
 def parse_line(line: str, now: datetime | None = None) -> Parsed:
     """Classify one log line (its first MAX_PARSE_CHARS characters); never raises."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     message, when = line[:MAX_PARSE_CHARS].rstrip("\r\n"), None
     candidates = []  # (message, program): with the "host program[pid]:" part taken off, then without
     for prefix in (_ISO, _SYSLOG):
@@ -199,7 +200,7 @@ def parse_line(line: str, now: datetime | None = None) -> Parsed:
         m = rule.pattern.search(message)
         if not m:
             continue
-        fields = {k: v for k, v in m.groupdict().items() if v is not None and v != ""}
+        fields: dict[str, str | int] = {k: v for k, v in m.groupdict().items() if v is not None and v != ""}
         if "device2" in fields:
             fields["device"] = fields.pop("device2")
         for name in rule.ints:
@@ -210,7 +211,7 @@ def parse_line(line: str, now: datetime | None = None) -> Parsed:
                 fields[name] = value.strip()[:1024]
         severity = rule.severity
         if rule.kind == "xid":
-            severity = XID_SEVERITY.get(fields["xid"], "error")
+            severity = XID_SEVERITY.get(int(fields["xid"]), "error")  # "xid" is one of the rule's ints
         if program:
             fields["program"] = program
         return Parsed(rule.kind, severity, fields, when)

@@ -11,10 +11,11 @@ host is `--host` when given, else the target URL's host name.
 from __future__ import annotations
 
 import math
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from fleetmedic.schemas import MetricBatch
@@ -34,7 +35,7 @@ class Target:
     host: str
 
     @classmethod
-    def of(cls, url: str, host: str | None = None) -> "Target":
+    def of(cls, url: str, host: str | None = None) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL")
@@ -43,13 +44,13 @@ class Target:
 
 def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
            drop_labels: frozenset[str] = frozenset(), canonical_names: bool = False,
-           headers: dict[str, str] | None = None, ssl_context=None) -> tuple[MetricBatch, str | None]:
+           headers: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None) -> tuple[MetricBatch, str | None]:
     """One scrape → (batch, error or None). Never raises for a target's fault. Labels named in
     `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names;
     `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`).
     `headers` (an Authorization bearer token) and `ssl_context` (CA, client certificate) go with
     the request (see `ingest.promsd.ScrapeAuth`)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     started = time.monotonic()
     values: dict[str, float | None] = {}
     counters: list[str] = []

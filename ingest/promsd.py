@@ -138,7 +138,7 @@ class FileSD:
     """The targets of some file_sd files (glob patterns), re-read when a file changes."""
 
     def __init__(self, patterns: list[str], default_interval_s: float = 15.0, default_timeout_s: float = 10.0,
-                 refresh_s: float = 5.0):
+                 refresh_s: float = 5.0) -> None:
         self.patterns = list(patterns)
         self.default_interval_s = default_interval_s
         self.default_timeout_s = default_timeout_s
@@ -150,7 +150,7 @@ class FileSD:
         self.reloads = 0
 
     def files(self) -> list[str]:
-        found = set()
+        found: set[str] = set()
         for pattern in self.patterns:
             found.update(p for p in glob.glob(pattern) if os.path.isfile(p))
         return sorted(found)
@@ -247,7 +247,7 @@ class ScrapePool:
     """Scrape each target on its own interval from `workers` threads; `poll()` returns finished batches."""
 
     def __init__(self, workers: int = 64, auth: ScrapeAuth | None = None, drop_labels: frozenset[str] = frozenset(),
-                 canonical_names: bool = False, keep_late: int = 10_000):
+                 canonical_names: bool = False, keep_late: int = 10_000) -> None:
         self.auth = auth or ScrapeAuth()
         self._ssl = self.auth.ssl_context()
         self.drop_labels = drop_labels

@@ -1,9 +1,9 @@
 """The Prometheus text exposition format (0.0.4) as the bridge reads it, and its series naming.
 
-`parse(text)` (prometheus_client's parser underneath) yields `Sample`s with the family's TYPE, so counters can be marked. A series is
-named ``metric{label="value",...}`` with labels sorted, so the same series always has the same
-name. dcgm-exporter writes huge sentinel values for fields a GPU does not support; `is_sentinel`
-spots them so the bridge can drop them.
+`parse(text)` (prometheus_client's parser underneath) yields `Sample`s with the family's TYPE,
+so counters can be marked. A series is named ``metric{label="value",...}`` with labels sorted,
+so the same series always has the same name. dcgm-exporter writes huge sentinel values for
+fields a GPU does not support; `is_sentinel` spots them so the bridge can drop them.
 
 >>> text = '# TYPE node_load1 gauge\\nnode_load1 0.5\\n# TYPE c counter\\nc_total{a="x\\\\"y"} 3 1700000000000\\n'
 >>> [(s.series, s.value, s.type) for s in parse(text)]
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-
 _BARE_COUNTER = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+([a-zA-Z_:][a-zA-Z0-9_:]*(?<!_total))[ \t]+counter[ \t]*$", re.M)
 
 
@@ -26,7 +25,7 @@ _MAX_TIMESTAMP_S = 253402300799.0
 
 
 class PromParseError(ValueError):
-    def __init__(self, line_no: int, message: str):
+    def __init__(self, line_no: int, message: str) -> None:
         super().__init__(f"line {line_no}: {message}")
         self.line_no = line_no
 

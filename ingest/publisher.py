@@ -21,9 +21,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, TopicPartition
-
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import TopicReader
 from fleetmedic.schemas import Contract
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer
@@ -180,28 +179,16 @@ class Publisher:
         keys = {k for _, k, _ in head}
         found: Counter = Counter()
         ms = int(self.ack_timeout_s * 1000)
-        consumer = KafkaConsumer(**self.settings.kafka_kwargs(), enable_auto_commit=False, group_id=None,
-                                 api_version_auto_timeout_ms=ms, request_timeout_ms=max(ms, 2000))
-        try:
-            for topic in sorted({t for t, _, _ in head}):
-                tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-                if not tps:
-                    continue
-                starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
-                ends = consumer.end_offsets(tps)
-                consumer.assign(tps)
-                for tp in tps:
-                    consumer.seek(tp, starts[tp].offset if starts.get(tp) is not None else ends[tp])
-                deadline = time.monotonic() + 4 * self.ack_timeout_s
-                while any(consumer.position(tp) < ends[tp] for tp in tps):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"could not read {topic} to its end")
-                    for msgs in consumer.poll(timeout_ms=200).values():
-                        for m in msgs:
-                            if m.key in keys and (d := digest(m.value)) in wanted:
-                                found[d] += 1
-        finally:
-            consumer.close()
+        topics = sorted({t for t, _, _ in head})
+        with TopicReader(self.settings, topics, require=False, name="spool-check",
+                         api_version_auto_timeout_ms=ms, request_timeout_ms=max(ms, 2000)) as reader:
+            ends = reader.end_offsets()
+            starts = reader.consumer.offsets_for_times({tp: since_ms for tp in reader.tps}) if reader.tps else {}
+            reader.seek({tp: starts[tp].offset if starts.get(tp) is not None else ends[tp] for tp in reader.tps})
+            for batch in reader.read_to_end(timeout_s=4 * self.ack_timeout_s * len(topics), ends=ends):
+                for m in batch:
+                    if m.key in keys and (d := digest(m.value)) in wanted:
+                        found[d] += 1
         keep = []
         for item in head:
             d = digest(item[2])

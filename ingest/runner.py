@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ class ExporterOptions:
 class Exporter:
     """Publisher + spool + health endpoint for one exporter; use as a context manager."""
 
-    def __init__(self, name: str, settings: Settings, options: ExporterOptions):
+    def __init__(self, name: str, settings: Settings, options: ExporterOptions) -> None:
         self.name = name
         self.health = ExporterHealth(name)
         spool = None
@@ -102,14 +101,8 @@ class Exporter:
         if self.server is not None:
             self.server.close()
 
-    def __enter__(self) -> "Exporter":
+    def __enter__(self) -> Exporter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM / SIGINT end the loop after the current publish (main thread only)."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())

@@ -31,7 +31,7 @@ import os
 import queue
 import subprocess
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,7 +99,7 @@ class EcsRecord(BaseModel):
 
 def ecs_events(records: list[EcsRecord]) -> list[LogEvent]:
     """ECS records → LogEvents through the log-file parse rules, stamped with `@timestamp`."""
-    return [_event(host_name(r.host), r.timestamp.astimezone(timezone.utc), r.path, r.message) for r in records]
+    return [_event(host_name(r.host), r.timestamp.astimezone(UTC), r.path, r.message) for r in records]
 
 
 # --- journald ----------------------------------------------------------------------------------
@@ -112,9 +112,9 @@ def journal_event(entry: dict, host: str) -> LogEvent | None:
     if not isinstance(message, str) or not message:
         return None
     try:
-        when = datetime.fromtimestamp(int(entry["__REALTIME_TIMESTAMP"]) / 1e6, timezone.utc)
+        when = datetime.fromtimestamp(int(entry["__REALTIME_TIMESTAMP"]) / 1e6, UTC)
     except (KeyError, ValueError, TypeError, OverflowError):
-        when = datetime.now(timezone.utc)
+        when = datetime.now(UTC)
     ident = entry.get("SYSLOG_IDENTIFIER") or entry.get("_SYSTEMD_UNIT") or entry.get("_COMM") or "journal"
     line = f"kernel: {message}" if entry.get("_TRANSPORT") == "kernel" or ident == "kernel" else message
     return _event(host, when, f"journal:{ident}", line)
@@ -130,7 +130,7 @@ class JournalFollower:
     """
 
     def __init__(self, cursor_file: str | Path, *, directory: str | None = None, matches: list[str] | None = None,
-                 from_end: bool = False, journalctl: str = "journalctl", max_batch: int = 5000):
+                 from_end: bool = False, journalctl: str = "journalctl", max_batch: int = 5000) -> None:
         self.cursor_file = Path(cursor_file)
         self.directory = directory
         self.matches = list(matches or [])
@@ -170,7 +170,8 @@ class JournalFollower:
         self._reader = threading.Thread(target=self._read, args=(self._proc,), name="journalctl", daemon=True)
         self._reader.start()
 
-    def _read(self, proc: subprocess.Popen) -> None:
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         for raw in proc.stdout:
             try:
                 entry = json.loads(raw)
@@ -196,7 +197,7 @@ class JournalFollower:
     def poll(self, host: str) -> list[LogEvent]:
         """The entries read since the last call, as LogEvents (at most `max_batch`)."""
         self._alive()
-        out = []
+        out: list[LogEvent] = []
         while len(out) < self.max_batch:
             try:
                 entry = self._queue.get_nowait()

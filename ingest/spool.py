@@ -11,7 +11,8 @@ Power loss. `fsync` says when appended records are forced to disk: "always" (eac
 (the OS decides). A new or rewritten segment also syncs its folder, so its name survives. What a
 crash leaves half-written is skipped and counted in `torn_` when the spool is opened: a last line
 without its newline, and any line that is not ``topic TAB key TAB value`` with a topic name and
-no NUL or further TAB (zeros the disk never wrote, a torn piece that a later append followed). Such a line is never sent, and never stops the lines around it.
+no NUL or further TAB (zeros the disk never wrote, a torn piece that a later append followed).
+Such a line is never sent, and never stops the lines around it.
 
 >>> import tempfile
 >>> spool = Spool(tempfile.mkdtemp(), max_bytes=1024)
@@ -29,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 SUFFIX = ".spool"
 FSYNC_POLICIES = ("always", "batch", "never")
@@ -60,7 +62,7 @@ class Spool:
     """Append-only segments on disk, bounded by `max_bytes`; dropped records are counted."""
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int = 256 * 1024 * 1024,
-                 segment_bytes: int = 4 * 1024 * 1024, fsync: str = "batch"):
+                 segment_bytes: int = 4 * 1024 * 1024, fsync: str = "batch") -> None:
         if max_bytes <= 0 or segment_bytes <= 0:
             raise ValueError("spool max_bytes and segment_bytes must be positive")
         if fsync not in FSYNC_POLICIES:
@@ -81,7 +83,8 @@ class Spool:
             lines = data.split(b"\n")
             self.records_ += len(lines) - 1
             self.torn_ += (lines[-1] != b"") + sum(_record(raw) is None for raw in lines[:-1])
-        self._tail = None  # open handle of the newest segment (always a new file: old ones may be rewritten)
+        # open handle of the newest segment (always a new file: old ones may be rewritten)
+        self._tail: BinaryIO | None = None
         self._tail_size = 0
 
     def _segments(self) -> list[Path]:

@@ -45,7 +45,7 @@ def before(ledger: Ledger, rem_id: str, offset: int) -> Ledger:
 class Agreement:
     """The after-claim check: did an earlier claim in the log take the slot?"""
 
-    def __init__(self, pipeline: Pipeline, reader: LedgerReader, timeout_s: float = 30.0):
+    def __init__(self, pipeline: Pipeline, reader: LedgerReader, timeout_s: float = 30.0) -> None:
         self.pipeline = pipeline
         self.reader = reader
         self.timeout_s = timeout_s

@@ -1,8 +1,9 @@
-"""`fleetmedic alerts receive` (Alertmanager webhooks → incidents) and `fleetmedic alerts notify` (needs → Alertmanager)."""
+"""`fleetmedic alerts receive` (Alertmanager webhooks → incidents) and `fleetmedic alerts notify`
+(needs → Alertmanager)."""
 
 from __future__ import annotations
 
-import signal
+import argparse
 import sys
 import threading
 
@@ -17,17 +18,13 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def _until_signal(stop) -> None:
-    done = threading.Event()
+    from fleetmedic.lifecycle import wait_for_signal
 
-    def on_signal(*_):
-        done.set()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    done.wait()
+    wait_for_signal()
     stop()
 
 
-def cmd_receive(args) -> int:
+def cmd_receive(args: argparse.Namespace) -> int:
     from fleetmedic import metrics
     from ingest.alertmanager import AlertReceiver, ReceiverServer
 
@@ -64,7 +61,7 @@ def cmd_receive(args) -> int:
     return 0
 
 
-def cmd_notify(args) -> int:
+def cmd_notify(args: argparse.Namespace) -> int:
     from .notify import Notifier
 
     settings = settings_from(args)
@@ -82,7 +79,7 @@ def cmd_notify(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("alerts", help="Alertmanager in (webhook receiver) and out (alerts for people)",
                        description="receive: turn Alertmanager webhook notifications into incidents (firing opens, "
                                    "resolved resolves), so existing Prometheus alert rules drive the policy. "

@@ -30,15 +30,23 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Approval, Remediation
 from fleetmedic.transport import Producer
 
 from .claims import Entry, LedgerReader
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    from fleetmedic.schemas import DeadLetter
+    from fleetmedic.transport import Received
 
 _ID = re.compile(r"^rem-[0-9a-f]{20}$")
 DOMAIN = b"fleetmedic approval v1\n"
@@ -81,14 +89,14 @@ def signed_bytes(approval: Approval) -> bytes:
     return DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
-def public_key_text(public_key) -> str:
+def public_key_text(public_key: Ed25519PublicKey) -> str:
     from cryptography.hazmat.primitives import serialization
 
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
 
 
-def parse_public_key(text: str):
+def parse_public_key(text: str) -> Ed25519PublicKey:
     """A policy's base64 (32 raw bytes) Ed25519 public key; ValueError when it is not one."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -120,7 +128,7 @@ def generate_key(path: Path) -> str:
     return public_key_text(key.public_key())
 
 
-def load_private_key(path: Path):
+def load_private_key(path: Path) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -137,7 +145,7 @@ def load_private_key(path: Path):
     return key
 
 
-def sign(approval: Approval, private_key) -> Approval:
+def sign(approval: Approval, private_key: Ed25519PrivateKey) -> Approval:
     signature = base64.b64encode(private_key.sign(signed_bytes(approval))).decode()
     return approval.model_copy(update={"signature": signature})
 
@@ -150,7 +158,7 @@ def expired(entry: Entry, now: datetime, expire_s: float) -> bool:
 class ApprovalDesk:
     """Checks approvals against the policy's approver keys; remembers nonces and partial approvals."""
 
-    def __init__(self, approvers: dict[str, str], expire_s: float):
+    def __init__(self, approvers: dict[str, str], expire_s: float) -> None:
         self.keys_ = {name: parse_public_key(text) for name, text in approvers.items()}
         self.expire_s = expire_s
         self.seen_: set[tuple[str, str]] = set()  # (approver, nonce)
@@ -171,12 +179,13 @@ class ApprovalDesk:
         return None
 
     def consider(self, approval: Approval, entry: Entry | None, now: datetime,
-                 required=1) -> Verdict | Refused | Counted:
+                 required: int | Callable[[], int] = 1) -> Verdict | Refused | Counted:
         """The verdict on `approval` for the request `entry`, judged at broker time `now`;
         `required` (an int, or a callable asked only for a valid approval) distinct approvers run it."""
         problem = self._signature_problem(approval)
         if problem:
             return Refused(problem)
+        assert approval.nonce is not None  # _signature_problem refuses an approval without one
         if (approval.by, approval.nonce) in self.seen_:
             return Refused(f"replayed approval: nonce {approval.nonce} of {approval.by} was already used")
         self.seen_.add((approval.by, approval.nonce))
@@ -233,7 +242,7 @@ def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | 
     if entry.latest.status != "awaiting_approval":
         raise ApprovalError(f"remediation {remediation_id} is {entry.latest.status}, not awaiting approval")
     key = load_private_key(key_file or DEFAULT_KEY_FILE)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     first = entry.first
     approval = Approval(remediation_id=remediation_id, host=first.host, incident_id=first.incident_id,
                         action=first.action, step=first.step, decision="deny" if deny else "approve",
@@ -246,7 +255,7 @@ def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | 
     return approval, entry.latest
 
 
-def refusal_record(item, group: str, reason: str):
+def refusal_record(item: Received, group: str, reason: str) -> DeadLetter:
     """The dead letter that records why an approval (a `Received`) was refused."""
     from fleetmedic.schemas import DeadLetter
     from fleetmedic.transport import DEAD_LETTER_KEEP_BYTES

@@ -14,21 +14,18 @@ fleet (rate, concurrency, blast radius) also count what other remediator process
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import TopicReader, warn_unreadable
 from fleetmedic.schemas import Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, consumer_config, decode
-
-log = logging.getLogger(__name__)
 
 # Every claim (and the record releasing a claim that lost a race) goes to this partition of the
 # remediations topic: one log order of claims that every remediator member reads alike.
@@ -179,49 +176,30 @@ class LedgerReader:
         self.settings = settings
         self.ledger = ledger or Ledger()
         self.topic = topic_name(settings, Remediation.topic)
-        self.consumer = KafkaConsumer(enable_auto_commit=False, client_id=f"{settings.client_id}-ledger",
-                                      **consumer_config(settings))
-        parts = self.consumer.partitions_for_topic(self.topic)
-        if not parts:
-            self.consumer.close()
-            raise RuntimeError(f"topic {self.topic} does not exist: run `fleetmedic topics create`")
-        self.tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(self.tps)
-        self.consumer.seek_to_beginning(*self.tps)
+        self.reader = TopicReader(settings, [self.topic], name="ledger")
 
     def catch_up(self, timeout_s: float = 60.0) -> int:
         """Read everything written up to now; returns the number of records applied."""
-        end = self.consumer.end_offsets(self.tps)
-        deadline = time.monotonic() + timeout_s
-        n = 0
-        while any(self.consumer.position(tp) < end[tp] for tp in self.tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {self.topic} to its end in {timeout_s:.0f}s")
-            n += self.poll(200)
-        return n
+        return sum(self._apply(batch) for batch in self.reader.read_to_end(timeout_s=timeout_s))
 
     def poll(self, timeout_ms: int = 0) -> int:
-        n = 0
-        for msgs in self.consumer.poll(timeout_ms=timeout_ms, max_records=10_000).values():
-            for msg in msgs:
-                try:
-                    record = decode(Remediation, msg.value, self.settings.max_record_bytes)
-                except DecodeError as exc:  # not ours to dead-letter: the writer's consumer does
-                    log.warning("unreadable remediation record at %s[%d]@%d: %s", msg.topic, msg.partition,
-                                msg.offset, exc)
-                    continue
-                self.ledger.apply(record, msg.offset if msg.partition == CLAIMS_PARTITION else None)
-                n += 1
-        return n
+        return self._apply(self.reader.poll(timeout_ms))
+
+    def _apply(self, batch: list) -> int:
+        # an unreadable record is not ours to dead-letter: the writer's consumer does
+        records = self.reader.records(batch, Remediation, on_error=warn_unreadable)
+        for item in records:
+            self.ledger.apply(item.record, item.offset if item.partition == CLAIMS_PARTITION else None)
+        return len(records)
 
     def catch_up_to(self, partition: int, offset: int, timeout_s: float = 30.0) -> None:
         """Read until `offset` of `partition` has been applied (TimeoutError otherwise)."""
         tp = TopicPartition(self.topic, partition)
         deadline = time.monotonic() + timeout_s
-        while self.consumer.position(tp) <= offset:
+        while self.reader.consumer.position(tp) <= offset:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {self.topic}[{partition}] up to offset {offset} in {timeout_s:.0f}s")
             self.poll(100)
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from fleetmedic.cli import settings_from
 
 
-def cmd_remediate(args) -> int:
+def cmd_remediate(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("remediate", "fleetmedic remediate")
@@ -60,7 +61,7 @@ def cmd_remediate(args) -> int:
     return 0
 
 
-def cmd_approve(args) -> int:
+def cmd_approve(args: argparse.Namespace) -> int:
     from .approvals import ApprovalError, write_approval
 
     try:
@@ -74,7 +75,7 @@ def cmd_approve(args) -> int:
     return 0
 
 
-def cmd_approver_key(args) -> int:
+def cmd_approver_key(args: argparse.Namespace) -> int:
     from .approvals import ApprovalError, generate_key
 
     try:
@@ -88,7 +89,7 @@ def cmd_approver_key(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     from fleetmedic.resources import bundled
 
     p = sub.add_parser("remediate", help="run the remediator: incidents → policy → safety gates → playbooks",

@@ -36,12 +36,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from kafka import KafkaConsumer, TopicPartition
-
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import Periodic, ServiceLoop, TopicReader, warn_unreadable
 from fleetmedic.schemas import Control, Incident, Matcher
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, consumer_config, decode
 
 log = logging.getLogger(__name__)
 KILL_SWITCH_ID = "kill_switch"
@@ -169,18 +167,9 @@ class ControlState:
         self.am_error: str | None = None
         self.am_url = settings.alerts.alertmanager_url if read_alertmanager else None
         self.applied = 0
-        self._am_next = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.consumer = KafkaConsumer(**consumer_config(settings, enable_auto_commit=False, fetch_max_wait_ms=100,
-                                                        client_id=f"{settings.client_id}-control"))
-        parts = self.consumer.partitions_for_topic(self.topic)
-        if not parts:
-            self.consumer.close()
-            raise RuntimeError(f"topic {self.topic} does not exist: run `fleetmedic topics create`")
-        self.tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(self.tps)
-        self.consumer.seek_to_beginning(*self.tps)
+        self.reader = TopicReader(settings, [self.topic], name="control", fetch_max_wait_ms=100)
 
     # --- reading ---------------------------------------------------------------------------
     def apply(self, record: Control) -> None:
@@ -198,26 +187,17 @@ class ControlState:
                 log.warning("kill switch released by %s", record.by)
 
     def poll(self, timeout_ms: int = 0) -> int:
-        n = 0
-        for msgs in self.consumer.poll(timeout_ms=timeout_ms, max_records=10_000).values():
-            for msg in msgs:
-                try:
-                    record = decode(Control, msg.value, self.settings.max_record_bytes)
-                except DecodeError as exc:
-                    log.warning("unreadable control record at %s[%d]@%d: %s", msg.topic, msg.partition,
-                                msg.offset, exc)
-                    continue
-                self.apply(record)
-                n += 1
-        return n
+        return self._apply_all(self.reader.poll(timeout_ms))
+
+    def _apply_all(self, batch: list) -> int:
+        records = self.reader.records(batch, Control, on_error=warn_unreadable)
+        for item in records:
+            self.apply(item.record)
+        return len(records)
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
-        end = self.consumer.end_offsets(self.tps)
-        deadline = time.monotonic() + timeout_s
-        while any(self.consumer.position(tp) < end[tp] for tp in self.tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {self.topic} to its end in {timeout_s:.0f}s")
-            self.poll(200)
+        for batch in self.reader.read_to_end(timeout_s=timeout_s):
+            self._apply_all(batch)
 
     def refresh_alertmanager(self) -> None:
         if not self.am_url:
@@ -236,27 +216,27 @@ class ControlState:
     def start(self) -> "ControlState":
         self.catch_up()
         self.refresh_alertmanager()
-        self._am_next = time.monotonic() + self.settings.alerts.silence_refresh_s
-        self._thread = threading.Thread(target=self._follow, name="fleetmedic-control", daemon=True)
+        refresh = [Periodic(self.settings.alerts.silence_refresh_s, self.refresh_alertmanager,
+                            last=time.monotonic())] if self.am_url else []
+        follower = ServiceLoop(self._follow_once, periodic=refresh, stop_event=self._stop)
+        self._thread = threading.Thread(target=follower.run, kwargs={"install_signals": False},
+                                        name="fleetmedic-control", daemon=True)
         self._thread.start()
         return self
 
-    def _follow(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll(self.poll_ms)
-            except Exception:  # the follower must outlive a broker hiccup
-                log.exception("reading %s failed; retrying", self.topic)
-                self._stop.wait(1.0)
-            if self.am_url and time.monotonic() >= self._am_next:
-                self.refresh_alertmanager()
-                self._am_next = time.monotonic() + self.settings.alerts.silence_refresh_s
+    def _follow_once(self) -> int:
+        try:
+            return self.poll(self.poll_ms)
+        except Exception:  # the follower must outlive a broker hiccup
+            log.exception("reading %s failed; retrying", self.topic)
+            self._stop.wait(1.0)
+            return 0
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.consumer.close()
+        self.reader.close()
 
     # --- what the gates ask -----------------------------------------------------------------
     @property

@@ -5,11 +5,12 @@ Each writes one record to the control topic (remediator.control); nothing is edi
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import re
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fleetmedic.cli import settings_from
 
@@ -27,7 +28,7 @@ def parse_duration(text: str) -> timedelta:
 
 def _parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text)
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _who(args) -> str:
@@ -49,16 +50,16 @@ def _state(settings):
     try:
         state.catch_up()
     finally:
-        state.consumer.close()
+        state.reader.close()
     return state
 
 
-def cmd_pause(args) -> int:
+def cmd_pause(args: argparse.Namespace) -> int:
     from fleetmedic.schemas import Control
 
     from .control import KILL_SWITCH_ID
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     engage = args.command == "pause"
     record = Control(id=KILL_SWITCH_ID, kind="kill_switch", active=engage, by=_who(args), reason=args.reason,
                      time=now)
@@ -71,7 +72,7 @@ def cmd_pause(args) -> int:
     return 0
 
 
-def cmd_stop_record(args) -> int:
+def cmd_stop_record(args: argparse.Namespace) -> int:
     """silence|maintenance add|list|expire."""
     from fleetmedic.schemas import Control
 
@@ -79,7 +80,7 @@ def cmd_stop_record(args) -> int:
 
     kind = args.command
     settings = settings_from(args)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if args.action == "add":
         if not args.matchers:
             print(f"fleetmedic: {kind} add: give at least one matcher (e.g. host=gpu-017 or host=~'gpu-0[1-4]')",
@@ -96,6 +97,7 @@ def cmd_stop_record(args) -> int:
         record = Control(id=f"{prefix}-{uuid.uuid4().hex[:12]}", kind=kind, active=True, matchers=matchers,
                          starts_at=start, ends_at=start + duration, by=_who(args), reason=args.reason, time=now)
         _write(settings, record)
+        assert record.ends_at is not None  # given just above (validated: in UTC)
         print(f"{record.id} {kind} {describe_matchers(matchers)} from {start.isoformat()} until "
               f"{record.ends_at.isoformat()} by {record.by}: {record.reason}")
         return 0
@@ -128,7 +130,7 @@ def cmd_stop_record(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("pause", "engage the fleet-wide kill switch: nothing runs, running playbooks are cancelled"),
                        ("resume", "release the fleet-wide kill switch")):
         p = sub.add_parser(name, help=text,

@@ -34,23 +34,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.partitioner.default import murmur2
 
 from fleetmedic import metrics
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import Periodic, TopicReader
 from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import Approval, Incident, Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, DecodeError, Producer, Received, consumer_config, decode
+from fleetmedic.transport import ConsumerLoop, Producer, Received
 
 from . import approvals
 from .agreement import Agreement
@@ -134,7 +133,9 @@ class Remediator:
         )
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
-        self._last_tick = 0.0
+        signals = {signal.SIGHUP: self.policy_watcher.request} if self.policy_watcher is not None else {}
+        self.service = self.loop.service_loop(periodic=[Periodic(tick_s, self._on_tick)], signals=signals,
+                                             close=self.close)
         self.desk = approvals.ApprovalDesk(policy.approvals.approvers, policy.approvals.expire_s)
         metrics.watch_loop(self.loop, "remediate")
         self.started = 0  # playbook processes started by this process (tests and benchmark)
@@ -482,27 +483,17 @@ class Remediator:
         wanted -= set(self.incidents)
         if not wanted:
             return
-        consumer = KafkaConsumer(enable_auto_commit=False, **consumer_config(self.settings))
-        try:
-            tps = [TopicPartition(self.incidents_topic, p)
-                   for p in sorted(consumer.partitions_for_topic(self.incidents_topic) or ())]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            deadline = time.monotonic() + 60
-            while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-                for msgs in consumer.poll(timeout_ms=200, max_records=10_000).values():
-                    for msg in msgs:
-                        try:
-                            rec = decode(Incident, msg.value, self.settings.max_record_bytes)
-                        except DecodeError:
-                            continue
+        with TopicReader(self.settings, [self.incidents_topic], require=False, name="incidents") as reader:
+            try:
+                for batch in reader.read_to_end(timeout_s=60):
+                    for item in reader.records(batch, Incident):
+                        rec = item.record
                         if rec.id in wanted:
                             if rec.status == "resolve":
                                 self.resolved.add(rec.id)
                             self.incidents[rec.id] = rec
-        finally:
-            consumer.close()
+            except TimeoutError as exc:  # what was read is kept; the rest is read when asked for
+                log.warning("recovering incidents: %s", exc)
 
     def _in_progress(self, ids: list[str]) -> bool:
         """Can this incident's ladder still move (a timer, a retry, an answer)? Ended ladders need no incident."""
@@ -526,40 +517,28 @@ class Remediator:
             self.pipeline = default_pipeline(new, self.control, self.inventory)
         return True
 
+    def _on_tick(self) -> None:
+        """Every `tick_s`: a changed policy, the timers (escalations, approvals, orphans), gauges."""
+        self.reload_policy()
+        out = self.tick()
+        metrics.PENDING_CLAIMS.set(len(self.ledger.running(self.clock())))
+        metrics.set_kill_switch(self.control.kill_switch is not None)
+        for record in out:
+            self.producer.send(record)
+        if out:
+            self.producer.flush()
+
     def run_once(self) -> int:
-        n = self.loop.run_once()
-        if time.monotonic() - self._last_tick >= self.tick_s:
-            self._last_tick = time.monotonic()
-            self.reload_policy()
-            out = self.tick()
-            metrics.PENDING_CLAIMS.set(len(self.ledger.running(self.clock())))
-            metrics.set_kill_switch(self.control.kill_switch is not None)
-            for record in out:
-                self.producer.send(record)
-            if out:
-                self.producer.flush()
-        return n
+        """One batch, then the tick if it is due; returns the records consumed."""
+        return self.service.run_once()
 
     def stop(self) -> None:
         self.loop.stop()
 
     def run(self, *, until: Callable[["Remediator"], bool] | None = None, install_signals: bool = True) -> None:
-        """Until SIGTERM/SIGINT, `stop()` or `until(self)`: the batch in hand finishes and is committed."""
-        previous = {}
-        if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: self.loop.stop())
-            if self.policy_watcher is not None:
-                previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self.policy_watcher.request())
-        try:
-            while not self.loop.stopping:
-                self.run_once()
-                if until and until(self):
-                    break
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.close()
+        """Until SIGTERM/SIGINT, `stop()` or `until(self)`: the batch in hand finishes and is committed.
+        SIGHUP asks for the policy file to be read again (taken at the next tick if it validates)."""
+        self.service.run(until=until and (lambda: until(self)), install_signals=install_signals)
 
     def close(self) -> None:
         try:

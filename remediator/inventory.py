@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +105,7 @@ class Inventory:
     """Hosts, host variables and group members from an Ansible inventory (see the module docstring)."""
 
     def __init__(self, source: str | Path | None = None, *, refresh_s: float = DEFAULT_REFRESH_S,
-                 name_var: str = DEFAULT_NAME_VAR, clock=time.monotonic):
+                 name_var: str = DEFAULT_NAME_VAR, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.refresh_s = refresh_s
         self.name_var = name_var
@@ -120,7 +121,7 @@ class Inventory:
             self.refresh(raise_errors=True)
 
     @classmethod
-    def from_listing(cls, listing: dict, *, name_var: str = DEFAULT_NAME_VAR) -> "Inventory":
+    def from_listing(cls, listing: dict, *, name_var: str = DEFAULT_NAME_VAR) -> Inventory:
         """An inventory from an `ansible-inventory --list` answer (no source: never refreshed)."""
         inv = cls(None, name_var=name_var)
         inv._load(listing)
@@ -187,7 +188,7 @@ class Inventory:
 
         groups = {g: frozenset(members(g)) for g in direct}
         groups["all"] = frozenset(hostvars)
-        aliases = {}
+        aliases: dict[str, str] = {}
         for host, hv in hostvars.items():
             alias = hv.get(self.name_var)
             if isinstance(alias, str) and alias and alias != host:

@@ -32,13 +32,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import ServiceLoop
 
 from .claims import Ledger, LedgerReader
 from .control import ControlState
+
+if TYPE_CHECKING:
+    from fleetmedic.schemas import Control
 
 log = logging.getLogger(__name__)
 CLOSED_LOOP = "closed_loop"
@@ -76,7 +82,7 @@ def report_command(incident_id: str) -> str:
     return f"fleetmedic report --incident {incident_id} -o report-{incident_id}.html"
 
 
-def needs(ledger: Ledger, kill_switch=None, *, own_label: str = "fleetmedic") -> dict[tuple, Need]:
+def needs(ledger: Ledger, kill_switch: Control | None = None, *, own_label: str = "fleetmedic") -> dict[tuple, Need]:
     """Every need for a person that the ledger (and the kill switch record, when engaged) shows now."""
     out: dict[tuple, Need] = {}
 
@@ -122,7 +128,7 @@ def needs(ledger: Ledger, kill_switch=None, *, own_label: str = "fleetmedic") ->
 class AlertmanagerClient:
     """POST /api/v2/alerts to one Alertmanager."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0):
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
 
@@ -137,7 +143,7 @@ class Notifier:
     """Keeps Alertmanager's view of "needs a person" equal to the ledger's (see the module docstring)."""
 
     def __init__(self, settings: Settings, url: str | None = None, *, resend_s: float | None = None,
-                 clock=lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         url = url or settings.alerts.alertmanager_url
         if not url:
             raise ValueError("no Alertmanager URL: give --alertmanager URL or set alerts.alertmanager_url")
@@ -192,12 +198,12 @@ class Notifier:
         self._stop.set()
 
     def run(self, interval_s: float = 0.5) -> None:
-        try:
-            while not self._stop.is_set():
-                self.step()
-                self._stop.wait(interval_s)
-        finally:
-            self.close()
+        """`step` every `interval_s` until `stop()` (a thread: the caller takes the signals); then close."""
+        def step_then_wait() -> int:
+            posted = self.step()
+            self._stop.wait(interval_s)
+            return posted
+        ServiceLoop(step_then_wait, stop_event=self._stop, close=self.close).run(install_signals=False)
 
     def close(self) -> None:
         try:

@@ -8,10 +8,18 @@ check mode through the same runner. Nothing changes on any host; nothing is writ
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleetmedic.schemas import Incident
+
+    from .policy import Policy, Rule, Step
+    from .runner import ExtraVar
 
 _DESCRIPTION = re.compile(r"^#\s?(.*)$")
 
@@ -32,7 +40,7 @@ def _state_dir(args) -> Path:
     return settings_from(args).state_dir
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     books = Path(args.playbooks)
     if not books.is_dir():
         print(f"fleetmedic: --playbooks {books}: not a directory", file=sys.stderr)
@@ -55,7 +63,7 @@ def _load_incident(path: str):
         raise SystemExit(f"fleetmedic: --incident {path}: not an incident record:\n{exc}") from None
 
 
-def plan_try(policy, incident, playbook: str, step_index: int | None = None):
+def plan_try(policy: Policy, incident: Incident, playbook: str, step_index: int | None = None) -> tuple[Rule, int, Step, dict[str, ExtraVar]]:
     """(rule, step index, step, variables) the remediator would use to run `playbook` for `incident`.
 
     ValueError says why there is none: no rule matches, or the matching rule runs another playbook.
@@ -77,7 +85,7 @@ def plan_try(policy, incident, playbook: str, step_index: int | None = None):
                      f"{f' at step {step_index}' if step_index is not None else ''} ({runs})")
 
 
-def cmd_try(args) -> int:
+def cmd_try(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("remediate", "fleetmedic playbook try")
@@ -111,7 +119,7 @@ def cmd_try(args) -> int:
     return 0 if result.status == "succeeded" else 1
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     from fleetmedic.resources import bundled
 
     p = sub.add_parser("playbook", help="list the allowed playbooks, or try one in check mode")

@@ -25,14 +25,28 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from fleetmedic.schemas import ActionClass, Incident
 from fleetmedic.yamlfile import load_model
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
+    from .runner import ExtraVar
 
 # Incident fields a policy may copy into a playbook variable.
 ALLOWED_SOURCES = ("id", "fingerprint", "host", "kind", "subject", "severity", "detector", "action_class",
@@ -90,7 +104,7 @@ class VarSpec(_Strict):
     host_url: HostUrl | None = Field(None, description="a URL on the incident host's own address")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "VarSpec":
+    def _one_source(self) -> VarSpec:
         if sum(x is not None for x in (self.source, self.value, self.host_url)) != 1:
             raise ValueError("give exactly one of `from` (an incident field), `value` (a constant) or `host_url`")
         if self.host_url is not None:
@@ -109,7 +123,7 @@ class VarSpec(_Strict):
             self.convert(self.value)
         return self
 
-    def convert(self, raw: Any):
+    def convert(self, raw: Any) -> ExtraVar:
         if self.type == "str":
             if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
                 raise PolicyError(f"{raw!r} is not a string")
@@ -128,16 +142,16 @@ class VarSpec(_Strict):
         try:
             if isinstance(raw, bool):
                 raise ValueError
-            out = int(raw) if self.type == "int" else float(raw)
+            number = int(raw) if self.type == "int" else float(raw)
         except (TypeError, ValueError):
             raise PolicyError(f"{raw!r} is not {'an int' if self.type == 'int' else 'a float'}") from None
-        if self.type == "int" and isinstance(raw, float) and raw != out:
+        if self.type == "int" and isinstance(raw, float) and raw != number:
             raise PolicyError(f"{raw!r} is not an int")
-        if isinstance(out, float) and not math.isfinite(out):
+        if isinstance(number, float) and not math.isfinite(number):
             raise PolicyError(f"{raw!r} is not finite")
-        return out
+        return number
 
-    def render(self, incident: Incident, address_of=None, url_allow: tuple[str, ...] = ()):
+    def render(self, incident: Incident, address_of: Callable[[str], str | None] | None = None, url_allow: tuple[str, ...] = ()) -> ExtraVar:
         if self.value is not None:
             return self.convert(self.value)
         if self.host_url is not None:
@@ -153,6 +167,7 @@ class VarSpec(_Strict):
             if url_allow and not any(fnmatch.fnmatchcase(url, glob) for glob in url_allow):
                 raise PolicyError(f"{url} is not in the policy's url_allow")
             return url
+        assert self.source is not None  # _one_source: exactly one of `from`, `value`, `host_url`
         raw = _lookup(incident, self.source)
         if raw is None:
             if self.default is None:
@@ -193,7 +208,7 @@ class Step(_Strict):
                                                     "return_to_service step has succeeded")
 
     @model_validator(mode="after")
-    def _playbook_unless_human(self) -> "Step":
+    def _playbook_unless_human(self) -> Step:
         if self.action == HUMAN and self.playbook is not None:
             raise ValueError("action `human` hands the incident to a person: it takes no playbook")
         if self.action != HUMAN and self.playbook is None:
@@ -209,7 +224,7 @@ class Step(_Strict):
                                  "own address) or a constant `value`")
         return self
 
-    def render_vars(self, incident: Incident, address_of=None,
+    def render_vars(self, incident: Incident, address_of: Callable[[str], str | None] | None = None,
                     url_allow: tuple[str, ...] = ()) -> dict[str, str | int | float | bool]:
         """The extra variables this step passes for `incident` (PolicyError names the variable);
         `address_of(host)` gives a host's own address for `host_url` variables."""
@@ -232,7 +247,7 @@ class Match(_Strict):
     host_groups: list[str] | None = Field(None, description="the host is in at least one of these groups")
     statuses: list[Literal["open", "update"]] = ["open", "update"]
 
-    def holds(self, incident: Incident, policy: "Policy") -> bool:
+    def holds(self, incident: Incident, policy: Policy) -> bool:
         if incident.status not in self.statuses:
             return False
         if self.kinds is not None and incident.kind not in self.kinds:
@@ -261,7 +276,7 @@ class Rule(_Strict):
                           "Kubernetes uncordon); its remediation step number is len(steps)")
 
     @model_validator(mode="after")
-    def _return_step(self) -> "Rule":
+    def _return_step(self) -> Rule:
         if self.return_to_service is not None and self.return_to_service.action == HUMAN:
             raise ValueError("return_to_service: a playbook step, not `human`")
         return self
@@ -285,7 +300,7 @@ class Silence(_Strict):
     comment: str = ""
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Silence":
+    def _ordered(self) -> Silence:
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self
@@ -350,7 +365,7 @@ class Approvals(_Strict):
         default_factory=dict, description="approver name → Ed25519 public key (base64, `fleetmedic approver-key`)")
 
     @model_validator(mode="after")
-    def _keys(self) -> "Approvals":
+    def _keys(self) -> Approvals:
         from .approvals import parse_public_key
 
         for name, text in self.approvers.items():
@@ -374,7 +389,7 @@ class Policy(_Strict):
     url_allow: list[str] = Field(default_factory=list, description="globs every host_url must match (when given)")
 
     @model_validator(mode="after")
-    def _references(self) -> "Policy":
+    def _references(self) -> Policy:
         names = set()
         for i, rule in enumerate(self.rules):
             if rule.name in names:
@@ -393,7 +408,7 @@ class Policy(_Strict):
                     raise ValueError(f"gates.maintenance.{i}: unknown host group {group!r}")
         return self
 
-    def attach_inventory(self, inventory) -> "Policy":
+    def attach_inventory(self, inventory: Inventory) -> Policy:
         """Make the host groups inventory-backed (a `remediator.inventory.Inventory`): globs match
         inventory host names (and the incident's own name), `@name` entries are the members of the
         inventory group `name`, and a group's size is the number of inventory hosts it covers."""
@@ -401,7 +416,7 @@ class Policy(_Strict):
         return self
 
     @property
-    def fleet_inventory(self):
+    def fleet_inventory(self) -> Inventory | None:
         """The attached `remediator.inventory.Inventory` (None: host groups are globs alone). Not
         `inventory`: that name is the policy's own host → address map for `host_url`."""
         return self._inventory

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class PolicyWatcher:
     """`check()` returns the new policy when the file changed (or `request()` was called) and it is valid."""
 
-    def __init__(self, path: str | Path, current: Policy):
+    def __init__(self, path: str | Path, current: Policy) -> None:
         self.path = Path(path)
         self.policy = current
         self.error: str | None = None

@@ -31,23 +31,27 @@ Example (runs a real playbook; the demo service does not need to be running for 
 from __future__ import annotations
 
 import json
+import logging
 import math
-import shlex
 import os
 import re
-import logging
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Literal
 
 from fleetmedic.schemas import MAX_OUTPUT_CHARS, RunSummary
+
+if TYPE_CHECKING:
+    from .inventory import HostTarget
 
 log = logging.getLogger(__name__)
 RunStatus = Literal["succeeded", "failed", "timed_out", "cancelled", "unreachable"]
@@ -55,7 +59,7 @@ Side = Literal["host", "controller"]
 ExtraVar = str | int | float | bool
 
 # ansible-runner's final states → ours. "error" (the process could not start) is a failure.
-_STATUS = {"successful": "succeeded", "failed": "failed", "timeout": "timed_out",
+_STATUS: dict[str, RunStatus] = {"successful": "succeeded", "failed": "failed", "timeout": "timed_out",
            "canceled": "cancelled", "error": "failed"}
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
@@ -85,7 +89,7 @@ class PlaybookRun:
     extra_vars: dict[str, ExtraVar] = field(default_factory=dict)
     check: bool = False
     timeout_s: float = 300.0
-    target: object | None = None
+    target: HostTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,7 @@ def playbook_side(path: Path) -> Side:
     return "host" if declared == {TARGET_GROUP} else "controller"
 
 
-def where_it_runs(playbook: str, playbooks_dir: Path, target) -> str:
+def where_it_runs(playbook: str, playbooks_dir: Path, target: HostTarget | None) -> str:
     """One line for the record: which side the playbook declares and which host it acts on."""
     try:
         side = playbook_side(resolve_playbook(playbook, playbooks_dir))
@@ -176,7 +180,7 @@ def where_it_runs(playbook: str, playbooks_dir: Path, target) -> str:
     return f"host-side: runs on {target.name} ({address}) over SSH, limited to that host"
 
 
-def run_inventory(side: Side, target) -> tuple[str, dict]:
+def run_inventory(side: Side, target: HostTarget | None) -> tuple[str, dict]:
     """(the host the run is limited to, the run's one-host inventory) for `side` and `target`."""
     local = dict(_LOCAL, ansible_python_interpreter=sys.executable)
     if side == "controller":
@@ -288,9 +292,10 @@ class _EventSummary:
         return out
 
     def summary(self) -> RunSummary:
-        if self.stats is not None:
+        stats = self.stats
+        if stats is not None:
             def total(key: str) -> int:
-                return sum(int(v) for v in (self.stats.get(key) or {}).values())
+                return sum(int(v) for v in (stats.get(key) or {}).values())
             # Ansible's "ok" includes the changed results; so does ours.
             return RunSummary(ok=total("ok"), changed=total("changed"), failed=total("failures"),
                               skipped=total("skipped"), unreachable=total("dark"),
@@ -360,7 +365,7 @@ def run_playbook(
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = ansible_bin_dir()
-    ident = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
+    ident = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
     events = _EventSummary()
     cancel = cancel or threading.Event()
 
@@ -398,7 +403,7 @@ def run_playbook(
                    + (" --check --diff" if run.check else ""))
         if on_start is not None:
             on_start()
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         outcome = ansible_runner.run(
             private_data_dir=private,
             project_dir=str(playbook.parent),
@@ -414,7 +419,7 @@ def run_playbook(
             suppress_env_files=True,
             quiet=True,
         )
-        finished_at = datetime.now(timezone.utc)
+        finished_at = datetime.now(UTC)
         _close_ssh_masters(Path(private) / "cp")
 
     artifact = artifacts_dir / ident

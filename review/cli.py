@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
 def _when(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("review", "fleetmedic report")
@@ -53,17 +54,16 @@ def _offsets(items: list[str]) -> tuple[dict[int, int], dict[int, int]]:
     return starts, ends
 
 
-def cmd_replay(args) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     import sys
 
     from fleetmedic.extras import require
 
     require("review", "fleetmedic replay")
 
+    from detectors.config import load_config
     from fleetmedic.cli import settings_from
     from fleetmedic.transport import Producer
-
-    from detectors.config import load_config
 
     from .replay import diff, print_diff, recorded_incidents, replay
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 
 from fleetmedic.config import Settings
 from fleetmedic.ranges import RangeSpec, read_range
-from fleetmedic.schemas import Incident, LogEvent, MetricBatch, Remediation
+from fleetmedic.schemas import Contract, Incident, LogEvent, MetricBatch, Remediation
 from fleetmedic.topics import topic_name
+
+C = TypeVar("C", bound=Contract)
 
 
 @dataclass
@@ -31,15 +35,15 @@ class HostReview:
     remediations: list[Remediation] = field(default_factory=list)
 
 
-def _read_all(settings: Settings, name: str, model, host: str):
+def _read_all(settings: Settings, name: str, model: type[C], host: str) -> Iterator[C]:
     spec = RangeSpec(topic=topic_name(settings, name))
-    for batch in read_range(settings, spec, model, keep=lambda r: r.host == host):
+    for batch in read_range(settings, spec, model, keep=lambda r: getattr(r, "host", None) == host):
         yield from (item.record for item in batch)
 
 
 def find_incident(settings: Settings, incident_id: str) -> list[Incident]:
     spec = RangeSpec(topic=topic_name(settings, Incident.topic))
-    found = [item.record for batch in read_range(settings, spec, Incident, keep=lambda r: r.id == incident_id)
+    found = [item.record for batch in read_range(settings, spec, Incident, keep=lambda r: isinstance(r, Incident) and r.id == incident_id)
              for item in batch]
     if not found:
         raise LookupError(f"no incident {incident_id!r} in {spec.topic}")

@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from fleetmedic.config import Settings
+from fleetmedic.lifecycle import TopicReader
 from fleetmedic.resources import bundled
-from fleetmedic.schemas import Incident, Remediation
+from fleetmedic.schemas import Contract, Incident, Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import DecodeError, decode, wait_until
+from fleetmedic.transport import wait_until
 from remediator.testbed import DemoService, FleetTestbed, SlurmCluster, free_port_block, slurm_missing_reason
 
 POLICY_TEMPLATE = bundled("deploy") / "demo-policy.yaml"
@@ -84,30 +83,25 @@ class Follower:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.models = {topic_name(settings, Incident.topic): Incident,
-                       topic_name(settings, Remediation.topic): Remediation}
-        self.consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_kwargs())
-        tps = [TopicPartition(t, p) for t in self.models for p in sorted(self.consumer.partitions_for_topic(t) or ())]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        self.models: dict[str, type[Contract]] = {
+            topic_name(settings, Incident.topic): Incident, topic_name(settings, Remediation.topic): Remediation}
+        self.reader = TopicReader(settings, list(self.models), require=False, name="demo")
         self.incidents: list[Incident] = []
         self.remediations: list[Remediation] = []
         # when each incident reached Kafka: its own `time` is event time (a log line's stamp)
         self.written: dict[tuple[str, str, datetime], datetime] = {}
 
     def poll(self) -> None:
-        for tp, msgs in self.consumer.poll(timeout_ms=200, max_records=10_000).items():
-            for msg in msgs:
-                try:
-                    record = decode(self.models[tp.topic], msg.value, self.settings.max_record_bytes)
-                except DecodeError:
-                    continue  # the detectors' and remediator's own output: dead letters are not ours to judge
-                if isinstance(record, Incident):
-                    self.incidents.append(record)
-                    self.written[(record.id, record.status, record.time)] = \
-                        datetime.fromtimestamp(msg.timestamp / 1000, timezone.utc)
-                else:
-                    self.remediations.append(record)
+        # undecodable records are skipped: dead letters of the detectors' and remediator's own
+        # output are not ours to judge
+        for item in self.reader.records(self.reader.poll(200), self.models):
+            record = item.record
+            if isinstance(record, Incident):
+                self.incidents.append(record)
+                self.written[(record.id, record.status, record.time)] = \
+                    datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)
+            else:
+                self.remediations.append(record)
 
     def wait(self, condition, timeout_s: float, what: str) -> None:
         def polled() -> bool:
@@ -119,7 +113,7 @@ class Follower:
         return ([i for i in self.incidents if i.host == host], [r for r in self.remediations if r.host == host])
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
 
 
 @dataclass

@@ -23,6 +23,7 @@ runs from the base install: the ansible checks report what is missing instead of
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -88,7 +89,7 @@ class Doctor:
 
     def __init__(self, settings: Settings, *, role: str = "all", groups: tuple[str, ...] = DEFAULT_GROUPS,
                  policy: str | Path | None = None, playbooks: str | Path | None = None,
-                 inventory: str | Path | None = None, max_lag: int = 10_000, timeout_s: float = 10.0):
+                 inventory: str | Path | None = None, max_lag: int = 10_000, timeout_s: float = 10.0) -> None:
         if role not in ROLES:
             raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
         self.settings, self.role, self.groups = settings, role, tuple(groups)
@@ -162,7 +163,13 @@ class Doctor:
         return [Finding("topics", "fail", d.describe(), d.fix(bootstrap)) for d in drift]
 
     def _acls(self, admin) -> list[Finding]:
-        from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter
+        from kafka.admin import (
+            ACLFilter,
+            ACLOperation,
+            ACLPermissionType,
+            ACLResourcePatternType,
+            ResourcePatternFilter,
+        )
         from kafka.admin.acl_resource import ResourceType
         from kafka.errors import KafkaError, SecurityDisabledError
 
@@ -227,7 +234,7 @@ class Doctor:
                 if not committed:
                     out.append(Finding("lag", "warn", f"group {group} has committed nothing (not started yet, "
                                                       f"or its members run with another --group)",
-                                       f"start its members, or pass --group with the id they use"))
+                                       "start its members, or pass --group with the id they use"))
                     continue
                 if consumer is None:
                     consumer = KafkaConsumer(client_id=f"{self.settings.client_id}-doctor",
@@ -235,7 +242,7 @@ class Doctor:
                 ends = consumer.end_offsets(list(committed))
                 lag = {tp: max(0, ends[tp] - off) for tp, off in committed.items()}
                 total = sum(lag.values())
-                worst = max(lag, key=lag.get)
+                worst = max(lag, key=lambda tp: lag[tp])
                 text = (f"group {group}: {total} record(s) behind over {len(lag)} partition(s) "
                         f"(most: {worst.topic}[{worst.partition}] {lag[worst]})")
                 if total > self.max_lag:
@@ -261,8 +268,9 @@ class Doctor:
             return None
         here = Path(sys.executable).parent
         bin_dir = here if (here / "ansible-playbook").exists() else None
-        if bin_dir is None and shutil.which("ansible-playbook"):
-            bin_dir = Path(shutil.which("ansible-playbook")).parent
+        on_path = shutil.which("ansible-playbook")
+        if bin_dir is None and on_path:
+            bin_dir = Path(on_path).parent
         from fleetmedic.extras import _find
 
         runner = _find("ansible_runner") is not None
@@ -366,7 +374,7 @@ def _guarded(check: str, fn, *args) -> list[Finding]:
     """A check that raises becomes a failed finding: the doctor itself never crashes."""
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 (any failure is a finding, with its type)
+    except Exception as exc:
         return [Finding(check, "fail", f"the check itself failed: {type(exc).__name__}: {exc}",
                         "run with -v for the details")]
 
@@ -392,7 +400,7 @@ def _allowed(acls, operation: str, topic: str) -> bool:
     return any(a.permission_type == ACLPermissionType.ALLOW for a in relevant)
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from fleetmedic.cli import settings_from
 
     settings = settings_from(args)
@@ -407,7 +415,7 @@ def cmd_doctor(args) -> int:
     return 1 if fails else 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check a deployment: broker, topics, ACLs, lag, ansible, playbooks, inventory",
                        description="Check this deployment and print what is wrong and how to fix it: the broker "
                                    "(reachable, version), the topics and their settings, the ACLs of the "

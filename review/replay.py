@@ -20,11 +20,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, TextIO
 
 from fleetmedic.config import Settings
 from fleetmedic.ranges import RangeSpec, RangeStats, read_range
-from fleetmedic.schemas import Incident, LogEvent, MetricBatch, Remediation
+from fleetmedic.schemas import Contract, Incident, LogEvent, MetricBatch, Remediation
 from fleetmedic.topics import topic_name
+
+if TYPE_CHECKING:
+    from detectors.config import DetectorConfig
+    from remediator.policy import Policy
 
 
 @dataclass
@@ -40,7 +45,7 @@ class ReplayResult:
         return self.values / self.seconds if self.seconds > 0 else 0.0
 
 
-def replay(settings: Settings, config, *, start: datetime | None = None, end: datetime | None = None,
+def replay(settings: Settings, config: DetectorConfig, *, start: datetime | None = None, end: datetime | None = None,
            offsets: dict[str, tuple[dict[int, int], dict[int, int]]] | None = None,
            hosts: set[str] | None = None, progress: Callable[[str], None] | None = None) -> ReplayResult:
     """Run `config`'s detectors over the range; `offsets` maps 'metrics.v1'/'logs.v1' → (starts, ends)."""
@@ -76,8 +81,8 @@ def recorded_incidents(settings: Settings, hosts: set[str] | None = None,
     """What the live detectors recorded, for the same hosts and event-time span."""
     spec = RangeSpec(topic=topic_name(settings, Incident.topic))
 
-    def keep(r: Incident) -> bool:
-        return (not hosts or r.host in hosts) and (start is None or r.time >= start) and (end is None or r.time < end)
+    def keep(r: Contract) -> bool:  # read_range decodes with Incident: the isinstance always holds
+        return isinstance(r, Incident) and (not hosts or r.host in hosts) and (start is None or r.time >= start) and (end is None or r.time < end)
 
     return [i.record for b in read_range(settings, spec, Incident, keep=keep) for i in b]
 
@@ -107,7 +112,9 @@ def diff(recorded: list[Incident], replayed: list[Incident]) -> IncidentDiff:
         by_id_old[r.id].append(r)
     for r in replayed:
         by_id_new[r.id].append(r)
-    added, removed, changed = {}, {}, {}
+    added: dict[str, list[Incident]] = {}
+    removed: dict[str, list[Incident]] = {}
+    changed: dict[str, tuple[list[Incident], list[Incident]]] = {}
     for key in new.keys() - old.keys():
         added.setdefault(key[0], []).append(new[key])
     for key in old.keys() - new.keys():
@@ -121,7 +128,7 @@ def diff(recorded: list[Incident], replayed: list[Incident]) -> IncidentDiff:
     return IncidentDiff(added, removed, changed)
 
 
-def plan(records: list[Incident], policy) -> list[tuple[Incident, str]]:
+def plan(records: list[Incident], policy: Policy) -> list[tuple[Incident, str]]:
     """What the remediator would have decided for each opening record, as a dry plan: the policy's
     first step through the real gate pipeline, in event-time order, nothing run. Each planned run
     is taken to finish at once, so cooldown, flapping and rate limits see it; approvals are not
@@ -159,7 +166,7 @@ def plan(records: list[Incident], policy) -> list[tuple[Incident, str]]:
     return out
 
 
-def print_diff(d: IncidentDiff, policy=None, out=sys.stdout) -> None:
+def print_diff(d: IncidentDiff, policy: Policy | None = None, out: TextIO = sys.stdout) -> None:
     if d.empty:
         print("diff: no difference between the recorded and the replayed incidents", file=out)
         return

@@ -13,15 +13,16 @@ import html
 import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .collect import HostReview, Series  # noqa: E402
+from .collect import HostReview, Series
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32", "dry_run": "#0277bd", "running": "#6a1b9a", "claimed": "#6a1b9a",
@@ -35,7 +36,8 @@ def ewma_band(values: np.ndarray, alpha: float = 0.1, sigmas: float = 3.0) -> tu
     """Causal EWMA mean and standard deviation (the value at i uses points before i); NaN skipped."""
     mean = np.full(values.shape, np.nan)
     std = np.full(values.shape, np.nan)
-    m = v = None
+    m: float | None = None
+    v = 0.0  # read only once m is set
     for i, x in enumerate(values):
         if m is not None:
             mean[i], std[i] = m, np.sqrt(v)
@@ -67,8 +69,8 @@ def _t(when: datetime):
     return np.datetime64(when.replace(tzinfo=None), "ms")
 
 
-def _incident_spans(review: HostReview):
-    spans = {}
+def _incident_spans(review: HostReview) -> dict[str, dict[str, Any]]:
+    spans: dict[str, dict[str, Any]] = {}
     for r in review.incidents:
         s = spans.setdefault(r.id, {"start": r.opened_at, "end": review.end, "severity": r.severity, "kind": r.kind,
                                     "subject": r.subject})
@@ -86,7 +88,7 @@ def _mark_events(ax, review: HostReview, spans) -> None:
             ax.axvline(_t(r.time), color=STATUS_COLOURS.get(r.status, "#555"), lw=1, ls="--")
 
 
-def series_plot(name: str, s: Series, review: HostReview, spans) -> str:
+def series_plot(name: str, s: Series, review: HostReview, spans: dict[str, dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(10, 2.6))
     mean, band = ewma_band(s.values)
     ax.fill_between(s.times, mean - band, mean + band, color="#b0bec5", alpha=0.45, lw=0, label="EWMA ± 3σ")
@@ -101,17 +103,17 @@ def series_plot(name: str, s: Series, review: HostReview, spans) -> str:
     return _png(fig)
 
 
-def timeline_plot(review: HostReview, spans) -> str:
+def timeline_plot(review: HostReview, spans: dict[str, dict[str, Any]]) -> str:
     lanes = ["logs", "incidents", "remediation"]
     fig, ax = plt.subplots(figsize=(10, 2.4))
     for s in spans.values():
         ax.barh(1, (_t(s["end"]) - _t(s["start"])).astype("timedelta64[ms]").astype(float) / 86_400_000,
                 left=mdates.date2num(_t(s["start"])), color=SEVERITY_COLOURS.get(s["severity"]), height=0.5)
         ax.text(mdates.date2num(_t(s["start"])), 1.3, _plain(f"{s['kind']}/{s['subject']}"), fontsize=7)
-    for r in review.logs:
-        ax.plot(_t(r.time), 0, "|", color="#c62828" if r.severity in ("error", "critical") else "#607d8b", ms=12)
-    for r in review.remediations:
-        ax.plot(_t(r.time), 2, "o", color=STATUS_COLOURS.get(r.status, "#555"), ms=6)
+    for ev in review.logs:
+        ax.plot(_t(ev.time), 0, "|", color="#c62828" if ev.severity in ("error", "critical") else "#607d8b", ms=12)
+    for rem in review.remediations:
+        ax.plot(_t(rem.time), 2, "o", color=STATUS_COLOURS.get(rem.status, "#555"), ms=6)
     for status in sorted({r.status for r in review.remediations}):
         ax.plot([], [], "o", color=STATUS_COLOURS.get(status, "#555"), label=_plain(status))
     ax.set_yticks(range(len(lanes)), lanes)
