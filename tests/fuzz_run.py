@@ -180,10 +180,10 @@ def main() -> int:
     print("\n".join(lines))
     for e in errors:
         print("FAILED", e)
-    from fuzz_kit import BUDGET_S, CPU_BUDGET_S
+    from fuzz_kit import CPU_BUDGET_S, wall_budget_s
 
     print(f"({time.monotonic() - started:.0f} s wall, {workers} worker processes; stall budget per input "
-          f"{CPU_BUDGET_S:g} CPU s or {BUDGET_S:g} s wall (scaled by the load); worst ms is CPU; load average {' '.join(open('/proc/loadavg').read().split()[:3])})")
+          f"{CPU_BUDGET_S:g} CPU s, or {wall_budget_s():.1f} s wall now (4x, scaled by the load); worst ms is CPU; load average {' '.join(open('/proc/loadavg').read().split()[:3])})")
     print(f"fuzz: inputs {total['inputs']}, crashes {total['crashes']}, stalls {total['stalls']}, "
           f"valid records lost {total['lost']}, dead-lettered {total['dead']}")
     return 1 if total["crashes"] or total["stalls"] or total["lost"] or errors else 0
