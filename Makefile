@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-secure test check fuzz schemas broker-stop bench clean dist test-py313
+.PHONY: venv demo demo-secure test check fuzz chaos schemas broker-stop bench clean dist test-py313
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ check: venv
 fuzz: venv
 	$(BIN)/python tests/fuzz_run.py
 
+# The pipeline on its own 3-broker cluster under member kills, broker restarts and rebalances,
+# counted from the topics (tests/chaos_run.py; ports CHAOS_PORT..+20, default 19300).
+chaos: venv
+	$(BIN)/python tests/chaos_run.py
+
 schemas: venv
 	$(BIN)/fleetmedic schemas export schemas
 
@@ -64,4 +69,4 @@ test-py313: dist
 	rm -rf $(VENV313)
 	$(PY313) -m venv $(VENV313)
 	$(VENV313)/bin/pip install -q --disable-pip-version-check --no-compile -c requirements.lock "$$(ls dist/fleetmedic-*.whl | tail -1)[all,test]"
-	$(VENV313)/bin/pytest -m "not kafka and not slow" -p no:cacheprovider
+	$(VENV313)/bin/pytest tests -m "not kafka and not slow" -p no:cacheprovider

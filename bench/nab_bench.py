@@ -1,12 +1,14 @@
 """Speed and memory of the surprise-record detector, printed as a table.
 
-    PYTHONPATH=. python bench/nab_bench.py [--series 100000] [--steps 50]
+    PYTHONPATH=. python bench/nab_bench.py [--series 100000] [--steps 50] [--likelihood]
 
 - bank: one numpy update per round over many series (the live engine's hot path), values/s;
 - single series: the River-like one-value-at-a-time path (`SurpriseRecord.update`), values/s;
 - live rule: `SeriesRule.run_series` (scorer + alert lifecycle, what `detect csv` and `eval nab`
   run), values/s;
-- state: bytes per series, with and without the season model, and the resulting RSS growth.
+- state: bytes per series, with and without the season model, and the resulting RSS growth;
+- `--likelihood`: the likelihood detector's bank too (detectors/likelihood.py), values/s wall
+  and per CPU-second of this process (the machine is shared: wall time moves with other load).
 """
 
 from __future__ import annotations
@@ -31,19 +33,20 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_bank(n_series: int, steps: int, season_buckets: int) -> tuple[float, int, float]:
+def bench_bank(n_series: int, steps: int, season_buckets: int, bank_class=SurpriseRecordBank
+               ) -> tuple[float, int, float, float]:
     rng = np.random.default_rng(0)
     before = rss_mib()
-    bank = SurpriseRecordBank(capacity=n_series, season_buckets=season_buckets)
+    bank = bank_class(capacity=n_series, season_buckets=season_buckets)
     rows = bank.add_series(n_series)
     values = 50 + rng.normal(0, 1, (steps, n_series))
     times = np.zeros(n_series)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
         times[:] = T0 + STEP * i
         bank.update(rows, values[i], times)
-    took = time.perf_counter() - started
-    return n_series * steps / took, bank.nbytes_per_slot, rss_mib() - before
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return n_series * steps / took, bank.nbytes_per_slot, rss_mib() - before, n_series * steps / cpu
 
 
 def bench_single(n: int) -> float:
@@ -70,10 +73,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--likelihood", action="store_true",
+                        help="also the likelihood detector's bank (detectors/likelihood.py), with CPU time")
     args = parser.parse_args()
     rows = []
+    if args.likelihood:
+        from detectors.likelihood import LikelihoodBank
+
+        for buckets in (0, 288):
+            rate, nbytes, grew, cpu_rate = bench_bank(args.series, args.steps, buckets, LikelihoodBank)
+            label = f"likelihood bank, {args.series:,} series x {args.steps} rounds, season_buckets={buckets}"
+            rows.append((label, f"{rate:,.0f} values/s ({cpu_rate:,.0f} per CPU-s)",
+                         f"{nbytes:,} B/series", f"+{grew:,.0f} MiB RSS"))
     for buckets in (288, 0):
-        rate, nbytes, grew = bench_bank(args.series, args.steps, buckets)
+        rate, nbytes, grew, _ = bench_bank(args.series, args.steps, buckets)
         label = f"bank, {args.series:,} series x {args.steps} rounds, season_buckets={buckets}"
         rows.append((label, f"{rate:,.0f} values/s", f"{nbytes:,} B/series", f"+{grew:,.0f} MiB RSS"))
     rows.append(("single series, SurpriseRecord.update", f"{bench_single(5000):,.0f} values/s", "", ""))

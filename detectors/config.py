@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,25 +73,24 @@ class StaticRuleConfig(SeriesRuleConfig):
 
 
 class UnivariateRuleConfig(SeriesRuleConfig):
-    """B2's surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
+    """The surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
 
-    params: dict[str, float | int] = Field(default_factory=dict,
-                                           description="SurpriseRecordParams fields, e.g. threshold, warmup")
+    params: dict[str, float | int | list[float]] = Field(
+        default_factory=dict, description="the detector's parameter fields, e.g. threshold, warmup")
+    detector: Literal["surprise", "likelihood"] = Field(
+        "surprise", description="surprise: detectors/univariate.py (surprise records); likelihood: "
+                                "detectors/likelihood.py (calibrated surprise + anomaly likelihood)")
 
     @model_validator(mode="after")
     def _params(self) -> "UnivariateRuleConfig":
-        import dataclasses
-
+        from .likelihood import LikelihoodParams
         from .univariate import SurpriseRecordParams
 
-        known = {f.name for f in dataclasses.fields(SurpriseRecordParams)}
-        unknown = sorted(set(self.params) - known)
-        if unknown:  # a TypeError from the constructor would escape pydantic as a crash, not an error
-            raise ValueError(f"unknown params {unknown}; known: {sorted(known)}")
+        params_class: Any = LikelihoodParams if self.detector == "likelihood" else SurpriseRecordParams
         try:
-            SurpriseRecordParams(**self.params)  # bad values fail here, with the line
-        except (TypeError, ArithmeticError) as exc:
-            raise ValueError(f"params: {exc}") from None
+            params_class(**self.params)  # unknown names and bad values fail here, with the line
+        except (TypeError, ArithmeticError) as exc:  # an unknown name: a dataclass says TypeError, pydantic wants ValueError
+            raise ValueError(f"{self.detector} detector: {exc}") from None
         return self
 
 

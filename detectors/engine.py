@@ -96,9 +96,12 @@ class SeriesRule:
             return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
                        f"static:{cfg.name}", cfg.threshold)
         if isinstance(cfg, UnivariateRuleConfig):
-            from .univariate import SurpriseRecordBank  # B2's scorer follows the same interface
+            if getattr(cfg, "detector", "surprise") == "likelihood":
+                from .likelihood import LikelihoodBank as Bank  # the same scorer interface
+            else:
+                from .univariate import SurpriseRecordBank as Bank  # the surprise-record scorer, the same interface
 
-            scorer = SurpriseRecordBank(capacity=64, **cfg.params)
+            scorer = Bank(capacity=64, **cfg.params)
             return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.params.threshold)
         raise TypeError(f"no per-series rule for {type(cfg).__name__}")
 

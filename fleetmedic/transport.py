@@ -117,12 +117,27 @@ class Producer:
         )
         config.update(settings.kafka_kwargs())
         config.update(overrides)
+        self._config = config
         self._producer = KafkaProducer(**config)
         self._pending: list = []
         self.transactional = config.get("transactional_id") is not None
         if self.transactional:
             # Fences an earlier producer with the same id and aborts what it left open.
             self._producer.init_transactions()
+
+    def renew(self) -> None:
+        """Replace a transactional producer that cannot finish its transaction by a new one with
+        the same id: its `init_transactions` fences the old one and waits until the broker has
+        completed (committed or aborted) what the old one left open, so the committed offsets
+        read afterwards say which it was."""
+        old, self._producer, self._pending = self._producer, None, []
+        sender = old._sender
+        if sender is not None:
+            sender.force_close()
+            sender.join(5.0)
+        old._closed = True
+        self._producer = KafkaProducer(**self._config)
+        self._producer.init_transactions()
 
     def begin(self) -> None:
         """Start a transaction (transactional producers only)."""
@@ -135,14 +150,25 @@ class Producer:
         """
         sent = self.flush(timeout_s)
         if offsets:
-            self._producer.send_offsets_to_transaction(offsets, group_id)
-        self._producer.commit_transaction()
+            self._wait(self._producer._transaction_manager.send_offsets_to_transaction(offsets, group_id), timeout_s,
+                       "adding the offsets to the transaction")
+        # kafka-python 2.3.3's commit_transaction() waits without a limit, and after the broker
+        # coordinating the transaction died (make chaos) its EndTxn could stay unanswered for
+        # good: the member hung inside the batch and its whole group stalled in the rebalance.
+        # Waited for up to `timeout_s` here; past it the caller renews the producer (`renew`).
+        self._wait(self._producer._transaction_manager.begin_commit(), timeout_s, "the transaction's commit")
         return sent
 
-    def abort(self) -> None:
+    def _wait(self, result, timeout_s: float | None, what: str) -> None:
+        """Wait for a transaction request's result (raising its error), at most `timeout_s`."""
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=None if timeout_s is None else timeout_s * 1000):
+            raise KafkaTimeoutError(f"{what} was not answered within {timeout_s:g}s")
+
+    def abort(self, timeout_s: float | None = 60.0) -> None:
         """Abort the open transaction: nothing sent in it becomes visible to read_committed readers."""
         self._pending = []
-        self._producer.abort_transaction()
+        self._wait(self._producer._transaction_manager.begin_abort(), timeout_s, "the transaction's abort")
 
     def produce_atomically(self, outgoing: Iterable["Outgoing"]) -> int:
         """Send `outgoing` and make it durable: one transaction when transactional, else a flush."""
@@ -503,8 +529,14 @@ class ConsumerLoop:
         try:
             self.producer.abort()
         except KafkaError as again:
-            # A fenced or fatally failed producer cannot abort; the broker aborts on timeout.
-            raise RuntimeError(f"transaction failed ({exc}) and could not be aborted ({again})") from exc
+            if not self._own_producer:
+                # A fenced or fatally failed producer cannot abort; the broker aborts on timeout.
+                raise RuntimeError(f"transaction failed ({exc}) and could not be aborted ({again})") from exc
+            # E.g. a commit that timed out (its outcome unknown): a new producer with the same id
+            # settles it; the committed offsets read below then say whether it committed.
+            log.error("the transaction could not be aborted (%s: %s): renewing the producer", type(again).__name__,
+                      again)
+            self.producer.renew()
         assigned = set(self.consumer.assignment())
         if self.on_lost:
             self.on_lost(assigned)

@@ -340,7 +340,7 @@ def cmd_simulate(args) -> int:
     publisher = None
     if not args.dry_run:
         _ensure_topics(settings, "simulate")
-        publisher = Publisher(settings, health, spool=None)
+        publisher = Publisher(settings, health, spool=None, ack_timeout_s=args.ack_timeout)
     stop = threading.Event()
     from fleetmedic.lifecycle import stop_on_signals
 
@@ -483,4 +483,11 @@ def register(sub) -> None:
     p.add_argument("--realtime", action="store_true", help="pace the simulated clock to the wall clock (demos)")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: simulated seconds per wall second")
     p.add_argument("--dry-run", action="store_true", help="generate without publishing (no broker needed)")
+    p.add_argument("--ack-timeout", type=float, default=10.0, metavar="S",
+                   help="how long a batch may wait for the broker's acknowledgement before it is dropped (and "
+                        "counted): longer rides out a leader election after a broker dies (make chaos)")
     p.set_defaults(func=cmd_simulate)
+
+
+# The stage's top-level commands, in the order `fleetmedic --help` lists them.
+COMMANDS = (register,)

@@ -275,17 +275,22 @@ def test_batches_inside_a_fault_are_not_examples_when_the_faults_file_has_ends(t
 def test_windowed_rates_sum_the_last_hours_increases_with_an_exponential_window():
     # 60 corrected ECC errors at t=60, nothing after: the per-batch rate is 1/s once then 0, the
     # windowed rate is 60/3600 per second, decaying by e^(-dt/3600) (one hour later: e^-1 of it).
+    # The window is kept per series (prev[name][2]); no model feature uses it since it lowered the
+    # held-out PR-AUC (docs/evaluation.md), so the `_1h` columns are not among the features.
     b = lambda s, v: MetricBatch(host="h", time=T0 + timedelta(seconds=s), source="t",
                                  values={"gpu0.ecc.volatile.corrected": v}, counters=["gpu0.ecc.volatile.corrected"])
-    X, _, _ = fault_model.feature_matrix([b(0, 5.0), b(60, 65.0), b(120, 65.0), b(3660, 65.0), b(3720, 2.0)])
+    state = fault_model.FeatureState()
     names = fault_model.FEATURE_NAMES
-    assert X[:, names.index("ecc_corrected_rate")].tolist() == [0.0, 1.0, 0.0, 0.0, 2.0 / 60]
-    w = X[:, names.index("ecc_corrected_rate_1h")]
+    rates, w = [], []
+    for s, v in [(0, 5.0), (60, 65.0), (120, 65.0), (3660, 65.0), (3720, 2.0)]:
+        rates.append(state.row(b(s, v))[names.index("ecc_corrected_rate")])
+        w.append(state.prev["h"]["gpu0.ecc.volatile.corrected"][2])
+    assert rates == [0.0, 1.0, 0.0, 0.0, 2.0 / 60]
     assert w[0] == 0.0 and w[1] == 60 / 3600
     assert w[2] == 60 / 3600 * np.exp(-60 / 3600)
     assert np.isclose(w[3], 60 / 3600 * np.exp(-1.0))
     assert np.isclose(w[4], w[3] * np.exp(-60 / 3600) + 2.0 / 3600)  # a reset: the increase from zero
-    assert {"pcie_replay_rate_1h", "nvlink_crc_rate_1h"} <= set(names)
+    assert not [n for n in names if n.endswith("_rate_1h")]
 
 
 def test_lead_times_count_warnings_before_faults_and_warnings_without_one():
