@@ -22,11 +22,12 @@ import sys
 import threading
 import time
 import warnings
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 logging.disable(logging.WARNING)  # every dead letter and unreadable state logs a warning: thousands of lines
-warnings.simplefilter("ignore")  # numpy's per-row timezone warning on hostile CSV times, likewise (workers fork)
+warnings.simplefilter("ignore")  # numpy's per-row timezone warning on hostile CSV times, likewise (in every worker)
 
 WANT = int(os.environ.get("FLEETMEDIC_FUZZ_INPUTS", "10000"))  # per target
 os.environ.setdefault("FLEETMEDIC_FUZZ", "full")
@@ -162,7 +163,11 @@ def main() -> int:
     workers = int(os.environ.get("FLEETMEDIC_FUZZ_WORKERS", str(os.cpu_count() or 1)))
     results = []
     try:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: the broker starter thread is running (importing, starting a JVM), and a
+        # worker forked mid-import inherits a held lock and waits on it for ever (seen: make fuzz
+        # without FLEETMEDIC_KAFKA_BOOTSTRAP hung with both workers idle). Spawned workers run this
+        # module's top level again, so they get the same warning and logging settings.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(run_target, name, main) for name, main in TARGETS.items()]
             starter.join()
             if broker.bootstrap:
