@@ -52,14 +52,14 @@ from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
+from . import eventtime, state_codec
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
 from .gpu_identity import series_gpu
 from .incidents import make_incident, source
-from .lifecycle import PENDING, Lifecycle, grown
+from .lifecycle import Lifecycle, grown
 from .log_rules import LogRules, load_table
 from .multivariate import ForestRule
-from . import eventtime, state_codec
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class SeriesRule:
         self.n = 0
 
     @classmethod
-    def from_config(cls, cfg, max_gap_s: float) -> "SeriesRule":
+    def from_config(cls, cfg, max_gap_s: float) -> SeriesRule:
         if isinstance(cfg, EwmaRuleConfig):
             scorer = EwmaScorer(cfg.alpha, cfg.sigmas, cfg.clear_sigmas, cfg.direction, cfg.warmup, cfg.min_std,
                                 cfg.min_rel_std, cfg.anomalous_alpha_factor)
@@ -176,7 +176,7 @@ class FaultRule:
             self.slots[host] = slot
         return slot
 
-    def step(self, hs: "HostState", record: MetricBatch, item: Received, t: float) -> list[Incident]:
+    def step(self, hs: HostState, record: MetricBatch, item: Received, t: float) -> list[Incident]:
         from .fault_model import predict_proba
 
         slot = self.slot(record.host)

@@ -102,7 +102,7 @@ class XidHistory:
         self.times_: dict[str, list[float]] = {}  # host → XID event times, sorted
 
     @classmethod
-    def from_model(cls, model: dict) -> "XidHistory":
+    def from_model(cls, model: dict) -> XidHistory:
         saved = model.get("xid_history") or {}
         return cls(saved.get("lag_s", 120.0), saved.get("ignored_codes", ()))
 

@@ -26,14 +26,14 @@ signals, so leave-one-category-out there means "leave one signal out".
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 STEP_S = 300
 ROWS = 14 * 288
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def _load(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -72,7 +72,7 @@ class Whitener:
     [[1.0, 0.0], [0.0, 1.0]]
     """
 
-    def fit(self, data: np.ndarray) -> "Whitener":
+    def fit(self, data: np.ndarray) -> Whitener:
         self.mean_ = data.mean(axis=0)
         std = data.std(axis=0)
         self.scale_ = np.maximum(std, np.maximum(1e-3 * np.abs(self.mean_), 1e-12))

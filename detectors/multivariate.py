@@ -255,7 +255,7 @@ class ForestStream:
                              state_b64=base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode())
 
     @classmethod
-    def restored(cls, cfg: IsolationForestConfig, max_gap_s: float, state: DetectorState) -> "ForestStream | None":
+    def restored(cls, cfg: IsolationForestConfig, max_gap_s: float, state: DetectorState) -> ForestStream | None:
         data = np.load(io.BytesIO(zlib.decompress(base64.b64decode(state.state_b64))), allow_pickle=False)
         meta = json.loads(data["header"].tobytes())
         if meta["config"] != config_digest(cfg):

@@ -37,7 +37,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import TopicPartition
@@ -56,7 +56,7 @@ from .agreement import Agreement
 from .claims import CLAIMS_PARTITION, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason, remediation_id
 from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
-from .policy import HUMAN, Policy, PolicyError
+from .policy import HUMAN, Policy
 from .policy_reload import PolicyWatcher
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class RunnerConfig:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Remediator:
@@ -294,7 +294,7 @@ class Remediator:
     def _on_approval(self, item: Received, out: list, runs: list) -> None:
         approval: Approval = item.record
         entry = self.ledger.get(approval.remediation_id)
-        now = datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)  # the broker's clock (LogAppendTime)
+        now = datetime.fromtimestamp(item.timestamp_ms / 1000, UTC)  # the broker's clock (LogAppendTime)
         verdict = self.desk.consider(approval, entry, now, lambda: self._approvers_required(entry))
         if isinstance(verdict, approvals.Refused):
             log.warning("approval for %s refused: %s", approval.remediation_id, verdict.reason)
@@ -535,7 +535,7 @@ class Remediator:
     def stop(self) -> None:
         self.loop.stop()
 
-    def run(self, *, until: Callable[["Remediator"], bool] | None = None, install_signals: bool = True) -> None:
+    def run(self, *, until: Callable[[Remediator], bool] | None = None, install_signals: bool = True) -> None:
         """Until SIGTERM/SIGINT, `stop()` or `until(self)`: the batch in hand finishes and is committed.
         SIGHUP asks for the policy file to be read again (taken at the next tick if it validates)."""
         self.service.run(until=until and (lambda: until(self)), install_signals=install_signals)
