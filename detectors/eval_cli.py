@@ -59,7 +59,7 @@ def write_detections(out, series: nab.Series, scores: np.ndarray, alarms: np.nda
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["timestamp", "value", "anomaly_score", "alarm"])
     texts = series.value_texts or [repr(float(v)) if np.isfinite(v) else "" for v in series.values]
-    for stamp, text, score, alarm in zip(series.stamps, texts, scores, alarms):
+    for stamp, text, score, alarm in zip(series.stamps, texts, scores, alarms, strict=True):
         writer.writerow([stamp, text, f"{score:.6f}", int(alarm)])
 
 
@@ -225,14 +225,14 @@ def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> s
     for k in sorted({kind(r.name) for r in runs}):
         part = [r for r in runs if kind(r.name) == k]
         n_win = sum(len(r.windows) for r in part)
-        best = nab.evaluate(_corpus(part), profile)
-        eng = nab.evaluate(_corpus(part, alarms=True), profile, threshold=0.5)
+        at_best = nab.evaluate(_corpus(part), profile)
+        at_engine = nab.evaluate(_corpus(part, alarms=True), profile, threshold=0.5)
         if n_win:
-            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {best.threshold:9.4f} {best.normalised:9.1f} "
-                         f"{eng.normalised:9.1f}")
+            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} {at_best.normalised:9.1f} "
+                         f"{at_engine.normalised:9.1f}")
         else:
-            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {best.threshold:9.4f} {'raw ' + format(best.raw, '.3f'):>9s} "
-                         f"{'raw ' + format(eng.raw, '.3f'):>9s}")
+            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} "
+                         f"{'raw ' + format(at_best.raw, '.3f'):>9s} {'raw ' + format(at_engine.raw, '.3f'):>9s}")
     return "\n".join(lines)
 
 
