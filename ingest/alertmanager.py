@@ -207,7 +207,8 @@ class AlertReceiver:
                 try:
                     record = self.mapper.incident(alert)
                 except AlertError as exc:
-                    name = (alert.get("labels") or {}).get("alertname") if isinstance(alert.get("labels"), dict) else None
+                    labels = alert.get("labels")
+                    name = labels.get("alertname") if isinstance(labels, dict) else None
                     out.rejected.append({"alert": name, "fingerprint": alert.get("fingerprint"), "reason": str(exc)})
                     log.warning("alert %s (%s) not taken: %s", name, alert.get("fingerprint"), exc)
                     continue
@@ -290,6 +291,8 @@ class ReceiverServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):  # the stub allows bytes (AF_UNIX); a TCP server's host is a str
+            host = host.decode()
         return f"http://{host}:{port}/alerts"
 
 

@@ -256,7 +256,7 @@ class ControlState:
         """The first silence (kind "silence": ours, then Alertmanager's) or maintenance record covering `incident`."""
         labels = incident_labels(incident)
         for r in self.active(kind, now):
-            if matches(r.matchers, labels):
+            if r.ends_at is not None and matches(r.matchers, labels):  # active() keeps only records with an end
                 return ActiveStop(id=r.id, source="fleetmedic", by=r.by, reason=r.reason, ends_at=r.ends_at,
                                   matchers=tuple(r.matchers))
         if kind == "silence":
