@@ -17,6 +17,7 @@ the same way.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import html
 import os
@@ -24,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -55,7 +57,7 @@ def detect_series(new_rule, series: nab.Series) -> tuple[np.ndarray, np.ndarray]
     return new_rule().run_series(series.epoch_s.astype(np.float64), series.values)
 
 
-def write_detections(out, series: nab.Series, scores: np.ndarray, alarms: np.ndarray) -> None:
+def write_detections(out: TextIO, series: nab.Series, scores: np.ndarray, alarms: np.ndarray) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["timestamp", "value", "anomaly_score", "alarm"])
     texts = series.value_texts or [repr(float(v)) if np.isfinite(v) else "" for v in series.values]
@@ -63,7 +65,7 @@ def write_detections(out, series: nab.Series, scores: np.ndarray, alarms: np.nda
         writer.writerow([stamp, text, f"{score:.6f}", int(alarm)])
 
 
-def cmd_detect_csv(args) -> int:
+def cmd_detect_csv(args: argparse.Namespace) -> int:
     try:
         new_rule = build_rule(args.detector_config)
         series = nab.read_series(args.file)
@@ -282,7 +284,7 @@ def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
     return folder / "index.html"
 
 
-def cmd_eval_fleet(args) -> int:
+def cmd_eval_fleet(args: argparse.Namespace) -> int:
     """`eval fleet`: write the simulated fleet benchmark (detectors/fleet_series.py), score it like NAB."""
     import tempfile
 
@@ -299,7 +301,7 @@ def cmd_eval_fleet(args) -> int:
     return cmd_eval_nab(args, command="eval fleet")
 
 
-def cmd_eval_nab(args, command: str = "eval nab") -> int:
+def cmd_eval_nab(args: argparse.Namespace, command: str = "eval nab") -> int:
     try:
         new_rule = build_rule(args.detector_config)
         profiles = nab.load_profiles(args.profiles) if args.profiles else dict(nab.PROFILES)

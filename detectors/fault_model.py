@@ -54,6 +54,7 @@ XIDs whose action class is `none` in the XID table (43, 45, 63, 92: benign) are 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -371,7 +372,7 @@ def format_lead_times(r: dict, threshold: float) -> str:
             f"(precision {precision:.3f})")
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("detect", "fleetmedic model train")
@@ -417,7 +418,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     try:
         model = json.loads(Path(args.model).read_text())
     except (OSError, ValueError) as exc:
