@@ -64,4 +64,4 @@ test-py313: dist
 	rm -rf $(VENV313)
 	$(PY313) -m venv $(VENV313)
 	$(VENV313)/bin/pip install -q --disable-pip-version-check --no-compile -c requirements.lock "$$(ls dist/fleetmedic-*.whl | tail -1)[all,test]"
-	$(VENV313)/bin/pytest -m "not kafka and not slow" -p no:cacheprovider
+	$(VENV313)/bin/pytest tests -m "not kafka and not slow" -p no:cacheprovider

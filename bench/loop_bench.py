@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from fleetmedic.config import Settings, TopicSettings  # noqa: E402
 from fleetmedic.topics import create_topics  # noqa: E402
-from remediator.testbed import DemoService, FleetTestbed, fleet_missing_reason, free_port_block  # noqa: E402
-from review.demo import PLAYBOOKS, ChildProcesses  # noqa: E402
-from review.demo_loop import (Follower, durations, fleet_service_scene, service_scene, write_inventory,  # noqa: E402
+from fleetmedic_demo.testbed import DemoService, FleetTestbed, fleet_missing_reason, free_port_block  # noqa: E402
+from fleetmedic_demo.demo import PLAYBOOKS, ChildProcesses  # noqa: E402
+from fleetmedic_demo.demo_loop import (Follower, durations, fleet_service_scene, service_scene, write_inventory,  # noqa: E402
                               write_policy)
 
 NAMES = ["fault→incident", "incident→playbook start", "fault→healed"]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from fleetmedic.transport import wait_until  # noqa: E402
 from remediator.runner import PlaybookRun, run_playbook  # noqa: E402
-from remediator.testbed import DemoService, SlurmCluster, slurm_missing_reason  # noqa: E402
+from fleetmedic_demo.testbed import DemoService, SlurmCluster, slurm_missing_reason  # noqa: E402
 
 PLAYBOOKS = ROOT / "playbooks"
 NOOP = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: hi}\n"

@@ -1,14 +1,16 @@
-"""`fleetmedic detect` (the detection consumer) and `fleetmedic model train|explain` (the fault model).
+"""`fleetmedic detect` (the detection consumer), and the detector stage's commands (`COMMANDS`).
 
-`detect` hosts sub-commands of other detector modules too: `detectors.eval_cli` (the NAB
-evaluation), when present, adds `detect csv` through `register_detect`.
+The stage's other commands live beside what they drive: `fleetmedic model train|explain` in
+`detectors.fault_model`, `fleetmedic eval nab` and `fleetmedic detect csv` (added under `detect`
+through `register_detect`) in `detectors.eval_cli`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
+
+from . import eval_cli, fault_model
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +53,6 @@ def cmd_detect(args) -> int:
     return 0
 
 
-def _optional(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
-
-
 def register(sub) -> None:
     p = sub.add_parser("detect", help="run the streaming detectors (metrics and logs in, incidents out)",
                        description="A consumer-group member: reads metric batches and log events, runs the "
@@ -80,9 +73,8 @@ def register(sub) -> None:
 
     add_metrics_arguments(p)
     p.set_defaults(func=cmd_detect)
-    evaluation = _optional("detectors.eval_cli")  # its top-level `eval` is in STAGE_CLIS itself
-    if evaluation is not None and hasattr(evaluation, "register_detect"):
-        evaluation.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
-    model = _optional("detectors.fault_model")
-    if model is not None and hasattr(model, "register"):
-        model.register(sub)
+    eval_cli.register_detect(p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND"))
+
+
+# The stage's top-level commands, in the order `fleetmedic --help` lists them.
+COMMANDS = (register, fault_model.register, eval_cli.register)

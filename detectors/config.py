@@ -73,7 +73,7 @@ class StaticRuleConfig(SeriesRuleConfig):
 
 
 class UnivariateRuleConfig(SeriesRuleConfig):
-    """B2's surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
+    """The surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
 
     params: dict[str, float | int | list[float]] = Field(
         default_factory=dict, description="the detector's parameter fields, e.g. threshold, warmup")

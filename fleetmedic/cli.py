@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 
 
-# Each stage adds its own commands: a module with `register(subparsers)`, whose handlers take
-# the parsed args (call `settings_from(args)` for the settings) and return an exit code.
-STAGE_CLIS: list[str] = [
-    "review.doctor",
-    "ingest.cli",
-    "detectors.cli",
-    "detectors.eval_cli",
-    "review.cli",
-    "remediator.cli",
-    "remediator.playbook_cli",
-    "remediator.control_cli",
-    "remediator.alerts_cli",
-]
+def stage_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
+    """Every stage's `register(subparsers)` functions, in the order `fleetmedic --help` lists them.
+
+    Each stage exports its commands as `COMMANDS` (handlers take the parsed args, call
+    `settings_from(args)` for the settings, and return an exit code). The imports are plain ones
+    inside this function, not at the top, because the stage modules import `settings_from` from
+    this one. A stage command that needs an extra calls `fleetmedic.extras.require` in its
+    handler, so `--help` works on the base install."""
+    from detectors.cli import COMMANDS as detect
+    from fleetmedic_demo.cli import COMMANDS as demo
+    from ingest.cli import COMMANDS as ingest
+    from remediator.cli import COMMANDS as remediate
+    from review import doctor
+    from review.cli import COMMANDS as review
+
+    return (doctor.register, *ingest, *detect, *review, *remediate, *demo)
 
 
 def settings_from(args):
@@ -204,9 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=None, metavar="S", help="stop after S seconds without records")
     p.set_defaults(func=cmd_tail)
 
-
-    for module in STAGE_CLIS:
-        importlib.import_module(module).register(sub)
+    for register in stage_commands():
+        register(sub)
     return parser
 
 

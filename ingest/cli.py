@@ -484,3 +484,7 @@ def register(sub) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: simulated seconds per wall second")
     p.add_argument("--dry-run", action="store_true", help="generate without publishing (no broker needed)")
     p.set_defaults(func=cmd_simulate)
+
+
+# The stage's top-level commands, in the order `fleetmedic --help` lists them.
+COMMANDS = (register,)

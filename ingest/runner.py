@@ -52,6 +52,7 @@ class Exporter:
         self.cycles = 0  # collections done (readiness: after the first)
         self.options = options
         self.stop = threading.Event()
+        self.clock: Callable[[], float] = time.monotonic  # the pacing clock (a test may pass its own)
 
     def publish(self, records: list[Contract]) -> int:
         metrics.values(f"export-{self.name}", sum(len(getattr(r, "values", ())) for r in records), len(records))
@@ -65,7 +66,7 @@ class Exporter:
         events (GPU XIDs): whatever it returns is published at once. `until()` true after a
         collection ends the loop too."""
         n = 0
-        next_at = time.monotonic()
+        next_at = self.clock()
         while not self.stop.is_set() and (count is None or n < count):
             try:
                 records = collect()
@@ -79,15 +80,15 @@ class Exporter:
             if (count is not None and n >= count) or (until is not None and until()):
                 break
             next_at += interval_s
-            while not self.stop.is_set() and (left := next_at - time.monotonic()) > 0:
+            while not self.stop.is_set() and (left := next_at - self.clock()) > 0:
                 if wait is None:
                     self.stop.wait(left)
                 else:
                     events = wait(min(left, 1.0))
                     if events:
                         self.publish(events)
-            if time.monotonic() - next_at > interval_s:
-                next_at = time.monotonic()  # fell far behind (suspend, slow broker): do not burst to catch up
+            if self.clock() - next_at > interval_s:
+                next_at = self.clock()  # fell far behind (suspend, slow broker): do not burst to catch up
 
     def _readiness(self) -> tuple[bool, str]:
         if self.stop.is_set():

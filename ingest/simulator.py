@@ -13,6 +13,9 @@ Everything comes from `numpy.random.default_rng(seed)` and a simulated clock (`s
 `interval_s`), so a seed and a configuration give the same records byte for byte, whether the
 run is paced in real time (`speed` simulated seconds per wall second) or as fast as possible.
 
+Each fault kind is one class in `ingest.sim_faults.REGISTRY` (what it carries, its lead-up, what
+it does to a tick); the lead-ups and false alarms are in `ingest.sim_precursors`.
+
 >>> sim = FleetSimulator(SimConfig(nodes=2, gpus=1, seconds=60, interval_s=10, seed=1))
 >>> batches, logs = sim.tick(0)
 >>> [b.host for b in batches], batches[0].values["gpu0.temperature_c"] > 20
@@ -25,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -35,18 +38,12 @@ from fleetmedic.schemas import LogEvent, MetricBatch
 
 from . import series as S
 from .logparse import parse_line
+from .sim_faults import FAULT_KINDS, MEM_TOTAL, NVLINKS, REGISTRY, SERVICE, TickState, gpu_pci
+from .sim_precursors import Precursor, PrecursorEffects, PrecursorShape, schedule_precursors
 
-FAULT_KINDS = ("xid_burst", "thermal_runaway", "ecc_growth", "memory_leak", "disk_fill", "service_crash",
-               "nvlink_errors")
-BURST_XIDS = (79, 48, 94, 74, 13, 31, 62, 64, 95, 119)
-NVLINKS = 4            # links simulated per GPU (H100 has 18; four keep batches small)
 CORES = 64
-MEM_TOTAL = 512 * 2**30
 GPU_MEM_TOTAL = 80 * 2**30
 FS_TOTAL = 2 * 10**12
-SERVICE = "slurmd"
-GPU_PCI = ("0000:18:00", "0000:2a:00", "0000:3a:00", "0000:5d:00", "0000:9a:00", "0000:ab:00", "0000:ba:00",
-           "0000:db:00")
 
 CHATTER = (
     "systemd[1]: Started Session {n} of user ubuntu.",
@@ -62,10 +59,6 @@ CHATTER = (
 
 def iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".") + "Z"
-
-
-def gpu_pci(g: int) -> str:
-    return GPU_PCI[g] if g < len(GPU_PCI) else f"0000:{0x10 + g:02x}:00"
 
 
 @dataclass(frozen=True)
@@ -87,7 +80,7 @@ class SimConfig:
     precursor_fraction: float = 0.7
     precursor_lead_s: tuple[float, float] = (1800.0, 21600.0)
     false_alarms_per_node_day: float = 0.2
-    precursor_shape: "PrecursorShape" = None  # None: PrecursorShape()
+    precursor_shape: PrecursorShape = None  # None: PrecursorShape()
 
     def __post_init__(self):
         if self.nodes < 1 or self.gpus < 0 or self.seconds <= 0 or self.interval_s <= 0:
@@ -154,135 +147,14 @@ def schedule_faults(cfg: SimConfig) -> list[Fault]:
             continue  # the fleet is too small for this many faults
         busy.setdefault(node, []).append((begin, finish))
         detail: dict = {}
-        if kind in ("xid_burst", "thermal_runaway", "ecc_growth", "nvlink_errors"):
+        if REGISTRY[kind].on_gpu:
             if cfg.gpus == 0:
                 continue
             detail["gpu"] = int(rng.integers(cfg.gpus))
-        if kind == "xid_burst":
-            detail["xid"] = int(BURST_XIDS[int(rng.integers(len(BURST_XIDS)))])
-        if kind == "nvlink_errors":
-            detail["link"] = int(rng.integers(NVLINKS))
-        if kind == "service_crash":
-            detail["service"] = SERVICE
-        if kind == "disk_fill":
-            detail["mount"] = "/"
+        detail.update(REGISTRY[kind].draw_detail(rng))
         out.append(Fault(f"{cfg.host_prefix}{node:04d}", node, kind, cfg.start + timedelta(seconds=begin),
                          cfg.start + timedelta(seconds=finish), detail))
     return sorted(out, key=lambda f: (f.start, f.host))
-
-
-# What each precursor looks like on the affected GPU. Real parts often warn before they fail:
-# corrected ECC errors climb and rows get remapped before an uncorrectable error or a GPU lost
-# from the bus; PCIe replays rise before link trouble; NVLink CRC errors before an NVLink fault;
-# clocks throttle and temperature creeps before a thermal event; and application-class XIDs
-# turn up sporadically ahead of a hard XID.
-PRECURSOR_SIGNALS = ("ecc", "pcie", "nvlink", "thermal")
-SOFT_XIDS = (13, 31, 94)  # warning-class XIDs (restart_app in detectors/xid_table.yaml)
-
-
-def precursor_signal(f: "Fault") -> str:
-    """The lead-up a fault shows, "" when its kind has none (host faults grow within the fault)."""
-    if f.fault == "ecc_growth":
-        return "ecc"
-    if f.fault == "thermal_runaway":
-        return "thermal"
-    if f.fault == "nvlink_errors":
-        return "nvlink"
-    if f.fault == "xid_burst":
-        return {48: "ecc", 94: "ecc", 95: "ecc", 64: "ecc", 74: "nvlink"}.get(f.detail.get("xid"), "pcie")
-    return ""
-
-
-@dataclass(frozen=True)
-class PrecursorShape:
-    """Rates at full strength; strength rises as ((t - precursor start) / lead)², so the signal is
-    faint for most of the lead-up and clear only close to the fault. Counts are Poisson, so a
-    single batch is noisy. Kept below every default detector rule: no uncorrected ECC, no
-    critical XID, temperature at most `thermal_creep_c` above normal (the GPU overheat rule is
-    at 85 °C, the clean-fleet tests keep pre-fault temperatures below 82 °C)."""
-    ecc_corrected_per_s: float = 0.05     # normal: 0.0002
-    remap_per_s: float = 0.0005           # each one also logs XID 63 (benign)
-    pcie_replay_per_s: float = 0.05       # normal: flat
-    nvlink_crc_per_s: float = 0.1         # normal: flat
-    thermal_creep_c: float = 3.0
-    throttle_chance: float = 0.4          # per tick: sw_thermal set and the SM clock dips
-    soft_xid_per_s: float = 1 / 1800      # xid_burst lead-ups only; never on false alarms
-
-
-@dataclass(frozen=True)
-class Precursor:
-    """A lead-up window on one GPU: before `fault` when there is one, else a false alarm."""
-    host: str
-    node: int
-    gpu: int
-    signal: str
-    start: datetime
-    end: datetime
-    link: int = 0
-    soft_xids: bool = False
-    fault: "Fault | None" = None
-
-
-def _lead_window(cfg: SimConfig, f: Fault, lead: float, busy_until: datetime) -> datetime | None:
-    """Where a lead-up of `lead` seconds before `f` may start: not before the first tick, nor
-    before the host's previous fault ended; None when nothing is left."""
-    first = cfg.start + timedelta(seconds=cfg.interval_s)
-    begin = max(f.start - timedelta(seconds=lead), first, busy_until)
-    return begin if begin < f.start else None
-
-
-def schedule_precursors(cfg: SimConfig, faults: list[Fault]) -> tuple[list[Fault], list[Precursor]]:
-    """The faults with their lead-ups filled in, and every precursor window (lead-ups and false alarms).
-
-    Drawn from their own stream ([seed, 3]), so the faults and the fleet's normal signals are
-    the same as without precursors. False alarms fall on GPUs with no fault and no lead-up within
-    `precursor_lead_s` max of the window on that host, so they end in nothing."""
-    rng = np.random.default_rng([cfg.seed, 3])
-    lo, hi = cfg.precursor_lead_s
-    out_faults, windows = [], []
-    ends: dict[int, datetime] = {}
-    for f in faults:  # sorted by start
-        signal = precursor_signal(f)
-        draw, lead = rng.random(), rng.uniform(lo, hi)
-        begin = _lead_window(cfg, f, lead, ends.get(f.node, cfg.start))
-        ends[f.node] = max(ends.get(f.node, cfg.start), f.end)
-        if not signal or draw >= cfg.precursor_fraction or begin is None:
-            out_faults.append(f)
-            continue
-        f = replace(f, precursor_start=begin, precursor=signal)
-        out_faults.append(f)
-        windows.append(Precursor(f.host, f.node, f.detail["gpu"], signal, begin, f.start, f.detail.get("link", 0),
-                                 f.fault == "xid_burst", f))
-    windows += _false_alarms(cfg, out_faults, rng)
-    return out_faults, windows
-
-
-def _false_alarms(cfg: SimConfig, faults: list[Fault], rng: np.random.Generator) -> list[Precursor]:
-    if cfg.gpus == 0:
-        return []
-    span = cfg.ticks * cfg.interval_s
-    wanted = int(round(cfg.false_alarms_per_node_day * cfg.nodes * span / 86400))
-    lo, hi = cfg.precursor_lead_s
-    margin = timedelta(seconds=hi)
-    taken: dict[int, list[tuple[datetime, datetime]]] = {}
-    for f in faults:
-        taken.setdefault(f.node, []).append((f.precursor_start or f.start, f.end))
-    out = []
-    for _ in range(wanted):
-        for _ in range(20):
-            node, gpu = int(rng.integers(cfg.nodes)), int(rng.integers(cfg.gpus))
-            length = float(rng.uniform(lo, hi))
-            signal = PRECURSOR_SIGNALS[int(rng.integers(len(PRECURSOR_SIGNALS)))]
-            link = int(rng.integers(NVLINKS))
-            begin = cfg.start + timedelta(seconds=float(rng.uniform(cfg.interval_s, max(cfg.interval_s, span - length))))
-            end = min(begin + timedelta(seconds=length), cfg.start + timedelta(seconds=span))
-            if all(end + margin <= a or begin - margin >= b for a, b in taken.get(node, [])):
-                break
-        else:
-            continue  # the fleet is too busy with faults for another
-        taken.setdefault(node, []).append((begin, end))
-        out.append(Precursor(f"{cfg.host_prefix}{node:04d}", node, gpu, signal, begin, end, link))
-    return out
 
 
 def write_ground_truth(faults: list[Fault], path: str | Path) -> None:
@@ -301,8 +173,7 @@ class FleetSimulator:
     def __init__(self, cfg: SimConfig):
         self.cfg = cfg
         self.faults_, self.precursors_ = schedule_precursors(cfg, schedule_faults(cfg))
-        self.prng_ = np.random.default_rng([cfg.seed, 4])  # precursor noise: the normal streams stay as they were
-        self._pw = self._precursor_arrays()
+        self.precursor_effects_ = PrecursorEffects(cfg, self.precursors_)
         self.rng_ = np.random.default_rng([cfg.seed, 2])
         n, g = cfg.nodes, cfg.gpus
         self.hosts_ = [f"{cfg.host_prefix}{i:04d}" for i in range(n)]
@@ -353,56 +224,6 @@ class FleetSimulator:
     @property
     def false_alarms_(self) -> list[Precursor]:
         return [w for w in self.precursors_ if w.fault is None]
-
-    def _precursor_arrays(self) -> dict[str, np.ndarray]:
-        """The precursor windows as parallel arrays (tick range, node, GPU, signal), so a tick
-        applies all of them with a few vector operations."""
-        ws, cfg = self.precursors_, self.cfg
-
-        def tick(t: datetime) -> int:
-            return int(math.ceil((t - cfg.start).total_seconds() / cfg.interval_s))
-
-        return {"t0": np.array([tick(w.start) for w in ws], dtype=int),
-                "t1": np.array([tick(w.end) for w in ws], dtype=int),
-                "node": np.array([w.node for w in ws], dtype=int), "gpu": np.array([w.gpu for w in ws], dtype=int),
-                "link": np.array([w.link for w in ws], dtype=int),
-                "signal": np.array([PRECURSOR_SIGNALS.index(w.signal) for w in ws], dtype=int),
-                "soft_xids": np.array([w.soft_xids for w in ws], dtype=bool)}
-
-    def _apply_precursors(self, k: int, temp, sm_clock, throttle, say) -> None:
-        """Add tick k's share of every open precursor window to the GPU state (in place)."""
-        pw = self._pw
-        on = np.nonzero((pw["t0"] <= k) & (k < pw["t1"]))[0]
-        if not len(on):
-            return
-        r, dt, shape = self.prng_, self.cfg.interval_s, self.cfg.precursor_shape
-        node, gpu, signal = pw["node"][on], pw["gpu"][on], pw["signal"][on]
-        strength = ((k - pw["t0"][on] + 1) / np.maximum(pw["t1"][on] - pw["t0"][on], 1)) ** 2
-        is_ = {name: signal == j for j, name in enumerate(PRECURSOR_SIGNALS)}
-        rate = np.select([is_["ecc"], is_["pcie"], is_["nvlink"]],
-                         [shape.ecc_corrected_per_s, shape.pcie_replay_per_s, shape.nvlink_crc_per_s], 0.0)
-        counts = r.poisson(rate * dt * strength)
-        np.add.at(self.ecc_[:, :, 0], (node[is_["ecc"]], gpu[is_["ecc"]]), counts[is_["ecc"]])
-        np.add.at(self.pcie_replay_, (node[is_["pcie"]], gpu[is_["pcie"]]), counts[is_["pcie"]])
-        nv = is_["nvlink"]
-        np.add.at(self.nvlink_[:, :, :, 2], (node[nv], gpu[nv], pw["link"][on][nv]), counts[nv])
-        hot = is_["thermal"]
-        temp[node[hot], gpu[hot]] += shape.thermal_creep_c * strength[hot] + r.normal(0, 0.3, int(hot.sum()))
-        throttled = hot & (r.random(len(on)) < shape.throttle_chance * strength)
-        throttle[node[throttled], gpu[throttled]] = S.THROTTLE_BITS["sw_thermal"]
-        sm_clock[node[throttled], gpu[throttled]] -= r.uniform(45, 180, int(throttled.sum()))
-        # Discrete events are rare: a Python loop over the few that happen this tick.
-        remapped = is_["ecc"] & (r.random(len(on)) < shape.remap_per_s * dt * strength)
-        for i, g in zip(node[remapped].tolist(), gpu[remapped].tolist()):
-            self.remap_[i, g, 0] += 1
-            say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): 63, pid='<unknown>', "
-                   f"name=<unknown>, Row Remapper: New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping")
-        soft = pw["soft_xids"][on] & (r.random(len(on)) < shape.soft_xid_per_s * dt * strength)
-        for i, g in zip(node[soft].tolist(), gpu[soft].tolist()):
-            xid = SOFT_XIDS[int(r.integers(len(SOFT_XIDS)))]
-            say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): {xid}, "
-                   f"pid={int(r.integers(2000, 60000))}, name=python3, Graphics Exception: ESR 0x504224=0x80000002",
-                float(r.uniform(0, dt)))
 
     def time_of(self, k: int) -> datetime:
         return self.cfg.start + timedelta(seconds=k * self.cfg.interval_s)
@@ -458,81 +279,12 @@ class FleetSimulator:
         def say(node: int, line: str, at: float = 0.0) -> None:
             logs.append((node, at, line))
 
-        self._apply_precursors(k, temp, sm_clock, throttle, say)
+        self.precursor_effects_.apply(k, self, temp, sm_clock, throttle, say)
 
+        state = TickState(self, r, dt, load, temp, power, sm_clock, throttle, gpu_up, mem_avail, swap, fs_free,
+                          service_up, say)
         for f, p, first, last in self.active(k):
-            i, gi = f.node, f.detail.get("gpu", 0)
-            pci = gpu_pci(gi)
-            if f.fault == "thermal_runaway":
-                # ramps, then levels off where the GPU's own slowdown holds it (real parts stop near 95 °C)
-                temp[i, gi] = min(temp[i, gi] + 52 * p, 91.5 + 5 * p + r.normal(0, 0.3))
-                if temp[i, gi] > 83:
-                    throttle[i, gi] = S.THROTTLE_BITS["sw_thermal"] | (S.THROTTLE_BITS["hw_thermal"] if temp[i, gi] > 90 else 0)
-                    sm_clock[i, gi] = max(600.0, 1980 - 40 * (temp[i, gi] - 83))
-                    power[i, gi] *= 0.8
-            elif f.fault == "ecc_growth":
-                self.ecc_[i, gi, 0] += np.floor(2 ** (10 * p)) + r.poisson(1)
-                if r.random() < 0.2 + 0.6 * p:
-                    self.remap_[i, gi, 0] += 1
-                    say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{pci}): 63, pid='<unknown>', name=<unknown>, "
-                           f"Row Remapper: New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping")
-                if p > 0.5 and r.random() < p:
-                    say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{pci}): 92, pid='<unknown>', name=<unknown>, "
-                           f"High single-bit ECC error rate")
-                if last:
-                    self.ecc_[i, gi, 1] += 1
-                    self.remap_[i, gi, 1] += 1
-                    self.remap_[i, gi, 2] = 1
-                    say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{pci}): 48, pid={int(r.integers(2000, 60000))}, "
-                           f"name=python3, DBE (double bit error) ECC error", dt / 2)
-            elif f.fault == "xid_burst":
-                xid = f.detail["xid"]
-                count = 3 if first else int(r.random() < 0.3)
-                for j in range(count):
-                    text = {79: "GPU has fallen off the bus.", 48: "DBE (double bit error) ECC error",
-                            94: "Contained: SM (0x1). RST: No, D-RST: No", 74: "NVLink: fatal error detected on link 3",
-                            }.get(xid, "Graphics Exception: ESR 0x504224=0x80000002")
-                    say(i, f"kernel: [{self.uptime_[i] + j:.6f}] NVRM: Xid (PCI:{pci}): {xid}, "
-                           f"pid={int(r.integers(2000, 60000))}, name=python3, {text}", j * 0.5)
-                if xid == 79:
-                    gpu_up[i, gi] = 0
-                    if first:
-                        say(i, f"kernel: [{self.uptime_[i] + 1:.6f}] NVRM: GPU {pci}.0: GPU has fallen off the bus.", 1.0)
-                elif xid == 48 and first:
-                    self.ecc_[i, gi, 1] += 1
-                elif xid == 74:
-                    self.nvlink_[i, gi, 3, 2] += r.poisson(40)
-            elif f.fault == "memory_leak":
-                mem_avail[i] = MEM_TOTAL * max(0.004, (0.75 - 0.45 * load[i]) * (1 - p) ** 1.5)
-                swap[i] = min(100.0, swap[i] + 95 * p ** 2)
-                if last:
-                    self.oom_[i] += 1
-                    say(i, f"kernel: [{self.uptime_[i]:.6f}] Out of memory: Killed process {int(r.integers(2000, 60000))} "
-                           f"(python3) total-vm:{int(MEM_TOTAL / 1024 * 0.9)}kB, anon-rss:{int(MEM_TOTAL / 1024 * 0.85)}kB, "
-                           f"file-rss:10240kB, shmem-rss:0kB, UID:1000 pgtables:900000kB oom_score_adj:0", dt / 2)
-            elif f.fault == "disk_fill":
-                fs_free[i] = max(0.2, self.fs_free_[i] * (1 - p) ** 2)
-                if last:
-                    say(i, f"kernel: [{self.uptime_[i]:.6f}] EXT4-fs warning (device nvme0n1p2): ext4_dx_add_entry:2525: "
-                           f"Directory (ino: 2) index full, reach max htree level :2")
-            elif f.fault == "service_crash":
-                service_up[i] = 0
-                if first:
-                    say(i, f"systemd[1]: {SERVICE}.service: Main process exited, code=killed, status=9/KILL")
-                    say(i, f"systemd[1]: {SERVICE}.service: Failed with result 'signal'.", 0.1)
-                else:
-                    say(i, f"systemd[1]: {SERVICE}.service: Scheduled restart job, restart counter is at {int(p * 10) + 1}.")
-                    say(i, f"systemd[1]: {SERVICE}.service: Main process exited, code=exited, status=1/FAILURE", 0.2)
-                if last:
-                    say(i, f"systemd[1]: Started {SERVICE}.service - Slurm node daemon.", dt * 0.9)
-            elif f.fault == "nvlink_errors":
-                link = f.detail["link"]
-                self.nvlink_[i, gi, link, 2] += np.floor(5 * 2 ** (6 * p)) + r.poisson(2)  # crc_flit
-                self.nvlink_[i, gi, link, 0] += r.poisson(1 + 10 * p)                        # replay
-                if p > 0.6 and r.random() < 0.5:
-                    self.nvlink_[i, gi, link, 1] += 1                                        # recovery
-                    say(i, f"kernel: [{self.uptime_[i]:.6f}] NVRM: Xid (PCI:{pci}): 74, pid='<unknown>', name=<unknown>, "
-                           f"NVLink: fatal error detected on link {link}(0x0, 0x0, 0x10000, 0x0, 0x0, 0x0, 0x0)")
+            REGISTRY[f.fault].apply(f, p, first, last, state)
 
         # benign chatter: Poisson lines per node per interval
         for i in np.nonzero(r.poisson(cfg.chatter_per_node_hour * dt / 3600, n))[0]:
@@ -592,12 +344,9 @@ class SimStats:
     wall_s: float = 0.0
 
 
-# The series that shows each fault best, for the progress line of a demo.
 def _fault_signal(f: Fault) -> str:
-    g = f"gpu{f.detail.get('gpu', 0)}"
-    return {"thermal_runaway": f"{g}.temperature_c", "ecc_growth": f"{g}.ecc.volatile.corrected",
-            "memory_leak": "mem.available_pct", "disk_fill": "fs./.free_pct", "service_crash": f"service.{SERVICE}.up",
-            "nvlink_errors": f"{g}.nvlink{f.detail.get('link', 0)}.crc_flit", "xid_burst": f"{g}.up"}[f.fault]
+    """The series that shows the fault best, for the progress line of a demo."""
+    return REGISTRY[f.fault].signal(f)
 
 
 def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtime: bool = False, speed: float = 1.0,

@@ -1,4 +1,5 @@
-"""The remediator's commands: `fleetmedic remediate` and `fleetmedic approve ID`."""
+"""The remediator's commands: `fleetmedic remediate` and `fleetmedic approve ID` here, and the stage's
+others from their modules (`COMMANDS`: playbook, pause/silence/maintenance, alerts)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 from fleetmedic.cli import settings_from
+
+from . import alerts_cli, control_cli, playbook_cli
 
 
 def cmd_remediate(args: argparse.Namespace) -> int:
@@ -139,3 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME", help="the approver's name (what `fleetmedic approve --by` gives)")
     p.add_argument("--out", default="~/.config/fleetmedic/approver.key", metavar="FILE")
     p.set_defaults(func=cmd_approver_key)
+
+
+# The stage's top-level commands, in the order `fleetmedic --help` lists them.
+COMMANDS = (register, playbook_cli.register, control_cli.register, alerts_cli.register)

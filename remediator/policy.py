@@ -329,7 +329,7 @@ class BlastRadius(_Strict):
     max_percent: float = Field(25.0, gt=0, le=100, description="of a host group under remediation at once")
     job_label: str = Field("slurm_job", description="incident label naming the job a host runs")
     max_nodes_per_job: int = Field(1, ge=1)
-    active_s: float = Field(1800.0, gt=0, description="ignored since issue 10 (kept so older policy files load): "
+    active_s: float = Field(1800.0, gt=0, description="ignored (kept so older policy files load): "
                                                        "a host counts from its claim until it is back in service")
 
 

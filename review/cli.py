@@ -102,31 +102,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from fleetmedic.extras import require
-
-    require("all", "fleetmedic demo")
-    from fleetmedic.cli import settings_from
-
-    from .demo import run_demo
-
-    scenes = tuple(s for s in ("fleet", "service", "slurm") if s not in (args.skip or []))
-    settings, roles = settings_from(args), None
-    if args.secure:  # every stage as its own principal of the secured embedded broker
-        from fleetmedic.config import load_settings
-        from fleetmedic.pki import SecureLayout
-
-        layout = SecureLayout.of(settings.broker.data_dir)
-        if not layout.marker.exists():
-            print(f"fleetmedic: demo --secure: {settings.broker.data_dir} holds no secured broker "
-                  "(fleetmedic broker start --secure)", file=sys.stderr)
-            return 2
-        roles = {r: load_settings(layout.client_config(r)) for r in ("exporter", "detector", "remediator", "reviewer")}
-        settings = load_settings(layout.client_config("admin"))
-    return run_demo(settings, nodes=args.nodes, sim_seconds=args.hours * 3600, speed=args.speed,
-                    scenes=scenes, roles=roles)
-
-
 def register(sub) -> None:
     p = sub.add_parser("replay", help="re-run the detectors over a recorded range and diff against what happened",
                        description="Reads metrics.v1 and logs.v1 by Kafka timestamps (--from/--to, offsets-for-times) "
@@ -148,21 +123,6 @@ def register(sub) -> None:
     p.add_argument("--no-diff", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="the main job: fleet → detectors → remediator → real playbooks, with timelines",
-                       description="On fresh topics, runs `fleetmedic detect` and `fleetmedic remediate` as separate "
-                                   "processes; simulates a fleet with injected faults and prints the incidents "
-                                   "beside the ground truth (and the first incident's report page under "
-                                   ".fleetmedic/); then kills a supervised service and, with Slurm installed, "
-                                   "puts an XID on a node running a job, and prints each fault's timeline "
-                                   "through detection, safety gates and the playbook run to the healed state.")
-    p.add_argument("--nodes", type=int, default=8)
-    p.add_argument("--hours", type=float, default=4.0, help="simulated hours (default 4)")
-    p.add_argument("--speed", type=float, default=480.0, help="simulated seconds per wall second (default 480)")
-    p.add_argument("--skip", action="append", choices=("fleet", "service", "slurm"), help="leave a scene out")
-    p.add_argument("--secure", action="store_true",
-                   help="on the secured embedded broker (broker start --secure): each stage as its own principal")
-    p.set_defaults(func=cmd_demo)
-
     p = sub.add_parser("report", help="a self-contained HTML page of one incident or one host's time range",
                        description="Series with their EWMA band, log lines, incident lifecycle, every remediation "
                                    "decision (skips and reasons included) and playbook outcomes on one timeline; "
@@ -175,3 +135,7 @@ def register(sub) -> None:
     p.add_argument("--margin-min", type=float, default=10.0, help="minutes shown around an incident (default 10)")
     p.add_argument("-o", "--output", default="report.html")
     p.set_defaults(func=cmd_report)
+
+
+# The stage's top-level commands, in the order `fleetmedic --help` lists them.
+COMMANDS = (register,)

@@ -67,12 +67,40 @@ def settings(kafka_bootstrap) -> Settings:
     return s
 
 
+# --doctest-modules imports every module it collects: not the `make fuzz` script, whose import
+# turns logging off and sets the full-size fuzz budget for the whole session.
+collect_ignore = ["fuzz_run.py"]
+
+# Tests measured over about 20 s (module::test, or a module name for all of its tests), timed
+# per test (setup + call + teardown) on the shared 2-core machine at load 8 to 26 on 2026-12-01;
+# tests/test_deploy_install.py marks itself. `pytest -m "not kafka and not slow"` is the inner
+# loop without them (README, Tests).
+SLOW: frozenset[str] = frozenset({
+    "test_broker_and_topics.py::test_embedded_broker_restarts_on_its_data_and_refuses_a_taken_port",  # 87-97 s
+    "test_cluster.py::test_three_brokers_replicate_three_ways_and_survive_one_broker_down",  # 171-292 s
+    "test_demo.py",  # 216 s alone
+    "test_deploy_doctor.py::test_doctor_finds_every_problem_of_a_misconfigured_deployment",  # 35 s
+    "test_deploy_doctor.py::test_doctor_on_a_sound_deployment_reports_no_problem",  # 30 s
+    "test_deploy_doctor.py::test_topics_check_reports_drift_and_changes_nothing",  # 25 s
+    "test_ingest_simulator.py::test_false_alarms_show_precursor_signals_but_no_fault_and_no_incident",  # 38-54 s
+    "test_ingest_spool.py::test_broker_outage_loses_nothing_and_keeps_each_hosts_order",  # 48 s
+    "test_playbook_cli.py::test_try_runs_check_mode_with_the_policy_variables",  # 22 s
+})
+
+
+def _is_slow(item) -> bool:
+    module = item.path.name
+    return module in SLOW or f"{module}::{getattr(item, 'originalname', None) or item.name}" in SLOW
+
+
 def pytest_collection_modifyitems(items):
     """Mark every test that needs the session's broker `kafka`, so a job can leave them out
-    (`-m "not kafka"`: the Python 3.13 job of .ci/run)."""
+    (`-m "not kafka"`: the Python 3.13 job of .ci/run), and the ones in SLOW `slow`."""
     for item in items:
         if {"kafka_bootstrap", "secure_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
 
 
 # --- the secured broker (fleetmedic broker start --secure), for tests/test_security_*.py --------

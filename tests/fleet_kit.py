@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from remediator.inventory import Inventory
-from remediator.testbed import FleetTestbed, fleet_missing_reason
+from fleetmedic_demo.testbed import FleetTestbed, fleet_missing_reason
 
 from remediator_kit import TEST_PLAYBOOKS
 

@@ -14,8 +14,8 @@ import pytest
 from fleetmedic.ranges import RangeSpec, read_range
 from fleetmedic.schemas import Incident, Remediation
 from fleetmedic.topics import topic_name
-from remediator.testbed import fleet_missing_reason, slurm_missing_reason
-from review.demo import FLEET_HOST, run_demo
+from fleetmedic_demo.testbed import fleet_missing_reason, slurm_missing_reason
+from fleetmedic_demo.demo import FLEET_HOST, run_demo
 
 
 def _records(settings, model):
@@ -57,7 +57,7 @@ def test_demo_heals_the_service_and_moves_the_job(settings, tmp_path, monkeypatc
         assert "other hosts untouched" in out and "CHANGED" not in out
     # the other hosts' services never went down
     assert {i.host for i in incidents if i.kind == "service_down"} == {host}
-    # Alertmanager out: where the alerts are, and the kill switch as an alert (review/demo_alertmanager.py)
+    # Alertmanager out: where the alerts are, and the kill switch as an alert (fleetmedic_demo/demo_alertmanager.py)
     assert "alertmanager: fleetmedic pause → FleetmedicKillSwitch" in out
     assert "alertmanager: fleetmedic resume → resolved" in out and "/#/alerts" in out
 

@@ -15,7 +15,6 @@ from fleetmedic.yamlfile import ConfigFileError
 
 from detectors.config import load_config
 from detectors.engine import STATE_VERSION, Engine, SeriesRule
-from detectors.ewma import EwmaScorer
 from detector_scenarios import T0, fleet, received, write_config, xid
 
 
@@ -224,10 +223,6 @@ def test_run_series_alarms_are_the_live_engine_openings(config):
     values = np.array([70, 90, 90, 90, 90, 70, 70, 70, 70, 90.0])
     scores, alarms = rule.run_series(times, values)
     assert alarms.tolist() == [False, False, False, True] + [False] * 6  # for 20 s; resolved later
-
-
-def test_ewma_state_is_small():
-    assert EwmaScorer.nbytes_per_slot == 20
 
 
 def test_snapshot_restore_carries_univariate_state_too(config):

@@ -4,6 +4,7 @@ import os
 import urllib.request
 
 import psutil
+import pytest
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import MetricBatch
@@ -43,7 +44,21 @@ def test_host_exporter_publishes_one_batch_per_interval_and_reports_health(setti
             return [MetricBatch(host="this-host", time=datetime.now(timezone.utc), source="host", values=values,
                                 counters=counters)]
 
-        exporter.run(collect, interval_s=0.2, count=3)
+        # The pacing clock is the test's: each wait moves it on, so the schedule is exact, whatever the load.
+        now = [100.0]
+        collected_at, waits = [], []
+        exporter.clock = lambda: now[0]
+
+        def wait(seconds):
+            waits.append(seconds)
+            now[0] += seconds
+            return []
+
+        def paced():
+            collected_at.append(now[0])
+            return collect()
+
+        exporter.run(paced, interval_s=0.2, wait=wait, count=3)
         body = urllib.request.urlopen(f"http://127.0.0.1:{exporter.server.port}/metrics", timeout=5).read().decode()
     health = {s.name: s.value for s in parse(body)}
     assert health["fleetmedic_exporter_records_sent_total"] == 3
@@ -51,8 +66,7 @@ def test_host_exporter_publishes_one_batch_per_interval_and_reports_health(setti
     assert health["fleetmedic_exporter_spool_records"] == 0
     got = [r for *_, r in read_topic(settings, topic_name(settings, "metrics.v1"), MetricBatch)]
     assert len(got) == 3 and {r.host for r in got} == {"this-host"}
-    times = [r.time for r in got]
-    assert times == sorted(times) and (times[-1] - times[0]).total_seconds() >= 0.35  # paced, not bursted
+    assert collected_at == pytest.approx([100.0, 100.2, 100.4]) and waits == pytest.approx([0.2, 0.2])  # paced, steady
     assert "cpu.user_pct" in got[1].values and "mem.available_bytes" in got[0].values
 
 

@@ -86,9 +86,9 @@ def test_down_slow_and_malformed_targets_report_up_zero(server):
     closed = f"http://127.0.0.1:{free_port()}/metrics"
     batch, error = scrape(Target.of(closed))
     assert batch.values["up"] == 0.0 and "URLError" in error and "refused" in error
-    started = time.monotonic()
+    # /slow answers after 2 s: the 0.5 s timeout ends the scrape first (the error says so)
     batch, error = scrape(Target.of(server + "/slow"), timeout_s=0.5)
-    assert batch.values["up"] == 0.0 and time.monotonic() - started < 1.8 and "timed out" in error
+    assert batch.values["up"] == 0.0 and "timed out" in error
     batch, error = scrape(Target.of(server + "/bad"))
     assert batch.values["up"] == 0.0 and "line 1" in error
     assert set(batch.values) == {"up", "scrape_duration_seconds", "scrape_samples_dropped"}

@@ -8,7 +8,7 @@ from fleetmedic.cli import main
 from fleetmedic.schemas import Incident
 from fleetmedic.transport import wait_until
 from kafka_helpers import free_port
-from remediator.testbed import DemoService
+from fleetmedic_demo.testbed import DemoService
 
 from examples import T0
 

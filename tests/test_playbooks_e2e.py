@@ -18,7 +18,7 @@ from fleetmedic.transport import wait_until
 from kafka_helpers import free_port
 from remediator.engine import Remediator, RunnerConfig
 from remediator.policy import Policy
-from remediator.testbed import DemoService, SlurmCluster, slurm_missing_reason
+from fleetmedic_demo.testbed import DemoService, SlurmCluster, slurm_missing_reason
 from remediator_kit import incident, send, statuses, wait_for_status
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"

@@ -10,7 +10,7 @@ import pytest
 from fleetmedic.transport import wait_until
 from kafka_helpers import free_port
 from remediator.runner import PlaybookRun, run_playbook
-from remediator.testbed import DemoService
+from fleetmedic_demo.testbed import DemoService
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 

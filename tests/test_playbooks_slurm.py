@@ -11,7 +11,7 @@ import pytest
 
 from fleetmedic.transport import wait_until
 from remediator.runner import PlaybookRun, run_playbook
-from remediator.testbed import SlurmCluster, slurm_missing_reason
+from fleetmedic_demo.testbed import SlurmCluster, slurm_missing_reason
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 

@@ -115,7 +115,7 @@ def test_extract_takes_a_part_of_an_incident_field(tmp_path):
 
 
 def test_the_demo_policy_loads_and_restarts_the_watched_service(tmp_path):
-    from review.demo_loop import write_policy
+    from fleetmedic_demo.demo_loop import write_policy
 
     policy = load_policy(write_policy(tmp_path, tmp_path / "supervisord.conf", tmp_path / "slurm.conf",
                                       demo_port=19210))

@@ -9,8 +9,8 @@ import uuid
 from fleetmedic.ranges import RangeSpec, read_range
 from fleetmedic.schemas import Incident, Remediation
 from fleetmedic.topics import topic_name
-from remediator.testbed import fleet_missing_reason
-from review.demo import FLEET_HOST, run_demo
+from fleetmedic_demo.testbed import fleet_missing_reason
+from fleetmedic_demo.demo import FLEET_HOST, run_demo
 
 
 def _records(settings, model):

@@ -7,7 +7,7 @@ remediate` (policy: deploy/demo-policy.yaml), the exporters and `fleetmedic simu
 1. A simulated fleet with seeded faults: the demo prints the incidents next to the simulator's
    ground truth and renders the report page of the first incident. The demo policy hands the
    simulated nodes' incidents to a person (they are not real machines).
-2. The closed loop on real targets (review/demo_loop.py): on a three-host SSH testbed
+2. The closed loop on real targets (fleetmedic_demo/demo_loop.py): on a three-host SSH testbed
    (deploy/testbed/fleet.sh: network + UTS namespaces, sshd, supervisord, a host exporter each),
    the supervised service is killed on host 2 and restart_service.yml brings it back there, over
    SSH, through the demo's Ansible inventory; where the testbed cannot run (not root, no sshd) the
@@ -32,8 +32,8 @@ from pathlib import Path
 from fleetmedic.config import Settings
 from fleetmedic.resources import bundled
 from fleetmedic.topics import create_topics
-from remediator.testbed import DemoService, FleetTestbed, SlurmCluster, fleet_missing_reason, free_port_block
 
+from .testbed import DemoService, FleetTestbed, SlurmCluster, fleet_missing_reason, free_port_block
 from .demo_loop import (Follower, fleet_service_scene, service_scene, slurm_missing_reason, slurm_scene, summary,
                         write_inventory, write_policy)
 
@@ -180,8 +180,8 @@ def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follow
     if not incidents:
         print("  (none)")
         return 1
-    from .collect import collect, incident_window
-    from .report import write_report
+    from review.collect import collect, incident_window
+    from review.report import write_report
 
     first = [r for r in incidents if r.id == incidents[0].id]
     start, end = incident_window(first, timedelta(minutes=30))

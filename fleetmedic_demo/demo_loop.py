@@ -29,7 +29,8 @@ from fleetmedic.resources import bundled
 from fleetmedic.schemas import Contract, Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import wait_until
-from remediator.testbed import DemoService, FleetTestbed, SlurmCluster, free_port_block, slurm_missing_reason
+
+from .testbed import DemoService, FleetTestbed, SlurmCluster, free_port_block, slurm_missing_reason
 
 POLICY_TEMPLATE = bundled("deploy") / "demo-policy.yaml"
 SERVICE_HOST = "demo-host"

@@ -2,10 +2,16 @@
 
 `DemoService` runs deploy/testbed/demo-service.sh (supervisord with an HTTP service as program
 `demo`); `SlurmCluster` runs deploy/testbed/slurm.sh (a real two-node Slurm cluster). Both keep
-everything under a directory the caller gives and stop what they started.
+everything under a directory the caller gives and stop what they started, e.g.::
 
-    >>> with DemoService(Path("/tmp/fm-demo"), port=18080) as demo:  # doctest: +SKIP
-    ...     demo.kill9(); demo.restart_vars()
+    with DemoService(Path("/tmp/fm-demo"), port=18080) as demo:
+        demo.kill9()
+        demo.restart_vars()
+
+The scripts come from the checkout or the installed package's bundled copy:
+
+>>> sorted(p.name for p in TESTBED_DIR.glob("*.sh"))[:2]
+['demo-service.sh', 'fleet.sh']
 """
 
 from __future__ import annotations
