@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-secure test check fuzz schemas broker-stop bench clean dist test-py313
+.PHONY: venv demo demo-secure test check fuzz chaos schemas broker-stop bench clean dist test-py313
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ check: venv
 # Hostile input through every consumer and parser (tests/fuzz_run.py; a few examples run in `make test`).
 fuzz: venv
 	$(BIN)/python tests/fuzz_run.py
+
+# The pipeline on its own 3-broker cluster under member kills, broker restarts and rebalances,
+# counted from the topics (tests/chaos_run.py; ports CHAOS_PORT..+20, default 19300).
+chaos: venv
+	$(BIN)/python tests/chaos_run.py
 
 schemas: venv
 	$(BIN)/fleetmedic schemas export schemas

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SERVER = r'''
+SERVER = r"""
 import asyncio, random, sys
 samples = int(sys.argv[1])
 lines = []
@@ -54,7 +54,7 @@ async def main():
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 asyncio.run(main())
-'''
+"""
 
 
 def loadavg() -> str:
@@ -82,9 +82,21 @@ def main() -> int:
         port = int(server.stdout.readline())
         work = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
         sd_file = work / "targets.json"
-        sd_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"],
-                                        "labels": {"__metrics_path__": f"/t/{i}/metrics", "host": f"sim-node-{i:04d}",
-                                                   "class": "h100x8"}} for i in range(args.targets)]))
+        sd_file.write_text(
+            json.dumps(
+                [
+                    {
+                        "targets": [f"127.0.0.1:{port}"],
+                        "labels": {
+                            "__metrics_path__": f"/t/{i}/metrics",
+                            "host": f"sim-node-{i:04d}",
+                            "class": "h100x8",
+                        },
+                    }
+                    for i in range(args.targets)
+                ]
+            )
+        )
         publisher = None
         if not args.no_kafka:
             settings = load_settings(None).model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}."})
@@ -140,20 +152,30 @@ def main() -> int:
 
         due = args.targets * args.intervals
         rows = [
-            ("targets × interval", f"{args.targets} × {args.interval:g} s, {args.samples} samples each, "
-                                    f"{args.workers} workers"),
+            (
+                "targets × interval",
+                f"{args.targets} × {args.interval:g} s, {args.samples} samples each, {args.workers} workers",
+            ),
             ("measured wall time", f"{wall:.1f} s ({args.intervals} intervals after 1 of warm-up)"),
             ("scrapes started / due in the window", f"{len(window)} / {due} ({len(window) / due * 100:.1f} %)"),
             ("failed, skipped (whole run)", f"{pool.stats.failed}, {pool.stats.skipped}"),
-            ("start lateness p50 / p99 / max", f"{pct(0.5) * 1000:.0f} / {pct(0.99) * 1000:.0f} / "
-                                                f"{(late[-1] if late else float('nan')) * 1000:.0f} ms"),
-            ("batches, values per second", f"{batches / wall:.1f}, {values / wall:,.0f}"
-                                           + (" (counted, not published: --no-kafka)" if args.no_kafka
-                                              else " (acknowledged by Kafka)")),
+            (
+                "start lateness p50 / p99 / max",
+                f"{pct(0.5) * 1000:.0f} / {pct(0.99) * 1000:.0f} / "
+                f"{(late[-1] if late else float('nan')) * 1000:.0f} ms",
+            ),
+            (
+                "batches, values per second",
+                f"{batches / wall:.1f}, {values / wall:,.0f}"
+                + (" (counted, not published: --no-kafka)" if args.no_kafka else " (acknowledged by Kafka)"),
+            ),
             ("bridge CPU", f"{cpu:.1f} s in {wall:.1f} s = {cpu / wall * 100:.0f} % of one core"),
             ("bridge peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"),
-            ("load average before / after", f"{' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
-                                            f" on {os.cpu_count()} CPUs"),
+            (
+                "load average before / after",
+                f"{' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
+                f" on {os.cpu_count()} CPUs",
+            ),
         ]
         width = max(len(k) for k, _ in rows)
         print(f"\nPrometheus bridge, one process ({'into Kafka' if not args.no_kafka else 'no Kafka'})")

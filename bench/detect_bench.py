@@ -50,22 +50,21 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import psutil
 from kafka import KafkaConsumer
 
+from detectors.config import DetectorConfig
+from detectors.engine import DetectService, Engine
 from fleetmedic.config import TopicSettings, load_settings
 from fleetmedic.schemas import DetectorState, Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import Producer, Received, freeze_heap
 
-from detectors.config import DetectorConfig
-from detectors.engine import DetectService, Engine
-
-T0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
 BENCH_CONFIG = """
 checkpoint_interval_s: 5
@@ -92,11 +91,17 @@ def _iforest_config() -> str:
     packaged = load_config().iforest
     params = packaged.model_dump(exclude={"features", "class_label", "kind", "severity", "action_class"})
     lines = ["iforest:"] + [f"  {k}: {json.dumps(v)}" for k, v in params.items() if v is not None]
-    return "\n".join(lines + ["  features:",
-                               '    - {name: f0, match: ["s00*"], agg: max}',
-                               '    - {name: f1, match: ["s01*"], agg: mean}',
-                               '    - {name: f2, match: ["s02*"], agg: min}',
-                               '    - {name: f3, match: ["s03*"], agg: sum}', ""])
+    return "\n".join(
+        lines
+        + [
+            "  features:",
+            '    - {name: f0, match: ["s00*"], agg: max}',
+            '    - {name: f1, match: ["s01*"], agg: mean}',
+            '    - {name: f2, match: ["s02*"], agg: min}',
+            '    - {name: f3, match: ["s03*"], agg: sum}',
+            "",
+        ]
+    )
 
 
 IFOREST_CONFIG = _iforest_config()
@@ -110,8 +115,7 @@ def batch(host: str, step: int, n_values: int, rng, when: datetime | None = None
 
 
 def fresh_settings(base):
-    s = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.",
-                                "topics": TopicSettings(partitions=6)})
+    s = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.", "topics": TopicSettings(partitions=6)})
     create_topics(s)
     return s
 
@@ -122,8 +126,9 @@ def config_from(text: str) -> DetectorConfig:
     return DetectorConfig.model_validate(yaml.safe_load(text))
 
 
-def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: str = "",
-               profile: str | None = None) -> dict:
+def throughput(
+    base, n_records: int, n_values: int, n_hosts: int = 100, extra: str = "", profile: str | None = None
+) -> dict:
     settings = fresh_settings(base)
     rng = np.random.default_rng(0)
     records = [batch(f"h{i % n_hosts:05d}", i // n_hosts, n_values, rng) for i in range(n_records)]
@@ -134,8 +139,12 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: s
             producer.send_raw(topic, r.to_bytes(), r.key())
     produce_s = time.perf_counter() - t
 
-    service = DetectService(settings, Engine(config_from(BENCH_CONFIG + extra)), group_id="bench",
-                            **({"transactional_id": None} if NO_TRANSACTIONS else {}))
+    service = DetectService(
+        settings,
+        Engine(config_from(BENCH_CONFIG + extra)),
+        group_id="bench",
+        **({"transactional_id": None} if NO_TRANSACTIONS else {}),
+    )
     freeze_heap()  # as `fleetmedic detect` does before its loop
     # timed from the end of the first batch (group join excluded) to the last commit
     while service.loop.run_once() == 0:
@@ -157,13 +166,20 @@ def throughput(base, n_records: int, n_values: int, n_hosts: int = 100, extra: s
     received = [Received(r, topic, 0, i, 0, None) for i, r in enumerate(records)]
     t = time.perf_counter()
     for lo in range(0, len(received), 2000):
-        engine.process(received[lo:lo + 2000])
+        engine.process(received[lo : lo + 2000])
     engine_s = time.perf_counter() - t
-    return {"values": values_after_first, "kafka_s": kafka_s, "kafka_vps": values_after_first / kafka_s,
-            "cpu_vps": values_after_first / cpu_s, "load": (load_before, os.getloadavg()[0]),
-            "engine_vps": n_records * n_values / engine_s, "produce_vps": n_records * n_values / produce_s,
-            "incidents": service.engine.stats.incidents,
-            "forest_fits": _fits(service.engine), "forest_fit_s": _fits(service.engine, "fit_seconds_")}
+    return {
+        "values": values_after_first,
+        "kafka_s": kafka_s,
+        "kafka_vps": values_after_first / kafka_s,
+        "cpu_vps": values_after_first / cpu_s,
+        "load": (load_before, os.getloadavg()[0]),
+        "engine_vps": n_records * n_values / engine_s,
+        "produce_vps": n_records * n_values / produce_s,
+        "incidents": service.engine.stats.incidents,
+        "forest_fits": _fits(service.engine),
+        "forest_fit_s": _fits(service.engine, "fit_seconds_"),
+    }
 
 
 def _fits(engine: Engine, what: str = "n_fits_"):
@@ -175,21 +191,34 @@ def latency(base, rate_per_s: float, n_values: int, seconds: float, extra: str =
     settings = fresh_settings(base)
     cfg = Path(tempfile.mkdtemp()) / "latency.yaml"
     cfg.write_text(LATENCY_CONFIG + extra)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-           "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
-           "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, "FLEETMEDIC_TOPICS__PARTITIONS": "6"}
-    proc = subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "detect", "--detectors", str(cfg),
-                             "--group", "bench-latency"] + (["--no-transactions"] if NO_TRANSACTIONS else []), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+        "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+        "FLEETMEDIC_TOPICS__PARTITIONS": "6",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetmedic.cli", "detect", "--detectors", str(cfg), "--group", "bench-latency"]
+        + (["--no-transactions"] if NO_TRANSACTIONS else []),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     lat: list[float] = []
     stop = threading.Event()
 
     def read_incidents():
-        consumer = KafkaConsumer(topic_name(settings, "incidents.v1"), auto_offset_reset="earliest",
-                                 enable_auto_commit=False, group_id=None, **settings.kafka_kwargs())
+        consumer = KafkaConsumer(
+            topic_name(settings, "incidents.v1"),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            **settings.kafka_kwargs(),
+        )
         while not stop.is_set():
             for msgs in consumer.poll(timeout_ms=100).values():
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 for m in msgs:
                     inc = Incident.model_validate_json(m.value)
                     if inc.status == "open" and inc.kind == "trigger":
@@ -206,8 +235,10 @@ def latency(base, rate_per_s: float, n_values: int, seconds: float, extra: str =
             start = time.perf_counter()
             i = 0
             while time.perf_counter() - start < seconds:
-                when = datetime.now(timezone.utc)
-                r = batch(f"h{i % 50:03d}", i, n_values, rng, when=when, trigger=1.0 if (i // 50) % 2 and i % 5 == 0 else 0.0)
+                when = datetime.now(UTC)
+                r = batch(
+                    f"h{i % 50:03d}", i, n_values, rng, when=when, trigger=1.0 if (i // 50) % 2 and i % 5 == 0 else 0.0
+                )
                 producer.send(r)
                 i += 1
                 time.sleep(max(0.0, start + i * period - time.perf_counter()))
@@ -218,9 +249,12 @@ def latency(base, rate_per_s: float, n_values: int, seconds: float, extra: str =
         proc.wait(30)
         reader.join(5)
     a = np.array(lat)
-    return {"rate_vps": rate_per_s * (n_values + 1), "n": len(a),
-            "p50": float(np.percentile(a, 50)) if len(a) else float("nan"),
-            "p99": float(np.percentile(a, 99)) if len(a) else float("nan")}
+    return {
+        "rate_vps": rate_per_s * (n_values + 1),
+        "n": len(a),
+        "p50": float(np.percentile(a, 50)) if len(a) else float("nan"),
+        "p99": float(np.percentile(a, 99)) if len(a) else float("nan"),
+    }
 
 
 def memory(n_series: int, n_values: int = 100) -> dict:
@@ -232,8 +266,9 @@ def memory(n_series: int, n_values: int = 100) -> dict:
     n_hosts = n_series // n_values
     chunk = []
     for h in range(n_hosts):
-        r = MetricBatch.model_construct(host=f"h{h:07d}", time=T0, source="bench", labels={}, values=values,
-                                        counters=[])
+        r = MetricBatch.model_construct(
+            host=f"h{h:07d}", time=T0, source="bench", labels={}, values=values, counters=[]
+        )
         chunk.append(Received(r, "m", 0, h, 0, None))
         if len(chunk) == 1000:
             engine.process(chunk)
@@ -242,8 +277,12 @@ def memory(n_series: int, n_values: int = 100) -> dict:
         engine.process(chunk)
     gc.collect()
     rss = psutil.Process().memory_info().rss - rss0
-    return {"series": len(engine.slot_name), "rss_per_million_mib": rss / 2**20 * 1e6 / len(engine.slot_name),
-            "rss_bytes_per_series": rss / len(engine.slot_name), "array_bytes_per_series": engine.bytes_per_series()}
+    return {
+        "series": len(engine.slot_name),
+        "rss_per_million_mib": rss / 2**20 * 1e6 / len(engine.slot_name),
+        "rss_bytes_per_series": rss / len(engine.slot_name),
+        "array_bytes_per_series": engine.bytes_per_series(),
+    }
 
 
 def _feed(engine: Engine, n_hosts: int, n_values: int, steps: range, rng) -> None:
@@ -253,8 +292,14 @@ def _feed(engine: Engine, n_hosts: int, n_values: int, steps: range, rng) -> Non
         chunk = []
         levels = np.round(50 + rng.normal(0, 1, (n_hosts, n_values)), 3).tolist()
         for h in range(n_hosts):
-            r = MetricBatch.model_construct(host=f"h{h:05d}", time=T0 + timedelta(seconds=10 * step), source="bench",
-                                            labels={}, values=dict(zip(names, levels[h])), counters=[])
+            r = MetricBatch.model_construct(
+                host=f"h{h:05d}",
+                time=T0 + timedelta(seconds=10 * step),
+                source="bench",
+                labels={},
+                values=dict(zip(names, levels[h], strict=True)),
+                counters=[],
+            )
             chunk.append(Received(r, "bench.metrics.v1", h % 6, step, 0, None))
         engine.process(chunk)
 
@@ -284,9 +329,15 @@ def checkpoint(n_hosts: int, n_values: int, rounds: int = 40) -> dict:
     big = Engine(config_from(BENCH_CONFIG))
     _feed(big, 1, 1000, range(rounds), rng)
     us = lambda s: s / n_hosts * 1e6  # noqa: E731
-    return {"snapshot_us": us(snapshot_s), "first_snapshot_us": us(first_s), "encode_us": us(encode_s),
-            "restore_us": us(restore_s), "bytes": sum(map(len, blobs)) / n_hosts,
-            "big_bytes": len(big.snapshot("h00000").to_bytes()), "hosts": n_hosts}
+    return {
+        "snapshot_us": us(snapshot_s),
+        "first_snapshot_us": us(first_s),
+        "encode_us": us(encode_s),
+        "restore_us": us(restore_s),
+        "bytes": sum(map(len, blobs)) / n_hosts,
+        "big_bytes": len(big.snapshot("h00000").to_bytes()),
+        "hosts": n_hosts,
+    }
 
 
 NO_TRANSACTIONS = False  # --no-transactions
@@ -300,13 +351,24 @@ def main() -> int:
     ap.add_argument("--series", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=100.0, help="latency run: batches per second")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--no-iforest", dest="iforest", action="store_false",
-                    help="leave out the isolation forest (on by default, as in detectors/default.yaml)")
+    ap.add_argument(
+        "--no-iforest",
+        dest="iforest",
+        action="store_false",
+        help="leave out the isolation forest (on by default, as in detectors/default.yaml)",
+    )
     ap.add_argument("--checkpoint-hosts", type=int, default=2000, help="checkpoint run: hosts of --values series")
-    ap.add_argument("--only", action="append", choices=("throughput", "latency", "memory", "checkpoint"),
-                    help="run only these parts (repeatable; default: all)")
-    ap.add_argument("--no-transactions", action="store_true",
-                    help="run the detector at-least-once (the figures before exactly-once, for comparison)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=("throughput", "latency", "memory", "checkpoint"),
+        help="run only these parts (repeatable; default: all)",
+    )
+    ap.add_argument(
+        "--no-transactions",
+        action="store_true",
+        help="run the detector at-least-once (the figures before exactly-once, for comparison)",
+    )
     ap.add_argument("--profile", metavar="FILE", help="write a cProfile of the throughput run's detect loop")
     args = ap.parse_args()
     global NO_TRANSACTIONS
@@ -316,45 +378,92 @@ def main() -> int:
     extra = IFOREST_CONFIG if args.iforest else ""
     nan = float("nan")
 
-    mem = memory(args.series, args.values) if "memory" in parts else \
-        dict.fromkeys(("rss_per_million_mib", "rss_bytes_per_series", "array_bytes_per_series", "series"), nan)
-    tp = throughput(base, args.records, args.values, extra=extra, profile=args.profile) if "throughput" in parts \
-        else dict.fromkeys(("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits",
-                            "forest_fit_s", "cpu_vps"), nan) | {"load": (nan, nan)}
-    cp = checkpoint(args.checkpoint_hosts, args.values) if "checkpoint" in parts else \
-        dict.fromkeys(("snapshot_us", "first_snapshot_us", "encode_us", "restore_us", "bytes", "big_bytes", "hosts"), nan)
-    lt = latency(base, args.rate, args.values, args.seconds, extra=extra) if "latency" in parts else \
-        dict.fromkeys(("p50", "p99", "n", "rate_vps"), nan)
+    mem = (
+        memory(args.series, args.values)
+        if "memory" in parts
+        else dict.fromkeys(("rss_per_million_mib", "rss_bytes_per_series", "array_bytes_per_series", "series"), nan)
+    )
+    tp = (
+        throughput(base, args.records, args.values, extra=extra, profile=args.profile)
+        if "throughput" in parts
+        else dict.fromkeys(
+            ("kafka_vps", "engine_vps", "produce_vps", "values", "kafka_s", "forest_fits", "forest_fit_s", "cpu_vps"),
+            nan,
+        )
+        | {"load": (nan, nan)}
+    )
+    cp = (
+        checkpoint(args.checkpoint_hosts, args.values)
+        if "checkpoint" in parts
+        else dict.fromkeys(
+            ("snapshot_us", "first_snapshot_us", "encode_us", "restore_us", "bytes", "big_bytes", "hosts"), nan
+        )
+    )
+    lt = (
+        latency(base, args.rate, args.values, args.seconds, extra=extra)
+        if "latency" in parts
+        else dict.fromkeys(("p50", "p99", "n", "rate_vps"), nan)
+    )
 
     cpu = os.cpu_count()
-    forest = f", isolation forest on: {tp['forest_fits']} refits taking {tp['forest_fit_s']:.2f} s of the " \
-             f"Kafka run" if args.iforest else ""
-    print(f"\nfleetmedic detector benchmark ({cpu} CPUs, broker {','.join(base.bootstrap_servers)}{forest}, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})\n")
+    forest = (
+        f", isolation forest on: {tp['forest_fits']} refits taking {tp['forest_fit_s']:.2f} s of the Kafka run"
+        if args.iforest
+        else ""
+    )
+    print(
+        f"\nfleetmedic detector benchmark ({cpu} CPUs, broker {','.join(base.bootstrap_servers)}{forest}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})\n"
+    )
     rows = [
-        ("throughput, Kafka in → incidents out, 1 process", f"{tp['kafka_vps']:,.0f} values/s",
-         "≥ 1,000,000 values/s", f"{tp['values']:,} values in {tp['kafka_s']:.2f} s, {args.values}/batch, "
-                                 f"load average {tp['load'][0]:.2f} → {tp['load'][1]:.2f}"),
+        (
+            "throughput, Kafka in → incidents out, 1 process",
+            f"{tp['kafka_vps']:,.0f} values/s",
+            "≥ 1,000,000 values/s",
+            f"{tp['values']:,} values in {tp['kafka_s']:.2f} s, {args.values}/batch, "
+            f"load average {tp['load'][0]:.2f} → {tp['load'][1]:.2f}",
+        ),
         ("  per CPU second of the process", f"{tp['cpu_vps']:,.0f} values/s", "", "all its threads"),
         ("  engine alone (decoded records)", f"{tp['engine_vps']:,.0f} values/s", "", ""),
         ("  producing the input (for scale)", f"{tp['produce_vps']:,.0f} values/s", "", ""),
-        ("event-to-incident latency p50", f"{lt['p50']:.1f} ms", "", f"{lt['n']} incidents at "
-                                                                     f"{lt['rate_vps']:,.0f} values/s"),
+        (
+            "event-to-incident latency p50",
+            f"{lt['p50']:.1f} ms",
+            "",
+            f"{lt['n']} incidents at {lt['rate_vps']:,.0f} values/s",
+        ),
         ("event-to-incident latency p99", f"{lt['p99']:.1f} ms", "≤ 250 ms", ""),
-        ("RSS per million EWMA series", f"{mem['rss_per_million_mib']:,.0f} MiB", "≤ 1024 MiB",
-         f"{mem['series']:,} series"),
-        ("detector state arrays per series", f"{mem['array_bytes_per_series']:.0f} bytes", "≤ 256 bytes",
-         f"RSS {mem['rss_bytes_per_series']:.0f} bytes/series incl. the series table"),
-        ("checkpoint per changed host", f"{cp['snapshot_us'] + cp['encode_us']:,.0f} µs", "",
-         f"snapshot {cp['snapshot_us']:,.0f} µs + record bytes {cp['encode_us']:,.0f} µs; "
-         f"{cp['hosts']:,} hosts × {args.values} series; a host's first snapshot {cp['first_snapshot_us']:,.0f} µs"),
+        (
+            "RSS per million EWMA series",
+            f"{mem['rss_per_million_mib']:,.0f} MiB",
+            "≤ 1024 MiB",
+            f"{mem['series']:,} series",
+        ),
+        (
+            "detector state arrays per series",
+            f"{mem['array_bytes_per_series']:.0f} bytes",
+            "≤ 256 bytes",
+            f"RSS {mem['rss_bytes_per_series']:.0f} bytes/series incl. the series table",
+        ),
+        (
+            "checkpoint per changed host",
+            f"{cp['snapshot_us'] + cp['encode_us']:,.0f} µs",
+            "",
+            f"snapshot {cp['snapshot_us']:,.0f} µs + record bytes {cp['encode_us']:,.0f} µs; "
+            f"{cp['hosts']:,} hosts × {args.values} series; a host's first snapshot {cp['first_snapshot_us']:,.0f} µs",
+        ),
         ("  restore per host", f"{cp['restore_us']:,.0f} µs", "", "parse the record + Engine.restore"),
-        ("  state record per host", f"{cp['bytes']:,.0f} bytes", "", f"a 1,000-series host: {cp['big_bytes']:,.0f} bytes"),
+        (
+            "  state record per host",
+            f"{cp['bytes']:,.0f} bytes",
+            "",
+            f"a 1,000-series host: {cp['big_bytes']:,.0f} bytes",
+        ),
     ]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("what", "measured", "target", "notes")
-    w = [max(a, len(b)) for a, b in zip(w, head)]
-    line = lambda r: "| " + " | ".join(c.ljust(n) for c, n in zip(r, w)) + " |"  # noqa: E731
+    w = [max(a, len(b)) for a, b in zip(w, head, strict=True)]
+    line = lambda r: "| " + " | ".join(c.ljust(n) for c, n in zip(r, w, strict=True)) + " |"  # noqa: E731
     print(line(head))
     print("|" + "|".join("-" * (n + 2) for n in w) + "|")
     for r in rows:

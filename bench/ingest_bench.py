@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,8 +46,13 @@ def bench_simulator(settings, nodes: int, gpus: int, ticks: int) -> None:
     cfg = SimConfig(nodes=nodes, gpus=gpus, seconds=ticks * 10, interval_s=10, seed=1, faults=max(1, nodes // 4))
     t = time.perf_counter()
     stats = run_simulation(cfg, lambda records: None)
-    row("simulate, generate only", f"{nodes} nodes x {gpus} GPUs, {ticks} ticks", stats.batches + stats.logs,
-        stats.values, time.perf_counter() - t)
+    row(
+        "simulate, generate only",
+        f"{nodes} nodes x {gpus} GPUs, {ticks} ticks",
+        stats.batches + stats.logs,
+        stats.values,
+        time.perf_counter() - t,
+    )
     health = ExporterHealth("bench-sim")
     pub = Publisher(settings, health)
     t = time.perf_counter()
@@ -72,19 +77,19 @@ def bench_host(settings, n: int) -> None:
     for _ in range(n):
         v, c = collector.collect()
         values += len(v)
-        pub.publish([MetricBatch(host="bench-host", time=datetime.now(timezone.utc), source="host", values=v,
-                                 counters=c)])
+        pub.publish([MetricBatch(host="bench-host", time=datetime.now(UTC), source="host", values=v, counters=c)])
     pub.close()
     row("host -> Kafka", f"one batch per publish (acks=all), {n}", n, values, time.perf_counter() - t)
 
 
 def bench_logs(settings, n: int) -> None:
     lines = [
-        "Nov 25 04:00:01 gpu7 kernel: [1234.5678] NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, GPU has fallen off the bus.",
+        "Nov 25 04:00:01 gpu7 kernel: [1234.5678] NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, "
+        "GPU has fallen off the bus.",
         "Nov 25 04:00:01 gpu7 sshd[811]: Accepted publickey for ubuntu from 10.0.0.1 port 5555 ssh2",
         "Nov 25 04:00:02 gpu7 systemd[1]: slurmd.service: Main process exited, code=killed, status=9/KILL",
-        "Nov 25 04:00:03 gpu7 kernel: Out of memory: Killed process 4242 (python3) total-vm:812345kB, anon-rss:600000kB, "
-        "file-rss:1024kB, shmem-rss:0kB",
+        "Nov 25 04:00:03 gpu7 kernel: Out of memory: Killed process 4242 (python3) total-vm:812345kB, "
+        "anon-rss:600000kB, file-rss:1024kB, shmem-rss:0kB",
     ]
     t = time.perf_counter()
     for i in range(n):
@@ -147,8 +152,10 @@ def main() -> int:
     base = load_settings()
     settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}."})
     create_topics(settings)
-    print(f"ingest bench: broker {settings.bootstrap_servers[0]}, topics {settings.topic_prefix}*, "
-          f"{os.cpu_count()} CPUs", flush=True)
+    print(
+        f"ingest bench: broker {settings.bootstrap_servers[0]}, topics {settings.topic_prefix}*, {os.cpu_count()} CPUs",
+        flush=True,
+    )
     bench_simulator(settings, args.nodes, args.gpus, args.ticks)
     bench_host(settings, 20 if args.quick else 100)
     bench_logs(settings, 5_000 if args.quick else 50_000)

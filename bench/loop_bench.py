@@ -36,10 +36,16 @@ sys.path.insert(0, str(ROOT))
 
 from fleetmedic.config import Settings, TopicSettings  # noqa: E402
 from fleetmedic.topics import create_topics  # noqa: E402
-from fleetmedic_demo.testbed import DemoService, FleetTestbed, fleet_missing_reason, free_port_block  # noqa: E402
 from fleetmedic_demo.demo import PLAYBOOKS, ChildProcesses  # noqa: E402
-from fleetmedic_demo.demo_loop import (Follower, durations, fleet_service_scene, service_scene, write_inventory,  # noqa: E402
-                              write_policy)
+from fleetmedic_demo.demo_loop import (  # noqa: E402
+    Follower,
+    durations,
+    fleet_service_scene,
+    service_scene,
+    write_inventory,
+    write_policy,
+)
+from fleetmedic_demo.testbed import DemoService, FleetTestbed, fleet_missing_reason, free_port_block  # noqa: E402
 
 NAMES = ["fault→incident", "incident→playbook start", "fault→healed"]
 
@@ -60,13 +66,32 @@ def local_loop(settings: Settings, env: dict, cli: list[str], runs: int, prefix:
         # every run's host is this machine (local connection), its supervisord.conf a host variable
         inventory = write_inventory(work, None, local=service, local_hosts=hosts)
         procs.start(cli + ["detect", "--group", prefix + "detect"], env)
-        procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS), "--inventory",
-                           str(inventory), "--artifacts", str(work / "artifacts"), "--group", prefix + "remediate"],
-                    env)
+        procs.start(
+            cli
+            + [
+                "remediate",
+                "--policy",
+                str(policy),
+                "--playbooks",
+                str(PLAYBOOKS),
+                "--inventory",
+                str(inventory),
+                "--artifacts",
+                str(work / "artifacts"),
+                "--group",
+                prefix + "remediate",
+            ],
+            env,
+        )
         follower = Follower(settings)
         try:
-            return _runs("local", runs, lambda run: service_scene(follower, cli, env, work, service,
-                                                                   host=f"loop-host-{run}", wait_resolved=False))
+            return _runs(
+                "local",
+                runs,
+                lambda run: service_scene(
+                    follower, cli, env, work, service, host=f"loop-host-{run}", wait_resolved=False
+                ),
+            )
         finally:
             follower.close()
 
@@ -74,17 +99,42 @@ def local_loop(settings: Settings, env: dict, cli: list[str], runs: int, prefix:
 def ssh_loop(settings: Settings, env: dict, cli: list[str], runs: int, prefix: str) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="fm-loop-bench-ssh-"))
     demo_port = free_port_block(1)
-    fleet = FleetTestbed(work / "fleet", f"fmb{uuid.uuid4().hex[:4]}h", count=3, demo_port=demo_port,
-                         exporters=True, exporter_health_base=free_port_block(3),
-                         env={k: v for k, v in env.items() if k.startswith("FLEETMEDIC_")})
-    policy = write_policy(work, work / "unused", work / "slurm.conf", demo_port=demo_port,
-                          gates={"cooldown_s": 0, "flapping": {"max_runs": 1000, "within_s": 60}})
+    fleet = FleetTestbed(
+        work / "fleet",
+        f"fmb{uuid.uuid4().hex[:4]}h",
+        count=3,
+        demo_port=demo_port,
+        exporters=True,
+        exporter_health_base=free_port_block(3),
+        env={k: v for k, v in env.items() if k.startswith("FLEETMEDIC_")},
+    )
+    policy = write_policy(
+        work,
+        work / "unused",
+        work / "slurm.conf",
+        demo_port=demo_port,
+        gates={"cooldown_s": 0, "flapping": {"max_runs": 1000, "within_s": 60}},
+    )
     with fleet, ChildProcesses() as procs:
         inventory = write_inventory(work, fleet)
         procs.start(cli + ["detect", "--group", prefix + "detect-ssh"], env)
-        procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS), "--inventory",
-                           str(inventory), "--artifacts", str(work / "artifacts"), "--group", prefix + "remediate-ssh"],
-                    env)
+        procs.start(
+            cli
+            + [
+                "remediate",
+                "--policy",
+                str(policy),
+                "--playbooks",
+                str(PLAYBOOKS),
+                "--inventory",
+                str(inventory),
+                "--artifacts",
+                str(work / "artifacts"),
+                "--group",
+                prefix + "remediate-ssh",
+            ],
+            env,
+        )
         follower = Follower(settings)
         try:
             return _runs("ssh", runs, lambda run: fleet_service_scene(follower, fleet, fleet.hosts[1]))
@@ -100,8 +150,12 @@ def main() -> int:
     args = parser.parse_args()
 
     prefix = f"loopbench{uuid.uuid4().hex[:8]}."
-    settings = Settings(bootstrap_servers=[args.bootstrap], topic_prefix=prefix, client_id="fm-bench",
-                        topics=TopicSettings(partitions=3))
+    settings = Settings(
+        bootstrap_servers=[args.bootstrap],
+        topic_prefix=prefix,
+        client_id="fm-bench",
+        topics=TopicSettings(partitions=3),
+    )
     create_topics(settings)
     env = {**os.environ, "FLEETMEDIC_TOPIC_PREFIX": prefix, "FLEETMEDIC_BOOTSTRAP_SERVERS": args.bootstrap}
     cli = [sys.executable, "-m", "fleetmedic.cli"]
@@ -123,10 +177,12 @@ def main() -> int:
 def table(target: str, rows: list[dict], load: tuple[float, float]) -> None:
     """The median/min/max table of one target's runs."""
     if rows:
-        where = ("localhost (inventory host with a local connection)" if target == "local"
-                 else "SSH host 2 of the 3-host testbed (inventory, ProxyCommand into its namespace)")
-        print(f"\n{where}: {len(rows)} runs (seconds; 1-min load average {load[0]:.2f} before, "
-              f"{load[1]:.2f} after)")
+        where = (
+            "localhost (inventory host with a local connection)"
+            if target == "local"
+            else "SSH host 2 of the 3-host testbed (inventory, ProxyCommand into its namespace)"
+        )
+        print(f"\n{where}: {len(rows)} runs (seconds; 1-min load average {load[0]:.2f} before, {load[1]:.2f} after)")
         print(f"{'':26s}{'median':>9s}{'min':>9s}{'max':>9s}", flush=True)
         for name in NAMES:
             values = [r[name] for r in rows if name in r]

@@ -33,8 +33,9 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_bank(n_series: int, steps: int, season_buckets: int, bank_class=SurpriseRecordBank
-               ) -> tuple[float, int, float, float]:
+def bench_bank(
+    n_series: int, steps: int, season_buckets: int, bank_class=SurpriseRecordBank
+) -> tuple[float, int, float, float]:
     rng = np.random.default_rng(0)
     before = rss_mib()
     bank = bank_class(capacity=n_series, season_buckets=season_buckets)
@@ -73,8 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--likelihood", action="store_true",
-                        help="also the likelihood detector's bank (detectors/likelihood.py), with CPU time")
+    parser.add_argument(
+        "--likelihood",
+        action="store_true",
+        help="also the likelihood detector's bank (detectors/likelihood.py), with CPU time",
+    )
     args = parser.parse_args()
     rows = []
     if args.likelihood:
@@ -83,8 +87,14 @@ def main() -> None:
         for buckets in (0, 288):
             rate, nbytes, grew, cpu_rate = bench_bank(args.series, args.steps, buckets, LikelihoodBank)
             label = f"likelihood bank, {args.series:,} series x {args.steps} rounds, season_buckets={buckets}"
-            rows.append((label, f"{rate:,.0f} values/s ({cpu_rate:,.0f} per CPU-s)",
-                         f"{nbytes:,} B/series", f"+{grew:,.0f} MiB RSS"))
+            rows.append(
+                (
+                    label,
+                    f"{rate:,.0f} values/s ({cpu_rate:,.0f} per CPU-s)",
+                    f"{nbytes:,} B/series",
+                    f"+{grew:,.0f} MiB RSS",
+                )
+            )
     for buckets in (288, 0):
         rate, nbytes, grew, _ = bench_bank(args.series, args.steps, buckets)
         label = f"bank, {args.series:,} series x {args.steps} rounds, season_buckets={buckets}"
@@ -93,11 +103,11 @@ def main() -> None:
     rows.append(("live rule, SeriesRule.run_series (detect csv)", f"{bench_rule(5000):,.0f} values/s", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("what", "speed", "state", "memory")
-    widths = [max(w, len(h)) for w, h in zip(widths, head)]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def load(folder: Path):
     labels = nab.load_windows(folder / "labels" / "combined_windows.json")
     names = sorted(labels)
     series = [nab.read_series(folder / "data" / n) for n in names]
-    windows = [nab.window_rows(s.times, labels[n]) for n, s in zip(names, series)]
+    windows = [nab.window_rows(s.times, labels[n]) for n, s in zip(names, series, strict=True)]
     return names, series, windows
 
 
@@ -38,11 +38,11 @@ def scores_of(series, params: dict) -> list[np.ndarray]:
     t = np.zeros((n, len(series)), np.int64)
     v = np.full((n, len(series)), np.nan)
     for j, s in enumerate(series):
-        t[:len(s.values), j] = s.epoch_s
-        t[len(s.values):, j] = s.epoch_s[-1]
-        v[:len(s.values), j] = s.values
+        t[: len(s.values), j] = s.epoch_s
+        t[len(s.values) :, j] = s.epoch_s[-1]
+        v[: len(s.values), j] = s.values
     sc, _ = SurpriseRecordBank(capacity=len(series), **params).run_series(t, v)
-    return [sc[:len(s.values), j] for j, s in enumerate(series)]
+    return [sc[: len(s.values), j] for j, s in enumerate(series)]
 
 
 def _value(text: str):
@@ -54,8 +54,13 @@ def _value(text: str):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nab-dev"))
-    ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
-                    help="a SurpriseRecordParams field and its values (repeatable; default refractory=0,50,100,200)")
+    ap.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="a SurpriseRecordParams field and its values (repeatable; default refractory=0,50,100,200)",
+    )
     args = ap.parse_args()
     grid = args.grid or ["refractory=0,50,100,200"]
     axes = {}
@@ -65,7 +70,7 @@ def main() -> int:
     names, series, windows = load(Path(args.data))
     cats = [n.split("/")[0] for n in names]
     profile = nab.PROFILES["standard"]
-    points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     runs = [scores_of(series, p) for p in points]
 
     def corpus(k, idx):
@@ -81,8 +86,10 @@ def main() -> int:
         r = nab.evaluate(corpus(best, test), profile, thr)
         n_win = sum(len(windows[i]) for i in test)
         shown = f"{r.normalised:6.1f}" if n_win else f"raw {r.raw:.3f}"
-        print(f"{cat:24s} {len(test):2d} files {n_win:2d} windows  chosen {points[best]} threshold {thr:.4f}  "
-              f"held-out {shown}")
+        print(
+            f"{cat:24s} {len(test):2d} files {n_win:2d} windows  chosen {points[best]} threshold {thr:.4f}  "
+            f"held-out {shown}"
+        )
         if n_win:
             held.append((r.normalised, cat))
     print(f"LOCO mean {np.mean([h for h, _ in held]):.1f}, worst {min(held)[0]:.1f} ({min(held)[1]})")

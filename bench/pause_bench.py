@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,18 +63,41 @@ def main() -> int:
     args = parser.parse_args()
     load_before = Path("/proc/loadavg").read_text().split()[:3]
 
-    settings = Settings(bootstrap_servers=[args.bootstrap], topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
-                        client_id="fm-bench", topics=TopicSettings(partitions=3))
+    settings = Settings(
+        bootstrap_servers=[args.bootstrap],
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        client_id="fm-bench",
+        topics=TopicSettings(partitions=3),
+    )
     create_topics(settings)
     work = Path(tempfile.mkdtemp(prefix="fm-pause-bench-"))
     (work / "playbooks").mkdir()
     (work / "playbooks" / "slow.yml").write_text(SLOW)
-    policy = Policy.model_validate({
-        "gates": {"cooldown_s": 0, "flapping": {"max_runs": 10_000}, "rate_limit": {"max_runs": 10_000},
-                  "blast_radius": {"max_percent": 100}},
-        "rules": [{"name": "bench", "match": {"kinds": ["bench"]},
-                   "steps": [{"action": "slow", "playbook": "slow.yml", "timeout_s": 300, "resolve_within_s": 3600,
-                              "vars": {"marker": {"from": "labels.marker"}}}]}]})
+    policy = Policy.model_validate(
+        {
+            "gates": {
+                "cooldown_s": 0,
+                "flapping": {"max_runs": 10_000},
+                "rate_limit": {"max_runs": 10_000},
+                "blast_radius": {"max_percent": 100},
+            },
+            "rules": [
+                {
+                    "name": "bench",
+                    "match": {"kinds": ["bench"]},
+                    "steps": [
+                        {
+                            "action": "slow",
+                            "playbook": "slow.yml",
+                            "timeout_s": 300,
+                            "resolve_within_s": 3600,
+                            "vars": {"marker": {"from": "labels.marker"}},
+                        }
+                    ],
+                }
+            ],
+        }
+    )
     returned: dict[str, float] = {}
 
     def timed_run(run, **kwargs):
@@ -85,31 +108,50 @@ def main() -> int:
     control = ControlState(settings)
     control.cancel = TimedEvent()
     control.start()
-    engine = Remediator(settings, policy, RunnerConfig(playbooks_dir=work / "playbooks",
-                                                       artifacts_dir=work / "artifacts", keep_artifacts=5),
-                        group_id=settings.topic_prefix + "bench", run_playbook=timed_run, control=control)
+    engine = Remediator(
+        settings,
+        policy,
+        RunnerConfig(playbooks_dir=work / "playbooks", artifacts_dir=work / "artifacts", keep_artifacts=5),
+        group_id=settings.topic_prefix + "bench",
+        run_playbook=timed_run,
+        control=control,
+    )
     thread = threading.Thread(target=engine.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     acked, seen, ran, decided = [], [], [], []
     producer = Producer(settings)
-    clock = datetime.now(timezone.utc)
+    clock = datetime.now(UTC)
     try:
         for i in range(args.runs + 1):
             marker = str(work / f"marker-{i}")
-            now = datetime.now(timezone.utc)
-            producer.send(Incident(id=f"inc-{i}", fingerprint=f"bench-{i}/bench", host=f"bench-{i:03d}",
-                                   kind="bench", subject="x", status="open", severity="warning", detector="bench",
-                                   time=now, opened_at=now, labels={"marker": marker}))
+            now = datetime.now(UTC)
+            producer.send(
+                Incident(
+                    id=f"inc-{i}",
+                    fingerprint=f"bench-{i}/bench",
+                    host=f"bench-{i:03d}",
+                    kind="bench",
+                    subject="x",
+                    status="open",
+                    severity="warning",
+                    detector="bench",
+                    time=now,
+                    opened_at=now,
+                    labels={"marker": marker},
+                )
+            )
             producer.flush()
-            wait_until(lambda: Path(marker).exists(), 120, interval_s=0.01, what=f"round {i} mid-run")
-            clock = max(clock + timedelta(milliseconds=1), datetime.now(timezone.utc))
+            wait_until(lambda marker=marker: Path(marker).exists(), 120, interval_s=0.01, what=f"round {i} mid-run")
+            clock = max(clock + timedelta(milliseconds=1), datetime.now(UTC))
             t0 = time.perf_counter()
             producer.send(Control(id="kill_switch", kind="kill_switch", active=True, by="bench", time=clock))
             producer.flush()
             t_ack = time.perf_counter()
-            wait_until(lambda: marker in returned, 60, interval_s=0.002, what="the run cancelled")
+            wait_until(lambda marker=marker: marker in returned, 60, interval_s=0.002, what="the run cancelled")
             rem = next(e for e in list(engine.ledger.entries.values()) if e.first.incident_id == f"inc-{i}")
-            wait_until(lambda: rem.latest.status == "cancelled", 30, interval_s=0.002, what="the cancelled record")
+            wait_until(
+                lambda rem=rem: rem.latest.status == "cancelled", 30, interval_s=0.002, what="the cancelled record"
+            )
             t3 = time.perf_counter()
             if i > 0:
                 acked.append(t_ack - t0)
@@ -127,13 +169,17 @@ def main() -> int:
         control.close()
     load_after = Path("/proc/loadavg").read_text().split()[:3]
 
-    print(f"pause bench: {len(seen)} rounds (+1 warm-up), broker {args.bootstrap}, {os.cpu_count()} CPUs, "
-          f"cancel poll {CANCEL_POLL_S:g}s; load average before {' '.join(load_before)}, after {' '.join(load_after)}")
+    print(
+        f"pause bench: {len(seen)} rounds (+1 warm-up), broker {args.bootstrap}, {os.cpu_count()} CPUs, "
+        f"cancel poll {CANCEL_POLL_S:g}s; load average before {' '.join(load_before)}, after {' '.join(load_after)}"
+    )
     print(f"{'from the pause record sent to':48s} {'n':>3s} {'min ms':>8s} {'p50 ms':>8s} {'max ms':>8s}")
-    for what, xs in (("broker acknowledged it (acks=all)", acked),
-                     ("remediator saw it (cancel event set)", seen),
-                     ("ansible-runner returned 'canceled'", ran),
-                     ("cancelled record decided", decided)):
+    for what, xs in (
+        ("broker acknowledged it (acks=all)", acked),
+        ("remediator saw it (cancel event set)", seen),
+        ("ansible-runner returned 'canceled'", ran),
+        ("cancelled record decided", decided),
+    ):
         ms = [x * 1000 for x in xs]
         print(f"{what:48s} {len(ms):3d} {min(ms):8.1f} {statistics.median(ms):8.1f} {max(ms):8.1f}")
     return 0

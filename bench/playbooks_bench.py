@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fleetmedic.transport import wait_until  # noqa: E402
-from remediator.runner import PlaybookRun, run_playbook  # noqa: E402
 from fleetmedic_demo.testbed import DemoService, SlurmCluster, slurm_missing_reason  # noqa: E402
+from remediator.runner import PlaybookRun, run_playbook  # noqa: E402
 
 PLAYBOOKS = ROOT / "playbooks"
 NOOP = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: hi}\n"
@@ -36,8 +36,7 @@ def free_port() -> int:
 
 
 def row(name: str, samples: list[float]) -> str:
-    return (f"{name:52s} {len(samples):3d} {min(samples):8.2f} {statistics.median(samples):8.2f} "
-            f"{max(samples):8.2f}")
+    return f"{name:52s} {len(samples):3d} {min(samples):8.2f} {statistics.median(samples):8.2f} {max(samples):8.2f}"
 
 
 def main() -> int:
@@ -53,14 +52,19 @@ def main() -> int:
         (noop_dir / "noop.yml").write_text(NOOP)
 
         def play(books, name, extra_vars):
-            result = run_playbook(PlaybookRun(name, extra_vars, timeout_s=120), playbooks_dir=books,
-                                  artifacts_dir=artifacts)
+            result = run_playbook(
+                PlaybookRun(name, extra_vars, timeout_s=120), playbooks_dir=books, artifacts_dir=artifacts
+            )
             if result.status != "succeeded":
                 raise RuntimeError(f"{name} {result.status}: {result.summary}")
             return result
 
-        rows.append(row("one-task playbook (runner overhead)",
-                        [play(noop_dir, "noop.yml", {}).duration_s for _ in range(args.repeats)]))
+        rows.append(
+            row(
+                "one-task playbook (runner overhead)",
+                [play(noop_dir, "noop.yml", {}).duration_s for _ in range(args.repeats)],
+            )
+        )
 
         with DemoService(tmp / "sv", port=free_port()) as demo:
             wait_until(lambda: demo.answer() is not None, 10, what="demo answering")
@@ -81,22 +85,40 @@ def main() -> int:
         missing = slurm_missing_reason()
         if missing is None:
             import os
+
             with SlurmCluster(tmp / "slurm") as slurm:
                 os.environ["SLURM_CONF"] = str(slurm.conf)
                 drains, moves = [], []
                 for _ in range(args.repeats):
                     job = slurm.submit("node1")
-                    wait_until(lambda: slurm.job(job).get("NodeList") == "node1"
-                               and slurm.job(job)["JobState"] == "RUNNING", 30, what="job on node1")
+                    wait_until(
+                        lambda job=job: (
+                            slurm.job(job).get("NodeList") == "node1" and slurm.job(job)["JobState"] == "RUNNING"
+                        ),
+                        30,
+                        what="job on node1",
+                    )
                     t0 = time.monotonic()
                     drains.append(play(PLAYBOOKS, "slurm_drain.yml", {"node": "node1", "reason": "bench"}).duration_s)
-                    wait_until(lambda: slurm.job(job).get("NodeList") == "node2"
-                               and slurm.job(job)["JobState"] == "RUNNING", 30, interval_s=0.05, what="job on node2")
+                    wait_until(
+                        lambda job=job: (
+                            slurm.job(job).get("NodeList") == "node2" and slurm.job(job)["JobState"] == "RUNNING"
+                        ),
+                        30,
+                        interval_s=0.05,
+                        what="job on node2",
+                    )
                     moves.append(time.monotonic() - t0)
                     slurm.run("scancel", "--full", "--signal=KILL", job)
                     play(PLAYBOOKS, "slurm_resume.yml", {"node": "node1"})
-                    wait_until(lambda: not slurm.run("squeue", "-h").strip() and all(
-                        slurm.node(n)["State"] == "IDLE" for n in ("node1", "node2")), 30, what="cluster idle")
+                    wait_until(
+                        lambda: (
+                            not slurm.run("squeue", "-h").strip()
+                            and all(slurm.node(n)["State"] == "IDLE" for n in ("node1", "node2"))
+                        ),
+                        30,
+                        what="cluster idle",
+                    )
                 rows.append(row("slurm_drain.yml (drain node1 + requeue its job)", drains))
                 rows.append(row("drain start → job running on node2", moves))
         else:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from detectors.config import load_config
 from fleetmedic.config import TopicSettings, load_settings
 from fleetmedic.topics import create_topics
 from fleetmedic.transport import Producer
-
-from detectors.config import load_config
 from ingest.simulator import SimConfig, run_simulation
 from review.replay import diff, replay
 
@@ -29,12 +28,20 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    settings = load_settings().model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.",
-                                                  "topics": TopicSettings(partitions=6)})
+    settings = load_settings().model_copy(
+        update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.", "topics": TopicSettings(partitions=6)}
+    )
     create_topics(settings)
-    cfg = SimConfig(nodes=args.nodes, gpus=args.gpus, seconds=args.hours * 3600, interval_s=10.0, seed=3,
-                    start=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    cfg = SimConfig(
+        nodes=args.nodes,
+        gpus=args.gpus,
+        seconds=args.hours * 3600,
+        interval_s=10.0,
+        seed=3,
+        start=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     with Producer(settings) as producer:
+
         def publish(records):
             for r in records:
                 producer.send(r)
@@ -44,14 +51,18 @@ def main() -> None:
     print(f"recorded: {stats}")
     config = load_config()
     rows = []
-    for i in range(args.repeats):
+    for _ in range(args.repeats):
         result = replay(settings, config)
         rows.append(result)
     print(f"\n{'run':>4} {'records':>9} {'values':>10} {'seconds':>8} {'values/s':>12} {'incidents':>9}")
     for i, r in enumerate(rows):
-        print(f"{i + 1:>4} {r.records:>9} {r.values:>10} {r.seconds:>8.2f} {r.values_per_s:>12,.0f} {len(r.incidents):>9}")
-    print(f"target: ≥ 1,000,000 values/s (docs/architecture.md); diff against run 1 of run {len(rows)}: "
-          f"{'empty' if diff(rows[0].incidents, rows[-1].incidents).empty else 'NOT EMPTY'}")
+        print(
+            f"{i + 1:>4} {r.records:>9} {r.values:>10} {r.seconds:>8.2f} {r.values_per_s:>12,.0f} {len(r.incidents):>9}"
+        )
+    print(
+        f"target: ≥ 1,000,000 values/s (docs/architecture.md); diff against run 1 of run {len(rows)}: "
+        f"{'empty' if diff(rows[0].incidents, rows[-1].incidents).empty else 'NOT EMPTY'}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from . import eval_cli, fault_model
 
@@ -21,6 +22,7 @@ def cmd_detect(args) -> int:
     require("detect", "fleetmedic detect")
     from fleetmedic.cli import settings_from
     from fleetmedic.transport import freeze_heap
+
     from .config import load_config
     from .engine import DetectService, Engine
 
@@ -31,17 +33,25 @@ def cmd_detect(args) -> int:
         print(f"fleetmedic detect: {exc}", file=sys.stderr)
         return 2
     settings = settings_from(args)
-    service = DetectService(settings, engine, group_id=args.group,
-                            session_timeout_ms=int(args.session_timeout_s * 1000),
-                            heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4),
-                            **({"transactional_id": None} if args.no_transactions else {}))
+    no_transactions: dict[str, Any] = {"transactional_id": None} if args.no_transactions else {}
+    service = DetectService(
+        settings,
+        engine,
+        group_id=args.group,
+        session_timeout_ms=int(args.session_timeout_s * 1000),
+        heartbeat_interval_ms=max(500, int(args.session_timeout_s * 1000) // 4),
+        **no_transactions,
+    )
     from fleetmedic import metrics
 
     server = metrics.serve_for(args, "detect")
     if server is not None:
         server.ready_when(metrics.loop_ready(service.loop))
-    print(f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
-          f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1", flush=True)
+    print(
+        f"detect: group {args.group}, {len(service.engine.rules)} series rules, consuming "
+        f"{settings.topic_prefix}metrics.v1 and {settings.topic_prefix}logs.v1",
+        flush=True,
+    )
     freeze_heap()
     try:
         stats = service.run()
@@ -54,21 +64,36 @@ def cmd_detect(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("detect", help="run the streaming detectors (metrics and logs in, incidents out)",
-                       description="A consumer-group member: reads metric batches and log events, runs the "
-                                   "configured EWMA, static-threshold and univariate rules and the XID log "
-                                   "rules by event time, writes incident records (open, update, resolve), and "
-                                   "checkpoints its state to the compacted state topic. Run several to scale "
-                                   "out. SIGTERM finishes the batch, checkpoints, commits and exits.")
-    p.add_argument("--detectors", metavar="FILE", default=None,
-                   help="detector configuration YAML (default: the packaged detectors/default.yaml)")
+    p = sub.add_parser(
+        "detect",
+        help="run the streaming detectors (metrics and logs in, incidents out)",
+        description="A consumer-group member: reads metric batches and log events, runs the "
+        "configured EWMA, static-threshold and univariate rules and the XID log "
+        "rules by event time, writes incident records (open, update, resolve), and "
+        "checkpoints its state to the compacted state topic. Run several to scale "
+        "out. SIGTERM finishes the batch, checkpoints, commits and exits.",
+    )
+    p.add_argument(
+        "--detectors",
+        metavar="FILE",
+        default=None,
+        help="detector configuration YAML (default: the packaged detectors/default.yaml)",
+    )
     p.add_argument("--group", default="detectors", help="consumer group id (default: detectors)")
-    p.add_argument("--session-timeout-s", type=float, default=10.0, metavar="S",
-                   help="consumer-group session timeout: how soon a crashed member's partitions move "
-                        "(default 10; the broker allows 6 to 1800)")
-    p.add_argument("--no-transactions", action="store_true",
-                   help="at-least-once instead of exactly-once (no Kafka transactions): a crash between "
-                        "the results and the commit may repeat incidents; for comparison and old brokers")
+    p.add_argument(
+        "--session-timeout-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="consumer-group session timeout: how soon a crashed member's partitions move "
+        "(default 10; the broker allows 6 to 1800)",
+    )
+    p.add_argument(
+        "--no-transactions",
+        action="store_true",
+        help="at-least-once instead of exactly-once (no Kafka transactions): a crash between "
+        "the results and the commit may repeat incidents; for comparison and old brokers",
+    )
     from fleetmedic.metrics import add_arguments as add_metrics_arguments
 
     add_metrics_arguments(p)

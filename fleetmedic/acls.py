@@ -30,11 +30,24 @@ from .config import Role, Settings
 ACL_TABLE: dict[Role, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "exporter": (("metrics.v1", "logs.v1"), ("metrics.v1", "logs.v1")),
     "detector": (("incidents.v1", "state.v1", "deadletter.v1"), ("metrics.v1", "logs.v1", "state.v1")),
-    "remediator": (("remediations.v1", "deadletter.v1"),
-                   ("incidents.v1", "approvals.v1", "remediations.v1", "control.v1")),
+    "remediator": (
+        ("remediations.v1", "deadletter.v1"),
+        ("incidents.v1", "approvals.v1", "remediations.v1", "control.v1"),
+    ),
     "approver": (("approvals.v1",), ("remediations.v1",)),
-    "reviewer": ((), ("metrics.v1", "logs.v1", "incidents.v1", "remediations.v1", "approvals.v1",
-                      "deadletter.v1", "state.v1", "control.v1")),
+    "reviewer": (
+        (),
+        (
+            "metrics.v1",
+            "logs.v1",
+            "incidents.v1",
+            "remediations.v1",
+            "approvals.v1",
+            "deadletter.v1",
+            "state.v1",
+            "control.v1",
+        ),
+    ),
 }
 
 
@@ -79,13 +92,20 @@ def grants(settings: Settings) -> list[Grant]:
 
 
 def _kafka_acl(g: Grant):
-    from kafka.admin import (ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern,
-                             ResourceType)
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
-    pattern = ResourcePattern(ResourceType[g.resource], g.name,
-                              ACLResourcePatternType.PREFIXED if g.prefixed else ACLResourcePatternType.LITERAL)
-    return ACL(principal=g.principal, host="*", operation=ACLOperation[g.operation],
-               permission_type=ACLPermissionType.ALLOW, resource_pattern=pattern)
+    pattern = ResourcePattern(
+        ResourceType[g.resource],
+        g.name,
+        ACLResourcePatternType.PREFIXED if g.prefixed else ACLResourcePatternType.LITERAL,
+    )
+    return ACL(
+        principal=g.principal,
+        host="*",
+        operation=ACLOperation[g.operation],
+        permission_type=ACLPermissionType.ALLOW,
+        resource_pattern=pattern,
+    )
 
 
 class AclError(RuntimeError):
@@ -98,7 +118,10 @@ def apply_acls(settings: Settings, admin) -> int:
     result = admin.create_acls([_kafka_acl(g) for g in wanted_grants])
     failed = result.get("failed") or []
     if failed:
-        lines = [f"{acl.principal} {acl.operation.name} {acl.resource_pattern.resource_type.name} "
-                 f"{acl.resource_pattern.resource_name}: {err}" for acl, err in failed[:20]]
+        lines = [
+            f"{acl.principal} {acl.operation.name} {acl.resource_pattern.resource_type.name} "
+            f"{acl.resource_pattern.resource_name}: {err}"
+            for acl, err in failed[:20]
+        ]
         raise AclError("the broker refused these ACLs (is this the admin principal?):\n" + "\n".join(lines))
     return len(wanted_grants)

@@ -79,15 +79,23 @@ def fetch_jars(settings: BrokerSettings, quiet: bool = True) -> Path:
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cmd = [mvn, "-B", "-f", str(POM), f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-           "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(POM),
+        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
+    ]
     if quiet:
         cmd.insert(1, "-q")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise BrokerError(f"could not fetch the Kafka jars with Maven (exit {proc.returncode}); "
-                          f"is Maven Central reachable?\n{tail}")
+        raise BrokerError(
+            f"could not fetch the Kafka jars with Maven (exit {proc.returncode}); is Maven Central reachable?\n{tail}"
+        )
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     (target / ".complete").write_text("ok\n")
@@ -106,28 +114,30 @@ def _port_free(port: int) -> bool:
 
 def server_properties(settings: BrokerSettings, data_dir: Path) -> str:
     p, c = settings.port, settings.controller_port
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{c}",
-        f"listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{p}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={data_dir / 'logs'}",
-        "num.partitions=1",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=4",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=false",
-        "log.cleaner.backoff.ms=1000",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{c}",
+            f"listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{p}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={data_dir / 'logs'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "log.cleaner.backoff.ms=1000",
+            "",
+        ]
+    )
 
 
 def with_overrides(properties: str, overrides: dict[str, str]) -> str:
@@ -190,9 +200,12 @@ class EmbeddedBroker:
 
             connect = admin_kafka_kwargs(self.data_dir, self.bootstrap)
         try:
-            admin = KafkaAdminClient(**connect, request_timeout_ms=int(timeout_s * 1000),
-                                     api_version_auto_timeout_ms=int(timeout_s * 1000),
-                                     client_id="fleetmedic-broker-probe")
+            admin = KafkaAdminClient(
+                **connect,
+                request_timeout_ms=int(timeout_s * 1000),
+                api_version_auto_timeout_ms=int(timeout_s * 1000),
+                client_id="fleetmedic-broker-probe",
+            )
         except (KafkaError, OSError, ValueError):
             return False
         try:
@@ -212,14 +225,17 @@ class EmbeddedBroker:
         meta = self.data_dir / "logs" / "meta.properties"
         if meta.exists():
             if self.secure and not (self.data_dir / "secure" / "enabled").exists():
-                raise BrokerError(f"{self.data_dir} was formatted without --secure (it has no SCRAM users): "
-                                  "use another data directory (FLEETMEDIC_BROKER__DATA_DIR) for the secured broker")
+                raise BrokerError(
+                    f"{self.data_dir} was formatted without --secure (it has no SCRAM users): "
+                    "use another data directory (FLEETMEDIC_BROKER__DATA_DIR) for the secured broker"
+                )
             return
         cp = str(jars / "*")
         cluster_id_file = self.data_dir / "cluster.id"
         if not cluster_id_file.exists():
-            out = subprocess.run([java, "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [java, "-cp", cp, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True
+            )
             cluster_id = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
             if not cluster_id:
                 raise BrokerError(f"kafka StorageTool random-uuid failed: {out.stderr.strip()[-2000:]}")
@@ -253,8 +269,10 @@ class EmbeddedBroker:
             raise BrokerError(f"Kafka 4 needs Java 17 or newer; found Java {major} at {java}")
         for port in (self.settings.port, self.settings.controller_port):
             if not _port_free(port):
-                raise BrokerError(f"port {port} on 127.0.0.1 is taken by another program; "
-                                  "choose another with FLEETMEDIC_BROKER__PORT / FLEETMEDIC_BROKER__CONTROLLER_PORT")
+                raise BrokerError(
+                    f"port {port} on 127.0.0.1 is taken by another program; "
+                    "choose another with FLEETMEDIC_BROKER__PORT / FLEETMEDIC_BROKER__CONTROLLER_PORT"
+                )
         progress("fetching Kafka broker jars (cached after the first time)...")
         jars = fetch_jars(self.settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -271,12 +289,28 @@ class EmbeddedBroker:
         props.write_text(text)
         self._format(java, jars, props, format_args)
         heap = self.settings.heap
-        cmd = [java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
-               "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-               "-cp", str(jars / "*"), "kafka.Kafka", str(props)]
+        cmd = [
+            java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            str(jars / "*"),
+            "kafka.Kafka",
+            str(props),
+        ]
         with open(self.log_file, "ab") as log_out:
-            proc = subprocess.Popen(cmd, stdout=log_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.data_dir, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
         self.pid_file.write_text(f"{proc.pid}\n")
         progress(f"broker starting (pid {proc.pid}), waiting for it to answer on {self.bootstrap}...")
         deadline = time.monotonic() + self.settings.start_timeout_s
@@ -287,8 +321,9 @@ class EmbeddedBroker:
                 return time.monotonic() - t0
             time.sleep(0.25)
         self.stop()
-        raise BrokerError(f"the broker did not answer within {self.settings.start_timeout_s:.0f}s; "
-                          f"last log lines:\n{self.log_tail()}")
+        raise BrokerError(
+            f"the broker did not answer within {self.settings.start_timeout_s:.0f}s; last log lines:\n{self.log_tail()}"
+        )
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """SIGTERM, wait for a controlled shutdown, SIGKILL as a last resort. False if not running."""

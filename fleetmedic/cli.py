@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,9 +65,11 @@ def cmd_broker(args) -> int:
         if broker.secure:
             from .pki import SecureLayout
 
-            print(f"secured: TLS + SASL/SCRAM-SHA-512, ACLs enforced; CA {SecureLayout.of(broker.data_dir).ca_cert}; "
-                  f"each role's settings: {SecureLayout.of(broker.data_dir).client_config('ROLE')} "
-                  f"(FLEETMEDIC_CONFIG=...; `topics create` with the admin one applies the ACLs)")
+            print(
+                f"secured: TLS + SASL/SCRAM-SHA-512, ACLs enforced; CA {SecureLayout.of(broker.data_dir).ca_cert}; "
+                f"each role's settings: {SecureLayout.of(broker.data_dir).client_config('ROLE')} "
+                f"(FLEETMEDIC_CONFIG=...; `topics create` with the admin one applies the ACLs)"
+            )
     elif args.action == "stop":
         print("broker stopped" if broker.stop() else "broker was not running")
     else:
@@ -91,8 +92,10 @@ def cmd_cluster(args, settings) -> int:
     cluster = EmbeddedCluster(settings, settings.nodes if args.action == "start" else None)
     if args.action == "start":
         took = cluster.start(progress=lambda m: print(m, flush=True))
-        print(f"cluster of {len(cluster.nodes)} brokers ready in {took:.1f}s: bootstrap {cluster.bootstrap} "
-              f"(data in {cluster.root}); use FLEETMEDIC_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+        print(
+            f"cluster of {len(cluster.nodes)} brokers ready in {took:.1f}s: bootstrap {cluster.bootstrap} "
+            f"(data in {cluster.root}); use FLEETMEDIC_BOOTSTRAP_SERVERS={cluster.bootstrap}"
+        )
     elif args.action == "stop":
         print("cluster stopped" if cluster.stop() else "cluster was not running")
     else:
@@ -128,7 +131,9 @@ def _topics_check(settings) -> int:
     try:
         admin = admin_client(settings, api_version_auto_timeout_ms=10_000)
     except KafkaError as exc:
-        print(f"fleetmedic topics: broker {','.join(settings.bootstrap_servers)} not reachable ({exc})", file=sys.stderr)
+        print(
+            f"fleetmedic topics: broker {','.join(settings.bootstrap_servers)} not reachable ({exc})", file=sys.stderr
+        )
         return 2
     try:
         return print_drift(settings, topic_drift(settings, admin))
@@ -158,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleetmedic",
         description="Keep a GPU/AI fleet healthy without waking a human: exporters → Kafka → detectors → "
-                    "incidents → remediator → Ansible playbooks, every step a Kafka record.",
+        "incidents → remediator → Ansible playbooks, every step a Kafka record.",
         epilog="Settings come from --config FILE (YAML) or FLEETMEDIC_CONFIG, overridden by FLEETMEDIC_* "
-               "environment variables (nested with __, e.g. FLEETMEDIC_BROKER__PORT=19092).",
+        "environment variables (nested with __, e.g. FLEETMEDIC_BROKER__PORT=19092).",
     )
     parser.add_argument("--version", action="version", version=f"fleetmedic {__version__}")
     parser.add_argument("--config", metavar="FILE", help="YAML settings file")
@@ -170,37 +175,61 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_format(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="start, stop or check the embedded single-node Kafka broker",
-                       description="The embedded default broker: Apache Kafka's own jars fetched with Maven "
-                                   "(cached), single-node KRaft on 127.0.0.1. `status` exits 3 when not answering.")
+    p = sub.add_parser(
+        "broker",
+        help="start, stop or check the embedded single-node Kafka broker",
+        description="The embedded default broker: Apache Kafka's own jars fetched with Maven "
+        "(cached), single-node KRaft on 127.0.0.1. `status` exits 3 when not answering.",
+    )
     p.add_argument("action", choices=["start", "stop", "status"])
-    p.add_argument("--secure", action="store_true",
-                   help="TLS + SASL/SCRAM-SHA-512 listeners, Kafka's authorizer, a local CA and one principal "
-                        "per role (docs/security.md); a data directory formatted secure stays secure")
-    p.add_argument("--nodes", type=int, choices=range(1, 10), metavar="N", default=None,
-                   help="start an N-node KRaft cluster on port+2k / controller_port+2k (stop and status "
-                        "find the nodes a start made); topics there get replication 3, min.insync 2")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS + SASL/SCRAM-SHA-512 listeners, Kafka's authorizer, a local CA and one principal "
+        "per role (docs/security.md); a data directory formatted secure stays secure",
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        choices=range(1, 10),
+        metavar="N",
+        default=None,
+        help="start an N-node KRaft cluster on port+2k / controller_port+2k (stop and status "
+        "find the nodes a start made); topics there get replication 3, min.insync 2",
+    )
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("topics", help="create every fleetmedic topic (idempotent) or list their settings",
-                       description="Create the topics of the design (metrics, logs, incidents, remediations, "
-                                   "approvals, dead letters, compacted detector state) from the settings. "
-                                   "Running it twice is harmless.")
+    p = sub.add_parser(
+        "topics",
+        help="create every fleetmedic topic (idempotent) or list their settings",
+        description="Create the topics of the design (metrics, logs, incidents, remediations, "
+        "approvals, dead letters, compacted detector state) from the settings. "
+        "Running it twice is harmless.",
+    )
     p.add_argument("action", choices=["create", "list"])
-    p.add_argument("--check", action="store_true",
-                   help="with create: report how the cluster's topics differ from the configuration (missing, "
-                        "partitions, replication, retention and other settings), change nothing; exit 1 on drift")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with create: report how the cluster's topics differ from the configuration (missing, "
+        "partitions, replication, retention and other settings), change nothing; exit 1 on drift",
+    )
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("schemas", help="export the wire contracts as JSON Schema files",
-                       description="Write one JSON Schema per record kind into DIR (the repo keeps them in schemas/).")
+    p = sub.add_parser(
+        "schemas",
+        help="export the wire contracts as JSON Schema files",
+        description="Write one JSON Schema per record kind into DIR (the repo keeps them in schemas/).",
+    )
     p.add_argument("action", choices=["export"])
     p.add_argument("dir", metavar="DIR")
     p.set_defaults(func=cmd_schemas)
 
-    p = sub.add_parser("tail", help="print the records of a topic as they arrive",
-                       description="Print records of TOPIC (a name without the prefix, e.g. metrics.v1, or a "
-                                   "short name: metrics, logs, incidents, remediations, deadletter), one line each.")
+    p = sub.add_parser(
+        "tail",
+        help="print the records of a topic as they arrive",
+        description="Print records of TOPIC (a name without the prefix, e.g. metrics.v1, or a "
+        "short name: metrics, logs, incidents, remediations, deadletter), one line each.",
+    )
     p.add_argument("topic")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
     p.add_argument("--max", type=int, default=None, help="stop after this many records")
@@ -215,9 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .broker import BrokerError
     from .config import SettingsError
-    from .yamlfile import ConfigFileError
-
     from .logfmt import configure as configure_logging
+    from .yamlfile import ConfigFileError
 
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "log_format", "text"), args.verbose)
@@ -237,11 +265,17 @@ def main(argv: list[str] | None = None) -> int:
 
         known = extra_for_module(exc.name)
         if known:
-            print(f"fleetmedic {args.command} needs the [{known[0]}] extra ({known[1]} is not installed): "
-                  f"pip install 'fleetmedic[{known[0]}]'", file=sys.stderr)
+            print(
+                f"fleetmedic {args.command} needs the [{known[0]}] extra ({known[1]} is not installed): "
+                f"pip install 'fleetmedic[{known[0]}]'",
+                file=sys.stderr,
+            )
         else:
-            print(f"fleetmedic: missing dependency {exc.name!r}: pip install 'fleetmedic[all]' "
-                  f"(or `make venv` in a checkout)", file=sys.stderr)
+            print(
+                f"fleetmedic: missing dependency {exc.name!r}: pip install 'fleetmedic[all]' "
+                f"(or `make venv` in a checkout)",
+                file=sys.stderr,
+            )
         return 1
     except Exception as exc:  # an authentication or authorization refusal from the broker
         from .connect import CredentialsRefused, explain

@@ -30,8 +30,9 @@ class ClusterNode(EmbeddedBroker):
     def __init__(self, settings: BrokerSettings, k: int, n: int) -> None:
         port, controller = node_ports(settings, k)
         root = settings.data_dir.expanduser().resolve()
-        super().__init__(settings.model_copy(update={"port": port, "controller_port": controller,
-                                                     "data_dir": root / f"node{k + 1}"}))
+        super().__init__(
+            settings.model_copy(update={"port": port, "controller_port": controller, "data_dir": root / f"node{k + 1}"})
+        )
         self.k, self.n, self.root_settings = k, n, settings
 
     def properties(self) -> str:
@@ -71,8 +72,10 @@ class EmbeddedCluster:
                 nodes = settings.nodes
         ports = {p for k in range(nodes) for p in node_ports(settings, k)}
         if len(ports) != 2 * nodes:
-            raise BrokerError(f"the ports of {nodes} nodes overlap: give controller_port outside "
-                              f"port..port+{2 * nodes - 1} (e.g. port + 1)")
+            raise BrokerError(
+                f"the ports of {nodes} nodes overlap: give controller_port outside "
+                f"port..port+{2 * nodes - 1} (e.g. port + 1)"
+            )
         self.nodes = [ClusterNode(settings, k, nodes) for k in range(nodes)]
         self.bootstrap = ",".join(n.bootstrap for n in self.nodes)
 
@@ -85,8 +88,11 @@ class EmbeddedCluster:
             from .broker import _require, fetch_jars
 
             java = _require("java", "install a Java 17+ runtime")
-            out = subprocess.run([java, "-cp", str(fetch_jars(self.settings) / "*"), "kafka.tools.StorageTool",
-                                  "random-uuid"], capture_output=True, text=True)
+            out = subprocess.run(
+                [java, "-cp", str(fetch_jars(self.settings) / "*"), "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0 or not out.stdout.strip():
                 raise BrokerError(f"kafka StorageTool random-uuid failed: {out.stderr.strip()[-2000:]}")
             first.parent.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,10 @@ class SecuritySettings(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> SecuritySettings:
         if self.sasl_mechanism in ("OAUTHBEARER", "GSSAPI"):
-            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} is not supported: fleetmedic has no token "
-                             "provider or Kerberos set-up (docs/security.md); use SCRAM-SHA-512 or mTLS (SSL)")
+            raise ValueError(
+                f"sasl_mechanism {self.sasl_mechanism} is not supported: fleetmedic has no token "
+                "provider or Kerberos set-up (docs/security.md); use SCRAM-SHA-512 or mTLS (SSL)"
+            )
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
         if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
@@ -140,6 +142,8 @@ class AclSettings(_Strict):
     groups: dict[Role, list[str]] = Field(default_factory=_default_groups)
     # role → transactional id prefixes (default: the role's client id, fleetmedic-ROLE).
     transactional_ids: dict[Role, list[str]] = Field(default_factory=dict)
+
+
 class AlertsSettings(_Strict):
     """Alertmanager in (`alerts receive`), out (`alerts notify`) and its silences in the silence gate."""
 
@@ -225,7 +229,7 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        path = name[len(ENV_PREFIX) :].lower().split("__")
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})

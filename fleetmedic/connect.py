@@ -13,19 +13,36 @@ def explain(exc: BaseException) -> str | None:
     """One line for an authentication or authorization failure; None for anything else."""
     from kafka import errors
 
-    auth = tuple(getattr(errors, n) for n in ("SaslAuthenticationFailedError", "AuthenticationFailedError",
-                                               "AuthenticationMethodNotSupported", "IllegalSaslStateError")
-                 if hasattr(errors, n))
+    auth = tuple(
+        getattr(errors, n)
+        for n in (
+            "SaslAuthenticationFailedError",
+            "AuthenticationFailedError",
+            "AuthenticationMethodNotSupported",
+            "IllegalSaslStateError",
+        )
+        if hasattr(errors, n)
+    )
     if isinstance(exc, auth):
-        return (f"the broker refused to authenticate this client ({type(exc).__name__}): wrong password or "
-                "unknown user; check security.sasl_plain_username and the password (…_file or environment)")
-    denied = tuple(getattr(errors, n) for n in ("TopicAuthorizationFailedError", "GroupAuthorizationFailedError",
-                                                 "ClusterAuthorizationFailedError",
-                                                 "TransactionalIdAuthorizationFailedError")
-                   if hasattr(errors, n))
+        return (
+            f"the broker refused to authenticate this client ({type(exc).__name__}): wrong password or "
+            "unknown user; check security.sasl_plain_username and the password (…_file or environment)"
+        )
+    denied = tuple(
+        getattr(errors, n)
+        for n in (
+            "TopicAuthorizationFailedError",
+            "GroupAuthorizationFailedError",
+            "ClusterAuthorizationFailedError",
+            "TransactionalIdAuthorizationFailedError",
+        )
+        if hasattr(errors, n)
+    )
     if isinstance(exc, denied):
-        return (f"the broker's authorizer refused this principal ({type(exc).__name__}: {exc}); "
-                "see docs/security.md for what each role may do")
+        return (
+            f"the broker's authorizer refused this principal ({type(exc).__name__}: {exc}); "
+            "see docs/security.md for what each role may do"
+        )
     return None
 
 
@@ -49,8 +66,9 @@ def verify_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
         return
     host, _, port = settings.bootstrap_servers[0].rpartition(":")
     options = {k: v for k, v in settings.kafka_kwargs().items() if k != "bootstrap_servers"}
-    conn = BrokerConnection(host.strip("[]"), int(port), socket.AF_UNSPEC,
-                            client_id=f"{settings.client_id}-auth-check", **options)
+    conn = BrokerConnection(
+        host.strip("[]"), int(port), socket.AF_UNSPEC, client_id=f"{settings.client_id}-auth-check", **options
+    )
     seen: list[BaseException] = []
     close = conn.close
 
@@ -69,12 +87,22 @@ def verify_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
         close()
     user = settings.security.sasl_plain_username
     for error in seen:
-        if isinstance(error, (errors.SaslAuthenticationFailedError, getattr(errors, "AuthenticationFailedError", errors.SaslAuthenticationFailedError))):
-            raise CredentialsRefused(f"the broker at {settings.bootstrap_servers[0]} refused the credentials of "
-                                     f"user {user!r} ({settings.security.sasl_mechanism}): wrong password or "
-                                     "unknown user; check security.sasl_plain_username and the password "
-                                     "(security.sasl_plain_password_file or FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD)")
+        if isinstance(
+            error,
+            (
+                errors.SaslAuthenticationFailedError,
+                getattr(errors, "AuthenticationFailedError", errors.SaslAuthenticationFailedError),
+            ),
+        ):
+            raise CredentialsRefused(
+                f"the broker at {settings.bootstrap_servers[0]} refused the credentials of "
+                f"user {user!r} ({settings.security.sasl_mechanism}): wrong password or "
+                "unknown user; check security.sasl_plain_username and the password "
+                "(security.sasl_plain_password_file or FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD)"
+            )
         text = str(error)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            raise CredentialsRefused(f"TLS to {settings.bootstrap_servers[0]}: the broker's certificate does not "
-                                     f"verify against security.ssl_cafile ({settings.security.ssl_cafile})")
+            raise CredentialsRefused(
+                f"TLS to {settings.bootstrap_servers[0]}: the broker's certificate does not "
+                f"verify against security.ssl_cafile ({settings.security.ssl_cafile})"
+            )

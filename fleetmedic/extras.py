@@ -40,8 +40,9 @@ class MissingExtra(SystemExit):
 
     def __init__(self, extra: str, command: str, distribution: str) -> None:
         self.extra, self.command, self.distribution = extra, command, distribution
-        super().__init__(f"{command} needs the [{extra}] extra ({distribution} is not installed): "
-                         f"pip install 'fleetmedic[{extra}]'")
+        super().__init__(
+            f"{command} needs the [{extra}] extra ({distribution} is not installed): pip install 'fleetmedic[{extra}]'"
+        )
 
     def __str__(self) -> str:
         return self.args[0]

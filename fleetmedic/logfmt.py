@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # Attributes every LogRecord has: anything else on a record came through `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
@@ -29,7 +29,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -73,5 +73,9 @@ def add_argument(parser, top: bool = False) -> None:
     """`--log-format text|json`; on a sub-command it overrides the top-level one only when given."""
     import argparse
 
-    parser.add_argument("--log-format", choices=FORMATS, default="text" if top else argparse.SUPPRESS,
-                        help="log lines as text (default) or one JSON object per line, at info level")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text" if top else argparse.SUPPRESS,
+        help="log lines as text (default) or one JSON object per line, at info level",
+    )

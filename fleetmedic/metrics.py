@@ -51,26 +51,45 @@ log = logging.getLogger(__name__)
 # `_created` series double every counter's series count and no dashboard here uses them.
 prometheus_client.disable_created_metrics()
 
-RECORDS = Counter("fleetmedic_records", "records consumed (stage: detect, remediate, ...) or published "
-                  "(stage: export-host, export-prom, ...)", ["stage"])
+RECORDS = Counter(
+    "fleetmedic_records",
+    "records consumed (stage: detect, remediate, ...) or published (stage: export-host, export-prom, ...)",
+    ["stage"],
+)
 VALUES = Counter("fleetmedic_values", "metric values consumed or published (a batch holds many)", ["stage"])
-DEAD_LETTERS = Counter("fleetmedic_dead_letters", "records sent to the dead-letter topic, by reason "
-                       "(not_json, oversized, schema_version, validation)", ["stage", "reason"])
-LAG = Gauge("fleetmedic_consumer_lag", "records in the partition after the group's committed offset "
-            "(high watermark - committed)", ["stage", "topic", "partition"])
-INCIDENTS = Counter("fleetmedic_incidents", "incident records written, by kind and status (open, update, "
-                    "resolve)", ["kind", "status"])
+DEAD_LETTERS = Counter(
+    "fleetmedic_dead_letters",
+    "records sent to the dead-letter topic, by reason (not_json, oversized, schema_version, validation)",
+    ["stage", "reason"],
+)
+LAG = Gauge(
+    "fleetmedic_consumer_lag",
+    "records in the partition after the group's committed offset (high watermark - committed)",
+    ["stage", "topic", "partition"],
+)
+INCIDENTS = Counter(
+    "fleetmedic_incidents", "incident records written, by kind and status (open, update, resolve)", ["kind", "status"]
+)
 GATE_SKIPS = Counter("fleetmedic_gate_skips", "remediations a safety gate stopped, by gate", ["gate"])
 RUNS = Counter("fleetmedic_runs", "playbook runs finished, by playbook and outcome", ["playbook", "outcome"])
-RUN_SECONDS = Histogram("fleetmedic_run_duration_seconds", "playbook run wall time, start to finish",
-                        ["playbook"], buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600))
+RUN_SECONDS = Histogram(
+    "fleetmedic_run_duration_seconds",
+    "playbook run wall time, start to finish",
+    ["playbook"],
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
+)
 PENDING_CLAIMS = Gauge("fleetmedic_pending_claims", "remediations claimed whose outcome is not recorded yet")
 KILL_SWITCH = Gauge("fleetmedic_kill_switch_engaged", "1 while the fleet-wide kill switch is engaged")
-CHECKPOINT_TIME = Gauge("fleetmedic_last_checkpoint_timestamp_seconds",
-                        "unix time of the stage's last checkpoint (detector state, log position, journal cursor)",
-                        ["stage"])
-CHECKPOINT_AGE = Gauge("fleetmedic_last_checkpoint_age_seconds",
-                       "seconds since the stage's last checkpoint (computed when scraped)", ["stage"])
+CHECKPOINT_TIME = Gauge(
+    "fleetmedic_last_checkpoint_timestamp_seconds",
+    "unix time of the stage's last checkpoint (detector state, log position, journal cursor)",
+    ["stage"],
+)
+CHECKPOINT_AGE = Gauge(
+    "fleetmedic_last_checkpoint_age_seconds",
+    "seconds since the stage's last checkpoint (computed when scraped)",
+    ["stage"],
+)
 
 OUTCOMES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "dry_run"})
 _checkpoints: dict[str, float] = {}
@@ -98,8 +117,7 @@ def remediation(record: Remediation) -> None:
         playbook = record.playbook or record.action
         RUNS.labels(playbook, record.status).inc()
         if record.started_at is not None and record.finished_at is not None:
-            RUN_SECONDS.labels(playbook).observe(
-                max((record.finished_at - record.started_at).total_seconds(), 0.0))
+            RUN_SECONDS.labels(playbook).observe(max((record.finished_at - record.started_at).total_seconds(), 0.0))
 
 
 def set_kill_switch(engaged: bool) -> None:
@@ -187,7 +205,9 @@ class MetricsServer:
     Port 0 picks a free one (see `.port`). Not ready until `set_ready(True)`.
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1", registry: prometheus_client.CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", registry: prometheus_client.CollectorRegistry = REGISTRY
+    ) -> None:
         outer = self
         self.registry = registry
         self._ready = False
@@ -247,11 +267,13 @@ class MetricsServer:
 
 def loop_ready(loop: ConsumerLoop) -> Callable[[], tuple[bool, str]]:
     """Readiness of a consumer: it holds partitions (read from the subscription state, thread-safe enough)."""
+
     def check() -> tuple[bool, str]:
         if loop.stopping:
             return False, "stopping"
         assigned = loop.consumer.assignment()  # the subscription state: no network call
         return (True, "") if assigned else (False, "no partitions assigned yet")
+
     return check
 
 
@@ -283,8 +305,16 @@ def add_arguments(parser: argparse.ArgumentParser, default: int | None = None) -
     from .logfmt import add_argument
 
     add_argument(parser)
-    parser.add_argument("--metrics-port", type=int, default=default, metavar="PORT",
-                        help="serve /metrics and /ready on PORT (0: any free port; default: "
-                             f"{'none' if default is None else default})")
-    parser.add_argument("--metrics-bind", default="127.0.0.1", metavar="ADDR",
-                        help="address of the metrics endpoint (default 127.0.0.1)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=default,
+        metavar="PORT",
+        help=f"serve /metrics and /ready on PORT (0: any free port; default: {'none' if default is None else default})",
+    )
+    parser.add_argument(
+        "--metrics-bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address of the metrics endpoint (default 127.0.0.1)",
+    )

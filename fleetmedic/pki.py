@@ -89,16 +89,18 @@ def _name(cn: str):
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetmedic"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetmedic"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 def _pem_key(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     # Unencrypted PKCS#8: Kafka's PEM key store reads it; the file itself is 0600.
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_ca(layout: SecureLayout) -> None:
@@ -109,21 +111,39 @@ def make_ca(layout: SecureLayout) -> None:
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("fleetmedic local CA")).issuer_name(_name("fleetmedic local CA"))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("fleetmedic local CA"))
+        .issuer_name(_name("fleetmedic local CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     _write_private(layout.ca_key, _pem_key(key))
     layout.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def make_leaf(layout: SecureLayout, cn: str, cert_path: Path, key_path: Path,
-              hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> None:
+def make_leaf(
+    layout: SecureLayout, cn: str, cert_path: Path, key_path: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+) -> None:
     """A certificate signed by the local CA, for server and client authentication."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -142,15 +162,22 @@ def make_leaf(layout: SecureLayout, cn: str, cert_path: Path, key_path: Path,
         except ValueError:
             names.append(x509.DNSName(h))
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     _write_private(key_path, _pem_key(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
@@ -188,17 +215,18 @@ def write_client_configs(layout: SecureLayout, bootstrap: str) -> None:
     for role in ROLES:
         path = layout.client_config(role)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = (f"# fleetmedic settings for the {role} principal of the secured embedded broker\n"
-                f"# (written by `fleetmedic broker start --secure`; the password stays in its file)\n"
-                + yaml.safe_dump(client_settings(layout, role, bootstrap), sort_keys=False))
+        text = (
+            f"# fleetmedic settings for the {role} principal of the secured embedded broker\n"
+            f"# (written by `fleetmedic broker start --secure`; the password stays in its file)\n"
+            + yaml.safe_dump(client_settings(layout, role, bootstrap), sort_keys=False)
+        )
         path.write_text(text)
 
 
 def server_overrides(layout: SecureLayout, port: int, controller_port: int) -> dict[str, str]:
     """server.properties entries that replace the plaintext listeners with secured ones."""
     admin = layout.password("admin")
-    jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" '
-            f'password="{admin}";')
+    jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{admin}";'
     ssl = {
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(layout.root / "broker-keystore.pem"),
@@ -232,8 +260,10 @@ def prepare(data_dir: Path, port: int, controller_port: int) -> tuple[dict[str, 
     layout = SecureLayout.of(data_dir)
     ensure_material(layout)
     # Kafka's PEM key store wants the key and its certificate chain in one file.
-    _write_private(layout.root / "broker-keystore.pem",
-                   layout.broker_key.read_bytes() + layout.broker_cert.read_bytes() + layout.ca_cert.read_bytes())
+    _write_private(
+        layout.root / "broker-keystore.pem",
+        layout.broker_key.read_bytes() + layout.broker_cert.read_bytes() + layout.ca_cert.read_bytes(),
+    )
     write_client_configs(layout, f"127.0.0.1:{port}")
     scram = []
     for role in ROLES:
@@ -251,6 +281,11 @@ def argument_file(path: Path, args: list[str]) -> Path:
 def admin_kafka_kwargs(data_dir: Path, bootstrap: str) -> dict:
     """kafka-python options for the embedded broker's own probe (the admin principal)."""
     layout = SecureLayout.of(data_dir)
-    return {"bootstrap_servers": bootstrap, "security_protocol": "SASL_SSL", "sasl_mechanism": MECHANISM,
-            "sasl_plain_username": "admin", "sasl_plain_password": layout.password("admin"),
-            "ssl_cafile": str(layout.ca_cert)}
+    return {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": MECHANISM,
+        "sasl_plain_username": "admin",
+        "sasl_plain_password": layout.password("admin"),
+        "ssl_cafile": str(layout.ca_cert),
+    }

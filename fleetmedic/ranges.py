@@ -74,19 +74,33 @@ def resolve_bounds(consumer: KafkaConsumer, spec: RangeSpec) -> dict[TopicPartit
     return {tp: (starts[tp], ends[tp]) for tp in tps}
 
 
-def read_range(settings: Settings, spec: RangeSpec, model: type[Contract], *,
-               keep: Callable[[Contract], bool] | None = None, stats: RangeStats | None = None,
-               max_records: int = 5000) -> Iterator[list[Received]]:
+def read_range(
+    settings: Settings,
+    spec: RangeSpec,
+    model: type[Contract],
+    *,
+    keep: Callable[[Contract], bool] | None = None,
+    stats: RangeStats | None = None,
+    max_records: int = 5000,
+) -> Iterator[list[Received]]:
     """Yield batches of decoded records of the range, in offset order within each partition."""
     stats = stats if stats is not None else RangeStats()
-    with TopicReader(settings, [spec.topic], partitions=spec.partitions, require=False, name="range",
-                     max_poll_records=max_records, fetch_max_bytes=64 * 1024 * 1024,
-                     max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576)) as reader:
+    with TopicReader(
+        settings,
+        [spec.topic],
+        partitions=spec.partitions,
+        require=False,
+        name="range",
+        max_poll_records=max_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=max(settings.max_record_bytes * 2, 1_048_576),
+    ) as reader:
         bounds = resolve_bounds(reader.consumer, spec)
         stats.bounds = {tp.partition: b for tp, b in bounds.items() if b[0] < b[1]}
         reader.seek({tp: start for tp, (start, _) in bounds.items()})
-        for messages in reader.read_to_end(timeout_s=None, ends={tp: end for tp, (_, end) in bounds.items()},
-                                           max_records=max_records):
+        for messages in reader.read_to_end(
+            timeout_s=None, ends={tp: end for tp, (_, end) in bounds.items()}, max_records=max_records
+        ):
             stats.read += len(messages)
             decoded = reader.records(messages, model, on_error=lambda msg, exc: None)
             stats.undecodable += len(messages) - len(decoded)

@@ -131,15 +131,28 @@ class RunSummary(BaseModel):
     skipped: int = 0
     unreachable: int = 0
     failed_tasks: list[str] = Field(default_factory=list)
-    outputs: dict[Annotated[str, StringConstraints(max_length=128)],
-                  Annotated[str, StringConstraints(max_length=MAX_OUTPUT_CHARS)]] = Field(
-        default_factory=dict, max_length=32,
-        description="what the play published with set_stats (e.g. collect_diagnostics.yml's probes), as JSON text")
+    outputs: dict[
+        Annotated[str, StringConstraints(max_length=128)],
+        Annotated[str, StringConstraints(max_length=MAX_OUTPUT_CHARS)],
+    ] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="what the play published with set_stats (e.g. collect_diagnostics.yml's probes), as JSON text",
+    )
 
 
 RemediationStatus = Literal[
-    "planned", "claimed", "skipped", "awaiting_approval", "running",
-    "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated",
+    "planned",
+    "claimed",
+    "skipped",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "dry_run",
+    "cancelled",
+    "timed_out",
+    "escalated",
     "unreachable",  # the target host could not be reached (SSH down, auth refused): Ansible's "unreachable"
 ]
 
@@ -168,8 +181,9 @@ class Remediation(Contract):
 
 # handler: the stage's handler kept raising on a valid record (the error says why).
 # event_time: decoded, but its event time is too far ahead of its broker timestamp (detectors/eventtime.py)
-DeadLetterKind = Literal["oversized", "not_json", "schema_version", "validation", "handler",
-                         "approval_refused", "event_time"]
+DeadLetterKind = Literal[
+    "oversized", "not_json", "schema_version", "validation", "handler", "approval_refused", "event_time"
+]
 # Bytes of a source key kept in a dead letter (and used as its key): a huge key must not make
 # the dead letter itself too big to send.
 DEAD_LETTER_KEY_BYTES = 1024
@@ -183,8 +197,9 @@ class DeadLetter(Contract):
     source_partition: int = Field(ge=0)
     source_offset: int = Field(ge=0)
     source_timestamp_ms: int | None = None
-    source_key_b64: str | None = Field(None, description="the source key, base64; its first "
-                                       "DEAD_LETTER_KEY_BYTES bytes when `source_key_truncated`")
+    source_key_b64: str | None = Field(
+        None, description="the source key, base64; its first DEAD_LETTER_KEY_BYTES bytes when `source_key_truncated`"
+    )
     source_key_truncated: bool = False
     consumer_group: Name
     kind: DeadLetterKind
@@ -199,18 +214,36 @@ class DeadLetter(Contract):
         return base64.b64decode(self.source_key_b64) if self.source_key_b64 is not None else None
 
     @classmethod
-    def of(cls, *, topic: str, partition: int, offset: int, timestamp_ms: int | None, key: bytes | None,
-           value: bytes, group: str, kind: DeadLetterKind, error: str, keep_bytes: int) -> DeadLetter:
+    def of(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes,
+        group: str,
+        kind: DeadLetterKind,
+        error: str,
+        keep_bytes: int,
+    ) -> DeadLetter:
         value = value or b""
         return cls(
-            source_topic=topic, source_partition=partition, source_offset=offset,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
             source_timestamp_ms=timestamp_ms,
             source_key_b64=base64.b64encode(key[:DEAD_LETTER_KEY_BYTES]).decode() if key is not None else None,
             source_key_truncated=key is not None and len(key) > DEAD_LETTER_KEY_BYTES,
-            consumer_group=group, kind=kind, error=error[:8192],
+            consumer_group=group,
+            kind=kind,
+            error=error[:8192],
             original_b64=base64.b64encode(value[:keep_bytes]).decode(),
-            original_size=len(value), original_sha256=hashlib.sha256(value).hexdigest(),
-            truncated=len(value) > keep_bytes, time=datetime.now(UTC),
+            original_size=len(value),
+            original_sha256=hashlib.sha256(value).hexdigest(),
+            truncated=len(value) > keep_bytes,
+            time=datetime.now(UTC),
         )
 
 
@@ -232,7 +265,8 @@ class Approval(Contract):
     step: int | None = Field(None, ge=0)
     nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
     signature: Annotated[str, StringConstraints(max_length=200)] | None = Field(
-        None, description="Ed25519 over the canonical signed fields, base64")
+        None, description="Ed25519 over the canonical signed fields, base64"
+    )
 
 
 class DetectorState(Contract):

@@ -51,8 +51,12 @@ def read_secret_files(data: Any) -> Any:
 def scrub_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Overrides that blank the secret-bearing FLEETMEDIC_* variables for a child process."""
     environ = os.environ if environ is None else environ
-    return {name: "" for name in environ if name.startswith("FLEETMEDIC_SECURITY__")
-            or (name.startswith("FLEETMEDIC_") and any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")))}
+    return {
+        name: ""
+        for name in environ
+        if name.startswith("FLEETMEDIC_SECURITY__")
+        or (name.startswith("FLEETMEDIC_") and any(w in name for w in ("PASSWORD", "SECRET", "TOKEN")))
+    }
 
 
 def connection_env(settings: Settings) -> dict[str, str]:
@@ -62,10 +66,12 @@ def connection_env(settings: Settings) -> dict[str, str]:
     environment (FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD); never in an argument list.
     """
     sec = settings.security
-    env = {"FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
-           "FLEETMEDIC_CLIENT_ID": settings.client_id,
-           "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": sec.security_protocol,
-           "FLEETMEDIC_SECURITY__SSL_CHECK_HOSTNAME": str(sec.ssl_check_hostname).lower()}
+    env = {
+        "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+        "FLEETMEDIC_CLIENT_ID": settings.client_id,
+        "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": sec.security_protocol,
+        "FLEETMEDIC_SECURITY__SSL_CHECK_HOSTNAME": str(sec.ssl_check_hostname).lower(),
+    }
     for name in ("sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if getattr(sec, name) is not None:
             env[f"FLEETMEDIC_SECURITY__{name.upper()}"] = str(getattr(sec, name))

@@ -49,16 +49,28 @@ class _Viewer(Producer):
     def send(self, record: Contract, topic: str | None = None) -> None:
         pass
 
-    def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None, timestamp_ms: int | None = None,
-                 partition: int | None = None) -> None:
+    def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
+    ) -> None:
         pass
 
     def flush(self, timeout_s: float | None = 60.0) -> int:
         return 0  # nothing was sent
 
 
-def tail(settings: Settings, topic: str, *, from_beginning: bool = False, limit: int | None = None,
-         idle_s: float | None = None) -> int:
+def tail(
+    settings: Settings,
+    topic: str,
+    *,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    idle_s: float | None = None,
+) -> int:
     name, model = resolve_topic(topic)
     last = [time.monotonic()]
 
@@ -73,9 +85,15 @@ def tail(settings: Settings, topic: str, *, from_beginning: bool = False, limit:
             return True
         return idle_s is not None and time.monotonic() - last[0] > idle_s
 
-    loop = ConsumerLoop(settings, group_id=f"fleetmedic-tail-{uuid.uuid4().hex[:8]}", inputs={name: model},
-                        handle=show, producer=_Viewer(), auto_offset_reset="earliest" if from_beginning else "latest",
-                        max_records=limit or 2000)
+    loop = ConsumerLoop(
+        settings,
+        group_id=f"fleetmedic-tail-{uuid.uuid4().hex[:8]}",
+        inputs={name: model},
+        handle=show,
+        producer=_Viewer(),
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        max_records=limit or 2000,
+    )
     stats = loop.run(until=done)
     print(f"-- {stats.consumed} records, {stats.dead_lettered} dead-lettered")
     return 0

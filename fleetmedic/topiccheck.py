@@ -43,15 +43,21 @@ class Drift:
             return "fleetmedic topics create (creates only the missing topics)"
         if self.what == "partitions":
             if int(self.have) < int(self.want):
-                return (f"kafka-topics.sh --bootstrap-server {bootstrap} --alter --topic {self.topic} "
-                        f"--partitions {self.want} (hosts move to other partitions: detector state follows "
-                        f"through the state topic), or set topics.partitions: {self.have}")
+                return (
+                    f"kafka-topics.sh --bootstrap-server {bootstrap} --alter --topic {self.topic} "
+                    f"--partitions {self.want} (hosts move to other partitions: detector state follows "
+                    f"through the state topic), or set topics.partitions: {self.have}"
+                )
             return f"partitions cannot shrink: set topics.partitions: {self.have} in the configuration"
         if self.what == "replication_factor":
-            return (f"kafka-reassign-partitions.sh --bootstrap-server {bootstrap} with a plan of {self.want} "
-                    f"replicas per partition, or set topics.replication_factor: {self.have}")
-        return (f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
-                f"--entity-name {self.topic} --add-config {self.what}={self.want}")
+            return (
+                f"kafka-reassign-partitions.sh --bootstrap-server {bootstrap} with a plan of {self.want} "
+                f"replicas per partition, or set topics.replication_factor: {self.have}"
+            )
+        return (
+            f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+            f"--entity-name {self.topic} --add-config {self.what}={self.want}"
+        )
 
 
 def _configs(admin, names: list[str]) -> dict[str, dict[str, str]]:
@@ -99,8 +105,10 @@ def print_drift(settings: Settings, drift: list[Drift], out: Callable[[str], obj
     """The `topics create --check` report; returns its exit code (0: no drift, 1: drift)."""
     bootstrap = settings.bootstrap_servers[0]
     if not drift:
-        out(f"no drift: {len(topic_specs(settings))} topics under prefix {settings.topic_prefix!r} "
-            "match the configuration")
+        out(
+            f"no drift: {len(topic_specs(settings))} topics under prefix {settings.topic_prefix!r} "
+            "match the configuration"
+        )
         return 0
     for d in drift:
         out(f"drift    {d.describe()}")

@@ -31,12 +31,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec("incidents.v1", t.partitions, retention(t.remediation_retention_hours)),
         TopicSpec("remediations.v1", t.partitions, retention(t.remediation_retention_hours)),
         # The broker stamps approvals (LogAppendTime): their expiry is judged on its clock, not the client's.
-        TopicSpec("approvals.v1", 1, {**retention(t.remediation_retention_hours),
-                                      "message.timestamp.type": "LogAppendTime"}),
+        TopicSpec(
+            "approvals.v1", 1, {**retention(t.remediation_retention_hours), "message.timestamp.type": "LogAppendTime"}
+        ),
         TopicSpec("deadletter.v1", t.partitions, {**retention(t.deadletter_retention_hours), **big}),
         # Detector state snapshots: only the newest per key matters.
-        TopicSpec("state.v1", t.partitions, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
-                                              "segment.ms": str(HOUR_MS)}),
+        TopicSpec(
+            "state.v1",
+            t.partitions,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(HOUR_MS)},
+        ),
         # Runtime control (pause/resume, silences, maintenance): one partition so every
         # remediator sees one order; compacted, since only the newest record per id matters.
         TopicSpec("control.v1", 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
@@ -56,8 +60,11 @@ def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while names:
         described = admin.describe_topics(names)
-        ready = {t["topic"] for t in described
-                 if t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])}
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+        }
         names = [n for n in names if n not in ready]
         if names and time.monotonic() > deadline:
             raise TimeoutError(f"topics have no leader after {timeout_s:.0f}s: {', '.join(names)}")

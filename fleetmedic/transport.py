@@ -25,14 +25,14 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .config import Settings
 from .schemas import Contract, DeadLetter, DeadLetterKind
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from .lifecycle import ServiceLoop
 
 log = logging.getLogger(__name__)
-C = TypeVar("C", bound=Contract)
+# Any pydantic model: fleetmedic's contracts, and foreign records a bridge reads (ECS from shippers).
+C = TypeVar("C", bound=BaseModel)
 
 # Bytes of an undecodable record kept inline in its dead letter; the full record stays in its
 # source topic at the recorded offset, and its size and sha256 are in the dead letter.
@@ -117,12 +118,27 @@ class Producer:
         )
         config.update(settings.kafka_kwargs())
         config.update(overrides)
+        self._config = config
         self._producer = KafkaProducer(**config)
         self._pending: list = []
         self.transactional = config.get("transactional_id") is not None
         if self.transactional:
             # Fences an earlier producer with the same id and aborts what it left open.
             self._producer.init_transactions()
+
+    def renew(self) -> None:
+        """Replace a transactional producer that cannot finish its transaction by a new one with
+        the same id: its `init_transactions` fences the old one and waits until the broker has
+        completed (committed or aborted) what the old one left open, so the committed offsets
+        read afterwards say which it was."""
+        old, self._producer, self._pending = self._producer, None, []
+        sender = old._sender
+        if sender is not None:
+            sender.force_close()
+            sender.join(5.0)
+        old._closed = True
+        self._producer = KafkaProducer(**self._config)
+        self._producer.init_transactions()
 
     def begin(self) -> None:
         """Start a transaction (transactional producers only)."""
@@ -135,16 +151,30 @@ class Producer:
         """
         sent = self.flush(timeout_s)
         if offsets:
-            self._producer.send_offsets_to_transaction(offsets, group_id)
-        self._producer.commit_transaction()
+            self._wait(
+                self._producer._transaction_manager.send_offsets_to_transaction(offsets, group_id),
+                timeout_s,
+                "adding the offsets to the transaction",
+            )
+        # kafka-python 2.3.3's commit_transaction() waits without a limit, and after the broker
+        # coordinating the transaction died (make chaos) its EndTxn could stay unanswered for
+        # good: the member hung inside the batch and its whole group stalled in the rebalance.
+        # Waited for up to `timeout_s` here; past it the caller renews the producer (`renew`).
+        self._wait(self._producer._transaction_manager.begin_commit(), timeout_s, "the transaction's commit")
         return sent
 
-    def abort(self) -> None:
+    def _wait(self, result, timeout_s: float | None, what: str) -> None:
+        """Wait for a transaction request's result (raising its error), at most `timeout_s`."""
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=None if timeout_s is None else timeout_s * 1000):
+            raise KafkaTimeoutError(f"{what} was not answered within {timeout_s:g}s")
+
+    def abort(self, timeout_s: float | None = 60.0) -> None:
         """Abort the open transaction: nothing sent in it becomes visible to read_committed readers."""
         self._pending = []
-        self._producer.abort_transaction()
+        self._wait(self._producer._transaction_manager.begin_abort(), timeout_s, "the transaction's abort")
 
-    def produce_atomically(self, outgoing: Iterable["Outgoing"]) -> int:
+    def produce_atomically(self, outgoing: Iterable[Outgoing]) -> int:
         """Send `outgoing` and make it durable: one transaction when transactional, else a flush."""
         if self.transactional:
             self.begin()
@@ -164,8 +194,14 @@ class Producer:
         """Send a contract to its topic (or `topic`, a name without the prefix), keyed by host."""
         return self.send_raw(self.topic(topic or record.topic), record.to_bytes(), record.key())
 
-    def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None, timestamp_ms: int | None = None,
-                 partition: int | None = None):
+    def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
+    ):
         future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms, partition=partition)
         self._pending.append(future)
         return future
@@ -198,7 +234,7 @@ class Producer:
                     sender.join(timeout_s)
                 self._producer._closed = True
 
-    def __enter__(self) -> "Producer":
+    def __enter__(self) -> Producer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -233,7 +269,7 @@ def consumer_config(settings: Settings, **overrides) -> dict:
 class _LoopListener(ConsumerRebalanceListener):
     """Routes rebalance callbacks to the loop (kafka-python swallows what a callback raises)."""
 
-    def __init__(self, loop: "ConsumerLoop"):
+    def __init__(self, loop: ConsumerLoop):
         self.loop = loop
 
     def on_partitions_revoked(self, revoked):
@@ -282,7 +318,7 @@ class ConsumerLoop:
         settings: Settings,
         *,
         group_id: str,
-        inputs: dict[str, type[Contract]],
+        inputs: dict[str, type[BaseModel]],
         handle: Handler,
         producer: Producer | None = None,
         on_assign: PartitionsHook | None = None,
@@ -313,12 +349,13 @@ class ConsumerLoop:
         self._restore_next = 0.0
         self.stats = LoopStats()
         # Called with the loop after every cycle, on its thread (fleetmedic.metrics.watch_loop).
-        self.observers: list[Callable[["ConsumerLoop"], None]] = []
+        self.observers: list[Callable[[ConsumerLoop], None]] = []
         self._stop = threading.Event()
         self._own_producer = producer is None
         if producer is None and transactional_id is not None:
-            producer = Producer(settings, transactional_id=transactional_id,
-                                transaction_timeout_ms=transaction_timeout_ms)
+            producer = Producer(
+                settings, transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms
+            )
         self.producer = producer or Producer(settings)
         self.transactional = self.producer.transactional
         config = dict(
@@ -359,17 +396,24 @@ class ConsumerLoop:
         """Restore the paused partitions' state; resume them only when that succeeded."""
         pending = self.restoring & set(self.consumer.assignment())
         self.restoring = set(pending)  # a copy: `restoring` shrinks below, `pending` must not
-        if not pending or time.monotonic() < self._restore_next:
+        hook = self.on_restore  # never None here: partitions are held for restore only when it is set
+        if hook is None or not pending or time.monotonic() < self._restore_next:
             return
         try:
-            self.on_restore(set(pending))
+            hook(set(pending))
         except Exception as exc:  # noqa: BLE001 - retried; the partitions stay paused meanwhile
             self.stats.restore_failures += 1
             self._restore_failures_in_row += 1
             delay = min(self.restore_backoff_s * 2 ** (self._restore_failures_in_row - 1), 30.0)
             self._restore_next = time.monotonic() + delay
-            log.error("restoring the state of %s failed (%s: %s, attempt %d): they stay paused; retrying in %.1fs",
-                      sorted(map(tuple, pending)), type(exc).__name__, exc, self._restore_failures_in_row, delay)
+            log.error(
+                "restoring the state of %s failed (%s: %s, attempt %d): they stay paused; retrying in %.1fs",
+                sorted(map(tuple, pending)),
+                type(exc).__name__,
+                exc,
+                self._restore_failures_in_row,
+                delay,
+            )
             return
         self._restore_failures_in_row = 0
         self.consumer.resume(*pending)
@@ -386,8 +430,15 @@ class ConsumerLoop:
 
     def _dead_letter(self, msg, kind: DeadLetterKind, error: str) -> DeadLetter:
         return DeadLetter.of(
-            topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp_ms=msg.timestamp,
-            key=msg.key, value=msg.value, group=self.group_id, kind=kind, error=error,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            timestamp_ms=msg.timestamp,
+            key=msg.key,
+            value=msg.value,
+            group=self.group_id,
+            kind=kind,
+            error=error,
             keep_bytes=DEAD_LETTER_KEEP_BYTES,
         )
 
@@ -398,8 +449,12 @@ class ConsumerLoop:
         except Exception as exc:  # noqa: BLE001 - any handler bug: isolate the record, never crash-loop
             first = exc
             self.stats.handler_errors += 1
-            log.warning("handler raised on a batch of %d records (%s: %s); handing them over one at a time",
-                        len(valid), type(exc).__name__, exc)
+            log.warning(
+                "handler raised on a batch of %d records (%s: %s); handing them over one at a time",
+                len(valid),
+                type(exc).__name__,
+                exc,
+            )
         # A lone record's first try was the call above; in a batch each record gets all its tries.
         tries = self.handler_retries + 1 if len(valid) > 1 else self.handler_retries
         out: list = []
@@ -497,14 +552,22 @@ class ConsumerLoop:
 
     def _aborted(self, exc: BaseException) -> None:
         """The batch's transaction failed: abort it and go back to the last committed state."""
-        log.error("transaction failed (%s: %s): aborting, re-reading from the committed offsets",
-                  type(exc).__name__, exc)
+        log.error(
+            "transaction failed (%s: %s): aborting, re-reading from the committed offsets", type(exc).__name__, exc
+        )
         self.stats.aborted += 1
         try:
             self.producer.abort()
         except KafkaError as again:
-            # A fenced or fatally failed producer cannot abort; the broker aborts on timeout.
-            raise RuntimeError(f"transaction failed ({exc}) and could not be aborted ({again})") from exc
+            if not self._own_producer:
+                # A fenced or fatally failed producer cannot abort; the broker aborts on timeout.
+                raise RuntimeError(f"transaction failed ({exc}) and could not be aborted ({again})") from exc
+            # E.g. a commit that timed out (its outcome unknown): a new producer with the same id
+            # settles it; the committed offsets read below then say whether it committed.
+            log.error(
+                "the transaction could not be aborted (%s: %s): renewing the producer", type(again).__name__, again
+            )
+            self.producer.renew()
         assigned = set(self.consumer.assignment())
         if self.on_lost:
             self.on_lost(assigned)
@@ -519,8 +582,10 @@ class ConsumerLoop:
     def produce_now(self, outgoing: Iterable[Contract | Outgoing]) -> int:
         """Produce records outside a batch (checkpoints, timers), durably: its own transaction
         when transactional (between batches nothing else is open), else a flush."""
-        items = [o if isinstance(o, Outgoing) else Outgoing(self.producer.topic(o.topic), o.to_bytes(), o.key())
-                 for o in outgoing]
+        items = [
+            o if isinstance(o, Outgoing) else Outgoing(self.producer.topic(o.topic), o.to_bytes(), o.key())
+            for o in outgoing
+        ]
         return self.producer.produce_atomically(items)
 
     def _observe(self) -> None:
@@ -539,8 +604,9 @@ class ConsumerLoop:
 
     def run(self, *, until: Callable[[LoopStats], bool] | None = None, install_signals: bool = True) -> LoopStats:
         """Loop until SIGTERM/SIGINT, `stop()`, or `until(stats)` is true; then close cleanly."""
-        self.service_loop(close=self.close).run(until=until and (lambda: until(self.stats)),
-                                             install_signals=install_signals)
+        self.service_loop(close=self.close).run(
+            until=until and (lambda: until(self.stats)), install_signals=install_signals
+        )
         return self.stats
 
     def close(self) -> None:
@@ -564,7 +630,9 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1, what: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1, what: str = "condition"
+) -> None:
     """Poll `condition` until it holds; TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -33,9 +33,17 @@ from fleetmedic.config import Settings
 from fleetmedic.resources import bundled
 from fleetmedic.topics import create_topics
 
+from .demo_loop import (
+    Follower,
+    fleet_service_scene,
+    service_scene,
+    slurm_missing_reason,
+    slurm_scene,
+    summary,
+    write_inventory,
+    write_policy,
+)
 from .testbed import DemoService, FleetTestbed, SlurmCluster, fleet_missing_reason, free_port_block
-from .demo_loop import (Follower, fleet_service_scene, service_scene, slurm_missing_reason, slurm_scene, summary,
-                        write_inventory, write_policy)
 
 FLEET_PREFIX = "fmhost"  # the testbed's hosts: fmhost1, fmhost2, fmhost3 (namespace names and hostnames)
 FLEET_HOST = "fmhost2"
@@ -44,16 +52,26 @@ OUT = Path(".fleetmedic")
 PLAYBOOKS = bundled("playbooks")
 
 
-def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 3600, speed: float = 480.0,
-             scenes: tuple[str, ...] = ("fleet", "service", "slurm"), prefix: str | None = None,
-             roles: dict[str, Settings] | None = None) -> int:
+def run_demo(
+    settings: Settings,
+    *,
+    nodes: int = 8,
+    sim_seconds: float = 4 * 3600,
+    speed: float = 480.0,
+    scenes: tuple[str, ...] = ("fleet", "service", "slurm"),
+    prefix: str | None = None,
+    roles: dict[str, Settings] | None = None,
+) -> int:
     """`roles` (role → settings, on a secured broker): each stage connects as its own principal,
     `settings` (the admin) creates the topics and ACLs, the demo itself reads as the reviewer."""
     prefix = prefix or f"demo{time.strftime('%Y%m%d%H%M%S')}."
     settings = settings.model_copy(update={"topic_prefix": prefix})
     create_topics(settings)
-    env = {**os.environ, "FLEETMEDIC_TOPIC_PREFIX": prefix,
-           "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers)}
+    env = {
+        **os.environ,
+        "FLEETMEDIC_TOPIC_PREFIX": prefix,
+        "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+    }
     roles = {r: s.model_copy(update={"topic_prefix": prefix}) for r, s in (roles or {}).items()}
     if roles:
         roles.setdefault("admin", settings)  # `fleetmedic pause/resume` write the control topic
@@ -73,16 +91,25 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         if "service" in scenes:
             why = fleet_missing_reason()
             if why is None:
-                print(f"demo: starting a 3-host SSH testbed ({FLEET_PREFIX}1..3: netns + UTS namespace, sshd, "
-                      f"supervisord, host exporter each)", flush=True)
-                fleet = stack.enter_context(FleetTestbed(
-                    work / "fleet", FLEET_PREFIX, count=3, demo_port=demo_port, exporters=True,
-                    exporter_health_base=free_port_block(3),
-                    # the hosts' exporters connect as the exporter principal (on a secured broker)
-                    env={k: v for k, v in as_role("exporter").items() if k.startswith("FLEETMEDIC_")}))
+                print(
+                    f"demo: starting a 3-host SSH testbed ({FLEET_PREFIX}1..3: netns + UTS namespace, sshd, "
+                    f"supervisord, host exporter each)",
+                    flush=True,
+                )
+                fleet = stack.enter_context(
+                    FleetTestbed(
+                        work / "fleet",
+                        FLEET_PREFIX,
+                        count=3,
+                        demo_port=demo_port,
+                        exporters=True,
+                        exporter_health_base=free_port_block(3),
+                        # the hosts' exporters connect as the exporter principal (on a secured broker)
+                        env={k: v for k, v in as_role("exporter").items() if k.startswith("FLEETMEDIC_")},
+                    )
+                )
             else:
-                print(f"demo: fleet testbed skipped ({why}): the service scene runs on a local supervisord",
-                      flush=True)
+                print(f"demo: fleet testbed skipped ({why}): the service scene runs on a local supervisord", flush=True)
                 service = stack.enter_context(DemoService(work / "service", port=demo_port))
         cluster = None
         if "slurm" in scenes:
@@ -92,23 +119,45 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
             else:
                 print("demo: starting a two-node Slurm cluster (node1, node2)", flush=True)
                 cluster = stack.enter_context(SlurmCluster(work / "slurm"))
-        policy = write_policy(work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf",
-                              demo_port=demo_port)
+        policy = write_policy(
+            work, work / "service" / "supervisord.conf", work / "slurm" / "slurm.conf", demo_port=demo_port
+        )
         print(f"demo: remediator policy {policy} (from deploy/demo-policy.yaml)", flush=True)
         inventory = write_inventory(work, fleet, ("node1", "node2") if cluster is not None else (), local=service)
-        print(f"demo: Ansible inventory {inventory} ({', '.join(sorted(p.name for p in inventory.iterdir())) or 'empty'})",
-              flush=True)
+        print(
+            f"demo: Ansible inventory {inventory} "
+            f"({', '.join(sorted(p.name for p in inventory.iterdir())) or 'empty'})",
+            flush=True,
+        )
         procs = stack.enter_context(ChildProcesses())
         metrics_port = free_port_block(2)
-        procs.start(cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)],
-                    as_role("detector"))
-        procs.start(cli + ["remediate", "--policy", str(policy), "--playbooks", str(PLAYBOOKS),
-                           "--artifacts", str(work / "artifacts"), "--group", "demo-remediator",
-                           "--metrics-port", str(metrics_port + 1)]
-                    + (["--inventory", str(inventory)] if any(inventory.iterdir()) else []), as_role("remediator"))
-        print(f"demo: metrics at http://127.0.0.1:{metrics_port}/metrics (detect) and "
-              f"http://127.0.0.1:{metrics_port + 1}/metrics (remediate); scrape them with Prometheus and import "
-              f"deploy/grafana/fleetmedic.json (docs/operations.md)", flush=True)
+        procs.start(
+            cli + ["detect", "--group", "demo-detectors", "--metrics-port", str(metrics_port)], as_role("detector")
+        )
+        procs.start(
+            cli
+            + [
+                "remediate",
+                "--policy",
+                str(policy),
+                "--playbooks",
+                str(PLAYBOOKS),
+                "--artifacts",
+                str(work / "artifacts"),
+                "--group",
+                "demo-remediator",
+                "--metrics-port",
+                str(metrics_port + 1),
+            ]
+            + (["--inventory", str(inventory)] if any(inventory.iterdir()) else []),
+            as_role("remediator"),
+        )
+        print(
+            f"demo: metrics at http://127.0.0.1:{metrics_port}/metrics (detect) and "
+            f"http://127.0.0.1:{metrics_port + 1}/metrics (remediate); scrape them with Prometheus and import "
+            f"deploy/grafana/fleetmedic.json (docs/operations.md)",
+            flush=True,
+        )
         am = _alertmanager(stack, procs, cli, as_role("reviewer"), work)  # `alerts notify` only reads
         env = as_role("exporter")  # what the scenes start are exporters
         follower = Follower(settings)
@@ -117,8 +166,11 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         if "fleet" in scenes:
             status = _fleet_scene(settings, cli, env, follower, nodes, sim_seconds, speed)
         if fleet is not None:
-            print(f"\ndemo: service scene on the fleet (kill the service on {FLEET_HOST}; the remediator restarts "
-                  f"it there over SSH)", flush=True)
+            print(
+                f"\ndemo: service scene on the fleet (kill the service on {FLEET_HOST}; the remediator restarts "
+                f"it there over SSH)",
+                flush=True,
+            )
             tl = fleet_service_scene(follower, fleet, FLEET_HOST)
             print(tl.render() + "\n" + summary(tl), flush=True)
         if service is not None:
@@ -139,7 +191,7 @@ def run_demo(settings: Settings, *, nodes: int = 8, sim_seconds: float = 4 * 360
         return status
 
 
-def _alertmanager(stack: ExitStack, procs: "ChildProcesses", cli: list[str], env: dict, work: Path):
+def _alertmanager(stack: ExitStack, procs: ChildProcesses, cli: list[str], env: dict, work: Path):
     """A real Alertmanager with `fleetmedic alerts notify` pushing to it; None (said why) when not installed."""
     from .demo_alertmanager import DemoAlertmanager, alertmanager_missing_reason
 
@@ -149,19 +201,46 @@ def _alertmanager(stack: ExitStack, procs: "ChildProcesses", cli: list[str], env
         return None
     am = stack.enter_context(DemoAlertmanager(work / "alertmanager", free_port_block(1)))
     procs.start(cli + ["alerts", "notify", "--alertmanager", am.url, "--resend-s", "5"], env)
-    print(f"demo: Alertmanager {am.url}/#/alerts: `fleetmedic alerts notify` pushes the incidents that need "
-          f"a person there", flush=True)
+    print(
+        f"demo: Alertmanager {am.url}/#/alerts: `fleetmedic alerts notify` pushes the incidents that need "
+        f"a person there",
+        flush=True,
+    )
     return am
 
 
-def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follower, nodes: int,
-                 sim_seconds: float, speed: float) -> int:
+def _fleet_scene(
+    settings: Settings, cli: list[str], env: dict, follower: Follower, nodes: int, sim_seconds: float, speed: float
+) -> int:
     truth = OUT / "demo-ground-truth.jsonl"
-    print(f"demo: simulating {nodes} nodes x 4 GPUs for {sim_seconds / 3600:.0f} simulated hours "
-          f"at {speed:.0f}x (about {sim_seconds / speed:.0f} s)", flush=True)
-    subprocess.run(cli + ["simulate", "--nodes", str(nodes), "--gpus", "4", "--seconds", str(sim_seconds),
-                          "--interval", "10", "--seed", "7", "--realtime", "--speed", str(speed),
-                          "--truth", str(truth)], env=env, check=True)
+    print(
+        f"demo: simulating {nodes} nodes x 4 GPUs for {sim_seconds / 3600:.0f} simulated hours "
+        f"at {speed:.0f}x (about {sim_seconds / speed:.0f} s)",
+        flush=True,
+    )
+    subprocess.run(
+        cli
+        + [
+            "simulate",
+            "--nodes",
+            str(nodes),
+            "--gpus",
+            "4",
+            "--seconds",
+            str(sim_seconds),
+            "--interval",
+            "10",
+            "--seed",
+            "7",
+            "--realtime",
+            "--speed",
+            str(speed),
+            "--truth",
+            str(truth),
+        ],
+        env=env,
+        check=True,
+    )
     # The detectors are done when the incident count stops moving for a while.
     last, quiet_since = -1, time.monotonic()
     while time.monotonic() - quiet_since < 8:
@@ -185,16 +264,24 @@ def _fleet_scene(settings: Settings, cli: list[str], env: dict, follower: Follow
 
     first = [r for r in incidents if r.id == incidents[0].id]
     start, end = incident_window(first, timedelta(minutes=30))
-    page = write_report(collect(settings, first[0].host, start, end), OUT / "demo-report.html",
-                        f"fleetmedic incident {first[0].id} on {first[0].host}")
+    page = write_report(
+        collect(settings, first[0].host, start, end),
+        OUT / "demo-report.html",
+        f"fleetmedic incident {first[0].id} on {first[0].host}",
+    )
     print(f"\nreport of the first incident: {page.resolve()}")
     opened = {r.id for r in incidents if r.status == "open"}
-    follower.wait(lambda: opened <= {r.incident_id for r in follower.remediations}, 60,
-                  "the remediator's decision on every simulated incident")
+    follower.wait(
+        lambda: opened <= {r.incident_id for r in follower.remediations},
+        60,
+        "the remediator's decision on every simulated incident",
+    )
     decided = [r for r in follower.remediations if r.incident_id in opened]
-    print(f"remediator: {len(decided)} decisions on {len(opened)} simulated incidents: "
-          + ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in decided).items()))
-          + " (the demo policy hands simulated nodes to a person)")
+    print(
+        f"remediator: {len(decided)} decisions on {len(opened)} simulated incidents: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in decided).items()))
+        + " (the demo policy hands simulated nodes to a person)"
+    )
     return 0
 
 
@@ -207,6 +294,7 @@ def _role_envs(env: dict, roles: dict[str, Settings]):
             return env
         child = {k: v for k, v in env.items() if not k.startswith("FLEETMEDIC_SECURITY__") and k != "FLEETMEDIC_CONFIG"}
         return {**child, **connection_env(roles[role])}
+
     return as_role
 
 
@@ -221,7 +309,7 @@ class ChildProcesses:
         self.procs.append(proc)
         return proc
 
-    def __enter__(self) -> "ChildProcesses":
+    def __enter__(self) -> ChildProcesses:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -35,14 +35,22 @@ class DemoAlertmanager:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "DemoAlertmanager":
+    def __enter__(self) -> DemoAlertmanager:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "alertmanager.yml").write_text(CONFIG)
         log = (self.workdir / "alertmanager.log").open("wb")
-        self.proc = subprocess.Popen([shutil.which(BINARY), f"--config.file={self.workdir / 'alertmanager.yml'}",
-                                      f"--storage.path={self.workdir / 'data'}",
-                                      f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-                                      "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                shutil.which(BINARY) or BINARY,  # missing: Popen's FileNotFoundError names it
+                f"--config.file={self.workdir / 'alertmanager.yml'}",
+                f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while not self._ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -90,8 +98,12 @@ def describe(alert: dict) -> str:
 
 def kill_switch_scene(am: DemoAlertmanager, cli: list[str], env: dict) -> None:
     """`fleetmedic pause` shows up in Alertmanager as FleetmedicKillSwitch; `resume` resolves it."""
-    subprocess.run(cli + ["pause", "--by", "demo", "--reason", "demo: the kill switch as an alert"], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cli + ["pause", "--by", "demo", "--reason", "demo: the kill switch as an alert"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         if am.wait(lambda: am.alerts("FleetmedicKillSwitch"), 30):
             print(f"alertmanager: fleetmedic pause → {describe(am.alerts('FleetmedicKillSwitch')[0])}", flush=True)
@@ -105,7 +117,10 @@ def kill_switch_scene(am: DemoAlertmanager, cli: list[str], env: dict) -> None:
 
 def print_alerts(am: DemoAlertmanager, limit: int = 5) -> None:
     alerts = am.alerts()
-    print(f"\nalertmanager: {len(alerts)} fleetmedic alert(s) at {am.url}/#/alerts "
-          f"(API {am.url}/api/v2/alerts?filter=fleetmedic%3D%22true%22)", flush=True)
+    print(
+        f"\nalertmanager: {len(alerts)} fleetmedic alert(s) at {am.url}/#/alerts "
+        f"(API {am.url}/api/v2/alerts?filter=fleetmedic%3D%22true%22)",
+        flush=True,
+    )
     for alert in alerts[:limit]:
         print(f"  {describe(alert)}", flush=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fleetmedic.config import Settings
@@ -38,14 +38,19 @@ SLURM_NODE = "node1"
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def write_policy(directory: Path, supervisor_conf: Path, slurm_conf: Path, *, demo_port: int = 18080,
-                 gates: dict | None = None) -> Path:
+def write_policy(
+    directory: Path, supervisor_conf: Path, slurm_conf: Path, *, demo_port: int = 18080, gates: dict | None = None
+) -> Path:
     """deploy/demo-policy.yaml with this run's testbed paths filled in (and `gates` overridden)."""
-    text = POLICY_TEMPLATE.read_text().replace("${SUPERVISOR_CONF}", str(supervisor_conf.resolve())) \
-        .replace("${SLURM_CONF}", str(slurm_conf.resolve())).replace("${DEMO_PORT}", str(demo_port))
+    text = (
+        POLICY_TEMPLATE.read_text()
+        .replace("${SUPERVISOR_CONF}", str(supervisor_conf.resolve()))
+        .replace("${SLURM_CONF}", str(slurm_conf.resolve()))
+        .replace("${DEMO_PORT}", str(demo_port))
+    )
     if gates:
         import yaml
 
@@ -57,8 +62,13 @@ def write_policy(directory: Path, supervisor_conf: Path, slurm_conf: Path, *, de
     return path
 
 
-def write_inventory(directory: Path, fleet: FleetTestbed | None, slurm_nodes: tuple[str, ...] = (),
-                    local: DemoService | None = None, local_hosts: tuple[str, ...] = (SERVICE_HOST,)) -> Path:
+def write_inventory(
+    directory: Path,
+    fleet: FleetTestbed | None,
+    slurm_nodes: tuple[str, ...] = (),
+    local: DemoService | None = None,
+    local_hosts: tuple[str, ...] = (SERVICE_HOST,),
+) -> Path:
     """The demo's inventory, a directory as an operator might keep one: the testbed hosts (reached
     over SSH), the Slurm nodes (for the controller-side Slurm playbooks) and, where the SSH
     testbed cannot run, the local supervisord's host (`demo-host`, local connection)."""
@@ -71,8 +81,12 @@ def write_inventory(directory: Path, fleet: FleetTestbed | None, slurm_nodes: tu
     if local is not None:
         (inv / "local.ini").write_text(
             "# the local supervisord (no SSH testbed here): this machine, local connection\n[local]\n"
-            + "".join(f"{h} ansible_connection=local ansible_python_interpreter={sys.executable} "
-                      f"fleetmedic_supervisor_conf={local.config}\n" for h in local_hosts))
+            + "".join(
+                f"{h} ansible_connection=local ansible_python_interpreter={sys.executable} "
+                f"fleetmedic_supervisor_conf={local.config}\n"
+                for h in local_hosts
+            )
+        )
     if slurm_nodes:
         lines = ["# the local Slurm cluster's nodes: acted on by controller-side playbooks (scontrol)", "[slurm]"]
         (inv / "slurm.ini").write_text("\n".join(lines + list(slurm_nodes)) + "\n")
@@ -85,7 +99,9 @@ class Follower:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.models: dict[str, type[Contract]] = {
-            topic_name(settings, Incident.topic): Incident, topic_name(settings, Remediation.topic): Remediation}
+            topic_name(settings, Incident.topic): Incident,
+            topic_name(settings, Remediation.topic): Remediation,
+        }
         self.reader = TopicReader(settings, list(self.models), require=False, name="demo")
         self.incidents: list[Incident] = []
         self.remediations: list[Remediation] = []
@@ -99,8 +115,9 @@ class Follower:
             record = item.record
             if isinstance(record, Incident):
                 self.incidents.append(record)
-                self.written[(record.id, record.status, record.time)] = \
-                    datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)
+                self.written[(record.id, record.status, record.time)] = datetime.fromtimestamp(
+                    item.timestamp_ms / 1000, UTC
+                )
             else:
                 self.remediations.append(record)
 
@@ -108,6 +125,7 @@ class Follower:
         def polled() -> bool:
             self.poll()
             return condition()
+
         wait_until(polled, timeout_s, interval_s=0.2, what=what)
 
     def of_host(self, host: str) -> tuple[list[Incident], list[Remediation]]:
@@ -141,8 +159,12 @@ class Timeline:
             remediations = [r for r in remediations if r.incident_id not in early]
         for i in incidents:
             written = follower.written.get((i.id, i.status, i.time), i.time)
-            self.note(f"incident {i.status:7s} {i.kind}/{i.subject} ({i.detector}) {i.id}, "
-                      f"event time {i.time:%H:%M:%S.%f}"[:-3], written)
+            self.note(
+                f"incident {i.status:7s} {i.kind}/{i.subject} ({i.detector}) {i.id}, event time {i.time:%H:%M:%S.%f}"[
+                    :-3
+                ],
+                written,
+            )
         for r in remediations:
             what = f"{r.action}" + (f" via {r.playbook}" if r.playbook else "")
             if r.status == "running" and r.started_at:
@@ -151,8 +173,9 @@ class Timeline:
                 continue
             detail = r.reason or ""
             if r.run is not None and r.status in ("succeeded", "failed", "dry_run", "timed_out"):
-                detail = f"rc {r.rc}, {r.run.ok} ok / {r.run.changed} changed / {r.run.failed} failed tasks" + \
-                         (f"; {r.reason}" if r.reason else "")
+                detail = f"rc {r.rc}, {r.run.ok} ok / {r.run.changed} changed / {r.run.failed} failed tasks" + (
+                    f"; {r.reason}" if r.reason else ""
+                )
             gate = f" [{r.gate}]" if r.gate else ""
             self.note(f"remediation {r.status:9s} {what}{gate}" + (f": {detail[:110]}" if detail else ""), r.time)
 
@@ -180,17 +203,42 @@ def _records_sent(port: int) -> int | None:
     return None
 
 
-def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, service: DemoService,
-                  timeout_s: float = 180.0, host: str = SERVICE_HOST, wait_resolved: bool = True) -> Timeline:
+def service_scene(
+    follower: Follower,
+    cli: list[str],
+    env: dict,
+    work: Path,
+    service: DemoService,
+    timeout_s: float = 180.0,
+    host: str = SERVICE_HOST,
+    wait_resolved: bool = True,
+) -> Timeline:
     """Kill the supervised service; watch exporter → detectors → remediator bring it back.
 
     With `wait_resolved` the scene also waits for the incident to resolve and the ladder to close."""
     tl = Timeline(f"service scene: demo (supervisord) on {host}, killed with SIGKILL")
     health_port = free_port_block(1)
-    exporter = subprocess.Popen(cli + ["export", "host", "--host", host, "--watch", "demo=demo_http.py",
-                                       "--interval", "2", "--health-port", str(health_port),
-                                       "--spool-dir", str(work / f"spool-{host}"), "--mount", "/"],
-                                env=env, stdout=subprocess.DEVNULL)
+    exporter = subprocess.Popen(
+        cli
+        + [
+            "export",
+            "host",
+            "--host",
+            host,
+            "--watch",
+            "demo=demo_http.py",
+            "--interval",
+            "2",
+            "--health-port",
+            str(health_port),
+            "--spool-dir",
+            str(work / f"spool-{host}"),
+            "--mount",
+            "/",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: (_records_sent(health_port) or 0) >= 2, 60, what="the host exporter's first batches")
         pid = service.kill9()
@@ -201,19 +249,24 @@ def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, ser
             nonlocal answer
             answer = service.answer(timeout_s=0.5) or {}
             return answer.get("pid") not in (None, pid)
+
         wait_until(back, timeout_s, interval_s=0.2, what="the demo service to answer again")
         tl.note(f"healed: demo answers again (pid {answer['pid']})")
 
         def closed() -> bool:
             incidents, remediations = follower.of_host(host)
-            return any(i.status == "resolve" for i in incidents) and \
-                any(r.gate == "closed_loop" for r in remediations)
+            return any(i.status == "resolve" for i in incidents) and any(r.gate == "closed_loop" for r in remediations)
 
         def started() -> bool:
             return any(r.status == "running" for r in follower.of_host(host)[1])
-        follower.wait(closed if wait_resolved else started, timeout_s,
-                      "the service_down incident to resolve and close its ladder" if wait_resolved
-                      else "the restart's running record")
+
+        follower.wait(
+            closed if wait_resolved else started,
+            timeout_s,
+            "the service_down incident to resolve and close its ladder"
+            if wait_resolved
+            else "the restart's running record",
+        )
     finally:
         exporter.terminate()
         exporter.wait(30)
@@ -221,50 +274,66 @@ def service_scene(follower: Follower, cli: list[str], env: dict, work: Path, ser
     return tl
 
 
-def fleet_service_scene(follower: Follower, fleet: FleetTestbed, host: str, timeout_s: float = 300.0,
-                        wait_resolved: bool = True) -> Timeline:
+def fleet_service_scene(
+    follower: Follower, fleet: FleetTestbed, host: str, timeout_s: float = 300.0, wait_resolved: bool = True
+) -> Timeline:
     """Kill the supervised service on one testbed host; the remediator restarts it there over SSH.
 
     The host's own exporter (started with the testbed) reports `service.demo.up = 0`; the
     detectors open `service_down`; the remediator runs restart_service.yml on that host only
     (inventory target, `--limit`); the service answers again inside the host's namespace. The
     other hosts' services are checked to keep their pids."""
-    tl = Timeline(f"service scene on the fleet: demo (supervisord) on {host} of {', '.join(fleet.hosts)}, "
-                  f"killed with SIGKILL; restarted over SSH")
+    tl = Timeline(
+        f"service scene on the fleet: demo (supervisord) on {host} of {', '.join(fleet.hosts)}, "
+        f"killed with SIGKILL; restarted over SSH"
+    )
     port = fleet.health_port(host)
+    assert port is not None, "the fleet testbed starts an exporter per host"
     wait_until(lambda: (_records_sent(port) or 0) >= 2, 60, what=f"{host}'s exporter's first batches")
     others = {h: fleet.status(h) for h in fleet.hosts if h != host}
     pid = fleet.kill9(host)
-    tl.fault_at = tl.note(f"fault: demo on {host} (pid {pid}) killed with SIGKILL")
+    fault_at = tl.fault_at = tl.note(f"fault: demo on {host} (pid {pid}) killed with SIGKILL")
     answer: dict = {}
 
     def back() -> bool:
         nonlocal answer
         answer = fleet.answer(host, timeout_s=1.0) or {}
         return answer.get("pid") not in (None, pid)
+
     wait_until(back, timeout_s, interval_s=0.2, what=f"the demo service on {host} to answer again")
     tl.note(f"healed: demo on {host} answers again inside {host}'s namespace (pid {answer['pid']})")
     after = {h: fleet.status(h) for h in others}
-    tl.note("other hosts untouched: " + ", ".join(
-        f"{h} demo pid {others[h][1]}" + ("" if after[h] == others[h] else f" → {after[h][1]} (CHANGED)")
-        for h in others))
+    tl.note(
+        "other hosts untouched: "
+        + ", ".join(
+            f"{h} demo pid {others[h][1]}" + ("" if after[h] == others[h] else f" → {after[h][1]} (CHANGED)")
+            for h in others
+        )
+    )
 
     def closed() -> bool:
         incidents, remediations = follower.of_host(host)
-        return any(i.status == "resolve" for i in incidents if i.time >= tl.fault_at) and \
-            any(r.gate == "closed_loop" and r.time >= tl.fault_at for r in remediations)
+        return any(i.status == "resolve" for i in incidents if i.time >= fault_at) and any(
+            r.gate == "closed_loop" and r.time >= fault_at for r in remediations
+        )
 
     def started() -> bool:
-        return any(r.status == "running" and r.time >= tl.fault_at for r in follower.of_host(host)[1])
-    follower.wait(closed if wait_resolved else started, timeout_s,
-                  "the service_down incident to resolve and close its ladder" if wait_resolved
-                  else "the restart's running record")
+        return any(r.status == "running" and r.time >= fault_at for r in follower.of_host(host)[1])
+
+    follower.wait(
+        closed if wait_resolved else started,
+        timeout_s,
+        "the service_down incident to resolve and close its ladder"
+        if wait_resolved
+        else "the restart's running record",
+    )
     tl.add_records(follower, host, since=tl.fault_at)
     return tl
 
 
-def slurm_scene(follower: Follower, cli: list[str], env: dict, work: Path, cluster: SlurmCluster,
-                timeout_s: float = 180.0) -> Timeline:
+def slurm_scene(
+    follower: Follower, cli: list[str], env: dict, work: Path, cluster: SlurmCluster, timeout_s: float = 180.0
+) -> Timeline:
     """An XID 79 on node1 while a job runs there; watch the job move to node2."""
     tl = Timeline("slurm scene: a job on node1, then XID 79 (GPU fallen off the bus) in node1's kernel log")
     job = cluster.submit(SLURM_NODE, seconds=600)
@@ -273,26 +342,46 @@ def slurm_scene(follower: Follower, cli: list[str], env: dict, work: Path, clust
     kern = work / "kern.log"
     kern.write_text("")
     health_port = free_port_block(1)
-    exporter = subprocess.Popen(cli + ["export", "logs", str(kern), "--host", SLURM_NODE,
-                                       "--position-file", str(work / "log-positions.json"),
-                                       "--health-port", str(health_port), "--spool-dir", str(work / "spool-logs")],
-                                env=env, stdout=subprocess.DEVNULL)
+    exporter = subprocess.Popen(
+        cli
+        + [
+            "export",
+            "logs",
+            str(kern),
+            "--host",
+            SLURM_NODE,
+            "--position-file",
+            str(work / "log-positions.json"),
+            "--health-port",
+            str(health_port),
+            "--spool-dir",
+            str(work / "spool-logs"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: _records_sent(health_port) is not None, 60, what="the log exporter to start")
         stamp = now()
         with kern.open("a") as f:
-            f.write(f"{stamp.isoformat()} {SLURM_NODE} kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, "
-                    f"GPU has fallen off the bus.\n")
+            f.write(
+                f"{stamp.isoformat()} {SLURM_NODE} kernel: NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, "
+                f"GPU has fallen off the bus.\n"
+            )
         tl.fault_at = tl.note("fault: XID 79 written to node1's kernel log", stamp)
 
         def moved() -> bool:
             info = cluster.job(job)
             return info.get("JobState") == "RUNNING" and info.get("NodeList") == "node2"
+
         wait_until(moved, timeout_s, interval_s=0.5, what=f"job {job} to run on node2")
         node = cluster.node(SLURM_NODE)
         tl.note(f"healed: job {job} running on node2; node1 {node.get('State')}, reason {node.get('Reason')!r}")
-        follower.wait(lambda: any(r.status == "succeeded" for r in follower.of_host(SLURM_NODE)[1]), 60,
-                      "the drain's outcome record")
+        follower.wait(
+            lambda: any(r.status == "succeeded" for r in follower.of_host(SLURM_NODE)[1]),
+            60,
+            "the drain's outcome record",
+        )
     finally:
         exporter.terminate()
         exporter.wait(30)
@@ -318,5 +407,15 @@ def summary(tl: Timeline) -> str:
     return "  " + ", ".join(f"{name} {s:.2f} s" for name, s in durations(tl).items())
 
 
-__all__ = ["Follower", "Timeline", "durations", "fleet_service_scene", "service_scene", "slurm_scene",
-           "slurm_missing_reason", "summary", "write_inventory", "write_policy"]
+__all__ = [
+    "Follower",
+    "Timeline",
+    "durations",
+    "fleet_service_scene",
+    "service_scene",
+    "slurm_scene",
+    "slurm_missing_reason",
+    "summary",
+    "write_inventory",
+    "write_policy",
+]

@@ -34,10 +34,13 @@ TESTBED_DIR = bundled("deploy") / "testbed"
 
 def _script(name: str, *args: str, env: dict | None = None, timeout_s: float = 60.0) -> str:
     full_env = dict(os.environ, PYTHON=sys.executable, **(env or {}))
-    done = subprocess.run(["bash", str(TESTBED_DIR / name), *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout_s)
+    done = subprocess.run(
+        ["bash", str(TESTBED_DIR / name), *args], capture_output=True, text=True, env=full_env, timeout=timeout_s
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"{name} {' '.join(args)} failed (rc {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        raise RuntimeError(
+            f"{name} {' '.join(args)} failed (rc {done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+        )
     return done.stdout
 
 
@@ -58,14 +61,14 @@ class DemoService:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self) -> "DemoService":
+    def start(self) -> DemoService:
         _script("demo-service.sh", "start", str(self.directory), str(self.port))
         return self
 
     def stop(self) -> None:
         _script("demo-service.sh", "stop", str(self.directory))
 
-    def __enter__(self) -> "DemoService":
+    def __enter__(self) -> DemoService:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -82,8 +85,9 @@ class DemoService:
     def status(self) -> str:
         """supervisorctl's status line for the program (RUNNING, EXITED, ...)."""
         ctl = Path(sys.executable).parent / "supervisorctl"
-        done = subprocess.run([str(ctl), "-c", str(self.config), "status", self.program],
-                              capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            [str(ctl), "-c", str(self.config), "status", self.program], capture_output=True, text=True, timeout=10
+        )
         return done.stdout.strip()
 
     def kill9(self) -> int:
@@ -143,14 +147,14 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf)}
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         _script("slurm.sh", "start", str(self.directory), env={"SLURM_PORT_BASE": str(self.port_base)})
         return self
 
     def stop(self) -> None:
         _script("slurm.sh", "stop", str(self.directory))
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -162,13 +166,23 @@ class SlurmCluster:
 
     def submit(self, node: str, seconds: int = 300) -> str:
         """A requeueable batch job pinned to `node`; returns its id."""
-        return self.run("sbatch", "--parsable", "--requeue", "-w", node, f"--chdir={self.directory}",
-                        f"--output={self.directory}/job-%j.out", "--wrap", f"sleep {seconds}").strip()
+        return self.run(
+            "sbatch",
+            "--parsable",
+            "--requeue",
+            "-w",
+            node,
+            f"--chdir={self.directory}",
+            f"--output={self.directory}/job-%j.out",
+            "--wrap",
+            f"sleep {seconds}",
+        ).strip()
 
     def job(self, job_id: str) -> dict[str, str]:
         """`scontrol show job` as a dict (JobState, NodeList, Restarts, ...)."""
-        return dict(field.split("=", 1) for field in self.run("scontrol", "show", "job", "-o", job_id).split()
-                    if "=" in field)
+        return dict(
+            field.split("=", 1) for field in self.run("scontrol", "show", "job", "-o", job_id).split() if "=" in field
+        )
 
     def node(self, name: str) -> dict[str, str]:
         """`scontrol show node`: State, and Reason (without its [user@time] suffix)."""
@@ -184,8 +198,14 @@ def fleet_missing_reason() -> str | None:
     """Why the multi-host testbed (deploy/testbed/fleet.sh) cannot run here, or None when it can."""
     if os.geteuid() != 0:
         return "the fleet testbed makes network namespaces: not root"
-    for tool, package in (("sshd", "openssh-server"), ("ssh", "openssh-client"), ("nc", "netcat-openbsd"),
-                          ("ip", "iproute2"), ("unshare", "util-linux"), ("ssh-keygen", "openssh-client")):
+    for tool, package in (
+        ("sshd", "openssh-server"),
+        ("ssh", "openssh-client"),
+        ("nc", "netcat-openbsd"),
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("ssh-keygen", "openssh-client"),
+    ):
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             return f"{tool} not installed (apt-get install {package})"
     return None
@@ -198,8 +218,16 @@ class FleetTestbed:
 
     program = "demo"
 
-    def __init__(self, directory: Path, prefix: str, count: int = 3, demo_port: int = 18080,
-                 exporters: bool = False, env: dict | None = None, exporter_health_base: int | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        prefix: str,
+        count: int = 3,
+        demo_port: int = 18080,
+        exporters: bool = False,
+        env: dict | None = None,
+        exporter_health_base: int | None = None,
+    ):
         self.directory = Path(directory).resolve()
         self.prefix = prefix
         self.count = count
@@ -227,7 +255,7 @@ class FleetTestbed:
     def supervisor_config(self, host: str) -> Path:
         return self.directory / host / "supervisord.conf"
 
-    def start(self) -> "FleetTestbed":
+    def start(self) -> FleetTestbed:
         args = ["start", str(self.directory), self.prefix, str(self.count), str(self.demo_port)]
         if self.exporters:
             args.append("--exporters")
@@ -247,7 +275,7 @@ class FleetTestbed:
     def start_sshd(self, host: str) -> None:
         _script("fleet.sh", "sshd-start", str(self.directory), host)
 
-    def __enter__(self) -> "FleetTestbed":
+    def __enter__(self) -> FleetTestbed:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -257,8 +285,12 @@ class FleetTestbed:
         """(supervisor state, pid) of the host's demo program: ('RUNNING', 4242), ('EXITED', None)..."""
         ctl = Path(sys.executable).parent / "supervisorctl"
         # a generous timeout: on a loaded shared machine supervisorctl alone has taken over 10 s
-        done = subprocess.run([str(ctl), "-c", str(self.supervisor_config(host)), "status", self.program],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [str(ctl), "-c", str(self.supervisor_config(host)), "status", self.program],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         fields = done.stdout.split()
         state = fields[1] if len(fields) > 1 else "UNKNOWN"
         pid = None
@@ -268,12 +300,18 @@ class FleetTestbed:
 
     def answer(self, host: str, timeout_s: float = 2.0) -> dict | None:
         """The host's demo service answer ({"service", "pid"}) asked inside its namespace, or None."""
-        code = ("import json,sys,urllib.request\n"
-                f"r=urllib.request.urlopen('http://127.0.0.1:{self.demo_port}/',timeout={timeout_s})\n"
-                "sys.stdout.write(r.read().decode())")
+        code = (
+            "import json,sys,urllib.request\n"
+            f"r=urllib.request.urlopen('http://127.0.0.1:{self.demo_port}/',timeout={timeout_s})\n"
+            "sys.stdout.write(r.read().decode())"
+        )
         try:
-            done = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-c", code], capture_output=True,
-                                  text=True, timeout=timeout_s + 10)
+            done = subprocess.run(
+                ["ip", "netns", "exec", host, sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s + 10,
+            )
         except subprocess.TimeoutExpired:
             return None
         if done.returncode != 0:

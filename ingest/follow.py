@@ -29,13 +29,14 @@ class _State:
     handle: BinaryIO | None = None  # open binary file
     dev: int = 0
     ino: int = 0
-    offset: int = 0               # offset after the last whole line read
-    skipping: bool = False        # inside the rest of a line that was cut (see MAX_LINE)
+    offset: int = 0  # offset after the last whole line read
+    skipping: bool = False  # inside the rest of a line that was cut (see MAX_LINE)
 
 
 class LogFollower:
-    def __init__(self, paths: list[str | os.PathLike], position_file: str | os.PathLike | None = None,
-                 from_end: bool = False) -> None:
+    def __init__(
+        self, paths: list[str | os.PathLike], position_file: str | os.PathLike | None = None, from_end: bool = False
+    ) -> None:
         """`from_end`: a file seen for the first time (no saved position) starts at its end."""
         self.position_file = Path(position_file) if position_file else None
         self.from_end = from_end
@@ -158,8 +159,11 @@ class LogFollower:
         """Record the current positions (call after the lines from `poll` were published)."""
         if not self.position_file:
             return
-        data = {str(st.path): {"dev": st.dev, "ino": st.ino, "offset": st.offset, "skipping": st.skipping}
-                for st in self.files if st.handle is not None}
+        data = {
+            str(st.path): {"dev": st.dev, "ino": st.ino, "offset": st.offset, "skipping": st.skipping}
+            for st in self.files
+            if st.handle is not None
+        }
         tmp = self.position_file.with_suffix(".tmp")
         self.position_file.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))

@@ -56,9 +56,11 @@ class GpuCollector:
         self.handles_ = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
         self.labels_: dict[str, str] = {}
         for i, h in enumerate(self.handles_):
-            for key, fn in (("uuid", nvml.nvmlDeviceGetUUID),
-                            ("pci", lambda handle: nvml.nvmlDeviceGetPciInfo(handle).busId),
-                            ("name", nvml.nvmlDeviceGetName)):
+            for key, fn in (
+                ("uuid", nvml.nvmlDeviceGetUUID),
+                ("pci", lambda handle: nvml.nvmlDeviceGetPciInfo(handle).busId),
+                ("name", nvml.nvmlDeviceGetName),
+            ):
                 try:
                     value = fn(h)
                     self.labels_[S.gpu(i, key)] = value.decode() if isinstance(value, bytes) else str(value)
@@ -96,8 +98,12 @@ class GpuCollector:
         except nvml.NVMLError as exc:
             if exc.value == nvml.NVML_ERROR_GPU_IS_LOST:
                 raise _Lost() from None
-            if exc.value not in (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_INVALID_ARGUMENT,
-                                 nvml.NVML_ERROR_NO_PERMISSION, nvml.NVML_ERROR_FUNCTION_NOT_FOUND):
+            if exc.value not in (
+                nvml.NVML_ERROR_NOT_SUPPORTED,
+                nvml.NVML_ERROR_INVALID_ARGUMENT,
+                nvml.NVML_ERROR_NO_PERMISSION,
+                nvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+            ):
                 log.debug("gpu%d: %s: %s", i, getattr(fn, "__name__", fn), exc)
             return None
         except AttributeError:  # an older pynvml without this call
@@ -128,24 +134,31 @@ class GpuCollector:
         put("energy_j", self._read(i, nvml.nvmlDeviceGetTotalEnergyConsumption), 1e-3, counter=True)
         put("clock.sm_mhz", self._read(i, nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM))
         put("clock.mem_mhz", self._read(i, nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM))
-        reasons = self._read(i, getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-                             or nvml.nvmlDeviceGetCurrentClocksThrottleReasons)
+        reasons = self._read(
+            i,
+            getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or nvml.nvmlDeviceGetCurrentClocksThrottleReasons,
+        )
         if reasons is None and hasattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons"):
             reasons = self._read(i, nvml.nvmlDeviceGetCurrentClocksThrottleReasons)
         if reasons is not None:
             put("throttle.reasons", reasons)
             for name, bit in S.THROTTLE_BITS.items():
                 put(f"throttle.{name}", 1.0 if reasons & bit else 0.0)
-        for kind, kname in ((nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, "corrected"),
-                            (nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "uncorrected")):
+        for kind, kname in (
+            (nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, "corrected"),
+            (nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "uncorrected"),
+        ):
             for where, wname in ((nvml.NVML_VOLATILE_ECC, "volatile"), (nvml.NVML_AGGREGATE_ECC, "aggregate")):
                 put(f"ecc.{wname}.{kname}", self._read(i, nvml.nvmlDeviceGetTotalEccErrors, kind, where), counter=True)
         rows = self._read(i, nvml.nvmlDeviceGetRemappedRows)
         if rows is not None:
             for name, value in zip(("correctable", "uncorrectable", "pending", "failure"), rows, strict=True):
                 put(f"remap.{name}", value, counter=name in ("correctable", "uncorrectable"))
-        for cause, name in ((nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, "sbe"),
-                            (nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, "dbe")):
+        for cause, name in (
+            (nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, "sbe"),
+            (nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, "dbe"),
+        ):
             pages = self._read(i, nvml.nvmlDeviceGetRetiredPages, cause)
             if pages is not None:
                 put(f"retired_pages.{name}", len(pages), counter=True)
@@ -164,12 +177,16 @@ class GpuCollector:
             put(f"nvlink{link}.up", 1.0 if state else 0.0)
             if state:
                 for name, counter in S.NVLINK_COUNTERS:
-                    put(f"nvlink{link}.{name}", self._read(i, nvml.nvmlDeviceGetNvLinkErrorCounter, link, counter),
-                        counter=True)
+                    put(
+                        f"nvlink{link}.{name}",
+                        self._read(i, nvml.nvmlDeviceGetNvLinkErrorCounter, link, counter),
+                        counter=True,
+                    )
         return v, counters
 
-    def collect(self, host: str, now: datetime | None = None
-                ) -> tuple[dict[str, float | None], list[str], list[LogEvent]]:
+    def collect(
+        self, host: str, now: datetime | None = None
+    ) -> tuple[dict[str, float | None], list[str], list[LogEvent]]:
         """(values, counters, log events for GPUs lost since the last call)."""
         now = now or datetime.now(UTC)
         values: dict[str, float | None] = {}
@@ -186,9 +203,17 @@ class GpuCollector:
                 if i not in self.lost_:
                     self.lost_.add(i)
                     pci = self.labels_.get(S.gpu(i, "pci"), "")
-                    events.append(LogEvent(host=host, time=now, source="nvml", kind="gpu_fell_off_bus",
-                                           severity="critical", line=f"NVML: GPU {i} ({pci}) is lost (NVML_ERROR_GPU_IS_LOST)",
-                                           fields={"gpu": i, "pci": pci}))
+                    events.append(
+                        LogEvent(
+                            host=host,
+                            time=now,
+                            source="nvml",
+                            kind="gpu_fell_off_bus",
+                            severity="critical",
+                            line=f"NVML: GPU {i} ({pci}) is lost (NVML_ERROR_GPU_IS_LOST)",
+                            fields={"gpu": i, "pci": pci},
+                        )
+                    )
                 continue
             self.lost_.discard(i)
             self.known_[i] = list(v)
@@ -220,12 +245,29 @@ class GpuCollector:
             fields = {"gpu": index, "pci": pci, "uuid": self.labels_.get(S.gpu(index, "uuid"), "")}
             if data.eventType & nvml.nvmlEventTypeXidCriticalError:
                 xid = int(data.eventData)
-                out.append(LogEvent(host=host, time=now, source="nvml", kind="xid",
-                                    severity=XID_SEVERITY.get(xid, "error"),
-                                    line=f"NVML: Xid (PCI:{pci}): {xid} on GPU {index}", fields={**fields, "xid": xid}))
+                out.append(
+                    LogEvent(
+                        host=host,
+                        time=now,
+                        source="nvml",
+                        kind="xid",
+                        severity=XID_SEVERITY.get(xid, "error"),
+                        line=f"NVML: Xid (PCI:{pci}): {xid} on GPU {index}",
+                        fields={**fields, "xid": xid},
+                    )
+                )
             else:
-                out.append(LogEvent(host=host, time=now, source="nvml", kind="ecc_dbe", severity="critical",
-                                    line=f"NVML: double-bit ECC error on GPU {index} (PCI:{pci})", fields=fields))
+                out.append(
+                    LogEvent(
+                        host=host,
+                        time=now,
+                        source="nvml",
+                        kind="ecc_dbe",
+                        severity="critical",
+                        line=f"NVML: double-bit ECC error on GPU {index} (PCI:{pci})",
+                        fields=fields,
+                    )
+                )
             timeout_ms = 0  # take what else is queued, without waiting again
 
     def close(self) -> None:

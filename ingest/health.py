@@ -62,8 +62,9 @@ class ExporterCollector:
                 f = GaugeMetricFamily(f"fleetmedic_exporter_{name}", help_, labels=["exporter"])
                 f.add_metric(label, getattr(h, attr))
                 families.append(f)
-            f = GaugeMetricFamily("fleetmedic_exporter_last_error_info", "the last error message (value 1)",
-                                  labels=["exporter", "error"])
+            f = GaugeMetricFamily(
+                "fleetmedic_exporter_last_error_info", "the last error message (value 1)", labels=["exporter", "error"]
+            )
             f.add_metric([h.exporter, h.last_error], 1)
             families.append(f)
             for name, value in sorted(h.extra.items()):

@@ -24,8 +24,25 @@ import psutil
 from . import series as S
 
 # Filesystems that say nothing about a node's health.
-_SKIP_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2", "nsfs", "autofs",
-            "fuse.snapfuse", "fuse.lxcfs", "tracefs", "debugfs", "securityfs", "configfs", "ramfs"}
+_SKIP_FS = {
+    "squashfs",
+    "tmpfs",
+    "devtmpfs",
+    "overlay",
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "nsfs",
+    "autofs",
+    "fuse.snapfuse",
+    "fuse.lxcfs",
+    "tracefs",
+    "debugfs",
+    "securityfs",
+    "configfs",
+    "ramfs",
+}
 
 
 SYSTEMD_RUNTIME = Path("/run/systemd/system")  # exists only when systemd is the running init
@@ -38,8 +55,9 @@ def _systemd_active(name: str) -> bool | None:
         return None
     unit = name if "." in name else name + ".service"
     try:
-        out = subprocess.run([systemctl, "show", "--property=LoadState,ActiveState", unit], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            [systemctl, "show", "--property=LoadState,ActiveState", unit], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     props = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
@@ -96,11 +114,21 @@ class HostCollector:
         load1, load5, load15 = os.getloadavg()
         v.update({"load.1": load1, "load.5": load5, "load.15": load15, "cpu.count": float(psutil.cpu_count() or 0)})
         mem = psutil.virtual_memory()
-        v.update({"mem.total_bytes": float(mem.total), "mem.available_bytes": float(mem.available),
-                  "mem.available_pct": round(100 * mem.available / mem.total, 3)})
+        v.update(
+            {
+                "mem.total_bytes": float(mem.total),
+                "mem.available_bytes": float(mem.available),
+                "mem.available_pct": round(100 * mem.available / mem.total, 3),
+            }
+        )
         swap = psutil.swap_memory()
-        v.update({"swap.total_bytes": float(swap.total), "swap.used_bytes": float(swap.used),
-                  "swap.used_pct": float(swap.percent)})
+        v.update(
+            {
+                "swap.total_bytes": float(swap.total),
+                "swap.used_bytes": float(swap.used),
+                "swap.used_pct": float(swap.percent),
+            }
+        )
         for part in psutil.disk_partitions(all=False):
             if part.fstype in _SKIP_FS or (self.mounts is not None and part.mountpoint not in self.mounts):
                 continue
@@ -125,8 +153,12 @@ class HostCollector:
         for nic, nio in (psutil.net_io_counters(pernic=True) or {}).items():
             if nic == "lo":
                 continue
-            for attr, suffix in (("errin", "rx_errors"), ("errout", "tx_errors"), ("dropin", "rx_drops"),
-                                 ("dropout", "tx_drops")):
+            for attr, suffix in (
+                ("errin", "rx_errors"),
+                ("errout", "tx_errors"),
+                ("dropin", "rx_drops"),
+                ("dropout", "tx_drops"),
+            ):
                 name = f"net.{S.part(nic)}.{suffix}"
                 v[name] = float(getattr(nio, attr))
                 counters.append(name)

@@ -42,9 +42,15 @@ class Target:
         return cls(url, host_name(host or parts.hostname))
 
 
-def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
-           drop_labels: frozenset[str] = frozenset(), canonical_names: bool = False,
-           headers: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None) -> tuple[MetricBatch, str | None]:
+def scrape(
+    target: Target,
+    timeout_s: float = 5.0,
+    now: datetime | None = None,
+    drop_labels: frozenset[str] = frozenset(),
+    canonical_names: bool = False,
+    headers: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[MetricBatch, str | None]:
     """One scrape → (batch, error or None). Never raises for a target's fault. Labels named in
     `drop_labels` (e.g. dcgm's DCGM_FI_DRIVER_VERSION, modelName) are left out of series names;
     `canonical_names` adds fleetmedic's names for the series it knows (see `ingest.promcanon`).
@@ -57,8 +63,10 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
     error = None
     dropped = 0
     try:
-        req = urllib.request.Request(target.url, headers={"Accept": "text/plain;version=0.0.4",
-                                                           "User-Agent": "fleetmedic-prom-bridge", **(headers or {})})
+        req = urllib.request.Request(
+            target.url,
+            headers={"Accept": "text/plain;version=0.0.4", "User-Agent": "fleetmedic-prom-bridge", **(headers or {})},
+        )
         with urllib.request.urlopen(req, timeout=timeout_s, context=ssl_context) as resp:
             body = resp.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
@@ -88,6 +96,12 @@ def scrape(target: Target, timeout_s: float = 5.0, now: datetime | None = None,
     values["up"] = 0.0 if error else 1.0
     values["scrape_duration_seconds"] = round(time.monotonic() - started, 6)
     values["scrape_samples_dropped"] = float(dropped)
-    batch = MetricBatch(host=target.host, time=now, source="prom", labels={"target": target.url[:500]},
-                        values=values, counters=sorted(set(counters)))
+    batch = MetricBatch(
+        host=target.host,
+        time=now,
+        source="prom",
+        labels={"target": target.url[:500]},
+        values=values,
+        counters=sorted(set(counters)),
+    )
     return batch, error

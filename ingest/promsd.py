@@ -93,7 +93,9 @@ def _group_targets(group, path: str, index: int, default_interval_s: float, defa
     if not metrics_path.startswith("/"):
         raise SDError(f"{path}: group {index}: __metrics_path__ must start with /")
     try:
-        interval = parse_duration(labels["__scrape_interval__"]) if "__scrape_interval__" in labels else default_interval_s
+        interval = (
+            parse_duration(labels["__scrape_interval__"]) if "__scrape_interval__" in labels else default_interval_s
+        )
         timeout = parse_duration(labels["__scrape_timeout__"]) if "__scrape_timeout__" in labels else default_timeout_s
     except ValueError as exc:
         raise SDError(f"{path}: group {index}: {exc}") from None
@@ -137,8 +139,13 @@ def load_target_file(path: str, default_interval_s: float = 15.0, default_timeou
 class FileSD:
     """The targets of some file_sd files (glob patterns), re-read when a file changes."""
 
-    def __init__(self, patterns: list[str], default_interval_s: float = 15.0, default_timeout_s: float = 10.0,
-                 refresh_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        patterns: list[str],
+        default_interval_s: float = 15.0,
+        default_timeout_s: float = 10.0,
+        refresh_s: float = 5.0,
+    ) -> None:
         self.patterns = list(patterns)
         self.default_interval_s = default_interval_s
         self.default_timeout_s = default_timeout_s
@@ -233,7 +240,7 @@ class ScrapeAuth:
 class PoolStats:
     scrapes: int = 0
     failed: int = 0
-    skipped: int = 0      # due while the previous scrape of the target still ran
+    skipped: int = 0  # due while the previous scrape of the target still ran
     # (due time on the monotonic clock, start delay after it) of finished scrapes, the first `keep_late`
     late_s: list[tuple[float, float]] = field(default_factory=list)
 
@@ -246,8 +253,14 @@ def _spread(url: str, interval_s: float) -> float:
 class ScrapePool:
     """Scrape each target on its own interval from `workers` threads; `poll()` returns finished batches."""
 
-    def __init__(self, workers: int = 64, auth: ScrapeAuth | None = None, drop_labels: frozenset[str] = frozenset(),
-                 canonical_names: bool = False, keep_late: int = 10_000) -> None:
+    def __init__(
+        self,
+        workers: int = 64,
+        auth: ScrapeAuth | None = None,
+        drop_labels: frozenset[str] = frozenset(),
+        canonical_names: bool = False,
+        keep_late: int = 10_000,
+    ) -> None:
         self.auth = auth or ScrapeAuth()
         self._ssl = self.auth.ssl_context()
         self.drop_labels = drop_labels
@@ -293,9 +306,14 @@ class ScrapePool:
     def _scrape(self, target: SDTarget, due: float) -> None:
         started = time.monotonic()
         try:
-            batch, error = scrape(Target(target.url, target.host), timeout_s=target.timeout_s,
-                                  drop_labels=self.drop_labels, canonical_names=self.canonical_names,
-                                  headers=self.auth.headers(), ssl_context=self._ssl)
+            batch, error = scrape(
+                Target(target.url, target.host),
+                timeout_s=target.timeout_s,
+                drop_labels=self.drop_labels,
+                canonical_names=self.canonical_names,
+                headers=self.auth.headers(),
+                ssl_context=self._ssl,
+            )
             if target.labels:
                 batch = batch.model_copy(update={"labels": {**batch.labels, **dict(target.labels)}})
         except Exception as exc:  # a token file that vanished, anything: the target is down, the pool lives

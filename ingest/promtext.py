@@ -20,6 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 _BARE_COUNTER = re.compile(r"^[ \t]*#[ \t]+TYPE[ \t]+([a-zA-Z_:][a-zA-Z0-9_:]*(?<!_total))[ \t]+counter[ \t]*$", re.M)
 
 
+# Timestamps are milliseconds since 1970; beyond year 9999 (or NaN, infinite) no datetime can hold them.
+_MAX_TIMESTAMP_S = 253402300799.0
+
+
 class PromParseError(ValueError):
     def __init__(self, line_no: int, message: str) -> None:
         super().__init__(f"line {line_no}: {message}")
@@ -71,9 +75,9 @@ def _bad_line(text: str) -> tuple[int, str]:
             continue
         try:
             list(text_string_to_metric_families(line + "\n"))
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
             return line_no, str(exc)
-    return 0, "malformed exposition"
+    return 0, ""
 
 
 def parse(text: str) -> list[Sample]:
@@ -92,12 +96,15 @@ def parse(text: str) -> list[Sample]:
             kind = _family_type(family.name, family.type, types)
             unmunge = kind == "counter" and family.name in bare_counters
             for s in family.samples:
+                if s.timestamp is not None and not abs(float(s.timestamp)) <= _MAX_TIMESTAMP_S:  # NaN too
+                    raise ValueError(f"sample {s.name}: timestamp {s.timestamp} is not a time (finite, and no "
+                                     f"further from 1970 than the year 9999)")
                 ts = None if s.timestamp is None else int(round(float(s.timestamp) * 1000))
                 name = s.name[:-6] if unmunge and s.name == family.name + "_total" else s.name
                 out.append(Sample(name, tuple(sorted(s.labels.items())), float(s.value), kind, ts))
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, ArithmeticError) as exc:  # an overflowing timestamp: ArithmeticError
         line_no, why = _bad_line(text)
-        raise PromParseError(line_no, why or str(exc)) from None
+        raise PromParseError(line_no, why or str(exc) or "malformed exposition") from None
     return out
 
 

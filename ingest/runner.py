@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 class ExporterOptions:
     spool_dir: Path | None = field(default_factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = 256 * 1024 * 1024
-    spool_fsync: str = "batch"             # ingest/spool.py: always | batch | never
-    health_port: int | None = None         # None or 0: no health endpoint; -1: any free port
+    spool_fsync: str = "batch"  # ingest/spool.py: always | batch | never
+    health_port: int | None = None  # None or 0: no health endpoint; -1: any free port
     health_bind: str = "127.0.0.1"
     ack_timeout_s: float = 10.0
     retry_s: float = 5.0
@@ -41,10 +41,10 @@ class Exporter:
         self.health = ExporterHealth(name)
         spool = None
         if options.spool_dir is not None:
-            spool = Spool(Path(options.spool_dir) / name, max_bytes=options.spool_max_bytes,
-                          fsync=options.spool_fsync)
-        self.publisher = Publisher(settings, self.health, spool, ack_timeout_s=options.ack_timeout_s,
-                                   retry_s=options.retry_s)
+            spool = Spool(Path(options.spool_dir) / name, max_bytes=options.spool_max_bytes, fsync=options.spool_fsync)
+        self.publisher = Publisher(
+            settings, self.health, spool, ack_timeout_s=options.ack_timeout_s, retry_s=options.retry_s
+        )
         self.server = None
         if options.health_port is not None and options.health_port != 0:
             self.server = HealthServer(self.health, max(options.health_port, 0), options.health_bind)
@@ -58,9 +58,14 @@ class Exporter:
         metrics.values(f"export-{self.name}", sum(len(getattr(r, "values", ())) for r in records), len(records))
         return self.publisher.publish(records)
 
-    def run(self, collect: Callable[[], list[Contract]], interval_s: float, count: int | None = None,
-            wait: Callable[[float], list[Contract]] | None = None,
-            until: Callable[[], bool] | None = None) -> None:
+    def run(
+        self,
+        collect: Callable[[], list[Contract]],
+        interval_s: float,
+        count: int | None = None,
+        wait: Callable[[float], list[Contract]] | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
         """Call `collect` every `interval_s` (steady, not drifting) and publish what it returns.
         `wait(seconds)` replaces the sleep between collections when the exporter also listens for
         events (GPU XIDs): whatever it returns is published at once. `until()` true after a

@@ -50,11 +50,19 @@ MAX_LINE = 65536
 def _event(host: str, when: datetime, source: str, line: str) -> LogEvent:
     line = line[:MAX_LINE]
     p = parse_line(line, now=when)
-    return LogEvent(host=host, time=when, source=source[:512] or "unknown", line=line, kind=p.kind,
-                    severity=p.severity, fields=p.fields)
+    return LogEvent(
+        host=host,
+        time=when,
+        source=source[:512] or "unknown",
+        line=line,
+        kind=p.kind,
+        severity=p.severity,
+        fields=p.fields,
+    )
 
 
 # --- ECS ---------------------------------------------------------------------------------------
+
 
 class EcsRecord(BaseModel):
     """The ECS fields fleetmedic reads from a shipper's JSON record; every other field is ignored."""
@@ -72,6 +80,7 @@ class EcsRecord(BaseModel):
     def _flatten(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+
         def get(dotted: str):
             if dotted in data:
                 return data[dotted]
@@ -81,8 +90,12 @@ class EcsRecord(BaseModel):
                     return None
                 node = node[part]
             return node
-        out = {"@timestamp": data.get("@timestamp"), "host": get("host.name") or get("host.hostname"),
-               "message": get("message")}
+
+        out = {
+            "@timestamp": data.get("@timestamp"),
+            "host": get("host.name") or get("host.hostname"),
+            "message": get("message"),
+        }
         path = get("log.file.path")
         if isinstance(path, str) and path:
             out["path"] = path
@@ -91,8 +104,13 @@ class EcsRecord(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _naive_is_utc(cls, value: Any) -> Any:
-        if isinstance(value, str) and value and not value.endswith(("Z", "z")) and "+" not in value[10:] \
-                and "-" not in value[10:]:
+        if (
+            isinstance(value, str)
+            and value
+            and not value.endswith(("Z", "z"))
+            and "+" not in value[10:]
+            and "-" not in value[10:]
+        ):
             return value + "Z"
         return value
 
@@ -103,6 +121,7 @@ def ecs_events(records: list[EcsRecord]) -> list[LogEvent]:
 
 
 # --- journald ----------------------------------------------------------------------------------
+
 
 def journal_event(entry: dict, host: str) -> LogEvent | None:
     """One `journalctl -o json` entry → a LogEvent (None for an entry without a message)."""
@@ -129,8 +148,16 @@ class JournalFollower:
     at its oldest entry.
     """
 
-    def __init__(self, cursor_file: str | Path, *, directory: str | None = None, matches: list[str] | None = None,
-                 from_end: bool = False, journalctl: str = "journalctl", max_batch: int = 5000) -> None:
+    def __init__(
+        self,
+        cursor_file: str | Path,
+        *,
+        directory: str | None = None,
+        matches: list[str] | None = None,
+        from_end: bool = False,
+        journalctl: str = "journalctl",
+        max_batch: int = 5000,
+    ) -> None:
         self.cursor_file = Path(cursor_file)
         self.directory = directory
         self.matches = list(matches or [])
@@ -188,8 +215,11 @@ class JournalFollower:
         if self._reader is not None and self._reader.is_alive():
             return  # still draining what it wrote before it exited
         err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
-        log.warning("journalctl exited with %s%s; restarting after the last entry read", self._proc.returncode,
-                    f": {err[:300]}" if err else "")
+        log.warning(
+            "journalctl exited with %s%s; restarting after the last entry read",
+            self._proc.returncode,
+            f": {err[:300]}" if err else "",
+        )
         self._proc.stderr and self._proc.stderr.close()
         self.restarts += 1
         self._start()

@@ -30,14 +30,26 @@ if TYPE_CHECKING:
     from .simulator import Fault, FleetSimulator
 
 BURST_XIDS = (79, 48, 94, 74, 13, 31, 62, 64, 95, 119)
-NVLINKS = 4            # links simulated per GPU (H100 has 18; four keep batches small)
+NVLINKS = 4  # links simulated per GPU (H100 has 18; four keep batches small)
 MEM_TOTAL = 512 * 2**30
 SERVICE = "slurmd"
-GPU_PCI = ("0000:18:00", "0000:2a:00", "0000:3a:00", "0000:5d:00", "0000:9a:00", "0000:ab:00", "0000:ba:00",
-           "0000:db:00")
+GPU_PCI = (
+    "0000:18:00",
+    "0000:2a:00",
+    "0000:3a:00",
+    "0000:5d:00",
+    "0000:9a:00",
+    "0000:ab:00",
+    "0000:ba:00",
+    "0000:db:00",
+)
 # The kernel's text after "Xid (PCI:...): N, pid=..., name=python3, " for the burst XIDs.
-BURST_TEXT = {79: "GPU has fallen off the bus.", 48: "DBE (double bit error) ECC error",
-              94: "Contained: SM (0x1). RST: No, D-RST: No", 74: "NVLink: fatal error detected on link 3"}
+BURST_TEXT = {
+    79: "GPU has fallen off the bus.",
+    48: "DBE (double bit error) ECC error",
+    94: "Contained: SM (0x1). RST: No, D-RST: No",
+    74: "NVLink: fatal error detected on link 3",
+}
 GENERIC_XID_TEXT = "Graphics Exception: ESR 0x504224=0x80000002"
 
 
@@ -84,7 +96,7 @@ class FaultKind:
     """One kind of fault; subclasses set `name` and override what their kind does."""
 
     name: ClassVar[str]
-    on_gpu: ClassVar[bool] = False   # scheduled on one GPU: the detail carries "gpu"
+    on_gpu: ClassVar[bool] = False  # scheduled on one GPU: the detail carries "gpu"
 
     def draw_detail(self, rng: np.random.Generator) -> dict:
         """The fault's detail fields beyond "gpu", drawn at scheduling time."""
@@ -122,7 +134,9 @@ class ThermalRunaway(FaultKind):
         # ramps, then levels off where the GPU's own slowdown holds it (real parts stop near 95 °C)
         s.temp[i, gi] = min(s.temp[i, gi] + 52 * progress, 91.5 + 5 * progress + s.rng.normal(0, 0.3))
         if s.temp[i, gi] > 83:
-            s.throttle[i, gi] = S.THROTTLE_BITS["sw_thermal"] | (S.THROTTLE_BITS["hw_thermal"] if s.temp[i, gi] > 90 else 0)
+            s.throttle[i, gi] = S.THROTTLE_BITS["sw_thermal"] | (
+                S.THROTTLE_BITS["hw_thermal"] if s.temp[i, gi] > 90 else 0
+            )
             s.sm_clock[i, gi] = max(600.0, 1980 - 40 * (s.temp[i, gi] - 83))
             s.power[i, gi] *= 0.8
 
@@ -143,17 +157,32 @@ class EccGrowth(FaultKind):
         sim.ecc_[i, gi, 0] += np.floor(2 ** (10 * progress)) + r.poisson(1)
         if r.random() < 0.2 + 0.6 * progress:
             sim.remap_[i, gi, 0] += 1
-            s.say(i, s.kernel(i, f"NVRM: Xid (PCI:{pci}): 63, pid='<unknown>', name=<unknown>, Row Remapper: "
-                                 f"New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping"))
+            s.say(
+                i,
+                s.kernel(
+                    i,
+                    f"NVRM: Xid (PCI:{pci}): 63, pid='<unknown>', name=<unknown>, Row Remapper: "
+                    f"New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping",
+                ),
+            )
         if progress > 0.5 and r.random() < progress:
-            s.say(i, s.kernel(i, f"NVRM: Xid (PCI:{pci}): 92, pid='<unknown>', name=<unknown>, "
-                                 f"High single-bit ECC error rate"))
+            s.say(
+                i,
+                s.kernel(
+                    i, f"NVRM: Xid (PCI:{pci}): 92, pid='<unknown>', name=<unknown>, High single-bit ECC error rate"
+                ),
+            )
         if last:
             sim.ecc_[i, gi, 1] += 1
             sim.remap_[i, gi, 1] += 1
             sim.remap_[i, gi, 2] = 1
-            s.say(i, s.kernel(i, f"NVRM: Xid (PCI:{pci}): 48, pid={s.pid()}, name=python3, "
-                                 f"DBE (double bit error) ECC error"), s.dt / 2)
+            s.say(
+                i,
+                s.kernel(
+                    i, f"NVRM: Xid (PCI:{pci}): 48, pid={s.pid()}, name=python3, DBE (double bit error) ECC error"
+                ),
+                s.dt / 2,
+            )
 
 
 class XidBurst(FaultKind):
@@ -197,13 +226,19 @@ class MemoryLeak(FaultKind):
     def apply(self, fault, progress, first, last, s):
         i = fault.node
         s.mem_avail[i] = MEM_TOTAL * max(0.004, (0.75 - 0.45 * s.load[i]) * (1 - progress) ** 1.5)
-        s.swap[i] = min(100.0, s.swap[i] + 95 * progress ** 2)
+        s.swap[i] = min(100.0, s.swap[i] + 95 * progress**2)
         if last:
             s.sim.oom_[i] += 1
-            s.say(i, s.kernel(i, f"Out of memory: Killed process {s.pid()} (python3) "
-                                 f"total-vm:{int(MEM_TOTAL / 1024 * 0.9)}kB, anon-rss:{int(MEM_TOTAL / 1024 * 0.85)}kB, "
-                                 f"file-rss:10240kB, shmem-rss:0kB, UID:1000 pgtables:900000kB oom_score_adj:0"),
-                  s.dt / 2)
+            s.say(
+                i,
+                s.kernel(
+                    i,
+                    f"Out of memory: Killed process {s.pid()} (python3) "
+                    f"total-vm:{int(MEM_TOTAL / 1024 * 0.9)}kB, anon-rss:{int(MEM_TOTAL / 1024 * 0.85)}kB, "
+                    f"file-rss:10240kB, shmem-rss:0kB, UID:1000 pgtables:900000kB oom_score_adj:0",
+                ),
+                s.dt / 2,
+            )
 
 
 class DiskFill(FaultKind):
@@ -219,8 +254,14 @@ class DiskFill(FaultKind):
         i = fault.node
         s.fs_free[i] = max(0.2, s.sim.fs_free_[i] * (1 - progress) ** 2)
         if last:
-            s.say(i, s.kernel(i, "EXT4-fs warning (device nvme0n1p2): ext4_dx_add_entry:2525: "
-                                 "Directory (ino: 2) index full, reach max htree level :2"))
+            s.say(
+                i,
+                s.kernel(
+                    i,
+                    "EXT4-fs warning (device nvme0n1p2): ext4_dx_add_entry:2525: "
+                    "Directory (ino: 2) index full, reach max htree level :2",
+                ),
+            )
 
 
 class ServiceCrash(FaultKind):
@@ -239,7 +280,11 @@ class ServiceCrash(FaultKind):
             s.say(i, f"systemd[1]: {SERVICE}.service: Main process exited, code=killed, status=9/KILL")
             s.say(i, f"systemd[1]: {SERVICE}.service: Failed with result 'signal'.", 0.1)
         else:
-            s.say(i, f"systemd[1]: {SERVICE}.service: Scheduled restart job, restart counter is at {int(progress * 10) + 1}.")
+            s.say(
+                i,
+                f"systemd[1]: {SERVICE}.service: Scheduled restart job, "
+                f"restart counter is at {int(progress * 10) + 1}.",
+            )
             s.say(i, f"systemd[1]: {SERVICE}.service: Main process exited, code=exited, status=1/FAILURE", 0.2)
         if last:
             s.say(i, f"systemd[1]: Started {SERVICE}.service - Slurm node daemon.", s.dt * 0.9)
@@ -262,14 +307,22 @@ class NvlinkErrors(FaultKind):
         i, gi, r, nvlink = fault.node, _gpu(fault), s.rng, s.sim.nvlink_
         link = fault.detail["link"]
         nvlink[i, gi, link, 2] += np.floor(5 * 2 ** (6 * progress)) + r.poisson(2)  # crc_flit
-        nvlink[i, gi, link, 0] += r.poisson(1 + 10 * progress)                        # replay
+        nvlink[i, gi, link, 0] += r.poisson(1 + 10 * progress)  # replay
         if progress > 0.6 and r.random() < 0.5:
-            nvlink[i, gi, link, 1] += 1                                               # recovery
-            s.say(i, s.kernel(i, f"NVRM: Xid (PCI:{gpu_pci(gi)}): 74, pid='<unknown>', name=<unknown>, "
-                                 f"NVLink: fatal error detected on link {link}(0x0, 0x0, 0x10000, 0x0, 0x0, 0x0, 0x0)"))
+            nvlink[i, gi, link, 1] += 1  # recovery
+            s.say(
+                i,
+                s.kernel(
+                    i,
+                    f"NVRM: Xid (PCI:{gpu_pci(gi)}): 74, pid='<unknown>', name=<unknown>, "
+                    f"NVLink: fatal error detected on link {link}(0x0, 0x0, 0x10000, 0x0, 0x0, 0x0, 0x0)",
+                ),
+            )
 
 
 # In the order a run schedules them (the first fault of each kind in turn): keep it.
-REGISTRY: dict[str, FaultKind] = {k.name: k for k in (XidBurst(), ThermalRunaway(), EccGrowth(), MemoryLeak(),
-                                                         DiskFill(), ServiceCrash(), NvlinkErrors())}
+REGISTRY: dict[str, FaultKind] = {
+    k.name: k
+    for k in (XidBurst(), ThermalRunaway(), EccGrowth(), MemoryLeak(), DiskFill(), ServiceCrash(), NvlinkErrors())
+}
 FAULT_KINDS = tuple(REGISTRY)

@@ -44,18 +44,20 @@ class PrecursorShape:
     single batch is noisy. Kept below every default detector rule: no uncorrected ECC, no
     critical XID, temperature at most `thermal_creep_c` above normal (the GPU overheat rule is
     at 85 °C, the clean-fleet tests keep pre-fault temperatures below 82 °C)."""
-    ecc_corrected_per_s: float = 0.05     # normal: 0.0002
-    remap_per_s: float = 0.0005           # each one also logs XID 63 (benign)
-    pcie_replay_per_s: float = 0.05       # normal: flat
-    nvlink_crc_per_s: float = 0.1         # normal: flat
+
+    ecc_corrected_per_s: float = 0.05  # normal: 0.0002
+    remap_per_s: float = 0.0005  # each one also logs XID 63 (benign)
+    pcie_replay_per_s: float = 0.05  # normal: flat
+    nvlink_crc_per_s: float = 0.1  # normal: flat
     thermal_creep_c: float = 3.0
-    throttle_chance: float = 0.4          # per tick: sw_thermal set and the SM clock dips
-    soft_xid_per_s: float = 1 / 1800      # xid_burst lead-ups only; never on false alarms
+    throttle_chance: float = 0.4  # per tick: sw_thermal set and the SM clock dips
+    soft_xid_per_s: float = 1 / 1800  # xid_burst lead-ups only; never on false alarms
 
 
 @dataclass(frozen=True)
 class Precursor:
     """A lead-up window on one GPU: before `fault` when there is one, else a false alarm."""
+
     host: str
     node: int
     gpu: int
@@ -95,8 +97,19 @@ def schedule_precursors(cfg: SimConfig, faults: list[Fault]) -> tuple[list[Fault
             continue
         f = replace(f, precursor_start=begin, precursor=signal)
         out_faults.append(f)
-        windows.append(Precursor(f.host, f.node, f.detail["gpu"], signal, begin, f.start, f.detail.get("link", 0),
-                                 f.fault == "xid_burst", f))
+        windows.append(
+            Precursor(
+                f.host,
+                f.node,
+                f.detail["gpu"],
+                signal,
+                begin,
+                f.start,
+                f.detail.get("link", 0),
+                f.fault == "xid_burst",
+                f,
+            )
+        )
     windows += _false_alarms(cfg, out_faults, rng)
     return out_faults, windows
 
@@ -118,7 +131,9 @@ def _false_alarms(cfg: SimConfig, faults: list[Fault], rng: np.random.Generator)
             length = float(rng.uniform(lo, hi))
             signal = PRECURSOR_SIGNALS[int(rng.integers(len(PRECURSOR_SIGNALS)))]
             link = int(rng.integers(NVLINKS))
-            begin = cfg.start + timedelta(seconds=float(rng.uniform(cfg.interval_s, max(cfg.interval_s, span - length))))
+            begin = cfg.start + timedelta(
+                seconds=float(rng.uniform(cfg.interval_s, max(cfg.interval_s, span - length)))
+            )
             end = min(begin + timedelta(seconds=length), cfg.start + timedelta(seconds=span))
             if all(end + margin <= a or begin - margin >= b for a, b in taken.get(node, [])):
                 break
@@ -145,15 +160,25 @@ class PrecursorEffects:
         def tick(t: datetime) -> int:
             return int(math.ceil((t - cfg.start).total_seconds() / cfg.interval_s))
 
-        return {"t0": np.array([tick(w.start) for w in ws], dtype=int),
-                "t1": np.array([tick(w.end) for w in ws], dtype=int),
-                "node": np.array([w.node for w in ws], dtype=int), "gpu": np.array([w.gpu for w in ws], dtype=int),
-                "link": np.array([w.link for w in ws], dtype=int),
-                "signal": np.array([PRECURSOR_SIGNALS.index(w.signal) for w in ws], dtype=int),
-                "soft_xids": np.array([w.soft_xids for w in ws], dtype=bool)}
+        return {
+            "t0": np.array([tick(w.start) for w in ws], dtype=int),
+            "t1": np.array([tick(w.end) for w in ws], dtype=int),
+            "node": np.array([w.node for w in ws], dtype=int),
+            "gpu": np.array([w.gpu for w in ws], dtype=int),
+            "link": np.array([w.link for w in ws], dtype=int),
+            "signal": np.array([PRECURSOR_SIGNALS.index(w.signal) for w in ws], dtype=int),
+            "soft_xids": np.array([w.soft_xids for w in ws], dtype=bool),
+        }
 
-    def apply(self, k: int, sim: FleetSimulator, temp: np.ndarray, sm_clock: np.ndarray, throttle: np.ndarray,
-              say: Callable[..., None]) -> None:
+    def apply(
+        self,
+        k: int,
+        sim: FleetSimulator,
+        temp: np.ndarray,
+        sm_clock: np.ndarray,
+        throttle: np.ndarray,
+        say: Callable[..., None],
+    ) -> None:
         """Add tick k's share of every open precursor window to the GPU state: `sim`'s counters and
         this tick's temperature, SM clock and throttle arrays (in place); `say(node, line, at)` logs."""
         pw = self.windows_
@@ -164,8 +189,11 @@ class PrecursorEffects:
         node, gpu, signal = pw["node"][on], pw["gpu"][on], pw["signal"][on]
         strength = ((k - pw["t0"][on] + 1) / np.maximum(pw["t1"][on] - pw["t0"][on], 1)) ** 2
         is_ = {name: signal == j for j, name in enumerate(PRECURSOR_SIGNALS)}
-        rate = np.select([is_["ecc"], is_["pcie"], is_["nvlink"]],
-                         [shape.ecc_corrected_per_s, shape.pcie_replay_per_s, shape.nvlink_crc_per_s], 0.0)
+        rate = np.select(
+            [is_["ecc"], is_["pcie"], is_["nvlink"]],
+            [shape.ecc_corrected_per_s, shape.pcie_replay_per_s, shape.nvlink_crc_per_s],
+            0.0,
+        )
         counts = r.poisson(rate * dt * strength)
         np.add.at(sim.ecc_[:, :, 0], (node[is_["ecc"]], gpu[is_["ecc"]]), counts[is_["ecc"]])
         np.add.at(sim.pcie_replay_, (node[is_["pcie"]], gpu[is_["pcie"]]), counts[is_["pcie"]])
@@ -178,13 +206,19 @@ class PrecursorEffects:
         sm_clock[node[throttled], gpu[throttled]] -= r.uniform(45, 180, int(throttled.sum()))
         # Discrete events are rare: a Python loop over the few that happen this tick.
         remapped = is_["ecc"] & (r.random(len(on)) < shape.remap_per_s * dt * strength)
-        for i, g in zip(node[remapped].tolist(), gpu[remapped].tolist()):
+        for i, g in zip(node[remapped].tolist(), gpu[remapped].tolist(), strict=True):
             sim.remap_[i, g, 0] += 1
-            say(i, f"kernel: [{sim.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): 63, pid='<unknown>', "
-                   f"name=<unknown>, Row Remapper: New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping")
+            say(
+                i,
+                f"kernel: [{sim.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): 63, pid='<unknown>', "
+                f"name=<unknown>, Row Remapper: New row (0x{int(r.integers(1 << 20)):08x}) was marked for remapping",
+            )
         soft = pw["soft_xids"][on] & (r.random(len(on)) < shape.soft_xid_per_s * dt * strength)
-        for i, g in zip(node[soft].tolist(), gpu[soft].tolist()):
+        for i, g in zip(node[soft].tolist(), gpu[soft].tolist(), strict=True):
             xid = SOFT_XIDS[int(r.integers(len(SOFT_XIDS)))]
-            say(i, f"kernel: [{sim.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): {xid}, "
-                   f"pid={int(r.integers(2000, 60000))}, name=python3, Graphics Exception: ESR 0x504224=0x80000002",
-                float(r.uniform(0, dt)))
+            say(
+                i,
+                f"kernel: [{sim.uptime_[i]:.6f}] NVRM: Xid (PCI:{gpu_pci(g)}): {xid}, "
+                f"pid={int(r.integers(2000, 60000))}, name=python3, Graphics Exception: ESR 0x504224=0x80000002",
+                float(r.uniform(0, dt)),
+            )

@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -58,20 +58,20 @@ CHATTER = (
 
 
 def iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".") + "Z"
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".") + "Z"
 
 
 @dataclass(frozen=True)
 class SimConfig:
     nodes: int = 8
     gpus: int = 4
-    seconds: float = 3600.0                  # simulated span
-    interval_s: float = 10.0                 # one metric batch per node per interval
-    start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    seconds: float = 3600.0  # simulated span
+    interval_s: float = 10.0  # one metric batch per node per interval
+    start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     seed: int = 0
-    faults: int | None = None                # how many faults; default about one per four nodes
+    faults: int | None = None  # how many faults; default about one per four nodes
     fault_kinds: tuple[str, ...] = FAULT_KINDS
-    chatter_per_node_hour: float = 12.0      # benign log lines
+    chatter_per_node_hour: float = 12.0  # benign log lines
     host_prefix: str = "sim-node-"
     host_class: str = ""
     # Precursors (see `schedule_precursors`): the share of GPU faults that show a lead-up, how long
@@ -80,7 +80,7 @@ class SimConfig:
     precursor_fraction: float = 0.7
     precursor_lead_s: tuple[float, float] = (1800.0, 21600.0)
     false_alarms_per_node_day: float = 0.2
-    precursor_shape: PrecursorShape = None  # None: PrecursorShape()
+    precursor_shape: PrecursorShape = field(default_factory=PrecursorShape)
 
     def __post_init__(self):
         if self.nodes < 1 or self.gpus < 0 or self.seconds <= 0 or self.interval_s <= 0:
@@ -109,8 +109,8 @@ class Fault:
     start: datetime
     end: datetime
     detail: dict = field(default_factory=dict)
-    precursor_start: datetime | None = None   # when the lead-up began (it ends at `start`); None: no lead-up
-    precursor: str = ""                       # its signal: one of PRECURSOR_SIGNALS
+    precursor_start: datetime | None = None  # when the lead-up began (it ends at `start`); None: no lead-up
+    precursor: str = ""  # its signal: one of PRECURSOR_SIGNALS
 
     def truth(self) -> dict:
         out = {"host": self.host, "fault": self.fault, "start": iso(self.start), "end": iso(self.end), **self.detail}
@@ -152,8 +152,16 @@ def schedule_faults(cfg: SimConfig) -> list[Fault]:
                 continue
             detail["gpu"] = int(rng.integers(cfg.gpus))
         detail.update(REGISTRY[kind].draw_detail(rng))
-        out.append(Fault(f"{cfg.host_prefix}{node:04d}", node, kind, cfg.start + timedelta(seconds=begin),
-                         cfg.start + timedelta(seconds=finish), detail))
+        out.append(
+            Fault(
+                f"{cfg.host_prefix}{node:04d}",
+                node,
+                kind,
+                cfg.start + timedelta(seconds=begin),
+                cfg.start + timedelta(seconds=finish),
+                detail,
+            )
+        )
     return sorted(out, key=lambda f: (f.start, f.host))
 
 
@@ -198,27 +206,67 @@ class FleetSimulator:
         self._names, self._counters = self._series_names()
 
     def _series_names(self) -> tuple[list[str], list[str]]:
-        host = ([f"cpu.{m}_pct" for m in ("user", "system", "iowait", "idle")] + ["cpu.util_pct", "load.1",
-                "mem.total_bytes", "mem.available_bytes", "mem.available_pct", "swap.used_pct",
-                S.fs("/", "free_pct"), S.fs("/", "free_bytes"), S.fs("/", "readonly"), "disk.nvme0n1.io_time_s",
-                "net.eth0.rx_errors", "net.eth0.tx_errors", "net.eth0.rx_drops", "net.eth0.tx_drops",
-                "temp.coretemp.package_c", f"service.{SERVICE}.up", "vmstat.oom_kill"])
-        counters = ["disk.nvme0n1.io_time_s", "net.eth0.rx_errors", "net.eth0.tx_errors", "net.eth0.rx_drops",
-                    "net.eth0.tx_drops", "vmstat.oom_kill"]
+        host = [f"cpu.{m}_pct" for m in ("user", "system", "iowait", "idle")] + [
+            "cpu.util_pct",
+            "load.1",
+            "mem.total_bytes",
+            "mem.available_bytes",
+            "mem.available_pct",
+            "swap.used_pct",
+            S.fs("/", "free_pct"),
+            S.fs("/", "free_bytes"),
+            S.fs("/", "readonly"),
+            "disk.nvme0n1.io_time_s",
+            "net.eth0.rx_errors",
+            "net.eth0.tx_errors",
+            "net.eth0.rx_drops",
+            "net.eth0.tx_drops",
+            "temp.coretemp.package_c",
+            f"service.{SERVICE}.up",
+            "vmstat.oom_kill",
+        ]
+        counters = [
+            "disk.nvme0n1.io_time_s",
+            "net.eth0.rx_errors",
+            "net.eth0.tx_errors",
+            "net.eth0.rx_drops",
+            "net.eth0.tx_drops",
+            "vmstat.oom_kill",
+        ]
         self._host_width = len(host)
         gpu_names: list[str] = []
         for i in range(self.cfg.gpus):
-            per = ["up", "util_pct", "mem_util_pct", "mem.used_bytes", "mem.total_bytes", "temperature_c", "power_w",
-                   "power_limit_w", "clock.sm_mhz", "clock.mem_mhz", "throttle.reasons",
-                   *(f"throttle.{b}" for b in S.THROTTLE_BITS),
-                   "ecc.volatile.corrected", "ecc.volatile.uncorrected", "ecc.aggregate.corrected",
-                   "ecc.aggregate.uncorrected", "remap.correctable", "remap.uncorrectable", "remap.pending",
-                   "remap.failure", "pcie.replay",
-                   *(f"nvlink{l}.{c}" for l in range(NVLINKS) for c, _ in S.NVLINK_COUNTERS)]
+            per = [
+                "up",
+                "util_pct",
+                "mem_util_pct",
+                "mem.used_bytes",
+                "mem.total_bytes",
+                "temperature_c",
+                "power_w",
+                "power_limit_w",
+                "clock.sm_mhz",
+                "clock.mem_mhz",
+                "throttle.reasons",
+                *(f"throttle.{b}" for b in S.THROTTLE_BITS),
+                "ecc.volatile.corrected",
+                "ecc.volatile.uncorrected",
+                "ecc.aggregate.corrected",
+                "ecc.aggregate.uncorrected",
+                "remap.correctable",
+                "remap.uncorrectable",
+                "remap.pending",
+                "remap.failure",
+                "pcie.replay",
+                *(f"nvlink{ln}.{c}" for ln in range(NVLINKS) for c, _ in S.NVLINK_COUNTERS),
+            ]
             self._gpu_width = len(per)
             gpu_names += [S.gpu(i, p) for p in per]
-            counters += [S.gpu(i, p) for p in per if p.startswith(("ecc.", "pcie.", "nvlink"))
-                         or p in ("remap.correctable", "remap.uncorrectable")]
+            counters += [
+                S.gpu(i, p)
+                for p in per
+                if p.startswith(("ecc.", "pcie.", "nvlink")) or p in ("remap.correctable", "remap.uncorrectable")
+            ]
         return host + gpu_names, counters
 
     @property
@@ -281,37 +329,82 @@ class FleetSimulator:
 
         self.precursor_effects_.apply(k, self, temp, sm_clock, throttle, say)
 
-        state = TickState(self, r, dt, load, temp, power, sm_clock, throttle, gpu_up, mem_avail, swap, fs_free,
-                          service_up, say)
+        state = TickState(
+            self, r, dt, load, temp, power, sm_clock, throttle, gpu_up, mem_avail, swap, fs_free, service_up, say
+        )
         for f, p, first, last in self.active(k):
             REGISTRY[f.fault].apply(f, p, first, last, state)
 
         # benign chatter: Poisson lines per node per interval
-        for i in np.nonzero(r.poisson(cfg.chatter_per_node_hour * dt / 3600, n))[0]:
+        for i in np.nonzero(r.poisson(cfg.chatter_per_node_hour * dt / 3600, n))[0].tolist():
             tpl = CHATTER[int(r.integers(len(CHATTER)))]
-            say(int(i), tpl.format(n=int(r.integers(1, 9999)), pid=int(r.integers(300, 60000)), a=int(r.integers(255)),
-                                   b=int(r.integers(1, 255)), port=int(r.integers(30000, 60000)), up=self.uptime_[i],
-                                   pci=gpu_pci(int(r.integers(max(g, 1))))), float(r.uniform(0, dt)))
+            say(
+                int(i),
+                tpl.format(
+                    n=int(r.integers(1, 9999)),
+                    pid=int(r.integers(300, 60000)),
+                    a=int(r.integers(255)),
+                    b=int(r.integers(1, 255)),
+                    port=int(r.integers(30000, 60000)),
+                    up=self.uptime_[i],
+                    pci=gpu_pci(int(r.integers(max(g, 1)))),
+                ),
+                float(r.uniform(0, dt)),
+            )
 
         agg = self.ecc_.copy()
         agg[:, :, 2] = np.maximum(self.ecc_[:, :, 2], self.ecc_[:, :, 0])
         agg[:, :, 3] = np.maximum(self.ecc_[:, :, 3], self.ecc_[:, :, 1])
         self.ecc_[:, :, 2:] = agg[:, :, 2:]
 
-        host_cols = np.column_stack([
-            user, system, iowait, idle, 100 - idle - iowait, CORES * load + r.normal(0, 0.5, n), np.full(n, MEM_TOTAL),
-            np.round(mem_avail, -3), 100 * mem_avail / MEM_TOTAL, swap, fs_free, np.round(FS_TOTAL * fs_free / 100, -3),
-            readonly, self.io_time_, *self.net_.T, cpu_temp, service_up, self.oom_])
+        host_cols = np.column_stack(
+            [
+                user,
+                system,
+                iowait,
+                idle,
+                100 - idle - iowait,
+                CORES * load + r.normal(0, 0.5, n),
+                np.full(n, MEM_TOTAL),
+                np.round(mem_avail, -3),
+                100 * mem_avail / MEM_TOTAL,
+                swap,
+                fs_free,
+                np.round(FS_TOTAL * fs_free / 100, -3),
+                readonly,
+                self.io_time_,
+                *self.net_.T,
+                cpu_temp,
+                service_up,
+                self.oom_,
+            ]
+        )
         cols = [host_cols]
         if g:
             gl = gload.copy()
             gl[gpu_up == 0] = 0
             throttle_bits = [(throttle.astype(int) & bit > 0).astype(float) for bit in S.THROTTLE_BITS.values()]
-            gpu_block = np.stack([
-                gpu_up, 100 * gl, 60 * gl, np.round(GPU_MEM_TOTAL * (0.05 + 0.85 * gl), -3), np.full((n, g), GPU_MEM_TOTAL),
-                temp, power, np.full((n, g), 700.0), sm_clock, np.full((n, g), 2619.0), throttle, *throttle_bits,
-                *np.moveaxis(self.ecc_, 2, 0), *np.moveaxis(self.remap_, 2, 0), self.pcie_replay_,
-                *np.moveaxis(self.nvlink_.reshape(n, g, -1), 2, 0)], axis=2)  # (n, g, per-gpu)
+            gpu_block = np.stack(
+                [
+                    gpu_up,
+                    100 * gl,
+                    60 * gl,
+                    np.round(GPU_MEM_TOTAL * (0.05 + 0.85 * gl), -3),
+                    np.full((n, g), GPU_MEM_TOTAL),
+                    temp,
+                    power,
+                    np.full((n, g), 700.0),
+                    sm_clock,
+                    np.full((n, g), 2619.0),
+                    throttle,
+                    *throttle_bits,
+                    *np.moveaxis(self.ecc_, 2, 0),
+                    *np.moveaxis(self.remap_, 2, 0),
+                    self.pcie_replay_,
+                    *np.moveaxis(self.nvlink_.reshape(n, g, -1), 2, 0),
+                ],
+                axis=2,
+            )  # (n, g, per-gpu)
             # A GPU off the bus answers nothing but "lost": every value but `up` is null.
             gpu_block[:, :, 1:][gpu_up == 0] = np.nan
             cols.append(gpu_block.reshape(n, -1))
@@ -320,17 +413,27 @@ class FleetSimulator:
         batches = []
         for i, host in enumerate(self.hosts_):
             row = matrix[i].tolist()
-            values = dict(zip(names, row))
+            values = dict(zip(names, row, strict=True))
             if g and not gpu_up[i].all():
                 values = {k: (None if v != v else v) for k, v in values.items()}
-            batches.append(MetricBatch(host=host, time=now, source="sim", labels=self.labels_, values=values,
-                                       counters=counters))
+            batches.append(
+                MetricBatch(host=host, time=now, source="sim", labels=self.labels_, values=values, counters=counters)
+            )
         events = []
         for i, at, line in sorted(logs, key=lambda x: (x[0], x[1])):
             when = now + timedelta(seconds=round(at, 3))
             parsed = parse_line(line, now=when)
-            events.append(LogEvent(host=self.hosts_[i], time=when, source="sim", line=line, kind=parsed.kind,
-                                   severity=parsed.severity, fields=parsed.fields))
+            events.append(
+                LogEvent(
+                    host=self.hosts_[i],
+                    time=when,
+                    source="sim",
+                    line=line,
+                    kind=parsed.kind,
+                    severity=parsed.severity,
+                    fields=parsed.fields,
+                )
+            )
         return batches, events
 
 
@@ -349,9 +452,17 @@ def _fault_signal(f: Fault) -> str:
     return REGISTRY[f.fault].signal(f)
 
 
-def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtime: bool = False, speed: float = 1.0,
-                   truth_path: str | Path | None = None, progress: Callable[[str], None] | None = None,
-                   flush_every: int = 5000, stop: Callable[[], bool] | None = None) -> SimStats:
+def run_simulation(
+    cfg: SimConfig,
+    publish: Callable[[list], object],
+    *,
+    realtime: bool = False,
+    speed: float = 1.0,
+    truth_path: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    flush_every: int = 5000,
+    stop: Callable[[], bool] | None = None,
+) -> SimStats:
     """Run the whole span: `publish(records)` gets each tick's records (fast mode: in chunks of
     about `flush_every`). Realtime paces tick k at k·interval/speed wall seconds from the start.
     Progress: a line per second at most, one per fault start and end, and in realtime the error
@@ -362,9 +473,11 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
     if truth_path:
         write_ground_truth(sim.faults_, truth_path)
     say = progress or (lambda m: None)
-    say(f"simulating {cfg.nodes} nodes × {cfg.gpus} GPUs, {cfg.ticks} ticks of {cfg.interval_s:g}s from "
+    say(
+        f"simulating {cfg.nodes} nodes × {cfg.gpus} GPUs, {cfg.ticks} ticks of {cfg.interval_s:g}s from "
         f"{iso(cfg.start)} (seed {cfg.seed}, {len(sim.faults_)} faults"
-        + (f", ground truth in {truth_path})" if truth_path else ")"))
+        + (f", ground truth in {truth_path})" if truth_path else ")")
+    )
     stats = SimStats()
     t0 = time.monotonic()
     last_report = t0
@@ -414,8 +527,11 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
                 value = by_host[f.host].values.get(name) if f.host in by_host else None
                 shown.append(f"{f.host} {name}={'null' if value is None else f'{value:g}'}")
             wall = now - t0
-            say(f"  {iso(sim.time_of(k))} tick {k + 1}/{cfg.ticks}  {stats.batches} batches  {stats.logs} logs  "
-                f"{(stats.batches + stats.logs) / max(wall, 1e-9):.0f} rec/s" + ("  | " + "; ".join(shown) if shown else ""))
+            say(
+                f"  {iso(sim.time_of(k))} tick {k + 1}/{cfg.ticks}  {stats.batches} batches  {stats.logs} logs  "
+                f"{(stats.batches + stats.logs) / max(wall, 1e-9):.0f} rec/s"
+                + ("  | " + "; ".join(shown) if shown else "")
+            )
         for f, _, _, last in active:
             if last:
                 say(f"  fault ■ {f.host} {f.fault} over at {iso(f.end)}")
@@ -425,8 +541,10 @@ def run_simulation(cfg: SimConfig, publish: Callable[[list], object], *, realtim
         if held:
             say(f"  log     {host} {kind}: {held} more lines like the last one shown")
     stats.wall_s = time.monotonic() - t0
-    say(f"done: {stats.ticks} ticks, {stats.batches} metric batches ({stats.values} values), {stats.logs} log "
+    say(
+        f"done: {stats.ticks} ticks, {stats.batches} metric batches ({stats.values} values), {stats.logs} log "
         f"events, {stats.faults_started} faults in {stats.wall_s:.1f}s "
         f"({(stats.batches + stats.logs) / max(stats.wall_s, 1e-9):.0f} records/s, "
-        f"{stats.values / max(stats.wall_s, 1e-9):.0f} values/s)")
+        f"{stats.values / max(stats.wall_s, 1e-9):.0f} values/s)"
+    )
     return stats

@@ -29,8 +29,9 @@ def _fit_one(record: Contract, data: bytes, max_bytes: int, ok: list, refused: l
         ok.append((record, data))
         return
     if not isinstance(record, MetricBatch) or len(record.values) < 2:
-        refused.append((record, f"{type(record).__name__} of {len(data)} bytes exceeds {max_bytes} "
-                                f"and cannot be split"))
+        refused.append(
+            (record, f"{type(record).__name__} of {len(data)} bytes exceeds {max_bytes} and cannot be split")
+        )
         return
     names = list(record.values)
     # parts sized from the encoded size (names dominate it), then each checked again
@@ -38,7 +39,8 @@ def _fit_one(record: Contract, data: bytes, max_bytes: int, ok: list, refused: l
     step = -(-len(names) // parts)
     counters = set(record.counters)
     for i in range(0, len(names), step):
-        chunk = names[i:i + step]
-        part = record.model_copy(update={"values": {n: record.values[n] for n in chunk},
-                                         "counters": [n for n in chunk if n in counters]})
+        chunk = names[i : i + step]
+        part = record.model_copy(
+            update={"values": {n: record.values[n] for n in chunk}, "counters": [n for n in chunk if n in counters]}
+        )
         _fit_one(part, part.to_bytes(), max_bytes, ok, refused)

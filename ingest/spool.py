@@ -61,8 +61,13 @@ def _fsync_dir(directory: Path) -> None:
 class Spool:
     """Append-only segments on disk, bounded by `max_bytes`; dropped records are counted."""
 
-    def __init__(self, directory: str | os.PathLike, max_bytes: int = 256 * 1024 * 1024,
-                 segment_bytes: int = 4 * 1024 * 1024, fsync: str = "batch") -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_bytes: int = 256 * 1024 * 1024,
+        segment_bytes: int = 4 * 1024 * 1024,
+        fsync: str = "batch",
+    ) -> None:
         if max_bytes <= 0 or segment_bytes <= 0:
             raise ValueError("spool max_bytes and segment_bytes must be positive")
         if fsync not in FSYNC_POLICIES:

@@ -63,9 +63,14 @@ class Agreement:
 
     @staticmethod
     def release(claim: Remediation, skip: Skip, now: datetime) -> Remediation:
-        return claim.model_copy(update={
-            "status": "skipped", "time": now, "gate": skip.gate,
-            "reason": (RELEASED + f"an earlier claim in the claims log took the slot: {skip.reason}")[:4096]})
+        return claim.model_copy(
+            update={
+                "status": "skipped",
+                "time": now,
+                "gate": skip.gate,
+                "reason": (RELEASED + f"an earlier claim in the claims log took the slot: {skip.reason}")[:4096],
+            }
+        )
 
 
 __all__ = ["Agreement", "before"]

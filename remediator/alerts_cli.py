@@ -49,8 +49,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
     thread.start()
     if endpoint is not None:
         endpoint.set_ready(True)  # recovered what it already opened and resolved, and listening
-    print(f"alerts receive: Alertmanager webhook url {server.url} (readiness /-/ready); "
-          f"{known} alert episodes known from {settings.topic_prefix}incidents.v1", flush=True)
+    print(
+        f"alerts receive: Alertmanager webhook url {server.url} (readiness /-/ready); "
+        f"{known} alert episodes known from {settings.topic_prefix}incidents.v1",
+        flush=True,
+    )
     try:
         _until_signal(server.shutdown)
     finally:
@@ -70,8 +73,11 @@ def cmd_notify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetmedic: alerts notify: {exc}", file=sys.stderr)
         return 2
-    print(f"alerts notify: needs for a person → {notifier.client.url}/api/v2/alerts "
-          f"(re-sent every {notifier.resend_s:g}s)", flush=True)
+    print(
+        f"alerts notify: needs for a person → {notifier.client.url}/api/v2/alerts "
+        f"(re-sent every {notifier.resend_s:g}s)",
+        flush=True,
+    )
     thread = threading.Thread(target=notifier.run, daemon=True)
     thread.start()
     _until_signal(notifier.stop)
@@ -80,11 +86,14 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("alerts", help="Alertmanager in (webhook receiver) and out (alerts for people)",
-                       description="receive: turn Alertmanager webhook notifications into incidents (firing opens, "
-                                   "resolved resolves), so existing Prometheus alert rules drive the policy. "
-                                   "notify: push incidents that need a person (awaiting approval, escalated, failed, "
-                                   "unreachable, kill switch) to Alertmanager's v2 API, resolved when the need ends.")
+    p = sub.add_parser(
+        "alerts",
+        help="Alertmanager in (webhook receiver) and out (alerts for people)",
+        description="receive: turn Alertmanager webhook notifications into incidents (firing opens, "
+        "resolved resolves), so existing Prometheus alert rules drive the policy. "
+        "notify: push incidents that need a person (awaiting approval, escalated, failed, "
+        "unreachable, kill switch) to Alertmanager's v2 API, resolved when the need ends.",
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("receive", help="the webhook receiver (long-running)")
     a.add_argument("--listen", default="127.0.0.1:9097", metavar="HOST:PORT")

@@ -50,8 +50,18 @@ if TYPE_CHECKING:
 
 _ID = re.compile(r"^rem-[0-9a-f]{20}$")
 DOMAIN = b"fleetmedic approval v1\n"
-SIGNED_FIELDS = ("remediation_id", "incident_id", "action", "step", "host", "decision", "by", "comment", "expires_at",
-                 "nonce")
+SIGNED_FIELDS = (
+    "remediation_id",
+    "incident_id",
+    "action",
+    "step",
+    "host",
+    "decision",
+    "by",
+    "comment",
+    "expires_at",
+    "nonce",
+)
 DEFAULT_KEY_FILE = Path("~/.config/fleetmedic/approver.key")
 
 
@@ -117,8 +127,7 @@ def generate_key(path: Path) -> str:
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -136,8 +145,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
-        raise ApprovalError(f"cannot read the approver key {path}: {exc.strerror or exc} "
-                            "(make one with `fleetmedic approver-key`)") from None
+        raise ApprovalError(
+            f"cannot read the approver key {path}: {exc.strerror or exc} (make one with `fleetmedic approver-key`)"
+        ) from None
     except (ValueError, TypeError) as exc:
         raise ApprovalError(f"{path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -178,8 +188,9 @@ class ApprovalDesk:
             return f"signature does not verify with {approval.by}'s key: forged or altered after signing"
         return None
 
-    def consider(self, approval: Approval, entry: Entry | None, now: datetime,
-                 required: int | Callable[[], int] = 1) -> Verdict | Refused | Counted:
+    def consider(
+        self, approval: Approval, entry: Entry | None, now: datetime, required: int | Callable[[], int] = 1
+    ) -> Verdict | Refused | Counted:
         """The verdict on `approval` for the request `entry`, judged at broker time `now`;
         `required` (an int, or a callable asked only for a valid approval) distinct approvers run it."""
         problem = self._signature_problem(approval)
@@ -194,19 +205,28 @@ class ApprovalDesk:
             return Refused(f"{approval.remediation_id} is not awaiting approval (it is {state})")
         first = entry.first
         if (approval.incident_id, approval.action, approval.step, approval.host) != (
-                first.incident_id, first.action, first.step, first.host):
-            return Refused(f"signed for incident {approval.incident_id} {approval.action} step {approval.step} on "
-                           f"{approval.host}, not for this request ({first.incident_id} {first.action} step "
-                           f"{first.step} on {first.host})")
+            first.incident_id,
+            first.action,
+            first.step,
+            first.host,
+        ):
+            return Refused(
+                f"signed for incident {approval.incident_id} {approval.action} step {approval.step} on "
+                f"{approval.host}, not for this request ({first.incident_id} {first.action} step "
+                f"{first.step} on {first.host})"
+            )
         requested = entry.latest.time
         if now > requested + timedelta(seconds=self.expire_s):
-            return Verdict(False, f"approval request expired {self.expire_s:g}s after {requested.isoformat()}: "
-                                  "denied by default")
+            return Verdict(
+                False, f"approval request expired {self.expire_s:g}s after {requested.isoformat()}: denied by default"
+            )
         if approval.expires_at is None:
             return Refused("the approval has no expiry")
         if now > approval.expires_at:
-            return Refused(f"approval by {approval.by} expired at {approval.expires_at.isoformat()} "
-                           f"(broker time {now.isoformat()})")
+            return Refused(
+                f"approval by {approval.by} expired at {approval.expires_at.isoformat()} "
+                f"(broker time {now.isoformat()})"
+            )
         note = f": {approval.comment}" if approval.comment else ""
         if approval.decision == "deny":
             self.pending_.pop(approval.remediation_id, None)
@@ -223,9 +243,16 @@ class ApprovalDesk:
 
 
 # --- writing ---------------------------------------------------------------------------------
-def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | None = None,
-                   deny: bool = False, by: str | None = None, comment: str = "",
-                   valid_s: float = 3600.0) -> tuple[Approval, Remediation]:
+def write_approval(
+    settings: Settings,
+    remediation_id: str,
+    *,
+    key_file: Path | None = None,
+    deny: bool = False,
+    by: str | None = None,
+    comment: str = "",
+    valid_s: float = 3600.0,
+) -> tuple[Approval, Remediation]:
     """Sign and write an Approval for a remediation that is awaiting approval; ApprovalError otherwise."""
     if not _ID.match(remediation_id):
         raise ApprovalError(f"{remediation_id!r} is not a remediation id (rem- and 20 hex digits)")
@@ -244,10 +271,19 @@ def write_approval(settings: Settings, remediation_id: str, *, key_file: Path | 
     key = load_private_key(key_file or DEFAULT_KEY_FILE)
     now = datetime.now(UTC)
     first = entry.first
-    approval = Approval(remediation_id=remediation_id, host=first.host, incident_id=first.incident_id,
-                        action=first.action, step=first.step, decision="deny" if deny else "approve",
-                        by=by or getpass.getuser() or "unknown", comment=comment, time=now,
-                        expires_at=now + timedelta(seconds=valid_s), nonce=secrets.token_hex(16))
+    approval = Approval(
+        remediation_id=remediation_id,
+        host=first.host,
+        incident_id=first.incident_id,
+        action=first.action,
+        step=first.step,
+        decision="deny" if deny else "approve",
+        by=by or getpass.getuser() or "unknown",
+        comment=comment,
+        time=now,
+        expires_at=now + timedelta(seconds=valid_s),
+        nonce=secrets.token_hex(16),
+    )
     approval = sign(approval, key)
     with Producer(settings) as producer:
         producer.send(approval)
@@ -260,6 +296,15 @@ def refusal_record(item: Received, group: str, reason: str) -> DeadLetter:
     from fleetmedic.schemas import DeadLetter
     from fleetmedic.transport import DEAD_LETTER_KEEP_BYTES
 
-    return DeadLetter.of(topic=item.topic, partition=item.partition, offset=item.offset,
-                         timestamp_ms=item.timestamp_ms, key=item.key, value=item.record.to_bytes(), group=group,
-                         kind="approval_refused", error=reason, keep_bytes=DEAD_LETTER_KEEP_BYTES)
+    return DeadLetter.of(
+        topic=item.topic,
+        partition=item.partition,
+        offset=item.offset,
+        timestamp_ms=item.timestamp_ms,
+        key=item.key,
+        value=item.record.to_bytes(),
+        group=group,
+        kind="approval_refused",
+        error=reason,
+        keep_bytes=DEAD_LETTER_KEEP_BYTES,
+    )

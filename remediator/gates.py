@@ -90,8 +90,11 @@ class KillSwitch:
         engaged = self.control.kill_switch if self.control is not None else None
         if engaged is not None:
             note = f": {engaged.reason}" if engaged.reason else ""
-            return Skip(self.name, f"the kill switch is engaged (fleetmedic pause by {engaged.by} at "
-                                   f"{engaged.time.isoformat()}{note}): nothing runs")
+            return Skip(
+                self.name,
+                f"the kill switch is engaged (fleetmedic pause by {engaged.by} at "
+                f"{engaged.time.isoformat()}{note}): nothing runs",
+            )
         if self.gates.kill_switch:
             return Skip(self.name, "the kill switch is on (policy gates.kill_switch): nothing runs")
         if self.gates.kill_switch_file is not None and self.gates.kill_switch_file.exists():
@@ -143,9 +146,11 @@ class Maintenance:
         if self.control is not None:
             found = self.control.stop_for("maintenance", proposal.incident, now)
             if found is not None:
-                return Skip(self.name, f"maintenance {found.id} ({describe_matchers(list(found.matchers))}) by "
-                                       f"{found.by} until {found.ends_at.isoformat()}"
-                                       + (f": {found.reason}" if found.reason else ""))
+                return Skip(
+                    self.name,
+                    f"maintenance {found.id} ({describe_matchers(list(found.matchers))}) by "
+                    f"{found.by} until {found.ends_at.isoformat()}" + (f": {found.reason}" if found.reason else ""),
+                )
         for window in self.policy.gates.maintenance:
             groups = [g for g in window.host_groups if self.policy.in_group(proposal.host, g)]
             if groups and window.active(now):
@@ -165,8 +170,11 @@ class Flapping:
         since = now - timedelta(seconds=self.limit.within_s)
         runs = [e for e in ledger.claims_since(since, real_only=True) if e.first.host == proposal.host]
         if len(runs) >= self.limit.max_runs:
-            return Skip(self.name, f"{proposal.host} was remediated {len(runs)} times in the last "
-                                   f"{self.limit.within_s:g}s (limit {self.limit.max_runs}): handed to a human")
+            return Skip(
+                self.name,
+                f"{proposal.host} was remediated {len(runs)} times in the last "
+                f"{self.limit.within_s:g}s (limit {self.limit.max_runs}): handed to a human",
+            )
         return proposal
 
 
@@ -182,12 +190,18 @@ class Cooldown:
         if self.cooldown_s <= 0:
             return proposal
         since = now - timedelta(seconds=self.cooldown_s)
-        last = [e.claimed_at for e in ledger.claims_since(since, real_only=True)
-                if e.first.host == proposal.host and e.first.action == proposal.action]
+        last = [
+            e.claimed_at
+            for e in ledger.claims_since(since, real_only=True)
+            if e.first.host == proposal.host and e.first.action == proposal.action
+        ]
         if last:
             ready = max(last) + timedelta(seconds=self.cooldown_s)
-            return Skip(self.name, f"{proposal.action} ran on {proposal.host} at {max(last).isoformat()}; "
-                                   f"cooldown {self.cooldown_s:g}s lasts until {ready.isoformat()}")
+            return Skip(
+                self.name,
+                f"{proposal.action} ran on {proposal.host} at {max(last).isoformat()}; "
+                f"cooldown {self.cooldown_s:g}s lasts until {ready.isoformat()}",
+            )
         return proposal
 
 
@@ -261,15 +275,21 @@ class BlastRadius:
                 in_group = {h for h in hosts if self.policy.in_group(h, group)}
                 allowed = math.floor(size * self.limit.max_percent / 100)
                 if len(in_group) + 1 > allowed:
-                    return Skip(self.name, f"group {group}: {len(in_group)} of {size} hosts already under "
-                                           f"remediation; one more exceeds {self.limit.max_percent:g}% "
-                                           f"(at most {allowed})")
+                    return Skip(
+                        self.name,
+                        f"group {group}: {len(in_group)} of {size} hosts already under "
+                        f"remediation; one more exceeds {self.limit.max_percent:g}% "
+                        f"(at most {allowed})",
+                    )
         job = proposal.incident.labels.get(self.limit.job_label)
         if job:
             job_hosts = {name(e.first.host) for e in active if e.job == job} - {name(proposal.host)}
             if len(job_hosts) + 1 > self.limit.max_nodes_per_job:
-                return Skip(self.name, f"job {job}: {len(job_hosts)} of its nodes already under remediation "
-                                       f"({', '.join(sorted(job_hosts))}); limit {self.limit.max_nodes_per_job}")
+                return Skip(
+                    self.name,
+                    f"job {job}: {len(job_hosts)} of its nodes already under remediation "
+                    f"({', '.join(sorted(job_hosts))}); limit {self.limit.max_nodes_per_job}",
+                )
         return proposal
 
 
@@ -286,8 +306,11 @@ class InInventory:
             return proposal
         self.inventory.maybe_refresh()
         if self.inventory.resolve(proposal.host) is None:
-            return Skip(self.name, f"host {proposal.host} is not in the inventory {self.inventory.source} (no host "
-                                   f"of that name nor with {self.inventory.name_var}={proposal.host}): not ours to touch")
+            return Skip(
+                self.name,
+                f"host {proposal.host} is not in the inventory {self.inventory.source} (no host "
+                f"of that name nor with {self.inventory.name_var}={proposal.host}): not ours to touch",
+            )
         return proposal
 
 
@@ -317,8 +340,9 @@ class RateLimit:
     def __call__(self, proposal, ledger, now):
         recent = ledger.claims_since(now - timedelta(seconds=self.limit.per_s))
         if len(recent) >= self.limit.max_runs:
-            return Skip(self.name, f"{len(recent)} runs started in the last {self.limit.per_s:g}s "
-                                   f"(limit {self.limit.max_runs})")
+            return Skip(
+                self.name, f"{len(recent)} runs started in the last {self.limit.per_s:g}s (limit {self.limit.max_runs})"
+            )
         return proposal
 
 
@@ -334,8 +358,9 @@ class DryRun:
 
 # Gates whose stop may lift without anyone acting (capacity frees up, the switch is turned off):
 # a later record of the same incident is evaluated again. Other skips are final for that step.
-RETRYABLE = frozenset({"kill_switch", "cooldown", "blast_radius", "max_concurrent", "rate_limit", "silence",
-                       "maintenance"})
+RETRYABLE = frozenset(
+    {"kill_switch", "cooldown", "blast_radius", "max_concurrent", "rate_limit", "silence", "maintenance"}
+)
 
 
 class Pipeline:
@@ -363,18 +388,36 @@ def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) 
     # a resolved incident's rule is the one that matched it while open (its return-to-service step)
     rule = policy.rule_for(incident if incident.status != "resolve" else incident.model_copy(update={"status": "open"}))
     step = rule.step_at(step_index) if rule is not None else None
-    if step is None:
+    if rule is None or step is None:
         return None
     rem_id = remediation_id(incident.id, step.action, step_index)
     try:
         extra_vars = policy.render_vars(step, incident)
     except PolicyError as exc:
-        return Remediation(id=rem_id, incident_id=incident.id, fingerprint=incident.fingerprint,
-                           host=incident.host, action=step.action, playbook=step.playbook, status="skipped",
-                           gate="policy", reason=f"rule {rule.name}: {exc}", step=step_index, time=now)
+        return Remediation(
+            id=rem_id,
+            incident_id=incident.id,
+            fingerprint=incident.fingerprint,
+            host=incident.host,
+            action=step.action,
+            playbook=step.playbook,
+            status="skipped",
+            gate="policy",
+            reason=f"rule {rule.name}: {exc}",
+            step=step_index,
+            time=now,
+        )
     needs = step.needs_approval if step.needs_approval is not None else rule.needs_approval
-    return Proposal(incident=incident, rule=rule, step_index=step_index, step=step, remediation_id=rem_id,
-                    extra_vars=extra_vars, dry_run=False, needs_approval=needs)
+    return Proposal(
+        incident=incident,
+        rule=rule,
+        step_index=step_index,
+        step=step,
+        remediation_id=rem_id,
+        extra_vars=extra_vars,
+        dry_run=False,
+        needs_approval=needs,
+    )
 
 
 def default_pipeline(policy: Policy, control=None, inventory=None) -> Pipeline:
@@ -387,5 +430,17 @@ def default_pipeline(policy: Policy, control=None, inventory=None) -> Pipeline:
         policy.attach_inventory(inventory)
     # dry_run is decided first so that the capacity gates know a check-mode run changes nothing
     first = [InInventory(inventory)] if inventory is not None else []
-    return Pipeline(first + [KillSwitch(g, control), Silences(policy, control), Maintenance(policy, control), DryRun(),
-                             Flapping(g), Cooldown(g), BlastRadius(policy), MaxConcurrent(g), RateLimit(g)])
+    return Pipeline(
+        first
+        + [
+            KillSwitch(g, control),
+            Silences(policy, control),
+            Maintenance(policy, control),
+            DryRun(),
+            Flapping(g),
+            Cooldown(g),
+            BlastRadius(policy),
+            MaxConcurrent(g),
+            RateLimit(g),
+        ]
+    )

@@ -16,8 +16,10 @@ import re
 from collections.abc import Callable
 
 AddressSource = Callable[[str], "str | None"]
-_DNS = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}"
-                  r"[A-Za-z0-9])?)*$")
+_DNS = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}"
+    r"[A-Za-z0-9])?)*$"
+)
 _plugged: AddressSource | None = None
 
 
@@ -41,10 +43,12 @@ def checked(address: str) -> str:
 
 def address_source(inventory: dict[str, str]) -> AddressSource:
     """The lookup the remediator uses: the plugged-in source first, then the policy's inventory."""
+
     def lookup(host: str) -> str | None:
         if _plugged is not None:
             found = _plugged(host)
             if found:
                 return found
         return inventory.get(host)
+
     return lookup

@@ -81,17 +81,27 @@ def _ansible_inventory() -> str:
 
 def list_inventory(source: str | Path, timeout_s: float = 120.0) -> dict:
     """`ansible-inventory -i SOURCE --list` as a dict (InventoryError when it fails or says nothing)."""
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0",
-               # an unparsable source is an error, not an empty fleet
-               ANSIBLE_INVENTORY_UNPARSED_FAILED="1")
+    env = dict(
+        os.environ,
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+        # an unparsable source is an error, not an empty fleet
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="1",
+    )
     try:
-        done = subprocess.run([_ansible_inventory(), "-i", str(source), "--list"], capture_output=True,
-                              text=True, timeout=timeout_s, env=env)
+        done = subprocess.run(
+            [_ansible_inventory(), "-i", str(source), "--list"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         raise InventoryError(f"inventory {source}: ansible-inventory did not answer within {timeout_s:g}s") from None
     if done.returncode != 0:
-        raise InventoryError(f"inventory {source}: ansible-inventory failed (rc {done.returncode}): "
-                             f"{done.stderr.strip()[-2000:]}")
+        raise InventoryError(
+            f"inventory {source}: ansible-inventory failed (rc {done.returncode}): {done.stderr.strip()[-2000:]}"
+        )
     try:
         listing = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
@@ -104,8 +114,14 @@ def list_inventory(source: str | Path, timeout_s: float = 120.0) -> dict:
 class Inventory:
     """Hosts, host variables and group members from an Ansible inventory (see the module docstring)."""
 
-    def __init__(self, source: str | Path | None = None, *, refresh_s: float = DEFAULT_REFRESH_S,
-                 name_var: str = DEFAULT_NAME_VAR, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        source: str | Path | None = None,
+        *,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        name_var: str = DEFAULT_NAME_VAR,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.source = source
         self.refresh_s = refresh_s
         self.name_var = name_var
@@ -160,6 +176,7 @@ class Inventory:
                 self.refresh()
             except InventoryError as exc:
                 log.warning("%s", exc)
+
         if wait:
             run()
             return
@@ -193,8 +210,14 @@ class Inventory:
             alias = hv.get(self.name_var)
             if isinstance(alias, str) and alias and alias != host:
                 if alias in aliases and aliases[alias] != host:
-                    log.warning("inventory: %s=%s on both %s and %s; %s wins", self.name_var, alias,
-                                aliases[alias], host, min(aliases[alias], host))
+                    log.warning(
+                        "inventory: %s=%s on both %s and %s; %s wins",
+                        self.name_var,
+                        alias,
+                        aliases[alias],
+                        host,
+                        min(aliases[alias], host),
+                    )
                     host = min(aliases[alias], host)
                 aliases[alias] = host
         with self._lock:

@@ -63,19 +63,33 @@ class Need:
         return self.labels
 
     def body(self, ends_at: datetime) -> dict:
-        return {"labels": dict(self.labels), "annotations": dict(self.annotations),
-                "startsAt": self.starts_at.isoformat(), "endsAt": ends_at.isoformat()}
+        return {
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": self.starts_at.isoformat(),
+            "endsAt": ends_at.isoformat(),
+        }
 
 
-def _need(alertname: str, severity: str, incident_id: str | None, host: str | None, starts_at: datetime,
-          own_label: str, **annotations: str) -> Need:
+def _need(
+    alertname: str,
+    severity: str,
+    incident_id: str | None,
+    host: str | None,
+    starts_at: datetime,
+    own_label: str,
+    **annotations: str,
+) -> Need:
     labels = {"alertname": alertname, own_label: "true", "severity": severity}
     if incident_id:
         labels["incident_id"] = incident_id
     if host:
         labels["host"] = host
-    return Need(labels=tuple(sorted(labels.items())),
-                annotations=tuple(sorted((k, v[:4096]) for k, v in annotations.items() if v)), starts_at=starts_at)
+    return Need(
+        labels=tuple(sorted(labels.items())),
+        annotations=tuple(sorted((k, v[:4096]) for k, v in annotations.items() if v)),
+        starts_at=starts_at,
+    )
 
 
 def report_command(incident_id: str) -> str:
@@ -90,9 +104,19 @@ def needs(ledger: Ledger, kill_switch: Control | None = None, *, own_label: str 
         out[n.key] = n
 
     if kill_switch is not None:
-        add(_need("FleetmedicKillSwitch", "warning", None, None, kill_switch.time, own_label,
-                  summary=f"fleetmedic kill switch engaged by {kill_switch.by}: no remediation runs anywhere",
-                  reason=kill_switch.reason, resume_command="fleetmedic resume"))
+        add(
+            _need(
+                "FleetmedicKillSwitch",
+                "warning",
+                None,
+                None,
+                kill_switch.time,
+                own_label,
+                summary=f"fleetmedic kill switch engaged by {kill_switch.by}: no remediation runs anywhere",
+                reason=kill_switch.reason,
+                resume_command="fleetmedic resume",
+            )
+        )
     for incident_id, ids in ledger.by_incident.items():
         entries = [ledger.entries[i] for i in ids]
         if any(e.first.gate == CLOSED_LOOP for e in entries):
@@ -101,27 +125,71 @@ def needs(ledger: Ledger, kill_switch: Control | None = None, *, own_label: str 
         for e in entries:
             r = e.latest
             if r.status == "awaiting_approval":
-                add(_need("FleetmedicAwaitingApproval", "warning", incident_id, r.host, r.time, own_label,
-                          summary=f"{r.action} ({r.playbook}) on {r.host} waits for approval",
-                          reason=r.reason or "", remediation_id=r.id, report_command=report,
-                          approve_command=f"fleetmedic approve {r.id}",
-                          deny_command=f"fleetmedic approve {r.id} --deny"))
+                add(
+                    _need(
+                        "FleetmedicAwaitingApproval",
+                        "warning",
+                        incident_id,
+                        r.host,
+                        r.time,
+                        own_label,
+                        summary=f"{r.action} ({r.playbook}) on {r.host} waits for approval",
+                        reason=r.reason or "",
+                        remediation_id=r.id,
+                        report_command=report,
+                        approve_command=f"fleetmedic approve {r.id}",
+                        deny_command=f"fleetmedic approve {r.id} --deny",
+                    )
+                )
             run_ended = next((s for s in reversed(e.statuses) if s in ("failed", "timed_out")), None)
             if run_ended and e.claimed_at is not None:
                 unreachable = r.run is not None and r.run.unreachable > 0
                 if unreachable:
-                    add(_need("FleetmedicHostUnreachable", "critical", incident_id, r.host, r.time, own_label,
-                              summary=f"{r.action} could not reach {r.host}", reason=r.reason or "",
-                              remediation_id=r.id, report_command=report))
+                    add(
+                        _need(
+                            "FleetmedicHostUnreachable",
+                            "critical",
+                            incident_id,
+                            r.host,
+                            r.time,
+                            own_label,
+                            summary=f"{r.action} could not reach {r.host}",
+                            reason=r.reason or "",
+                            remediation_id=r.id,
+                            report_command=report,
+                        )
+                    )
                 else:
-                    add(_need("FleetmedicRunFailed", "critical", incident_id, r.host, r.time, own_label,
-                              summary=f"{r.action} ({r.playbook}) on {r.host} ended {run_ended}",
-                              reason=r.reason or "", remediation_id=r.id, report_command=report))
+                    add(
+                        _need(
+                            "FleetmedicRunFailed",
+                            "critical",
+                            incident_id,
+                            r.host,
+                            r.time,
+                            own_label,
+                            summary=f"{r.action} ({r.playbook}) on {r.host} ended {run_ended}",
+                            reason=r.reason or "",
+                            remediation_id=r.id,
+                            report_command=report,
+                        )
+                    )
         top = max(entries, key=lambda e: e.first.step).latest
         if top.status == "escalated":
-            add(_need("FleetmedicEscalated", "critical", incident_id, top.host, top.time, own_label,
-                      summary=f"incident {incident_id} on {top.host} needs a person", reason=top.reason or "",
-                      remediation_id=top.id, report_command=report))
+            add(
+                _need(
+                    "FleetmedicEscalated",
+                    "critical",
+                    incident_id,
+                    top.host,
+                    top.time,
+                    own_label,
+                    summary=f"incident {incident_id} on {top.host} needs a person",
+                    reason=top.reason or "",
+                    remediation_id=top.id,
+                    report_command=report,
+                )
+            )
     return out
 
 
@@ -133,8 +201,12 @@ class AlertmanagerClient:
         self.timeout_s = timeout_s
 
     def post(self, alerts: list[dict]) -> None:
-        req = urllib.request.Request(self.url + "/api/v2/alerts", data=json.dumps(alerts).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            self.url + "/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
             resp.read()
 
@@ -142,8 +214,14 @@ class AlertmanagerClient:
 class Notifier:
     """Keeps Alertmanager's view of "needs a person" equal to the ledger's (see the module docstring)."""
 
-    def __init__(self, settings: Settings, url: str | None = None, *, resend_s: float | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        url: str | None = None,
+        *,
+        resend_s: float | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         url = url or settings.alerts.alertmanager_url
         if not url:
             raise ValueError("no Alertmanager URL: give --alertmanager URL or set alerts.alertmanager_url")
@@ -199,10 +277,12 @@ class Notifier:
 
     def run(self, interval_s: float = 0.5) -> None:
         """`step` every `interval_s` until `stop()` (a thread: the caller takes the signals); then close."""
+
         def step_then_wait() -> int:
             posted = self.step()
             self._stop.wait(interval_s)
             return posted
+
         ServiceLoop(step_then_wait, stop_event=self._stop, close=self.close).run(install_signals=False)
 
     def close(self) -> None:

@@ -63,15 +63,19 @@ def _load_incident(path: str):
         raise SystemExit(f"fleetmedic: --incident {path}: not an incident record:\n{exc}") from None
 
 
-def plan_try(policy: Policy, incident: Incident, playbook: str, step_index: int | None = None) -> tuple[Rule, int, Step, dict[str, ExtraVar]]:
+def plan_try(
+    policy: Policy, incident: Incident, playbook: str, step_index: int | None = None
+) -> tuple[Rule, int, Step, dict[str, ExtraVar]]:
     """(rule, step index, step, variables) the remediator would use to run `playbook` for `incident`.
 
     ValueError says why there is none: no rule matches, or the matching rule runs another playbook.
     """
     rule = policy.rule_for(incident)
     if rule is None:
-        raise ValueError(f"no policy rule matches incident {incident.id} (kind {incident.kind}, "
-                         f"severity {incident.severity}, host {incident.host}): the remediator would do nothing")
+        raise ValueError(
+            f"no policy rule matches incident {incident.id} (kind {incident.kind}, "
+            f"severity {incident.severity}, host {incident.host}): the remediator would do nothing"
+        )
     steps = list(enumerate(rule.steps))
     if step_index is not None:
         if not 0 <= step_index < len(steps):
@@ -81,8 +85,10 @@ def plan_try(policy: Policy, incident: Incident, playbook: str, step_index: int 
         if step.playbook == playbook:
             return rule, index, step, policy.render_vars(step, incident)
     runs = ", ".join(f"step {i}: {s.playbook or s.action}" for i, s in enumerate(rule.steps))
-    raise ValueError(f"rule {rule.name} (the first that matches) does not run {playbook}"
-                     f"{f' at step {step_index}' if step_index is not None else ''} ({runs})")
+    raise ValueError(
+        f"rule {rule.name} (the first that matches) does not run {playbook}"
+        f"{f' at step {step_index}' if step_index is not None else ''} ({runs})"
+    )
 
 
 def cmd_try(args: argparse.Namespace) -> int:
@@ -103,17 +109,22 @@ def cmd_try(args: argparse.Namespace) -> int:
     print(f"rule {rule.name}, step {index} ({step.action}): {args.playbook} in check mode with")
     print(json.dumps(extra_vars, indent=2, sort_keys=True))
     try:
-        result = run_playbook(PlaybookRun(args.playbook, extra_vars, check=True, timeout_s=step.timeout_s),
-                              playbooks_dir=Path(args.playbooks), artifacts_dir=Path(artifacts))
+        result = run_playbook(
+            PlaybookRun(args.playbook, extra_vars, check=True, timeout_s=step.timeout_s),
+            playbooks_dir=Path(args.playbooks),
+            artifacts_dir=Path(artifacts),
+        )
     except PlaybookRefused as exc:
         print(f"fleetmedic: playbook try: refused: {exc}", file=sys.stderr)
         return 1
     if args.show_output and result.artifacts is not None:
         print((result.artifacts / "stdout").read_text(encoding="utf-8", errors="replace"))
     s = result.summary
-    print(f"{result.status} rc={result.rc} in {result.duration_s:.2f}s: ok={s.ok} changed={s.changed} "
-          f"failed={s.failed} skipped={s.skipped} unreachable={s.unreachable}"
-          + (f" failed tasks: {', '.join(s.failed_tasks)}" if s.failed_tasks else ""))
+    print(
+        f"{result.status} rc={result.rc} in {result.duration_s:.2f}s: ok={s.ok} changed={s.changed} "
+        f"failed={s.failed} skipped={s.skipped} unreachable={s.unreachable}"
+        + (f" failed tasks: {', '.join(s.failed_tasks)}" if s.failed_tasks else "")
+    )
     if result.artifacts is not None:
         print(f"artifacts: {result.artifacts}")
     return 0 if result.status == "succeeded" else 1
@@ -126,18 +137,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="playbook_action", required=True)
 
     ls = actions.add_parser("list", help="the playbooks the remediator may run")
-    ls.add_argument("--playbooks", default=str(bundled("playbooks")), metavar="DIR",
-                    help="the allowed playbooks directory (default: the packaged playbooks)")
+    ls.add_argument(
+        "--playbooks",
+        default=str(bundled("playbooks")),
+        metavar="DIR",
+        help="the allowed playbooks directory (default: the packaged playbooks)",
+    )
     ls.set_defaults(func=cmd_list)
 
     tr = actions.add_parser("try", help="check-mode run with exactly the variables the remediator would pass")
     tr.add_argument("playbook", metavar="PLAYBOOK", help="file name inside --playbooks")
     tr.add_argument("--incident", required=True, metavar="FILE.json", help="an incident record (incidents.v1 JSON)")
-    tr.add_argument("--policy", default=str(bundled("deploy") / "policy.example.yaml"), metavar="FILE",
-                    help="policy YAML (default: the packaged deploy/policy.example.yaml)")
-    tr.add_argument("--step", type=int, default=None, metavar="N", help="the ladder step (default: first running PLAYBOOK)")
-    tr.add_argument("--playbooks", default=str(bundled("playbooks")), metavar="DIR",
-                    help="the allowed playbooks directory (default: the packaged playbooks)")
+    tr.add_argument(
+        "--policy",
+        default=str(bundled("deploy") / "policy.example.yaml"),
+        metavar="FILE",
+        help="policy YAML (default: the packaged deploy/policy.example.yaml)",
+    )
+    tr.add_argument(
+        "--step", type=int, default=None, metavar="N", help="the ladder step (default: first running PLAYBOOK)"
+    )
+    tr.add_argument(
+        "--playbooks",
+        default=str(bundled("playbooks")),
+        metavar="DIR",
+        help="the allowed playbooks directory (default: the packaged playbooks)",
+    )
     tr.add_argument("--artifacts", default=None, metavar="DIR", help="default: STATE_DIR/artifacts")
     tr.add_argument("--show-output", action="store_true", help="print ansible-playbook's output")
     tr.set_defaults(func=cmd_try)

@@ -80,6 +80,15 @@ class HostUrl(_Strict):
 EXTRACT_MAX_CHARS = 4096
 
 
+def _regex(field: str, pattern: str) -> re.Pattern:
+    """`pattern` compiled, or a ValueError naming the field (re.error is no ValueError: pydantic would
+    let it escape the policy loader as a crash; found by make fuzz)."""
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"`{field}: {pattern[:200]}` is not a valid regular expression: {exc}") from None
+
+
 class VarSpec(_Strict):
     """One playbook variable: `from` an allowed incident field, a constant `value`, or a `host_url`; typed."""
 
@@ -104,11 +113,11 @@ class VarSpec(_Strict):
             raise ValueError(f"`from: {self.source}` is not an allowed incident field; allowed: "
                              f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>")
         if self.pattern is not None:
-            re.compile(self.pattern)
+            _regex("pattern", self.pattern)
         if self.extract is not None:
             if self.source is None:
                 raise ValueError("`extract` applies to a value taken `from` an incident field")
-            if re.compile(self.extract).groups != 1:
+            if _regex("extract", self.extract).groups != 1:
                 raise ValueError(f"`extract: {self.extract}` must have exactly one group")
         if self.value is not None:
             self.convert(self.value)

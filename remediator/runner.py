@@ -59,8 +59,13 @@ Side = Literal["host", "controller"]
 ExtraVar = str | int | float | bool
 
 # ansible-runner's final states → ours. "error" (the process could not start) is a failure.
-_STATUS: dict[str, RunStatus] = {"successful": "succeeded", "failed": "failed", "timeout": "timed_out",
-           "canceled": "cancelled", "error": "failed"}
+_STATUS: dict[str, RunStatus] = {
+    "successful": "succeeded",
+    "failed": "failed",
+    "timeout": "timed_out",
+    "canceled": "cancelled",
+    "error": "failed",
+}
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 TARGET_GROUP = "fleetmedic_target"  # `hosts:` of a host-side play
@@ -158,7 +163,8 @@ def playbook_side(path: Path) -> Side:
         if hosts not in (TARGET_GROUP, CONTROLLER):
             raise PlaybookRefused(
                 f"playbook {path.name}: play {i} has hosts: {hosts!r}; declare `hosts: {TARGET_GROUP}` (runs on the "
-                f"incident's host over SSH) or `hosts: {CONTROLLER}` (runs on the controller)")
+                f"incident's host over SSH) or `hosts: {CONTROLLER}` (runs on the controller)"
+            )
         declared.add(hosts)
     if len(declared) > 1:
         raise PlaybookRefused(f"playbook {path.name}: mixes host-side and controller-side plays; split it")
@@ -288,20 +294,36 @@ class _EventSummary:
         out = {}
         for key in sorted(data)[:32]:
             text = json.dumps(data[key], sort_keys=True, default=str)
-            out[str(key)[:128]] = text if len(text) <= MAX_OUTPUT_CHARS else text[:MAX_OUTPUT_CHARS - 14] + "...(truncated)"
+            out[str(key)[:128]] = (
+                text if len(text) <= MAX_OUTPUT_CHARS else text[: MAX_OUTPUT_CHARS - 14] + "...(truncated)"
+            )
         return out
 
     def summary(self) -> RunSummary:
         stats = self.stats
         if stats is not None:
+
             def total(key: str) -> int:
                 return sum(int(v) for v in (stats.get(key) or {}).values())
+
             # Ansible's "ok" includes the changed results; so does ours.
-            return RunSummary(ok=total("ok"), changed=total("changed"), failed=total("failures"),
-                              skipped=total("skipped"), unreachable=total("dark"),
-                              failed_tasks=self.failed_tasks, outputs=self.outputs())
-        return RunSummary(ok=self.ok, changed=self.changed, failed=self.failed, skipped=self.skipped,
-                          unreachable=self.unreachable, failed_tasks=self.failed_tasks)
+            return RunSummary(
+                ok=total("ok"),
+                changed=total("changed"),
+                failed=total("failures"),
+                skipped=total("skipped"),
+                unreachable=total("dark"),
+                failed_tasks=self.failed_tasks,
+                outputs=self.outputs(),
+            )
+        return RunSummary(
+            ok=self.ok,
+            changed=self.changed,
+            failed=self.failed,
+            skipped=self.skipped,
+            unreachable=self.unreachable,
+            failed_tasks=self.failed_tasks,
+        )
 
 
 def prune_artifacts(artifacts_dir: Path, keep: int) -> None:
@@ -314,7 +336,7 @@ def prune_artifacts(artifacts_dir: Path, keep: int) -> None:
         except FileNotFoundError:  # pruned meanwhile by a concurrent run
             continue
     runs.sort(reverse=True)
-    for _, old in runs[max(keep, 0):]:
+    for _, old in runs[max(keep, 0) :]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -324,8 +346,9 @@ def _close_ssh_masters(control_dir: Path) -> None:
         return
     for sock in control_dir.iterdir():
         try:
-            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleetmedic-run"],
-                           capture_output=True, timeout=10)
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleetmedic-run"], capture_output=True, timeout=10
+            )
         except (OSError, subprocess.TimeoutExpired):
             log.warning("could not close the SSH master %s", sock)
 
@@ -399,8 +422,9 @@ def run_playbook(
         # silent play): wake often, so `fleetmedic pause` stops a run within a second.
         (Path(private) / "env").mkdir()
         (Path(private) / "env" / "settings").write_text(f"pexpect_timeout: {CANCEL_POLL_S}\n")
-        cmdline = (f"-e @{shlex.quote(str(vars_file))} --limit {shlex.quote(limit)}"
-                   + (" --check --diff" if run.check else ""))
+        cmdline = f"-e @{shlex.quote(str(vars_file))} --limit {shlex.quote(limit)}" + (
+            " --check --diff" if run.check else ""
+        )
         if on_start is not None:
             on_start()
         started_at = datetime.now(UTC)
@@ -431,7 +455,15 @@ def run_playbook(
     if summary.unreachable and status == "failed":
         status = "unreachable"
     rc = outcome.rc if isinstance(outcome.rc, int) else -1
-    return RunResult(status=status, rc=rc, started_at=started_at, finished_at=finished_at,
-                     summary=summary, artifacts=artifact if artifact.is_dir() else None,
-                     stats=dict((events.stats or {}).get("artifact_data") or {}), side=side, target=limit,
-                     unreachable_reason=events.unreachable_msg if status == "unreachable" else None)
+    return RunResult(
+        status=status,
+        rc=rc,
+        started_at=started_at,
+        finished_at=finished_at,
+        summary=summary,
+        artifacts=artifact if artifact.is_dir() else None,
+        stats=dict((events.stats or {}).get("artifact_data") or {}),
+        side=side,
+        target=limit,
+        unreachable_reason=events.unreachable_msg if status == "unreachable" else None,
+    )

@@ -34,8 +34,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         host, start, end, title = args.host, _when(args.start), _when(args.end), None
     review = collect(settings, host, start, end)
     out = write_report(review, Path(args.output), title)
-    print(f"wrote {out} ({out.stat().st_size // 1024} KiB): {len(review.series)} series, {len(review.logs)} log lines, "
-          f"{len({i.id for i in review.incidents})} incidents, {len(review.remediations)} remediation records")
+    print(
+        f"wrote {out} ({out.stat().st_size // 1024} KiB): {len(review.series)} series, {len(review.logs)} log lines, "
+        f"{len({i.id for i in review.incidents})} incidents, {len(review.remediations)} remediation records"
+    )
     return 0
 
 
@@ -55,7 +57,6 @@ def _offsets(items: list[str]) -> tuple[dict[int, int], dict[int, int]]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import sys
 
     from fleetmedic.extras import require
 
@@ -77,10 +78,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         offsets["metrics.v1"] = _offsets(args.metrics_offsets)
     if args.logs_offsets:
         offsets["logs.v1"] = _offsets(args.logs_offsets)
-    result = replay(settings, config, start=start, end=end, offsets=offsets, hosts=hosts,
-                    progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(f"replayed {result.records} records ({result.values} values) in {result.seconds:.2f}s: "
-          f"{result.values_per_s:,.0f} values/s; {len(result.incidents)} incident records")
+    result = replay(
+        settings,
+        config,
+        start=start,
+        end=end,
+        offsets=offsets,
+        hosts=hosts,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(
+        f"replayed {result.records} records ({result.values} values) in {result.seconds:.2f}s: "
+        f"{result.values_per_s:,.0f} values/s; {len(result.incidents)} incident records"
+    )
     if args.output:
         Path(args.output).write_text("".join(r.model_dump_json() + "\n" for r in result.incidents))
         print(f"wrote {args.output}")
@@ -103,13 +113,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("replay", help="re-run the detectors over a recorded range and diff against what happened",
-                       description="Reads metrics.v1 and logs.v1 by Kafka timestamps (--from/--to, offsets-for-times) "
-                                   "or offsets, optionally for some hosts, runs a fresh detector engine with the "
-                                   "given configuration, and prints the incidents added, removed and changed "
-                                   "against the recorded incidents.v1, with the policy's plan for them (--policy; "
-                                   "nothing runs). Output goes to a file or a scratch topic, never to the live "
-                                   "incidents topic unless --into-live-incidents.")
+    p = sub.add_parser(
+        "replay",
+        help="re-run the detectors over a recorded range and diff against what happened",
+        description="Reads metrics.v1 and logs.v1 by Kafka timestamps (--from/--to, offsets-for-times) "
+        "or offsets, optionally for some hosts, runs a fresh detector engine with the "
+        "given configuration, and prints the incidents added, removed and changed "
+        "against the recorded incidents.v1, with the policy's plan for them (--policy; "
+        "nothing runs). Output goes to a file or a scratch topic, never to the live "
+        "incidents topic unless --into-live-incidents.",
+    )
     p.add_argument("--detectors", metavar="FILE", help="detector configuration (default: the packaged one)")
     p.add_argument("--from", dest="start", metavar="TIME", help="Kafka record time, ISO 8601")
     p.add_argument("--to", dest="end", metavar="TIME")
@@ -123,11 +136,14 @@ def register(sub) -> None:
     p.add_argument("--no-diff", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("report", help="a self-contained HTML page of one incident or one host's time range",
-                       description="Series with their EWMA band, log lines, incident lifecycle, every remediation "
-                                   "decision (skips and reasons included) and playbook outcomes on one timeline; "
-                                   "plots embedded, so the page opens offline. Times are event times (ISO 8601, UTC "
-                                   "when no zone is given).")
+    p = sub.add_parser(
+        "report",
+        help="a self-contained HTML page of one incident or one host's time range",
+        description="Series with their EWMA band, log lines, incident lifecycle, every remediation "
+        "decision (skips and reasons included) and playbook outcomes on one timeline; "
+        "plots embedded, so the page opens offline. Times are event times (ISO 8601, UTC "
+        "when no zone is given).",
+    )
     p.add_argument("--incident", metavar="ID", help="the incident to review (its host and window are looked up)")
     p.add_argument("--host")
     p.add_argument("--from", dest="start", metavar="TIME")

@@ -43,8 +43,13 @@ def _read_all(settings: Settings, name: str, model: type[C], host: str) -> Itera
 
 def find_incident(settings: Settings, incident_id: str) -> list[Incident]:
     spec = RangeSpec(topic=topic_name(settings, Incident.topic))
-    found = [item.record for batch in read_range(settings, spec, Incident, keep=lambda r: isinstance(r, Incident) and r.id == incident_id)
-             for item in batch]
+    found = [
+        item.record
+        for batch in read_range(
+            settings, spec, Incident, keep=lambda r: isinstance(r, Incident) and r.id == incident_id
+        )
+        for item in batch
+    ]
     if not found:
         raise LookupError(f"no incident {incident_id!r} in {spec.topic}")
     return sorted(found, key=lambda r: r.time)
@@ -68,11 +73,20 @@ def collect(settings: Settings, host: str, start: datetime, end: datetime) -> Ho
         pts.sort(key=lambda p: p[0])
         times = np.array([np.datetime64(t.replace(tzinfo=None), "ms") for t, _ in pts])
         review.series[name] = Series(times, np.array([v for _, v in pts], dtype=float))
-    review.logs = sorted((r for r in _read_all(settings, LogEvent.topic, LogEvent, host) if start <= r.time <= end),
-                         key=lambda r: r.time)
-    review.incidents = sorted((r for r in _read_all(settings, Incident.topic, Incident, host)
-                               if r.time >= start and r.opened_at <= end), key=lambda r: r.time)
+    review.logs = sorted(
+        (r for r in _read_all(settings, LogEvent.topic, LogEvent, host) if start <= r.time <= end), key=lambda r: r.time
+    )
+    review.incidents = sorted(
+        (r for r in _read_all(settings, Incident.topic, Incident, host) if r.time >= start and r.opened_at <= end),
+        key=lambda r: r.time,
+    )
     ids = {i.id for i in review.incidents}
-    review.remediations = sorted((r for r in _read_all(settings, Remediation.topic, Remediation, host)
-                                  if r.incident_id in ids or start <= r.time <= end), key=lambda r: r.time)
+    review.remediations = sorted(
+        (
+            r
+            for r in _read_all(settings, Remediation.topic, Remediation, host)
+            if r.incident_id in ids or start <= r.time <= end
+        ),
+        key=lambda r: r.time,
+    )
     return review

@@ -45,13 +45,34 @@ _PLAYBOOK_ROLES = ("all", "remediate")
 # What each role does on the bus: (operation, topic without prefix). Groups need READ too.
 ROLE_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
     "exporter": (("WRITE", "metrics.v1"), ("WRITE", "logs.v1")),
-    "detect": (("READ", "metrics.v1"), ("READ", "logs.v1"), ("READ", "state.v1"), ("WRITE", "incidents.v1"),
-               ("WRITE", "state.v1"), ("WRITE", "deadletter.v1")),
-    "remediate": (("READ", "incidents.v1"), ("READ", "approvals.v1"), ("READ", "remediations.v1"),
-                  ("WRITE", "remediations.v1"), ("WRITE", "deadletter.v1")),
+    "detect": (
+        ("READ", "metrics.v1"),
+        ("READ", "logs.v1"),
+        ("READ", "state.v1"),
+        ("WRITE", "incidents.v1"),
+        ("WRITE", "state.v1"),
+        ("WRITE", "deadletter.v1"),
+    ),
+    "remediate": (
+        ("READ", "incidents.v1"),
+        ("READ", "approvals.v1"),
+        ("READ", "remediations.v1"),
+        ("WRITE", "remediations.v1"),
+        ("WRITE", "deadletter.v1"),
+    ),
     "approve": (("READ", "remediations.v1"), ("WRITE", "approvals.v1")),
-    "review": tuple(("READ", t) for t in ("metrics.v1", "logs.v1", "incidents.v1", "remediations.v1",
-                                          "approvals.v1", "deadletter.v1", "state.v1")),
+    "review": tuple(
+        ("READ", t)
+        for t in (
+            "metrics.v1",
+            "logs.v1",
+            "incidents.v1",
+            "remediations.v1",
+            "approvals.v1",
+            "deadletter.v1",
+            "state.v1",
+        )
+    ),
 }
 ROLE_NEEDS["all"] = tuple(dict.fromkeys(n for needs in ROLE_NEEDS.values() for n in needs))
 
@@ -87,9 +108,18 @@ def principal_of(settings: Settings) -> str:
 class Doctor:
     """Runs the checks for one deployment's settings; `run()` returns the findings in order."""
 
-    def __init__(self, settings: Settings, *, role: str = "all", groups: tuple[str, ...] = DEFAULT_GROUPS,
-                 policy: str | Path | None = None, playbooks: str | Path | None = None,
-                 inventory: str | Path | None = None, max_lag: int = 10_000, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        role: str = "all",
+        groups: tuple[str, ...] = DEFAULT_GROUPS,
+        policy: str | Path | None = None,
+        playbooks: str | Path | None = None,
+        inventory: str | Path | None = None,
+        max_lag: int = 10_000,
+        timeout_s: float = 10.0,
+    ) -> None:
         if role not in ROLES:
             raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
         self.settings, self.role, self.groups = settings, role, tuple(groups)
@@ -126,30 +156,55 @@ class Doctor:
 
         where = ",".join(self.settings.bootstrap_servers)
         try:
-            admin = admin_client(self.settings, api_version_auto_timeout_ms=int(self.timeout_s * 1000),
-                                 request_timeout_ms=int(self.timeout_s * 1000))
+            admin = admin_client(
+                self.settings,
+                api_version_auto_timeout_ms=int(self.timeout_s * 1000),
+                request_timeout_ms=int(self.timeout_s * 1000),
+            )
             cluster = admin.describe_cluster()
         except (KafkaError, OSError) as exc:
-            findings.append(Finding(
-                "broker", "fail", f"{where} does not answer ({type(exc).__name__}: {exc})",
-                "check bootstrap_servers (FLEETMEDIC_BOOTSTRAP_SERVERS), that this host reaches the listener, "
-                "and the security settings (a TLS listener answers nothing to PLAINTEXT)"))
+            findings.append(
+                Finding(
+                    "broker",
+                    "fail",
+                    f"{where} does not answer ({type(exc).__name__}: {exc})",
+                    "check bootstrap_servers (FLEETMEDIC_BOOTSTRAP_SERVERS), that this host reaches the listener, "
+                    "and the security settings (a TLS listener answers nothing to PLAINTEXT)",
+                )
+            )
             return None
         version = ".".join(map(str, admin.config.get("api_version") or ())) or "unknown"
         brokers = cluster.get("brokers") or []
-        findings.append(Finding("broker", "ok", f"{where} answers: {len(brokers)} broker(s), controller "
-                                                f"{cluster.get('controller_id')}, protocol of Kafka {version} or newer "
-                                                f"(kafka-python's probe tells no newer version apart)"))
+        findings.append(
+            Finding(
+                "broker",
+                "ok",
+                f"{where} answers: {len(brokers)} broker(s), controller "
+                f"{cluster.get('controller_id')}, protocol of Kafka {version} or newer "
+                f"(kafka-python's probe tells no newer version apart)",
+            )
+        )
         rf = self.settings.topics.replication_factor  # None: follows the cluster, min(3, brokers)
         if rf is None:
             pass
         elif brokers and rf > len(brokers):
-            findings.append(Finding("broker", "fail", f"topics.replication_factor {rf} > {len(brokers)} broker(s)",
-                                    f"set topics.replication_factor: {len(brokers)} or add brokers"))
+            findings.append(
+                Finding(
+                    "broker",
+                    "fail",
+                    f"topics.replication_factor {rf} > {len(brokers)} broker(s)",
+                    f"set topics.replication_factor: {len(brokers)} or add brokers",
+                )
+            )
         elif brokers and len(brokers) >= 3 and rf < 3:
-            findings.append(Finding("broker", "warn", f"topics.replication_factor {rf} on {len(brokers)} brokers: "
-                                                      "losing one broker loses data",
-                                    "set topics.replication_factor: 3 before creating the topics"))
+            findings.append(
+                Finding(
+                    "broker",
+                    "warn",
+                    f"topics.replication_factor {rf} on {len(brokers)} brokers: losing one broker loses data",
+                    "set topics.replication_factor: 3 before creating the topics",
+                )
+            )
         return admin
 
     def _topics(self, admin) -> list[Finding]:
@@ -157,8 +212,14 @@ class Doctor:
 
         drift = topic_drift(self.settings, admin)
         if not drift:
-            return [Finding("topics", "ok", f"{len(topic_specs(self.settings))} topics under "
-                                            f"{self.settings.topic_prefix!r} match the configuration")]
+            return [
+                Finding(
+                    "topics",
+                    "ok",
+                    f"{len(topic_specs(self.settings))} topics under "
+                    f"{self.settings.topic_prefix!r} match the configuration",
+                )
+            ]
         bootstrap = self.settings.bootstrap_servers[0]
         return [Finding("topics", "fail", d.describe(), d.fix(bootstrap)) for d in drift]
 
@@ -177,28 +238,61 @@ class Doctor:
         acls = []
         try:
             for who in (principal, "User:*"):
-                found, _ = admin.describe_acls(ACLFilter(
-                    principal=who, host=None, operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
-                    resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+                found, _ = admin.describe_acls(
+                    ACLFilter(
+                        principal=who,
+                        host=None,
+                        operation=ACLOperation.ANY,
+                        permission_type=ACLPermissionType.ANY,
+                        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+                    )
+                )
                 acls += found
         except SecurityDisabledError:
-            return [Finding("acls", "warn", f"no authorizer answers: the cluster enforces no ACLs, so any client "
-                                            f"that reaches it may write incidents and approvals (principal "
-                                            f"{principal})", "enable an authorizer and per-role principals "
-                                                             "(docs/deploy.md, 'Security')")]
+            return [
+                Finding(
+                    "acls",
+                    "warn",
+                    f"no authorizer answers: the cluster enforces no ACLs, so any client "
+                    f"that reaches it may write incidents and approvals (principal "
+                    f"{principal})",
+                    "enable an authorizer and per-role principals (docs/deploy.md, 'Security')",
+                )
+            ]
         except KafkaError as exc:
-            return [Finding("acls", "fail", f"cannot describe the ACLs of {principal} ({type(exc).__name__}: {exc})",
-                            f"grant {principal} DESCRIBE on the cluster, or run doctor as an admin principal")]
-        missing = [(op, topic) for op, topic in ROLE_NEEDS[self.role]
-                   if not _allowed(acls, op, topic_name(self.settings, topic))]
+            return [
+                Finding(
+                    "acls",
+                    "fail",
+                    f"cannot describe the ACLs of {principal} ({type(exc).__name__}: {exc})",
+                    f"grant {principal} DESCRIBE on the cluster, or run doctor as an admin principal",
+                )
+            ]
+        missing = [
+            (op, topic)
+            for op, topic in ROLE_NEEDS[self.role]
+            if not _allowed(acls, op, topic_name(self.settings, topic))
+        ]
         if not missing:
-            return [Finding("acls", "ok", f"{principal} holds what role {self.role} needs "
-                                          f"({len(ROLE_NEEDS[self.role])} topic operations, {len(acls)} ACL(s))")]
+            return [
+                Finding(
+                    "acls",
+                    "ok",
+                    f"{principal} holds what role {self.role} needs "
+                    f"({len(ROLE_NEEDS[self.role])} topic operations, {len(acls)} ACL(s))",
+                )
+            ]
         bootstrap = self.settings.bootstrap_servers[0]
-        return [Finding("acls", "fail", f"{principal} may not {op} {topic_name(self.settings, topic)} (role {self.role})",
-                        f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal {principal} "
-                        f"--operation {op.capitalize()} --topic {topic_name(self.settings, topic)}")
-                for op, topic in missing]
+        return [
+            Finding(
+                "acls",
+                "fail",
+                f"{principal} may not {op} {topic_name(self.settings, topic)} (role {self.role})",
+                f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal {principal} "
+                f"--operation {op.capitalize()} --topic {topic_name(self.settings, topic)}",
+            )
+            for op, topic in missing
+        ]
 
     def _committed(self, admin, group: str) -> dict:
         """The group's committed offsets; the coordinator may need a moment on a fresh cluster."""
@@ -226,30 +320,51 @@ class Doctor:
                 try:
                     committed = self._committed(admin, group)
                 except KafkaError as exc:
-                    out.append(Finding("lag", "warn", f"group {group}: no coordinator answers ({type(exc).__name__}); "
-                                                      "no group has committed on this cluster yet?",
-                                       "start the consumers; kafka-consumer-groups.sh --list shows the groups"))
+                    out.append(
+                        Finding(
+                            "lag",
+                            "warn",
+                            f"group {group}: no coordinator answers ({type(exc).__name__}); "
+                            "no group has committed on this cluster yet?",
+                            "start the consumers; kafka-consumer-groups.sh --list shows the groups",
+                        )
+                    )
                     continue
                 committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
                 if not committed:
-                    out.append(Finding("lag", "warn", f"group {group} has committed nothing (not started yet, "
-                                                      f"or its members run with another --group)",
-                                       "start its members, or pass --group with the id they use"))
+                    out.append(
+                        Finding(
+                            "lag",
+                            "warn",
+                            f"group {group} has committed nothing (not started yet, "
+                            f"or its members run with another --group)",
+                            "start its members, or pass --group with the id they use",
+                        )
+                    )
                     continue
                 if consumer is None:
-                    consumer = KafkaConsumer(client_id=f"{self.settings.client_id}-doctor",
-                                             **self.settings.kafka_kwargs())
+                    consumer = KafkaConsumer(
+                        client_id=f"{self.settings.client_id}-doctor", **self.settings.kafka_kwargs()
+                    )
                 ends = consumer.end_offsets(list(committed))
                 lag = {tp: max(0, ends[tp] - off) for tp, off in committed.items()}
                 total = sum(lag.values())
                 worst = max(lag, key=lambda tp: lag[tp])
-                text = (f"group {group}: {total} record(s) behind over {len(lag)} partition(s) "
-                        f"(most: {worst.topic}[{worst.partition}] {lag[worst]})")
+                text = (
+                    f"group {group}: {total} record(s) behind over {len(lag)} partition(s) "
+                    f"(most: {worst.topic}[{worst.partition}] {lag[worst]})"
+                )
                 if total > self.max_lag:
-                    out.append(Finding("lag", "fail", text + f", more than --max-lag {self.max_lag}",
-                                       f"check its members run (kafka-consumer-groups.sh --describe --group {group}); "
-                                       f"detectors scale out up to topics.partitions "
-                                       f"({self.settings.topics.partitions}) members"))
+                    out.append(
+                        Finding(
+                            "lag",
+                            "fail",
+                            text + f", more than --max-lag {self.max_lag}",
+                            f"check its members run (kafka-consumer-groups.sh --describe --group {group}); "
+                            f"detectors scale out up to topics.partitions "
+                            f"({self.settings.topics.partitions}) members",
+                        )
+                    )
                 else:
                     out.append(Finding("lag", "ok", text))
         finally:
@@ -275,18 +390,32 @@ class Doctor:
 
         runner = _find("ansible_runner") is not None
         if bin_dir is None or not runner:
-            missing = ", ".join(n for n, present in (("ansible-playbook", bin_dir), ("ansible-runner", runner))
-                                if not present)
-            findings.append(Finding("ansible", "fail", f"{missing} not installed",
-                                    "pip install 'fleetmedic[remediate]' into the remediator's environment"))
+            missing = ", ".join(
+                n for n, present in (("ansible-playbook", bin_dir), ("ansible-runner", runner)) if not present
+            )
+            findings.append(
+                Finding(
+                    "ansible",
+                    "fail",
+                    f"{missing} not installed",
+                    "pip install 'fleetmedic[remediate]' into the remediator's environment",
+                )
+            )
             return None
         try:
-            done = subprocess.run([str(bin_dir / "ansible-playbook"), "--version"], capture_output=True, text=True,
-                                  timeout=60)
+            done = subprocess.run(
+                [str(bin_dir / "ansible-playbook"), "--version"], capture_output=True, text=True, timeout=60
+            )
             version = done.stdout.splitlines()[0].strip() if done.stdout else "unknown version"
         except (OSError, subprocess.TimeoutExpired) as exc:
-            findings.append(Finding("ansible", "fail", f"ansible-playbook does not start: {exc}",
-                                    "reinstall: pip install --force-reinstall 'fleetmedic[remediate]'"))
+            findings.append(
+                Finding(
+                    "ansible",
+                    "fail",
+                    f"ansible-playbook does not start: {exc}",
+                    "reinstall: pip install --force-reinstall 'fleetmedic[remediate]'",
+                )
+            )
             return None
         findings.append(Finding("ansible", "ok", f"{version} in {bin_dir}, ansible-runner importable"))
         return bin_dir
@@ -300,28 +429,54 @@ class Doctor:
             self.playbooks = bundled("playbooks")
         books = self.playbooks
         if not books.is_dir():
-            return [Finding("playbooks", "fail", f"{books} is not a directory",
-                            "pass the remediator's --playbooks directory (the packaged one is "
-                            "fleetmedic/_bundled/playbooks)")]
+            return [
+                Finding(
+                    "playbooks",
+                    "fail",
+                    f"{books} is not a directory",
+                    "pass the remediator's --playbooks directory (the packaged one is fleetmedic/_bundled/playbooks)",
+                )
+            ]
         present = {p.name for p in books.iterdir() if p.suffix in (".yml", ".yaml")}
         if self.policy is None:
-            return [Finding("playbooks", "ok" if present else "fail",
-                            f"{books}: {len(present)} playbook(s); no --policy given, so none checked by name",
-                            "" if present else "put the playbooks there, or point --playbooks at them")]
+            return [
+                Finding(
+                    "playbooks",
+                    "ok" if present else "fail",
+                    f"{books}: {len(present)} playbook(s); no --policy given, so none checked by name",
+                    "" if present else "put the playbooks there, or point --playbooks at them",
+                )
+            ]
         from fleetmedic.yamlfile import ConfigFileError
         from remediator.policy import load_policy
 
         try:
             policy = load_policy(self.policy)
         except (ConfigFileError, OSError) as exc:
-            return [Finding("playbooks", "fail", f"policy {self.policy} does not load: {exc}",
-                            "fix the file (the message names file:line)")]
+            return [
+                Finding(
+                    "playbooks",
+                    "fail",
+                    f"policy {self.policy} does not load: {exc}",
+                    "fix the file (the message names file:line)",
+                )
+            ]
         wanted = sorted({s.playbook for r in policy.rules for s in r.steps if s.playbook})
-        missing = [w for w in wanted if not (books / w).resolve().is_file()
-                   or not (books / w).resolve().is_relative_to(books.resolve())]
+        missing = [
+            w
+            for w in wanted
+            if not (books / w).resolve().is_file() or not (books / w).resolve().is_relative_to(books.resolve())
+        ]
         if missing:
-            return [Finding("playbooks", "fail", f"policy {self.policy} names {name}, not in {books}",
-                            f"copy {name} into {books}, or change the rule that names it") for name in missing]
+            return [
+                Finding(
+                    "playbooks",
+                    "fail",
+                    f"policy {self.policy} names {name}, not in {books}",
+                    f"copy {name} into {books}, or change the rule that names it",
+                )
+                for name in missing
+            ]
         return [Finding("playbooks", "ok", f"{books}: all {len(wanted)} playbook(s) the policy names are there")]
 
     def _inventory(self, ansible: Path | None) -> list[Finding]:
@@ -330,31 +485,80 @@ class Doctor:
         if self.inventory is None:
             return [Finding("inventory", "skip", "no --inventory given")]
         if not self.inventory.exists():
-            return [Finding("inventory", "fail", f"{self.inventory}: no such file or directory",
-                            "pass the inventory the remediator uses")]
+            return [
+                Finding(
+                    "inventory",
+                    "fail",
+                    f"{self.inventory}: no such file or directory",
+                    "pass the inventory the remediator uses",
+                )
+            ]
         if ansible is None:
             return [Finding("inventory", "skip", "not checked: ansible is not installed")]
-        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0",
-                   ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_DEPRECATION_WARNINGS="0")
+        env = dict(
+            os.environ,
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_LOCALHOST_WARNING="0",
+            ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+            ANSIBLE_DEPRECATION_WARNINGS="0",
+        )
         per_host = max(1, int(self.timeout_s))
         try:
-            listed = subprocess.run([str(ansible / "ansible-inventory"), "-i", str(self.inventory), "--list"],
-                                    capture_output=True, text=True, timeout=120, env=env)
+            listed = subprocess.run(
+                [str(ansible / "ansible-inventory"), "-i", str(self.inventory), "--list"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            )
             hosts = sorted(json.loads(listed.stdout or "{}").get("_meta", {}).get("hostvars", {}))
         except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-            return [Finding("inventory", "fail", f"ansible-inventory cannot read {self.inventory}: {exc}",
-                            "run ansible-inventory -i INVENTORY --list and fix what it says")]
+            return [
+                Finding(
+                    "inventory",
+                    "fail",
+                    f"ansible-inventory cannot read {self.inventory}: {exc}",
+                    "run ansible-inventory -i INVENTORY --list and fix what it says",
+                )
+            ]
         if not hosts:
-            return [Finding("inventory", "fail", f"{self.inventory} holds no hosts ({listed.stderr.strip()[:200]})",
-                            "run ansible-inventory -i INVENTORY --list and fix what it says")]
+            return [
+                Finding(
+                    "inventory",
+                    "fail",
+                    f"{self.inventory} holds no hosts ({listed.stderr.strip()[:200]})",
+                    "run ansible-inventory -i INVENTORY --list and fix what it says",
+                )
+            ]
         try:
-            pinged = subprocess.run([str(ansible / "ansible"), "all", "-i", str(self.inventory), "-m",
-                                     "ansible.builtin.ping", "-o", "-T", str(per_host), "--forks", "20"],
-                                    capture_output=True, text=True, env=env,
-                                    timeout=120 + per_host * (len(hosts) // 20 + 1) * 2)
+            pinged = subprocess.run(
+                [
+                    str(ansible / "ansible"),
+                    "all",
+                    "-i",
+                    str(self.inventory),
+                    "-m",
+                    "ansible.builtin.ping",
+                    "-o",
+                    "-T",
+                    str(per_host),
+                    "--forks",
+                    "20",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120 + per_host * (len(hosts) // 20 + 1) * 2,
+            )
         except subprocess.TimeoutExpired:
-            return [Finding("inventory", "fail", f"ansible ping of {len(hosts)} host(s) did not finish",
-                            "run ansible all -i INVENTORY -m ping and look at the slow hosts")]
+            return [
+                Finding(
+                    "inventory",
+                    "fail",
+                    f"ansible ping of {len(hosts)} host(s) did not finish",
+                    "run ansible all -i INVENTORY -m ping and look at the slow hosts",
+                )
+            ]
         outcome = {}
         for line in pinged.stdout.splitlines():
             m = re.match(r"^(\S+) \| (SUCCESS|CHANGED|UNREACHABLE!|FAILED!)", line)
@@ -365,9 +569,15 @@ class Doctor:
             return [Finding("inventory", "ok", f"{self.inventory}: all {len(hosts)} host(s) answer Ansible's ping")]
         shown = ", ".join(f"{h} ({outcome.get(h, 'no answer').lower()})" for h in bad[:10])
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        return [Finding("inventory", "fail", f"{len(bad)} of {len(hosts)} host(s) do not answer: {shown}{more}",
-                        "ansible HOST -i INVENTORY -m ping -vvv shows why (SSH key, user, ansible_host/port, "
-                        "host key, Python on the host)")]
+        return [
+            Finding(
+                "inventory",
+                "fail",
+                f"{len(bad)} of {len(hosts)} host(s) do not answer: {shown}{more}",
+                "ansible HOST -i INVENTORY -m ping -vvv shows why (SSH key, user, ansible_host/port, "
+                "host key, Python on the host)",
+            )
+        ]
 
 
 def _guarded(check: str, fn, *args) -> list[Finding]:
@@ -375,8 +585,11 @@ def _guarded(check: str, fn, *args) -> list[Finding]:
     try:
         return fn(*args)
     except Exception as exc:
-        return [Finding(check, "fail", f"the check itself failed: {type(exc).__name__}: {exc}",
-                        "run with -v for the details")]
+        return [
+            Finding(
+                check, "fail", f"the check itself failed: {type(exc).__name__}: {exc}", "run with -v for the details"
+            )
+        ]
 
 
 def _allowed(acls, operation: str, topic: str) -> bool:
@@ -404,8 +617,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from fleetmedic.cli import settings_from
 
     settings = settings_from(args)
-    doctor = Doctor(settings, role=args.role, groups=tuple(args.group or DEFAULT_GROUPS), policy=args.policy,
-                    playbooks=args.playbooks, inventory=args.inventory, max_lag=args.max_lag, timeout_s=args.timeout)
+    doctor = Doctor(
+        settings,
+        role=args.role,
+        groups=tuple(args.group or DEFAULT_GROUPS),
+        policy=args.policy,
+        playbooks=args.playbooks,
+        inventory=args.inventory,
+        max_lag=args.max_lag,
+        timeout_s=args.timeout,
+    )
     findings = doctor.run()
     for finding in findings:
         print("\n".join(finding.lines()), flush=True)
@@ -416,18 +637,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="check a deployment: broker, topics, ACLs, lag, ansible, playbooks, inventory",
-                       description="Check this deployment and print what is wrong and how to fix it: the broker "
-                                   "(reachable, version), the topics and their settings, the ACLs of the "
-                                   "configured principal, consumer-group lag, ansible, the playbooks directory "
-                                   "against the policy, and whether the inventory's hosts answer. Changes "
-                                   "nothing. Exits 1 when a check fails.")
-    p.add_argument("--role", choices=ROLES, default="all",
-                   help="what this host runs: decides the ACLs checked and whether ansible matters (default all)")
-    p.add_argument("--group", action="append", default=None, metavar="ID",
-                   help=f"consumer group whose lag to check (repeatable; default: {', '.join(DEFAULT_GROUPS)})")
+    p = sub.add_parser(
+        "doctor",
+        help="check a deployment: broker, topics, ACLs, lag, ansible, playbooks, inventory",
+        description="Check this deployment and print what is wrong and how to fix it: the broker "
+        "(reachable, version), the topics and their settings, the ACLs of the "
+        "configured principal, consumer-group lag, ansible, the playbooks directory "
+        "against the policy, and whether the inventory's hosts answer. Changes "
+        "nothing. Exits 1 when a check fails.",
+    )
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="what this host runs: decides the ACLs checked and whether ansible matters (default all)",
+    )
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="ID",
+        help=f"consumer group whose lag to check (repeatable; default: {', '.join(DEFAULT_GROUPS)})",
+    )
     p.add_argument("--policy", metavar="FILE", help="the remediator's policy: every playbook it names must exist")
-    p.add_argument("--playbooks", metavar="DIR", help="the remediator's playbooks directory (default: the packaged one)")
+    p.add_argument(
+        "--playbooks", metavar="DIR", help="the remediator's playbooks directory (default: the packaged one)"
+    )
     p.add_argument("--inventory", metavar="PATH", help="the Ansible inventory whose hosts must answer")
     p.add_argument("--max-lag", type=int, default=10_000, metavar="N", help="records behind that count as a problem")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per broker request and per host")

@@ -45,9 +45,16 @@ class ReplayResult:
         return self.values / self.seconds if self.seconds > 0 else 0.0
 
 
-def replay(settings: Settings, config: DetectorConfig, *, start: datetime | None = None, end: datetime | None = None,
-           offsets: dict[str, tuple[dict[int, int], dict[int, int]]] | None = None,
-           hosts: set[str] | None = None, progress: Callable[[str], None] | None = None) -> ReplayResult:
+def replay(
+    settings: Settings,
+    config: DetectorConfig,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    offsets: dict[str, tuple[dict[int, int], dict[int, int]]] | None = None,
+    hosts: set[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ReplayResult:
     """Run `config`'s detectors over the range; `offsets` maps 'metrics.v1'/'logs.v1' → (starts, ends)."""
     from detectors.engine import Engine
 
@@ -58,8 +65,9 @@ def replay(settings: Settings, config: DetectorConfig, *, start: datetime | None
     last_report = t0
     for name, model in (("metrics.v1", MetricBatch), ("logs.v1", LogEvent)):
         starts, ends = (offsets or {}).get(name, ({}, {}))
-        spec = RangeSpec(topic=topic_name(settings, name), start_offsets=starts, end_offsets=ends,
-                         start_time=start, end_time=end)
+        spec = RangeSpec(
+            topic=topic_name(settings, name), start_offsets=starts, end_offsets=ends, start_time=start, end_time=end
+        )
         stats = result.ranges[name] = RangeStats()
         for batch in read_range(settings, spec, model, keep=keep, stats=stats):
             result.incidents.extend(engine.process(batch))
@@ -70,19 +78,27 @@ def replay(settings: Settings, config: DetectorConfig, *, start: datetime | None
             if progress and now - last_report >= 1.0:
                 last_report = now
                 total = sum(b[1] - b[0] for b in stats.bounds.values()) or 1
-                progress(f"replay {name}: {stats.read}/{total} records ({100 * stats.read / total:.0f}%), "
-                         f"{result.values / (now - t0):,.0f} values/s, {len(result.incidents)} incident records")
+                progress(
+                    f"replay {name}: {stats.read}/{total} records ({100 * stats.read / total:.0f}%), "
+                    f"{result.values / (now - t0):,.0f} values/s, {len(result.incidents)} incident records"
+                )
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def recorded_incidents(settings: Settings, hosts: set[str] | None = None,
-                       start: datetime | None = None, end: datetime | None = None) -> list[Incident]:
+def recorded_incidents(
+    settings: Settings, hosts: set[str] | None = None, start: datetime | None = None, end: datetime | None = None
+) -> list[Incident]:
     """What the live detectors recorded, for the same hosts and event-time span."""
     spec = RangeSpec(topic=topic_name(settings, Incident.topic))
 
     def keep(r: Contract) -> bool:  # read_range decodes with Incident: the isinstance always holds
-        return isinstance(r, Incident) and (not hosts or r.host in hosts) and (start is None or r.time >= start) and (end is None or r.time < end)
+        return (
+            isinstance(r, Incident)
+            and (not hosts or r.host in hosts)
+            and (start is None or r.time >= start)
+            and (end is None or r.time < end)
+        )
 
     return [i.record for b in read_range(settings, spec, Incident, keep=keep) for i in b]
 
@@ -100,6 +116,7 @@ class IncidentDiff:
 
 def diff(recorded: list[Incident], replayed: list[Incident]) -> IncidentDiff:
     """Compare lifecycle records by (incident id, status, event time); bytes decide 'changed'."""
+
     def index(records):
         out = {}
         for r in records:
@@ -159,10 +176,21 @@ def plan(records: list[Incident], policy: Policy) -> list[tuple[Incident, str]]:
         approval = " after approval" if verdict.needs_approval else ""
         out.append((r, f"rule {rule}: {step.action} via {step.playbook} {verdict.extra_vars}{mode}{approval}"))
         for status in ("claimed", "succeeded"):
-            ledger.apply(Remediation(id=verdict.remediation_id, incident_id=r.id, fingerprint=r.fingerprint,
-                                     host=r.host, action=step.action, playbook=step.playbook, status=status, step=0,
-                                     time=r.time, reason=claim_reason(None) if status == "claimed" else None,
-                                     extra_vars=verdict.extra_vars))
+            ledger.apply(
+                Remediation(
+                    id=verdict.remediation_id,
+                    incident_id=r.id,
+                    fingerprint=r.fingerprint,
+                    host=r.host,
+                    action=step.action,
+                    playbook=step.playbook,
+                    status=status,
+                    step=0,
+                    time=r.time,
+                    reason=claim_reason(None) if status == "claimed" else None,
+                    extra_vars=verdict.extra_vars,
+                )
+            )
     return out
 
 
@@ -179,8 +207,9 @@ def print_diff(d: IncidentDiff, policy: Policy | None = None, out: TextIO = sys.
             print(f"{label:8s} {iid:28s} {r.host:14s} {r.kind + '/' + r.subject:40s} {steps}", file=out)
             if policy is not None:
                 for _, action in plan(records, policy):
-                    print(f"{'':8s} {'would have' if label == 'added' else 'would not have'} planned: {action}",
-                          file=out)
+                    print(
+                        f"{'':8s} {'would have' if label == 'added' else 'would not have'} planned: {action}", file=out
+                    )
     for iid, (old, new) in sorted(d.changed.items()):
         r = new[0]
         was = ", ".join(f"{x.status}@{x.time:%H:%M:%S}" for x in old)

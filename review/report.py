@@ -25,9 +25,17 @@ import numpy as np
 from .collect import HostReview, Series
 
 STATUS_COLOURS = {
-    "succeeded": "#2e7d32", "dry_run": "#0277bd", "running": "#6a1b9a", "claimed": "#6a1b9a",
-    "planned": "#546e7a", "skipped": "#ef6c00", "awaiting_approval": "#f9a825", "failed": "#c62828",
-    "timed_out": "#c62828", "cancelled": "#8d6e63", "escalated": "#ad1457",
+    "succeeded": "#2e7d32",
+    "dry_run": "#0277bd",
+    "running": "#6a1b9a",
+    "claimed": "#6a1b9a",
+    "planned": "#546e7a",
+    "skipped": "#ef6c00",
+    "awaiting_approval": "#f9a825",
+    "failed": "#c62828",
+    "timed_out": "#c62828",
+    "cancelled": "#8d6e63",
+    "escalated": "#ad1457",
 }
 SEVERITY_COLOURS = {"info": "#90caf9", "warning": "#ffcc80", "critical": "#ef9a9a"}
 
@@ -72,8 +80,10 @@ def _t(when: datetime):
 def _incident_spans(review: HostReview) -> dict[str, dict[str, Any]]:
     spans: dict[str, dict[str, Any]] = {}
     for r in review.incidents:
-        s = spans.setdefault(r.id, {"start": r.opened_at, "end": review.end, "severity": r.severity, "kind": r.kind,
-                                    "subject": r.subject})
+        s = spans.setdefault(
+            r.id,
+            {"start": r.opened_at, "end": review.end, "severity": r.severity, "kind": r.kind, "subject": r.subject},
+        )
         if r.status == "resolve":
             s["end"] = r.time
         s["severity"] = r.severity
@@ -107,8 +117,13 @@ def timeline_plot(review: HostReview, spans: dict[str, dict[str, Any]]) -> str:
     lanes = ["logs", "incidents", "remediation"]
     fig, ax = plt.subplots(figsize=(10, 2.4))
     for s in spans.values():
-        ax.barh(1, (_t(s["end"]) - _t(s["start"])).astype("timedelta64[ms]").astype(float) / 86_400_000,
-                left=mdates.date2num(_t(s["start"])), color=SEVERITY_COLOURS.get(s["severity"]), height=0.5)
+        ax.barh(
+            1,
+            (_t(s["end"]) - _t(s["start"])).astype("timedelta64[ms]").astype(float) / 86_400_000,
+            left=mdates.date2num(_t(s["start"])),
+            color=SEVERITY_COLOURS.get(s["severity"]),
+            height=0.5,
+        )
         ax.text(mdates.date2num(_t(s["start"])), 1.3, _plain(f"{s['kind']}/{s['subject']}"), fontsize=7)
     for ev in review.logs:
         ax.plot(_t(ev.time), 0, "|", color="#c62828" if ev.severity in ("error", "critical") else "#607d8b", ms=12)
@@ -129,8 +144,9 @@ def timeline_plot(review: HostReview, spans: dict[str, dict[str, Any]]) -> str:
 
 def _table(headers: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -151,37 +167,85 @@ def pick_series(review: HostReview, limit: int = 8) -> list[str]:
 def render(review: HostReview, title: str | None = None) -> str:
     spans = _incident_spans(review)
     title = title or f"fleetmedic review: {review.host}"
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class=meta>host <b>{html.escape(review.host)}</b> · {review.start:%Y-%m-%d %H:%M:%S} → "
-             f"{review.end:%Y-%m-%d %H:%M:%S} UTC · {len(review.series)} series · {len(review.logs)} log lines · "
-             f"{len(spans)} incidents · {len(review.remediations)} remediation records</p>",
-             f"<img alt='timeline' src='{timeline_plot(review, spans)}'>",
-             "<h2>Incidents</h2>",
-             _table(["time", "incident", "status", "severity", "kind/subject", "detector", "score", "threshold",
-                     "model", "summary"],
-                    [[f"{r.time:%H:%M:%S}", r.id, r.status, r.severity, f"{r.kind}/{r.subject}", r.detector,
-                      None if r.score is None else f"{r.score:.3g}",
-                      None if r.threshold is None else f"{r.threshold:.3g}", r.model_version, r.summary]
-                     for r in review.incidents]),
-             "<h2>Remediation decisions</h2>",
-             _table(["time", "incident", "action", "playbook", "step", "status", "gate", "reason", "rc", "run"],
-                    [[f"{r.time:%H:%M:%S}", r.incident_id, r.action, r.playbook, r.step, r.status, r.gate, r.reason,
-                      r.rc, None if r.run is None else
-                      f"ok={r.run.ok} changed={r.run.changed} failed={r.run.failed}"
-                      + (f" ({', '.join(r.run.failed_tasks)})" if r.run.failed_tasks else "")]
-                     for r in review.remediations]),
-             "<h2>Series</h2>"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=meta>host <b>{html.escape(review.host)}</b> · {review.start:%Y-%m-%d %H:%M:%S} → "
+        f"{review.end:%Y-%m-%d %H:%M:%S} UTC · {len(review.series)} series · {len(review.logs)} log lines · "
+        f"{len(spans)} incidents · {len(review.remediations)} remediation records</p>",
+        f"<img alt='timeline' src='{timeline_plot(review, spans)}'>",
+        "<h2>Incidents</h2>",
+        _table(
+            [
+                "time",
+                "incident",
+                "status",
+                "severity",
+                "kind/subject",
+                "detector",
+                "score",
+                "threshold",
+                "model",
+                "summary",
+            ],
+            [
+                [
+                    f"{r.time:%H:%M:%S}",
+                    r.id,
+                    r.status,
+                    r.severity,
+                    f"{r.kind}/{r.subject}",
+                    r.detector,
+                    None if r.score is None else f"{r.score:.3g}",
+                    None if r.threshold is None else f"{r.threshold:.3g}",
+                    r.model_version,
+                    r.summary,
+                ]
+                for r in review.incidents
+            ],
+        ),
+        "<h2>Remediation decisions</h2>",
+        _table(
+            ["time", "incident", "action", "playbook", "step", "status", "gate", "reason", "rc", "run"],
+            [
+                [
+                    f"{r.time:%H:%M:%S}",
+                    r.incident_id,
+                    r.action,
+                    r.playbook,
+                    r.step,
+                    r.status,
+                    r.gate,
+                    r.reason,
+                    r.rc,
+                    None
+                    if r.run is None
+                    else f"ok={r.run.ok} changed={r.run.changed} failed={r.run.failed}"
+                    + (f" ({', '.join(r.run.failed_tasks)})" if r.run.failed_tasks else ""),
+                ]
+                for r in review.remediations
+            ],
+        ),
+        "<h2>Series</h2>",
+    ]
     for name in pick_series(review):
         parts.append(f"<img alt='{html.escape(name)}' src='{series_plot(name, review.series[name], review, spans)}'>")
-    parts += ["<h2>Log lines</h2>",
-              _table(["time", "kind", "severity", "line"],
-                     [[f"{r.time:%H:%M:%S}", r.kind, r.severity, r.line] for r in review.logs[:500]])]
-    style = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}"
-             "table{border-collapse:collapse;font-size:13px;margin-bottom:18px}"
-             "td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}"
-             "th{background:#f3f5f7}img{display:block;max-width:100%;margin:8px 0}.meta{color:#555}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    parts += [
+        "<h2>Log lines</h2>",
+        _table(
+            ["time", "kind", "severity", "line"],
+            [[f"{r.time:%H:%M:%S}", r.kind, r.severity, r.line] for r in review.logs[:500]],
+        ),
+    ]
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}"
+        "table{border-collapse:collapse;font-size:13px;margin-bottom:18px}"
+        "td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}"
+        "th{background:#f3f5f7}img{display:block;max-width:100%;margin:8px 0}.meta{color:#555}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write_report(review: HostReview, out: Path, title: str | None = None) -> Path:

@@ -13,12 +13,11 @@ import os
 import uuid
 
 import pytest
+from kafka_helpers import free_port
 
 from fleetmedic.broker import EmbeddedBroker
 from fleetmedic.config import BrokerSettings, Settings, TopicSettings
 from fleetmedic.topics import create_topics
-
-from kafka_helpers import free_port
 
 
 def _docker_answers() -> bool:
@@ -43,8 +42,9 @@ def kafka_bootstrap(tmp_path_factory):
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    broker = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(),
-                                           data_dir=tmp_path_factory.mktemp("kafka")))
+    broker = EmbeddedBroker(
+        BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
+    )
     broker.start(progress=lambda m: None)
     try:
         yield broker.bootstrap
@@ -53,8 +53,12 @@ def kafka_bootstrap(tmp_path_factory):
 
 
 def make_settings(bootstrap: str, **overrides) -> Settings:
-    base = dict(bootstrap_servers=[bootstrap], topic_prefix=f"t{uuid.uuid4().hex[:10]}.", client_id="fm-test",
-                topics=TopicSettings(partitions=3))
+    base = dict(
+        bootstrap_servers=[bootstrap],
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        client_id="fm-test",
+        topics=TopicSettings(partitions=3),
+    )
     base.update(overrides)
     return Settings(**base)
 
@@ -68,24 +72,27 @@ def settings(kafka_bootstrap) -> Settings:
 
 
 # --doctest-modules imports every module it collects: not the `make fuzz` script, whose import
-# turns logging off and sets the full-size fuzz budget for the whole session.
-collect_ignore = ["fuzz_run.py"]
+# turns logging off and sets the full-size fuzz budget for the whole session, nor the `make chaos`
+# harness (scripts run on their own, not parts of the suite).
+collect_ignore = ["fuzz_run.py", "chaos_run.py"]
 
 # Tests measured over about 20 s (module::test, or a module name for all of its tests), timed
 # per test (setup + call + teardown) on the shared 2-core machine at load 8 to 26 on 2026-12-01;
 # tests/test_deploy_install.py marks itself. `pytest -m "not kafka and not slow"` is the inner
 # loop without them (README, Tests).
-SLOW: frozenset[str] = frozenset({
-    "test_broker_and_topics.py::test_embedded_broker_restarts_on_its_data_and_refuses_a_taken_port",  # 87-97 s
-    "test_cluster.py::test_three_brokers_replicate_three_ways_and_survive_one_broker_down",  # 171-292 s
-    "test_demo.py",  # 216 s alone
-    "test_deploy_doctor.py::test_doctor_finds_every_problem_of_a_misconfigured_deployment",  # 35 s
-    "test_deploy_doctor.py::test_doctor_on_a_sound_deployment_reports_no_problem",  # 30 s
-    "test_deploy_doctor.py::test_topics_check_reports_drift_and_changes_nothing",  # 25 s
-    "test_ingest_simulator.py::test_false_alarms_show_precursor_signals_but_no_fault_and_no_incident",  # 38-54 s
-    "test_ingest_spool.py::test_broker_outage_loses_nothing_and_keeps_each_hosts_order",  # 48 s
-    "test_playbook_cli.py::test_try_runs_check_mode_with_the_policy_variables",  # 22 s
-})
+SLOW: frozenset[str] = frozenset(
+    {
+        "test_broker_and_topics.py::test_embedded_broker_restarts_on_its_data_and_refuses_a_taken_port",  # 87-97 s
+        "test_cluster.py::test_three_brokers_replicate_three_ways_and_survive_one_broker_down",  # 171-292 s
+        "test_demo.py",  # 216 s alone
+        "test_deploy_doctor.py::test_doctor_finds_every_problem_of_a_misconfigured_deployment",  # 35 s
+        "test_deploy_doctor.py::test_doctor_on_a_sound_deployment_reports_no_problem",  # 30 s
+        "test_deploy_doctor.py::test_topics_check_reports_drift_and_changes_nothing",  # 25 s
+        "test_ingest_simulator.py::test_false_alarms_show_precursor_signals_but_no_fault_and_no_incident",  # 38-54 s
+        "test_ingest_spool.py::test_broker_outage_loses_nothing_and_keeps_each_hosts_order",  # 48 s
+        "test_playbook_cli.py::test_try_runs_check_mode_with_the_policy_variables",  # 22 s
+    }
+)
 
 
 def _is_slow(item) -> bool:
@@ -127,11 +134,17 @@ class SecureCluster:
         from fleetmedic.pki import client_settings
 
         base = client_settings(self.layout, role, self.bootstrap)
-        base.update(topic_prefix=prefix, topics={"partitions": 3},
-                    acls={"groups": {**{r: [prefix] for r in ("exporter", "detector", "remediator", "approver",
-                                                               "reviewer")},
-                                     # `fleetmedic tail` joins a group of its own (the default ACLs' prefix)
-                                     "reviewer": [prefix, "fleetmedic-tail-"]}})
+        base.update(
+            topic_prefix=prefix,
+            topics={"partitions": 3},
+            acls={
+                "groups": {
+                    **{r: [prefix] for r in ("exporter", "detector", "remediator", "approver", "reviewer")},
+                    # `fleetmedic tail` joins a group of its own (the default ACLs' prefix)
+                    "reviewer": [prefix, "fleetmedic-tail-"],
+                }
+            },
+        )
         base.update(overrides)
         return Settings.model_validate(base)
 
@@ -152,8 +165,10 @@ def secure_cluster(tmp_path_factory):
         port = next(line.rsplit(":", 1)[1] for line in props.splitlines() if line.startswith("advertised.listeners="))
         yield SecureCluster(Path(given), f"127.0.0.1:{port.strip()}")
         return
-    broker = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(),
-                                           data_dir=tmp_path_factory.mktemp("kafka-secure")), secure=True)
+    broker = EmbeddedBroker(
+        BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp_path_factory.mktemp("kafka-secure")),
+        secure=True,
+    )
     broker.start(progress=lambda m: None)
     try:
         yield SecureCluster(broker.data_dir, broker.bootstrap)

@@ -7,14 +7,14 @@ around a per-host level, seeded, so runs are reproducible.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from fleetmedic.schemas import LogEvent, MetricBatch
 from fleetmedic.transport import Received
 
-T0 = datetime(2026, 11, 25, 0, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 0, 0, 0, tzinfo=UTC)
 STEP_S = 10
 
 CONFIG_YAML = """
@@ -64,8 +64,16 @@ def write_config(tmp_path) -> str:
     return str(path)
 
 
-def fleet(n_hosts: int = 4, steps: int = 120, *, seed: int = 7, overheat: dict | None = None,
-          power_spike: dict | None = None, ecc_at: dict | None = None, start: int = 0) -> list[MetricBatch]:
+def fleet(
+    n_hosts: int = 4,
+    steps: int = 120,
+    *,
+    seed: int = 7,
+    overheat: dict | None = None,
+    power_spike: dict | None = None,
+    ecc_at: dict | None = None,
+    start: int = 0,
+) -> list[MetricBatch]:
     """Metric batches in time order. overheat/power_spike: host index → (first, last) step; ecc_at: host → step."""
     rng = np.random.default_rng(seed)
     overheat, power_spike, ecc_at = overheat or {}, power_spike or {}, ecc_at or {}
@@ -84,21 +92,35 @@ def fleet(n_hosts: int = 4, steps: int = 120, *, seed: int = 7, overheat: dict |
             if lo <= step <= hi:
                 power += 150
             ecc = 0.0 if step < ecc_at.get(h, 10**9) else 2.0
-            out.append(MetricBatch(
-                host=f"node{h:02d}", time=T0 + timedelta(seconds=STEP_S * step), source="sim",
-                labels={"class": "h100x8"},
-                values={"gpu0.temperature_c": round(temp, 3), "gpu0.power_w": round(power, 3),
+            out.append(
+                MetricBatch(
+                    host=f"node{h:02d}",
+                    time=T0 + timedelta(seconds=STEP_S * step),
+                    source="sim",
+                    labels={"class": "h100x8"},
+                    values={
+                        "gpu0.temperature_c": round(temp, 3),
+                        "gpu0.power_w": round(power, 3),
                         "mem.available_bytes": round(2e11 + 1e8 * noise[2], 1),
                         "fs./.free_pct": round(40 + 0.1 * noise[3], 3),
-                        "gpu0.ecc.volatile.uncorrected": ecc},
-                counters=["gpu0.ecc.volatile.uncorrected"]))
+                        "gpu0.ecc.volatile.uncorrected": ecc,
+                    },
+                    counters=["gpu0.ecc.volatile.uncorrected"],
+                )
+            )
     return out
 
 
 def xid(host: str, step: int, code: int) -> LogEvent:
-    return LogEvent(host=host, time=T0 + timedelta(seconds=STEP_S * step), source="sim", kind="xid",
-                    severity="critical", line=f"NVRM: Xid (PCI:0000:3b:00): {code}, pid=1911",
-                    fields={"xid": code, "pci": "0000:3b:00"})
+    return LogEvent(
+        host=host,
+        time=T0 + timedelta(seconds=STEP_S * step),
+        source="sim",
+        kind="xid",
+        severity="critical",
+        line=f"NVRM: Xid (PCI:0000:3b:00): {code}, pid=1911",
+        fields={"xid": code, "pci": "0000:3b:00"},
+    )
 
 
 def received(records, topic="metrics", partition=0, first_offset=0) -> list[Received]:
@@ -135,8 +157,15 @@ def write_forest_config(tmp_path, extra: str = "") -> str:
     return str(path)
 
 
-def loaded_fleet(n_hosts: int = 6, steps: int = 150, *, gpus: int = 2, seed: int = 11, host_class: str = "h100x2",
-                 odd_combination: dict | None = None) -> list[MetricBatch]:
+def loaded_fleet(
+    n_hosts: int = 6,
+    steps: int = 150,
+    *,
+    gpus: int = 2,
+    seed: int = 11,
+    host_class: str = "h100x2",
+    odd_combination: dict | None = None,
+) -> list[MetricBatch]:
     """Hosts whose GPU temperature, power and utilisation all follow one load (a 20-minute cycle).
 
     odd_combination: host index → (first, last) step during which the host draws high-load power at
@@ -166,7 +195,14 @@ def loaded_fleet(n_hosts: int = 6, steps: int = 150, *, gpus: int = 2, seed: int
                 values[f"gpu{g}.power_w"] = round(float(power[g]), 1)
                 values[f"gpu{g}.util_pct"] = round(float(100 * gload[g]), 1)
             values["gpu0.ecc.volatile.corrected"] = float(step)
-            out.append(MetricBatch(host=f"node{h:02d}", time=T0 + timedelta(seconds=STEP_S * step), source="sim",
-                                   labels={"class": host_class}, values=values,
-                                   counters=["gpu0.ecc.volatile.corrected"]))
+            out.append(
+                MetricBatch(
+                    host=f"node{h:02d}",
+                    time=T0 + timedelta(seconds=STEP_S * step),
+                    source="sim",
+                    labels={"class": host_class},
+                    values=values,
+                    counters=["gpu0.ecc.volatile.corrected"],
+                )
+            )
     return out

@@ -8,11 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from remediator.inventory import Inventory
-from fleetmedic_demo.testbed import FleetTestbed, fleet_missing_reason
-
 from remediator_kit import TEST_PLAYBOOKS
+
+from fleetmedic_demo.testbed import FleetTestbed, fleet_missing_reason
+from remediator.inventory import Inventory
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 

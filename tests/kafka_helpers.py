@@ -33,7 +33,7 @@ def read_topic(settings: Settings, topic: str, model: type[Contract] | None = No
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic} to its end")
-            for tp, msgs in consumer.poll(timeout_ms=200).items():
+            for _tp, msgs in consumer.poll(timeout_ms=200).items():
                 for m in msgs:
                     value = model.model_validate_json(m.value) if model else m.value
                     out.append((m.partition, m.offset, m.key, value))

@@ -16,10 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from kafka_helpers import free_port
 
 from fleetmedic.transport import wait_until
-
-from kafka_helpers import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
@@ -28,8 +27,9 @@ NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus
 
 def http_json(url: str, body=None, method: str | None = None, timeout_s: float = 5.0):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method or ("POST" if data else "GET"), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
@@ -55,14 +55,16 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> "Service":
-        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                     cwd=self.workdir, start_new_session=True)
+    def start(self, timeout_s: float = 30.0) -> Service:
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
 
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             return _answers(self.url + self.ready_path)
+
         wait_until(ready, timeout_s, interval_s=0.1, what=f"{self.name} ready on {self.url}")
         return self
 
@@ -89,15 +91,32 @@ def alertmanager(workdir: Path, webhook_url: str | None = None) -> Service:
     receivers = [{"name": "none"}]
     if webhook_url:
         receivers.append({"name": "fleetmedic", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]})
-    config = {"route": {"receiver": "fleetmedic" if webhook_url else "none", "group_by": ["..."],
-                        "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
-              "receivers": receivers}
+    config = {
+        "route": {
+            "receiver": "fleetmedic" if webhook_url else "none",
+            "group_by": ["..."],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": receivers,
+    }
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    return Service("alertmanager", [ALERTMANAGER, f"--config.file={workdir / 'alertmanager.yml'}",
-                                    f"--storage.path={workdir / 'am-data'}",
-                                    f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-                                    "--log.level=warn"], workdir, port, "/-/ready")
+    return Service(
+        "alertmanager",
+        [
+            ALERTMANAGER,
+            f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--storage.path={workdir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        workdir,
+        port,
+        "/-/ready",
+    )
 
 
 class NodeExporter(Service):
@@ -108,10 +127,20 @@ class NodeExporter(Service):
         self.textfiles = workdir / "textfile"
         self.textfiles.mkdir(exist_ok=True)
         port = free_port()
-        super().__init__("node_exporter", [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}",
-                                           "--collector.disable-defaults", "--collector.textfile",
-                                           f"--collector.textfile.directory={self.textfiles}", "--log.level=warn"],
-                         workdir, port, "/metrics")
+        super().__init__(
+            "node_exporter",
+            [
+                NODE_EXPORTER,
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--collector.disable-defaults",
+                "--collector.textfile",
+                f"--collector.textfile.directory={self.textfiles}",
+                "--log.level=warn",
+            ],
+            workdir,
+            port,
+            "/metrics",
+        )
 
     def set(self, text: str) -> None:
         tmp = self.textfiles / ".fleetmedic_test.prom.tmp"
@@ -123,16 +152,29 @@ def prometheus(workdir: Path, *, targets: list[tuple[str, dict]], rules: list[di
     """Prometheus scraping `targets` (address, labels) and evaluating `rules` every second."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "test", "rules": rules}]}))
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-              "rule_files": [str(workdir / "rules.yml")],
-              "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
-              "scrape_configs": [{"job_name": "node", "static_configs": [{"targets": [t], "labels": labels}
-                                                                         for t, labels in targets]}]}
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "rule_files": [str(workdir / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+        "scrape_configs": [
+            {"job_name": "node", "static_configs": [{"targets": [t], "labels": labels} for t, labels in targets]}
+        ],
+    }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    return Service("prometheus", [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
-                                  f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                                  "--log.level=warn"], workdir, port, "/-/ready")
+    return Service(
+        "prometheus",
+        [
+            PROMETHEUS,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        workdir,
+        port,
+        "/-/ready",
+    )
 
 
 __all__ = ["Service", "alertmanager", "NodeExporter", "prometheus", "http_json"]

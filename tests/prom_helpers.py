@@ -12,10 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from kafka_helpers import free_port
 
 from fleetmedic.transport import wait_until
-
-from kafka_helpers import free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -39,15 +38,26 @@ class Prometheus:
         self.port = free_port()
         self.dir = tmp / "prometheus"
         self.dir.mkdir(parents=True, exist_ok=True)
-        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
-                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
-                                     for job, targets in jobs.items()] + (extra_scrape_configs or [])}
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in jobs.items()
+            ]
+            + (extra_scrape_configs or []),
+        }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = open(self.dir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                PROMETHEUS,
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_until(lambda: http_get(f"{self.url}/-/ready")[0] == 200, 60, what="Prometheus to be ready")
 
     @property
@@ -88,11 +98,16 @@ class Service:
 
     def __init__(self, settings, args: list[str], log_path: Path, env: dict | None = None):
         self.log_path = log_path
-        full_env = {**os.environ, "FLEETMEDIC_BOOTSTRAP_SERVERS": settings.bootstrap_servers[0],
-                    "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, **(env or {})}
+        full_env = {
+            **os.environ,
+            "FLEETMEDIC_BOOTSTRAP_SERVERS": settings.bootstrap_servers[0],
+            "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+            **(env or {}),
+        }
         self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(FLEETMEDIC + args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
-                                     cwd=Path(__file__).parent.parent)
+        self.proc = subprocess.Popen(
+            FLEETMEDIC + args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=Path(__file__).parent.parent
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

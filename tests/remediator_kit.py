@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+
+from kafka_helpers import read_topic
 
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Evidence, Incident, Remediation
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer, wait_until
-from remediator.engine import Remediator, RunnerConfig
 from remediator.approvals import generate_key
+from remediator.engine import Remediator, RunnerConfig
 from remediator.policy import Policy
-
-from kafka_helpers import read_topic
 
 TEST_PLAYBOOKS = Path(__file__).parent / "data" / "playbooks"
 # Approvers' Ed25519 keys for the tests: private keys in a temporary folder, public keys in make_policy.
@@ -28,34 +28,70 @@ def approver_key(name: str) -> Path:
     return APPROVER_KEYS / f"{name}.key"
 
 
-def incident(host: str = "node1", id: str = "inc-1", *, kind: str = "service_down", status: str = "open",
-             labels: dict | None = None, severity: str = "critical", time: datetime | None = None) -> Incident:
-    now = time or datetime.now(timezone.utc)
-    return Incident(id=id, fingerprint=f"{host}/{kind}/demo", host=host, kind=kind, subject="demo", status=status,
-                    severity=severity, detector="test", time=now, opened_at=now, summary=f"{kind} on {host}",
-                    labels=labels or {}, evidence=Evidence(details={"exit_code": 137}))
+def incident(
+    host: str = "node1",
+    id: str = "inc-1",
+    *,
+    kind: str = "service_down",
+    status: str = "open",
+    labels: dict | None = None,
+    severity: str = "critical",
+    time: datetime | None = None,
+) -> Incident:
+    now = time or datetime.now(UTC)
+    return Incident(
+        id=id,
+        fingerprint=f"{host}/{kind}/demo",
+        host=host,
+        kind=kind,
+        subject="demo",
+        status=status,
+        severity=severity,
+        detector="test",
+        time=now,
+        opened_at=now,
+        summary=f"{kind} on {host}",
+        labels=labels or {},
+        evidence=Evidence(details={"exit_code": 137}),
+    )
 
 
 def marker_step(marker: Path, **extra) -> dict:
-    step = {"action": "restart_service", "playbook": "marker.yml",
-            "vars": {"target_host": {"from": "host"}, "marker_id": {"from": "id"},
-                     "marker_file": {"value": str(marker)}}}
+    step = {
+        "action": "restart_service",
+        "playbook": "marker.yml",
+        "vars": {"target_host": {"from": "host"}, "marker_id": {"from": "id"}, "marker_file": {"value": str(marker)}},
+    }
     step.update(extra)
     return step
 
 
-def make_policy(marker: Path, *, gates: dict | None = None, steps: list | None = None,
-                extra_rules: list | None = None, **rule) -> Policy:
-    relaxed = {"cooldown_s": 0, "flapping": {"max_runs": 100, "within_s": 60},
-               "blast_radius": {"max_percent": 100}, "rate_limit": {"max_runs": 100, "per_s": 60}}
+def make_policy(
+    marker: Path, *, gates: dict | None = None, steps: list | None = None, extra_rules: list | None = None, **rule
+) -> Policy:
+    relaxed = {
+        "cooldown_s": 0,
+        "flapping": {"max_runs": 100, "within_s": 60},
+        "blast_radius": {"max_percent": 100},
+        "rate_limit": {"max_runs": 100, "per_s": 60},
+    }
     relaxed.update(gates or {})
-    return Policy.model_validate({
-        "host_groups": {"all": ["node1", "node2", "node3", "node4"]},
-        "gates": relaxed,
-        "approvals": {"expire_s": 60, "approvers": dict(APPROVERS)},
-        "rules": [{"name": "service_down", "match": {"kinds": ["service_down"]},
-                   "steps": steps or [marker_step(marker)], **rule}] + (extra_rules or []),
-    })
+    return Policy.model_validate(
+        {
+            "host_groups": {"all": ["node1", "node2", "node3", "node4"]},
+            "gates": relaxed,
+            "approvals": {"expire_s": 60, "approvers": dict(APPROVERS)},
+            "rules": [
+                {
+                    "name": "service_down",
+                    "match": {"kinds": ["service_down"]},
+                    "steps": steps or [marker_step(marker)],
+                    **rule,
+                }
+            ]
+            + (extra_rules or []),
+        }
+    )
 
 
 def send(settings: Settings, *records) -> None:
@@ -73,8 +109,11 @@ def remediations(settings: Settings) -> list[Remediation]:
 
 
 def statuses(settings: Settings, incident_id: str | None = None) -> list[tuple]:
-    return [(r.status, r.action, r.step) for r in remediations(settings)
-            if incident_id is None or r.incident_id == incident_id]
+    return [
+        (r.status, r.action, r.step)
+        for r in remediations(settings)
+        if incident_id is None or r.incident_id == incident_id
+    ]
 
 
 def marker_lines(marker: Path) -> list[str]:
@@ -84,10 +123,12 @@ def marker_lines(marker: Path) -> list[str]:
 class EngineThread:
     """A Remediator running in a thread of the test process, stopped cleanly at the end."""
 
-    def __init__(self, settings: Settings, policy: Policy, tmp_path: Path, *, playbooks_dir: Path = TEST_PLAYBOOKS,
-                 **kwargs):
-        self.engine = Remediator(settings, policy, RunnerConfig(playbooks_dir=playbooks_dir,
-                                                                artifacts_dir=tmp_path / "artifacts"), **kwargs)
+    def __init__(
+        self, settings: Settings, policy: Policy, tmp_path: Path, *, playbooks_dir: Path = TEST_PLAYBOOKS, **kwargs
+    ):
+        self.engine = Remediator(
+            settings, policy, RunnerConfig(playbooks_dir=playbooks_dir, artifacts_dir=tmp_path / "artifacts"), **kwargs
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -104,21 +145,38 @@ class EngineThread:
         if self.error:
             raise self.error
 
-    def __enter__(self) -> "EngineThread":
+    def __enter__(self) -> EngineThread:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def wait_for_status(settings: Settings, status: str, *, incident_id: str | None = None, count: int = 1,
-                    timeout_s: float = 30.0) -> list[Remediation]:
+def wait_for_status(
+    settings: Settings, status: str, *, incident_id: str | None = None, count: int = 1, timeout_s: float = 30.0
+) -> list[Remediation]:
     def found():
-        return [r for r in remediations(settings)
-                if r.status == status and (incident_id is None or r.incident_id == incident_id)]
+        return [
+            r
+            for r in remediations(settings)
+            if r.status == status and (incident_id is None or r.incident_id == incident_id)
+        ]
+
     wait_until(lambda: len(found()) >= count, timeout_s, interval_s=0.2, what=f"{count} {status} record(s)")
     return found()
 
 
-__all__ = ["incident", "make_policy", "marker_step", "send", "remediations", "statuses", "marker_lines",
-           "EngineThread", "wait_for_status", "TEST_PLAYBOOKS", "APPROVERS", "approver_key"]
+__all__ = [
+    "incident",
+    "make_policy",
+    "marker_step",
+    "send",
+    "remediations",
+    "statuses",
+    "marker_lines",
+    "EngineThread",
+    "wait_for_status",
+    "TEST_PLAYBOOKS",
+    "APPROVERS",
+    "approver_key",
+]

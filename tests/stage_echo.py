@@ -20,9 +20,14 @@ from fleetmedic.transport import ConsumerLoop, LoopStats, Received
 
 def echo(batch: list[Received]):
     for item in batch:
-        yield LogEvent(host=item.record.host, time=item.record.time, source="echo", kind="echo",
-                       line=f"echo {item.partition}:{item.offset}",
-                       fields={"src_partition": item.partition, "src_offset": item.offset})
+        yield LogEvent(
+            host=item.record.host,
+            time=item.record.time,
+            source="echo",
+            kind="echo",
+            line=f"echo {item.partition}:{item.offset}",
+            fields={"src_partition": item.partition, "src_offset": item.offset},
+        )
 
 
 def main() -> int:
@@ -33,8 +38,12 @@ def main() -> int:
     ap.add_argument("--pause-after-flush", type=Path)
     ap.add_argument("--ready-file", type=Path)
     args = ap.parse_args()
-    settings = Settings(bootstrap_servers=[args.bootstrap], topic_prefix=args.prefix, client_id="echo",
-                        topics=TopicSettings(partitions=3))
+    settings = Settings(
+        bootstrap_servers=[args.bootstrap],
+        topic_prefix=args.prefix,
+        client_id="echo",
+        topics=TopicSettings(partitions=3),
+    )
 
     def pause(stats: LoopStats) -> None:
         if args.pause_after_flush:
@@ -45,9 +54,17 @@ def main() -> int:
         if args.ready_file and parts:
             args.ready_file.write_text("assigned\n")
 
-    loop = ConsumerLoop(settings, group_id=args.group, inputs={"metrics.v1": MetricBatch}, handle=echo,
-                        after_flush=pause, on_assign=assigned, max_records=20,
-                        session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    loop = ConsumerLoop(
+        settings,
+        group_id=args.group,
+        inputs={"metrics.v1": MetricBatch},
+        handle=echo,
+        after_flush=pause,
+        on_assign=assigned,
+        max_records=20,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
     stats = loop.run()
     print(f"stopped after {stats.consumed} records", flush=True)
     return 0

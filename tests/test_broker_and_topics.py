@@ -1,21 +1,18 @@
 """The embedded broker's life cycle and topic provisioning, against real processes."""
 
-import os
 import socket
-from pathlib import Path
 
 import pytest
+from conftest import make_settings
+from examples import metric_batch
 from kafka.admin import KafkaAdminClient
+from kafka_helpers import free_port, read_topic, topic_config
 
 from fleetmedic.broker import BrokerError, EmbeddedBroker
 from fleetmedic.config import BrokerSettings
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name, topic_specs
 from fleetmedic.transport import Producer
-
-from conftest import make_settings
-from examples import metric_batch
-from kafka_helpers import free_port, read_topic, topic_config
 
 
 def test_topics_create_is_idempotent_and_configures_each_topic(settings):
@@ -64,8 +61,11 @@ def test_embedded_broker_restarts_on_its_data_and_refuses_a_taken_port(tmp_path)
 
 def test_missing_java_or_maven_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # neither java nor mvn
-    broker = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp_path / "k",
-                                           jar_cache=tmp_path / "jars"))
+    broker = EmbeddedBroker(
+        BrokerSettings(
+            port=free_port(), controller_port=free_port(), data_dir=tmp_path / "k", jar_cache=tmp_path / "jars"
+        )
+    )
     with pytest.raises(BrokerError, match="java not found on PATH: install a Java 17"):
         broker.start(progress=lambda m: None)
     from fleetmedic.broker import fetch_jars

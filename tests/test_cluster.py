@@ -11,18 +11,17 @@ import os
 import signal
 
 import pytest
+from conftest import make_settings
+from examples import metric_batch
 from kafka.admin import KafkaAdminClient
+from kafka_helpers import free_port, read_topic, topic_config
 
 from fleetmedic.broker import BrokerError, _port_free
-from fleetmedic.cluster import EmbeddedCluster, node_ports
+from fleetmedic.cluster import EmbeddedCluster
 from fleetmedic.config import BrokerSettings
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import ConsumerLoop, Producer, wait_until
-
-from conftest import make_settings
-from examples import metric_batch
-from kafka_helpers import free_port, read_topic, topic_config
 
 
 def test_node_properties_name_every_voter_and_replicate_internal_topics(tmp_path):
@@ -49,8 +48,12 @@ def _free_base() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     base = _free_base()
-    c = EmbeddedCluster(BrokerSettings(port=base, controller_port=base + 1, start_timeout_s=300,
-                                       data_dir=tmp_path_factory.mktemp("cluster")), nodes=3)
+    c = EmbeddedCluster(
+        BrokerSettings(
+            port=base, controller_port=base + 1, start_timeout_s=300, data_dir=tmp_path_factory.mktemp("cluster")
+        ),
+        nodes=3,
+    )
     c.start(progress=lambda m: None)
     try:
         yield c
@@ -69,8 +72,11 @@ def test_three_brokers_replicate_three_ways_and_survive_one_broker_down(cluster)
     finally:
         admin.close()
     # a broker may describe the new topic before its metadata has it: ask until it answers
-    wait_until(lambda: "min.insync.replicas" in topic_config(settings, topic_name(settings, "remediations.v1")),
-               30, what="the topic's configuration")
+    wait_until(
+        lambda: "min.insync.replicas" in topic_config(settings, topic_name(settings, "remediations.v1")),
+        30,
+        what="the topic's configuration",
+    )
     assert topic_config(settings, topic_name(settings, "remediations.v1"))["min.insync.replicas"] == "2"
 
     victim = cluster.node(0)
@@ -82,8 +88,13 @@ def test_three_brokers_replicate_three_ways_and_survive_one_broker_down(cluster)
         for i in range(5):
             producer.send(metric_batch(i=i))
     seen = []
-    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "ha", inputs={"metrics.v1": MetricBatch},
-                        handle=lambda b: seen.extend(b) or (), transactional_id=settings.topic_prefix + "ha")
+    loop = ConsumerLoop(
+        settings,
+        group_id=settings.topic_prefix + "ha",
+        inputs={"metrics.v1": MetricBatch},
+        handle=lambda b: seen.extend(b) or (),
+        transactional_id=settings.topic_prefix + "ha",
+    )
     loop.run(until=lambda s: s.consumed >= 5, install_signals=False)
     assert len(seen) == 5
     victim.start(progress=lambda m: None)

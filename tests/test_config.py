@@ -18,25 +18,33 @@ def test_defaults_then_file_then_environment(tmp_path):
 
 
 def test_security_options_pass_through_to_kafka_python():
-    s = load_settings(environ={
-        "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "FLEETMEDIC_SECURITY__SASL_MECHANISM": "SCRAM-SHA-512",
-        "FLEETMEDIC_SECURITY__SASL_PLAIN_USERNAME": "fm",
-        "FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD": "s3cret",
-    })
+    s = load_settings(
+        environ={
+            "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "FLEETMEDIC_SECURITY__SASL_MECHANISM": "SCRAM-SHA-512",
+            "FLEETMEDIC_SECURITY__SASL_PLAIN_USERNAME": "fm",
+            "FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD": "s3cret",
+        }
+    )
     kw = s.kafka_kwargs()
     assert kw["security_protocol"] == "SASL_PLAINTEXT" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kw["sasl_plain_username"] == "fm" and kw["sasl_plain_password"] == "s3cret"
     assert "s3cret" not in repr(s)  # secrets stay out of logs
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({"FLEETMEDIC_BOOTSTRAP_SERVERS": "nohostport"}, "FLEETMEDIC_BOOTSTRAP_SERVERS: Value error, 'nohostport' is not host:port"),
-    ({"FLEETMEDIC_BROKER__PORT": "99999"}, "FLEETMEDIC_BROKER__PORT: Input should be less than or equal to 65535"),
-    ({"FLEETMEDIC_TOPIC_PREFIX": "bad prefix!"}, "FLEETMEDIC_TOPIC_PREFIX: String should match pattern"),
-    ({"FLEETMEDIC_NO_SUCH": "x"}, "FLEETMEDIC_NO_SUCH: Extra inputs are not permitted"),
-    ({"FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_SSL"}, "needs sasl_mechanism"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (
+            {"FLEETMEDIC_BOOTSTRAP_SERVERS": "nohostport"},
+            "FLEETMEDIC_BOOTSTRAP_SERVERS: Value error, 'nohostport' is not host:port",
+        ),
+        ({"FLEETMEDIC_BROKER__PORT": "99999"}, "FLEETMEDIC_BROKER__PORT: Input should be less than or equal to 65535"),
+        ({"FLEETMEDIC_TOPIC_PREFIX": "bad prefix!"}, "FLEETMEDIC_TOPIC_PREFIX: String should match pattern"),
+        ({"FLEETMEDIC_NO_SUCH": "x"}, "FLEETMEDIC_NO_SUCH: Extra inputs are not permitted"),
+        ({"FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_SSL"}, "needs sasl_mechanism"),
+    ],
+)
 def test_invalid_environment_names_the_variable_and_reason(env, expected):
     with pytest.raises(SettingsError) as err:
         load_settings(environ=env)

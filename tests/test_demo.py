@@ -14,8 +14,8 @@ import pytest
 from fleetmedic.ranges import RangeSpec, read_range
 from fleetmedic.schemas import Incident, Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic_demo.testbed import fleet_missing_reason, slurm_missing_reason
 from fleetmedic_demo.demo import FLEET_HOST, run_demo
+from fleetmedic_demo.testbed import fleet_missing_reason, slurm_missing_reason
 
 
 def _records(settings, model):
@@ -43,10 +43,16 @@ def test_demo_heals_the_service_and_moves_the_job(settings, tmp_path, monkeypatc
     on_fleet = fleet_missing_reason() is None
     host = FLEET_HOST if on_fleet else "demo-host"
     service_incidents = [(i.status, i.kind, i.subject) for i in incidents if i.host == host]
-    assert service_incidents == [("open", "service_down", "service.demo.up"),
-                                 ("resolve", "service_down", "service.demo.up")]
-    assert _statuses(remediations, host) == [("claimed", None), ("running", None), ("succeeded", None),
-                                             ("cancelled", "closed_loop")]
+    assert service_incidents == [
+        ("open", "service_down", "service.demo.up"),
+        ("resolve", "service_down", "service.demo.up"),
+    ]
+    assert _statuses(remediations, host) == [
+        ("claimed", None),
+        ("running", None),
+        ("succeeded", None),
+        ("cancelled", "closed_loop"),
+    ]
     restart = next(r for r in remediations if r.host == host and r.status == "succeeded")
     assert restart.playbook == "restart_service.yml" and restart.extra_vars["service"] == "demo"
     assert "healed: demo" in out and "fault→healed" in out

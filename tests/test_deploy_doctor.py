@@ -10,29 +10,37 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
+from kafka_helpers import free_port
 
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import Producer
 from review.doctor import Doctor
 
-from conftest import make_settings
-from kafka_helpers import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(Path.home()),
-           "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
-           "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
-           "FLEETMEDIC_TOPICS__PARTITIONS": str(settings.topics.partitions),
-           "FLEETMEDIC_TOPICS__RETENTION_HOURS": str(settings.topics.retention_hours)}
-    return subprocess.run([sys.executable, "-m", "fleetmedic.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    env = {
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+        "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+        "FLEETMEDIC_TOPICS__PARTITIONS": str(settings.topics.partitions),
+        "FLEETMEDIC_TOPICS__RETENTION_HOURS": str(settings.topics.retention_hours),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "fleetmedic.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture
@@ -61,16 +69,23 @@ def broken(kafka_bootstrap, tmp_path):
     inventory.write_text(
         "all:\n  hosts:\n"
         f"    here: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
-        f"    ghost: {{ansible_host: 127.0.0.1, ansible_port: {free_port()}, ansible_user: nobody}}\n")
+        f"    ghost: {{ansible_host: 127.0.0.1, ansible_port: {free_port()}, ansible_user: nobody}}\n"
+    )
     deployed = make_settings(kafka_bootstrap, topic_prefix=made.topic_prefix)  # partitions 3, 168 h
     return deployed, books, inventory
 
 
 def test_doctor_finds_every_problem_of_a_misconfigured_deployment(broken):
     settings, books, inventory = broken
-    findings = Doctor(settings, groups=(settings.topic_prefix + "detectors",), max_lag=10,
-                      policy=ROOT / "deploy" / "policy.example.yaml", playbooks=books, inventory=inventory,
-                      timeout_s=5).run()
+    findings = Doctor(
+        settings,
+        groups=(settings.topic_prefix + "detectors",),
+        max_lag=10,
+        policy=ROOT / "deploy" / "policy.example.yaml",
+        playbooks=books,
+        inventory=inventory,
+        timeout_s=5,
+    ).run()
     fails = {(f.check, f.message) for f in findings if f.level == "fail"}
     by_check = {}
     for check, message in fails:
@@ -93,16 +108,27 @@ def test_doctor_finds_every_problem_of_a_misconfigured_deployment(broken):
 def test_doctor_on_a_sound_deployment_reports_no_problem(settings, tmp_path):
     inventory = tmp_path / "hosts.ini"
     inventory.write_text(f"here ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    findings = Doctor(settings, groups=(), policy=ROOT / "deploy" / "policy.example.yaml", inventory=inventory,
-                      timeout_s=5).run()
+    findings = Doctor(
+        settings, groups=(), policy=ROOT / "deploy" / "policy.example.yaml", inventory=inventory, timeout_s=5
+    ).run()
     assert [f for f in findings if f.level == "fail"] == []
     assert {f.check for f in findings if f.level == "ok"} >= {"broker", "topics", "ansible", "playbooks", "inventory"}
 
 
 def test_doctor_command_says_what_is_wrong_and_exits_1(broken):
     settings, books, _ = broken
-    done = _cli(settings, "doctor", "--role", "detect", "--group", settings.topic_prefix + "detectors",
-                "--max-lag", "10", "--timeout", "5")
+    done = _cli(
+        settings,
+        "doctor",
+        "--role",
+        "detect",
+        "--group",
+        settings.topic_prefix + "detectors",
+        "--max-lag",
+        "10",
+        "--timeout",
+        "5",
+    )
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("FAIL  topics") and "approvals.v1: missing" in line for line in lines)

@@ -10,7 +10,6 @@ minute of install time, so these tests are marked slow.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,14 +18,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
+from kafka_helpers import read_topic
 
 from fleetmedic import __version__
 from fleetmedic.schemas import Incident, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import wait_until
-
-from conftest import make_settings
-from kafka_helpers import read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 # pip's install time (unpacking; ansible alone is ~40,000 files) dominates, and grows with the
@@ -38,8 +36,16 @@ HEAVY = ("sklearn", "ansible", "ansible_runner", "matplotlib")
 @pytest.fixture(scope="session")
 def dist(tmp_path_factory) -> Path:
     """dist/ with the wheel and the sdist, built from the files a clean clone would have."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     src = tmp_path_factory.mktemp("clone")
     for name in filter(None, listed):
         source = ROOT / name
@@ -47,8 +53,12 @@ def dist(tmp_path_factory) -> Path:
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes(source.read_bytes())
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
@@ -66,9 +76,21 @@ class Venv:
         subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
         spec = f"{wheel}[{extra}]" if extra else str(wheel)
         # --no-compile: byte-compiling every installed file is most of the CPU time, and unused here
-        done = subprocess.run([str(root / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                               "--no-compile", "-c", str(ROOT / "requirements.lock"), spec], capture_output=True,
-                              text=True, timeout=1100)
+        done = subprocess.run(
+            [
+                str(root / "bin" / "pip"),
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-compile",
+                "-c",
+                str(ROOT / "requirements.lock"),
+                spec,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1100,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         self.env = env
 
@@ -77,12 +99,25 @@ class Venv:
         return done.returncode == 0
 
     def run(self, *args: str, cwd: Path, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.root / "bin" / "fleetmedic"), *args], capture_output=True, text=True,
-                              env=self.env, cwd=cwd, timeout=timeout, **kw)
+        return subprocess.run(
+            [str(self.root / "bin" / "fleetmedic"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=cwd,
+            timeout=timeout,
+            **kw,
+        )
 
     def start(self, *args: str, cwd: Path) -> subprocess.Popen:
-        return subprocess.Popen([str(self.root / "bin" / "fleetmedic"), *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env, cwd=cwd)
+        return subprocess.Popen(
+            [str(self.root / "bin" / "fleetmedic"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=cwd,
+        )
 
 
 @pytest.fixture
@@ -92,9 +127,14 @@ def place(tmp_path, kafka_bootstrap):
     for d in (cwd, home):
         d.mkdir()
     settings = make_settings(kafka_bootstrap)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_STATE_HOME": str(state),
-           "FLEETMEDIC_BOOTSTRAP_SERVERS": kafka_bootstrap, "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
-           "FLEETMEDIC_TOPICS__PARTITIONS": "3"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(state),
+        "FLEETMEDIC_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+        "FLEETMEDIC_TOPICS__PARTITIONS": "3",
+    }
     return cwd, env, settings, state
 
 
@@ -107,13 +147,17 @@ def _one_line_missing_extra(done: subprocess.CompletedProcess, extra: str) -> No
 
 def test_wheel_and_sdist_carry_the_package_data(dist):
     names = set(zipfile.ZipFile(_wheel(dist)).namelist())
-    for needed in ("detectors/default.yaml", "detectors/xid_table.yaml",
-                   "fleetmedic/_bundled/playbooks/restart_service.yml",
-                   "fleetmedic/_bundled/playbooks/collect_diagnostics.yml",
-                   "fleetmedic/_bundled/deploy/policy.example.yaml", "fleetmedic/_bundled/deploy/kafka/pom.xml",
-                   "fleetmedic/_bundled/deploy/systemd/fleetmedic-detect.service",
-                   "fleetmedic/_bundled/deploy/k8s/40-detect.yaml",
-                   "fleetmedic/_bundled/schemas/incident.v1.json"):
+    for needed in (
+        "detectors/default.yaml",
+        "detectors/xid_table.yaml",
+        "fleetmedic/_bundled/playbooks/restart_service.yml",
+        "fleetmedic/_bundled/playbooks/collect_diagnostics.yml",
+        "fleetmedic/_bundled/deploy/policy.example.yaml",
+        "fleetmedic/_bundled/deploy/kafka/pom.xml",
+        "fleetmedic/_bundled/deploy/systemd/fleetmedic-detect.service",
+        "fleetmedic/_bundled/deploy/k8s/40-detect.yaml",
+        "fleetmedic/_bundled/schemas/incident.v1.json",
+    ):
         assert needed in names, needed
     metadata = zipfile.ZipFile(_wheel(dist)).read(f"fleetmedic-{__version__}.dist-info/METADATA").decode()
     assert "Requires-Python: <3.14,>=3.11" in metadata
@@ -140,8 +184,9 @@ def test_base_install_runs_an_exporter_and_names_the_missing_extras(dist, tmp_pa
     _one_line_missing_extra(venv.run("remediate", "--policy", "x.yaml", cwd=cwd), "remediate")
     _one_line_missing_extra(venv.run("report", "--incident", "x", cwd=cwd), "review")
     # a short real run: two collections published to the real broker, the spool in the state dir
-    done = venv.run("export", "host", "--count", "2", "--interval", "0.2", "--health-port", "-1", "--create-topics",
-                    cwd=cwd)
+    done = venv.run(
+        "export", "host", "--count", "2", "--interval", "0.2", "--health-port", "-1", "--create-topics", cwd=cwd
+    )
     assert done.returncode == 0, done.stderr
     assert f"spool {state / 'fleetmedic' / 'spool' / 'host'}," in done.stdout  # XDG_STATE_HOME, not the cwd
     assert "sent 2," in done.stdout
@@ -161,14 +206,30 @@ def test_detect_install_turns_published_records_into_incidents(dist, tmp_path, p
     venv = Venv(tmp_path / "venv-detect", _wheel(dist), "detect", env)
     assert venv.has("sklearn") and not venv.has("ansible") and not venv.has("matplotlib")
     assert venv.run("detect", "--help", cwd=cwd).returncode == 0
-    sim = venv.run("simulate", "--nodes", "1", "--gpus", "1", "--seconds", "1200", "--faults", "1",
-                   "--fault-kinds", "xid_burst", cwd=cwd)
+    sim = venv.run(
+        "simulate",
+        "--nodes",
+        "1",
+        "--gpus",
+        "1",
+        "--seconds",
+        "1200",
+        "--faults",
+        "1",
+        "--fault-kinds",
+        "xid_burst",
+        cwd=cwd,
+    )
     assert sim.returncode == 0, sim.stderr
     detect = venv.start("detect", "--group", settings.topic_prefix + "detectors", cwd=cwd)
     try:
         incidents = topic_name(settings, "incidents.v1")
-        wait_until(lambda: any(v.kind == "xid" for *_, v in read_topic(settings, incidents, Incident)), 120,
-                   interval_s=1.0, what="an xid incident from the installed detector")
+        wait_until(
+            lambda: any(v.kind == "xid" for *_, v in read_topic(settings, incidents, Incident)),
+            120,
+            interval_s=1.0,
+            what="an xid incident from the installed detector",
+        )
     finally:
         detect.send_signal(signal.SIGTERM)
         out, err = detect.communicate(timeout=60)
@@ -184,9 +245,18 @@ def test_remediate_install_runs_a_packaged_playbook(dist, tmp_path, place):
     assert venv.run("remediate", "--help", cwd=cwd).returncode == 0
     listed = venv.run("playbook", "list", cwd=cwd)  # the packaged playbooks, wherever it runs
     assert listed.returncode == 0 and "restart_service.yml" in listed.stdout
-    incident = Incident(id="inc-d15", fingerprint="localhost/disk_full/root", host="localhost", kind="disk_full",
-                        subject="/", status="open", severity="critical", detector="ewma",
-                        time="2026-01-01T00:00:00Z", opened_at="2026-01-01T00:00:00Z")
+    incident = Incident(
+        id="inc-d15",
+        fingerprint="localhost/disk_full/root",
+        host="localhost",
+        kind="disk_full",
+        subject="/",
+        status="open",
+        severity="critical",
+        detector="ewma",
+        time="2026-01-01T00:00:00Z",
+        opened_at="2026-01-01T00:00:00Z",
+    )
     path = tmp_path / "incident.json"
     path.write_bytes(incident.to_bytes())
     # a short real run: the packaged policy's catch-all rule, the packaged playbook, check mode
@@ -210,8 +280,18 @@ def test_review_install_writes_a_report(dist, tmp_path, place):
     sim = venv.run("simulate", "--nodes", "1", "--gpus", "1", "--seconds", "300", "--faults", "1", cwd=cwd)
     assert sim.returncode == 0, sim.stderr
     out = tmp_path / "report.html"
-    done = venv.run("report", "--host", "sim-node-0000", "--from", "2026-01-01T00:00:00Z", "--to",
-                    "2026-01-01T00:05:00Z", "-o", str(out), cwd=cwd)
+    done = venv.run(
+        "report",
+        "--host",
+        "sim-node-0000",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-01T00:05:00Z",
+        "-o",
+        str(out),
+        cwd=cwd,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.stat().st_size > 1000 and "<html" in out.read_text()[:500].lower()
     assert "series" in done.stdout

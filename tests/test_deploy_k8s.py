@@ -31,7 +31,7 @@ def _by_kind(kind: str) -> dict[str, dict]:
 @pytest.mark.parametrize("version", [VERSION, kubernetes_validate.latest_version()])
 def test_every_manifest_validates_against_the_kubernetes_schemas(version):
     checked = 0
-    for path, doc in _docs():
+    for _path, doc in _docs():
         kubernetes_validate.validate(doc, version, strict=True)
         checked += 1
     assert checked >= 10

@@ -22,11 +22,15 @@ def test_docstring_examples(module):
 
 
 def test_state_dir_order():
-    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/fleetmedic:/var/lib/other"}, uid=0) == Path("/var/lib/fleetmedic")
+    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/fleetmedic:/var/lib/other"}, uid=0) == Path(
+        "/var/lib/fleetmedic"
+    )
     assert default_state_dir({}, uid=0) == Path("/var/lib/fleetmedic")
     assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "/x"}, uid=1000) == Path("/x/fleetmedic")
     assert default_state_dir({"HOME": "/root", "XDG_STATE_HOME": "/x"}, uid=0) == Path("/x/fleetmedic")
-    assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "relative"}, uid=1000) == Path("/h/.local/state/fleetmedic")
+    assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "relative"}, uid=1000) == Path(
+        "/h/.local/state/fleetmedic"
+    )
 
 
 def test_state_dir_setting_must_be_absolute():
@@ -38,10 +42,13 @@ def test_state_dir_setting_must_be_absolute():
 
 def test_no_service_default_is_relative_to_the_cwd():
     parser = build_parser()
-    argv = {"export host": ["export", "host"], "export logs": ["export", "logs", "/var/log/syslog"],
-            "remediate": ["remediate", "--policy", "p.yaml"], "playbook try": ["playbook", "try", "x.yml",
-                                                                                "--incident", "i.json"],
-            "simulate": ["simulate"]}
+    argv = {
+        "export host": ["export", "host"],
+        "export logs": ["export", "logs", "/var/log/syslog"],
+        "remediate": ["remediate", "--policy", "p.yaml"],
+        "playbook try": ["playbook", "try", "x.yml", "--incident", "i.json"],
+        "simulate": ["simulate"],
+    }
     for name, args in argv.items():
         parsed = vars(parser.parse_args(args))
         for key in ("spool_dir", "position_file", "artifacts", "truth", "playbooks", "policy"):
@@ -55,8 +62,10 @@ def test_no_service_default_is_relative_to_the_cwd():
 def test_missing_extra_is_one_line_naming_it():
     with pytest.raises(MissingExtra) as caught:
         require("remediate", "fleetmedic remediate", find=lambda m: None if m == "ansible_runner" else object())
-    assert str(caught.value) == ("fleetmedic remediate needs the [remediate] extra (ansible-runner is not installed): "
-                                 "pip install 'fleetmedic[remediate]'")
+    assert str(caught.value) == (
+        "fleetmedic remediate needs the [remediate] extra (ansible-runner is not installed): "
+        "pip install 'fleetmedic[remediate]'"
+    )
     assert caught.value.code == str(caught.value)  # SystemExit prints it and exits 1
     require("all", "fleetmedic demo", find=lambda m: object())  # all present: no error
     assert extra_for_module("sklearn.ensemble") == ("detect", "scikit-learn")
@@ -78,5 +87,6 @@ def test_an_import_error_deep_in_a_stage_names_the_extra(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["detect"].set_defaults(func=detect_without_sklearn)
     assert main(["detect"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["fleetmedic detect needs the [detect] extra (scikit-learn is not installed): "
-                   "pip install 'fleetmedic[detect]'"]
+    assert err == [
+        "fleetmedic detect needs the [detect] extra (scikit-learn is not installed): pip install 'fleetmedic[detect]'"
+    ]

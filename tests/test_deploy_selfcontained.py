@@ -17,14 +17,22 @@ OUTSIDE = re.compile(r"(\.\./shared|/work/shared)[^\s`'\")]*")
 
 def _tracked() -> list[Path]:
     done = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return [ROOT / p for p in done.stdout.splitlines()
-            if p.endswith((".py", ".md", ".yaml", ".yml", ".toml", ".service", ".sh", ".in", ".lock", ".txt"))
-            or p in ("Makefile", ".ci/run")]
+    return [
+        ROOT / p
+        for p in done.stdout.splitlines()
+        if p.endswith((".py", ".md", ".yaml", ".yml", ".toml", ".service", ".sh", ".in", ".lock", ".txt"))
+        or p in ("Makefile", ".ci/run")
+    ]
 
 
 def test_nothing_refers_to_a_design_document_outside_the_repo():
-    hits = [f"{p.relative_to(ROOT)}:{n}" for p in _tracked() if p.name != Path(__file__).name
-            for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if "DESIGN.md" in line]
+    hits = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in _tracked()
+        if p.name != Path(__file__).name
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if "DESIGN.md" in line
+    ]
     assert not hits, "refers to DESIGN.md (use docs/architecture.md): " + ", ".join(hits)
 
 
@@ -42,8 +50,8 @@ def test_paths_outside_the_repo_are_only_the_benchmark_data():
 
 def test_the_architecture_document_is_in_the_repo_and_names_what_the_code_has():
     text = (ROOT / "docs" / "architecture.md").read_text()
-    from fleetmedic.topics import topic_specs
     from fleetmedic.config import Settings
+    from fleetmedic.topics import topic_specs
 
     for spec in topic_specs(Settings()):
         assert f"`{spec.name}`" in text, spec.name

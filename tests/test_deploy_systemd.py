@@ -18,8 +18,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
-SERVICES = {"fleetmedic-export-host", "fleetmedic-export-gpu", "fleetmedic-export-logs", "fleetmedic-export-prom",
-            "fleetmedic-detect", "fleetmedic-remediate", "fleetmedic-alerts-receive"}
+SERVICES = {
+    "fleetmedic-export-host",
+    "fleetmedic-export-gpu",
+    "fleetmedic-export-logs",
+    "fleetmedic-export-prom",
+    "fleetmedic-detect",
+    "fleetmedic-remediate",
+    "fleetmedic-alerts-receive",
+}
 EXPOSURE_MAX = 3.0  # systemd-analyze security: 0 (locked down) to 10 (exposed); "OK" is < 4
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -58,8 +65,13 @@ def test_every_unit_passes_systemd_analyze_verify(tmp_path):
 def test_verify_catches_a_bad_unit(tmp_path):
     """The check above can fail: a misspelt key and a bad value are reported."""
     bad = tmp_path / "fleetmedic-bad.service"
-    bad.write_text(UNITS[0].read_text().replace("/opt/fleetmedic/bin/fleetmedic", "/usr/bin/true")
-                   .replace("ProtectSystem=strict", "ProtectSystem=very").replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"))
+    bad.write_text(
+        UNITS[0]
+        .read_text()
+        .replace("/opt/fleetmedic/bin/fleetmedic", "/usr/bin/true")
+        .replace("ProtectSystem=strict", "ProtectSystem=very")
+        .replace("NoNewPrivileges=yes", "NoNewPrivilege=yes")
+    )
     done = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True, timeout=60)
     said = done.stdout + done.stderr
     assert "protect system" in said.lower() and "NoNewPrivilege" in said
@@ -73,18 +85,32 @@ def test_unit_runs_as_the_dedicated_user_with_config_secrets_and_hardening(unit,
     assert "Environment=FLEETMEDIC_CONFIG=/etc/fleetmedic/fleetmedic.yaml" in text
     assert service["EnvironmentFile"] == "-/etc/fleetmedic/secrets.env"
     assert service["StateDirectory"] == "fleetmedic"
-    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-                       "PrivateTmp": "yes", "CapabilityBoundingSet": "", "RestrictSUIDSGID": "yes"}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+        "RestrictSUIDSGID": "yes",
+    }.items():
         assert service[key] == value, (unit.name, key)
     # only the GPU exporter sees devices, and only the NVIDIA ones
     if unit.stem == "fleetmedic-export-gpu":
         assert service["PrivateDevices"] == "no" and service["DevicePolicy"] == "closed"
-        assert re.findall(r"(?m)^DeviceAllow=(\S+)", text) == ["/dev/nvidiactl", "char-nvidia-frontend",
-                                                                "char-nvidia-uvm", "char-nvidia-caps"]
+        assert re.findall(r"(?m)^DeviceAllow=(\S+)", text) == [
+            "/dev/nvidiactl",
+            "char-nvidia-frontend",
+            "char-nvidia-uvm",
+            "char-nvidia-caps",
+        ]
     else:
         assert service["PrivateDevices"] == "yes" and "DeviceAllow" not in text
     copy = _units_for_check(tmp_path)[UNITS.index(unit)]
-    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--threshold={EXPOSURE_MAX * 10:.0f}",
-                           str(copy)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", f"--threshold={EXPOSURE_MAX * 10:.0f}", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
     assert level and float(level.group(1)) <= EXPOSURE_MAX, done.stdout[-500:]

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pathlib import Path
-
-from fleetmedic.config import Settings
-from fleetmedic.schemas import DetectorState, MetricBatch
-from fleetmedic.yamlfile import ConfigFileError
+from detector_scenarios import T0, fleet, received, write_config, xid
 
 from detectors.config import load_config
 from detectors.engine import STATE_VERSION, Engine, SeriesRule
-from detector_scenarios import T0, fleet, received, write_config, xid
-
+from fleetmedic.config import Settings
+from fleetmedic.schemas import DetectorState, MetricBatch
+from fleetmedic.yamlfile import ConfigFileError
 
 OLD_STATES = Path(__file__).parent / "data" / "engine_state_v1.jsonl"
 
@@ -64,19 +61,26 @@ def test_ewma_raises_on_a_spike_in_both_directions_only_after_warmup(config):
 
 def test_hysteresis_keeps_firing_between_clear_and_threshold(config):
     engine = Engine(config)
-    rec = lambda i, temp: MetricBatch(host="n1", time=T0 + timedelta(seconds=10 * i), source="t",
-                                      values={"gpu0.temperature_c": temp})
+    rec = lambda i, temp: MetricBatch(
+        host="n1", time=T0 + timedelta(seconds=10 * i), source="t", values={"gpu0.temperature_c": temp}
+    )
     temps = [70] * 5 + [90] * 3 + [83] * 10 + [79] * 4
     out = engine.process(received([rec(i, t) for i, t in enumerate(temps)]))
-    assert [(i.status, i.time) for i in out] == [("open", T0 + timedelta(seconds=70)),
-                                                 ("resolve", T0 + timedelta(seconds=210))]
+    assert [(i.status, i.time) for i in out] == [
+        ("open", T0 + timedelta(seconds=70)),
+        ("resolve", T0 + timedelta(seconds=210)),
+    ]
 
 
 def test_counters_become_rates_and_resets_are_not_alarms(config):
     engine = Engine(config)
-    rec = lambda i, v: MetricBatch(host="n1", time=T0 + timedelta(seconds=10 * i), source="t",
-                                   values={"gpu0.ecc.volatile.uncorrected": v},
-                                   counters=["gpu0.ecc.volatile.uncorrected"])
+    rec = lambda i, v: MetricBatch(
+        host="n1",
+        time=T0 + timedelta(seconds=10 * i),
+        source="t",
+        values={"gpu0.ecc.volatile.uncorrected": v},
+        counters=["gpu0.ecc.volatile.uncorrected"],
+    )
     values = [5, 5, 5, 0, 0, 0, 3, 3]  # reset to 0 at step 3 (driver reload), real errors at step 6
     out = engine.process(received([rec(i, v) for i, v in enumerate(values)]))
     assert engine.stats.counter_resets == 1
@@ -85,11 +89,20 @@ def test_counters_become_rates_and_resets_are_not_alarms(config):
 
 def test_nulls_gaps_late_and_out_of_order_records(config):
     engine = Engine(config)
-    rec = lambda s, v: MetricBatch(host="n1", time=T0 + timedelta(seconds=s), source="t",
-                                   values={"gpu0.temperature_c": v, "gpu0.power_w": 300.0})
-    records = [rec(0, 70.0), rec(10, None), rec(20, 90.0), rec(15, 91.0),  # out of order, within tolerance
-               rec(30, 90.0), rec(40, 90.0), rec(-100, 95.0),  # beyond the 60 s tolerance: dropped
-               rec(50, None), rec(60, 90.0)]
+    rec = lambda s, v: MetricBatch(
+        host="n1", time=T0 + timedelta(seconds=s), source="t", values={"gpu0.temperature_c": v, "gpu0.power_w": 300.0}
+    )
+    records = [
+        rec(0, 70.0),
+        rec(10, None),
+        rec(20, 90.0),
+        rec(15, 91.0),  # out of order, within tolerance
+        rec(30, 90.0),
+        rec(40, 90.0),
+        rec(-100, 95.0),  # beyond the 60 s tolerance: dropped
+        rec(50, None),
+        rec(60, 90.0),
+    ]
     out = engine.process(received(records))
     s = engine.stats
     assert (s.null_values, s.stale_values, s.dropped_late) == (2, 2, 1)  # two nulls; the 15 s values
@@ -104,18 +117,27 @@ def test_series_appearing_mid_stream_warm_up_on_their_own(config):
     assert out == []
     assert engine.hosts["late-node"].names.keys() == engine.hosts["node00"].names.keys()
     rule = next(r for r in engine.rules if r.cfg.name == "gpu_power_anomaly")
-    counts = rule.scorer.count[:rule.n]
+    counts = rule.scorer.count[: rule.n]
     assert sorted(counts.tolist()) == [10, 100]
 
 
 def test_xid_burst_is_one_incident_escalating_then_resolving(config):
-    logs = [xid("node00", 10, 13), xid("node00", 12, 48), xid("node00", 13, 48), xid("node00", 14, 79),
-            xid("node00", 20, 43),  # log-only code: part of the burst, no update
-            xid("node00", 60, 9999)]  # unknown code after 3+ min of quiet: a new burst, contact support
+    logs = [
+        xid("node00", 10, 13),
+        xid("node00", 12, 48),
+        xid("node00", 13, 48),
+        xid("node00", 14, 79),
+        xid("node00", 20, 43),  # log-only code: part of the burst, no update
+        xid("node00", 60, 9999),
+    ]  # unknown code after 3+ min of quiet: a new burst, contact support
     out = Engine(config).process(received(logs, topic="logs"))
     assert [(i.status, i.severity, i.action_class) for i in out] == [
-        ("open", "warning", "restart_app"), ("update", "critical", "drain_and_reset"),
-        ("update", "critical", "reboot"), ("resolve", "critical", "reboot"), ("open", "warning", "contact_support")]
+        ("open", "warning", "restart_app"),
+        ("update", "critical", "drain_and_reset"),
+        ("update", "critical", "reboot"),
+        ("resolve", "critical", "reboot"),
+        ("open", "warning", "contact_support"),
+    ]
     first = out[0]
     assert {i.id for i in out[:4]} == {first.id} and out[4].id != first.id
     assert out[3].time == T0 + timedelta(seconds=200 + 180)
@@ -129,7 +151,7 @@ def test_same_input_gives_identical_bytes_whatever_the_batching(config):
     engine = Engine(config)
     pieces = []
     for lo in range(0, len(records), 37):
-        pieces += [i.to_bytes() for i in engine.process(records[lo:lo + 37])]
+        pieces += [i.to_bytes() for i in engine.process(records[lo : lo + 37])]
     assert len(whole) == 6 and pieces == whole
 
 
@@ -179,8 +201,10 @@ def test_state_written_by_the_previous_version_still_restores_exactly(config):
 def test_a_restored_host_snapshots_to_the_same_bytes_after_gaining_series(config):
     """The snapshot's cached series table follows series that appear after an earlier snapshot."""
     early = fleet(n_hosts=2, steps=60)
-    late = [r.model_copy(update={"values": {**r.values, "gpu1.power_w": r.values["gpu0.power_w"] + 1}})
-            for r in fleet(n_hosts=2, steps=60, start=30)]
+    late = [
+        r.model_copy(update={"values": {**r.values, "gpu1.power_w": r.values["gpu0.power_w"] + 1}})
+        for r in fleet(n_hosts=2, steps=60, start=30)
+    ]
     records = received([r for r in early if r.time < T0 + timedelta(seconds=300)] + late)
     engine = Engine(config)
     engine.process(records[:40])
@@ -201,9 +225,15 @@ def test_a_thousand_series_host_fits_a_record_many_times_over(config):
     names += [f"node.extra{i:03d}" for i in range(1000 - len(names))]
     rng = np.random.default_rng(5)
     engine = Engine(config)
-    records = [MetricBatch(host="big", time=T0 + timedelta(seconds=10 * i), source="t",
-                           values=dict(zip(names, np.round(50 + rng.normal(0, 1, len(names)), 3).tolist())))
-               for i in range(30)]
+    records = [
+        MetricBatch(
+            host="big",
+            time=T0 + timedelta(seconds=10 * i),
+            source="t",
+            values=dict(zip(names, np.round(50 + rng.normal(0, 1, len(names)), 3).tolist(), strict=True)),
+        )
+        for i in range(30)
+    ]
     engine.process(received(records))
     size = len(engine.snapshot("big").to_bytes())
     assert size < Settings().max_record_bytes / 10, size
@@ -228,8 +258,9 @@ def test_run_series_alarms_are_the_live_engine_openings(config):
 def test_snapshot_restore_carries_univariate_state_too(config):
     from detectors.config import DetectorConfig
 
-    cfg = DetectorConfig.model_validate({"univariate": [{"name": "surprise", "match": ["gpu0.power_w"],
-                                                          "params": {"warmup": 10, "season_buckets": 0}}]})
+    cfg = DetectorConfig.model_validate(
+        {"univariate": [{"name": "surprise", "match": ["gpu0.power_w"], "params": {"warmup": 10, "season_buckets": 0}}]}
+    )
     records = received(fleet(power_spike={2: (60, 70)}))
     straight = [i.to_bytes() for i in Engine(cfg).process(records)]
     first = Engine(cfg)
@@ -255,12 +286,16 @@ def test_records_below_the_committed_offset_update_state_but_emit_nothing(config
 def test_packaged_default_configuration_loads_and_covers_the_exporters_names():
     config = load_config()
     engine = Engine(config)
-    rules = {n: [engine.rules[i].cfg.name for i in range(len(engine.rules)) if engine.rules[i].cfg.matches(n)]
-             for n in ("gpu0.temperature_c", "gpu7.ecc.volatile.uncorrected", "fs./.free_pct", "mem.available_bytes")}
-    assert rules == {"gpu0.temperature_c": ["gpu_overheat", "gpu_temperature_drift"],
-                     "gpu7.ecc.volatile.uncorrected": ["gpu_ecc_uncorrected"],
-                     "fs./.free_pct": ["filesystem_nearly_out_of_space"],
-                     "mem.available_bytes": ["memory_available_drop"]}
+    rules = {
+        n: [engine.rules[i].cfg.name for i in range(len(engine.rules)) if engine.rules[i].cfg.matches(n)]
+        for n in ("gpu0.temperature_c", "gpu7.ecc.volatile.uncorrected", "fs./.free_pct", "mem.available_bytes")
+    }
+    assert rules == {
+        "gpu0.temperature_c": ["gpu_overheat", "gpu_temperature_drift"],
+        "gpu7.ecc.volatile.uncorrected": ["gpu_ecc_uncorrected"],
+        "fs./.free_pct": ["filesystem_nearly_out_of_space"],
+        "mem.available_bytes": ["memory_available_drop"],
+    }
 
 
 def test_detect_command_rejects_a_bad_configuration_with_its_line(tmp_path, capsys):
@@ -282,8 +317,9 @@ def test_compaction_after_hosts_leave_frees_their_slots_and_changes_nothing(conf
     hosts = sorted(engine.hosts)
     before = len(engine.slot_name)
     # a host of another partition joins and leaves (say, a rebalance moved it here and away again)
-    engine.process(received([r.model_copy(update={"host": "gone-node"}) for r in fleet(n_hosts=1, steps=5)],
-                            partition=1))
+    engine.process(
+        received([r.model_copy(update={"host": "gone-node"}) for r in fleet(n_hosts=1, steps=5)], partition=1)
+    )
     assert len(engine.slot_name) > before
     engine.forget("gone-node")
     assert engine.compact(minimum=0, slack=0.0) > 0

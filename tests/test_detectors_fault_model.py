@@ -7,12 +7,11 @@ import json
 from datetime import timedelta
 
 import numpy as np
+from detector_scenarios import T0
 
+from detectors import fault_model
 from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent, MetricBatch
-
-from detector_scenarios import T0
-from detectors import fault_model
 
 
 def history(tmp_path, n_hosts=30, steps=200, seed=0, xid_precursor=False):
@@ -34,17 +33,40 @@ def history(tmp_path, n_hosts=30, steps=200, seed=0, xid_precursor=False):
             sick = 0 < lead <= 20 and not by_xid
             if xid_precursor:
                 when = T0 + timedelta(seconds=60 * s + 30)
-                code = 48 + 46 * (s % 4 == 0) if by_xid and 0 < lead <= 20 and s % 2 == 0 else \
-                    43 if rng.random() < 0.05 else 13 if rng.random() < 0.003 else None
+                code = (
+                    48 + 46 * (s % 4 == 0)
+                    if by_xid and 0 < lead <= 20 and s % 2 == 0
+                    else 43
+                    if rng.random() < 0.05
+                    else 13
+                    if rng.random() < 0.003
+                    else None
+                )
                 if code is not None:
-                    logs.append(LogEvent(host=host, time=when, source="sim", kind="xid", severity="critical",
-                                         line=f"NVRM: Xid (PCI:0000:3b:00): {code}, pid=1", fields={"xid": code}))
+                    logs.append(
+                        LogEvent(
+                            host=host,
+                            time=when,
+                            source="sim",
+                            kind="xid",
+                            severity="critical",
+                            line=f"NVRM: Xid (PCI:0000:3b:00): {code}, pid=1",
+                            fields={"xid": code},
+                        )
+                    )
             ecc[h] += rng.poisson(40 if sick else 1)
-            batch = MetricBatch(host=host, time=T0 + timedelta(seconds=60 * s), source="sim",
-                                values={"gpu0.ecc.volatile.corrected": ecc[h], "gpu1.ecc.volatile.corrected": 0.0,
-                                        "gpu0.temperature_c": float(62 + rng.normal(0, 1) + (6 if sick else 0)),
-                                        "gpu0.power_w": float(300 + rng.normal(0, 5))},
-                                counters=["gpu0.ecc.volatile.corrected", "gpu1.ecc.volatile.corrected"])
+            batch = MetricBatch(
+                host=host,
+                time=T0 + timedelta(seconds=60 * s),
+                source="sim",
+                values={
+                    "gpu0.ecc.volatile.corrected": ecc[h],
+                    "gpu1.ecc.volatile.corrected": 0.0,
+                    "gpu0.temperature_c": float(62 + rng.normal(0, 1) + (6 if sick else 0)),
+                    "gpu0.power_w": float(300 + rng.normal(0, 5)),
+                },
+                counters=["gpu0.ecc.volatile.corrected", "gpu1.ecc.volatile.corrected"],
+            )
             lines.append(batch.model_dump_json())
     hist = tmp_path / "history.jsonl"
     hist.write_text("\n".join(lines) + "\n")
@@ -62,9 +84,13 @@ def history(tmp_path, n_hosts=30, steps=200, seed=0, xid_precursor=False):
 
 
 def test_features_are_rates_and_maxima_over_gpus():
-    b = lambda s, v: MetricBatch(host="h", time=T0 + timedelta(seconds=s), source="t",
-                                 values={"gpu0.ecc.volatile.corrected": v, "gpu1.temperature_c": 70.0,
-                                         "gpu0.temperature_c": 60.0}, counters=["gpu0.ecc.volatile.corrected"])
+    b = lambda s, v: MetricBatch(
+        host="h",
+        time=T0 + timedelta(seconds=s),
+        source="t",
+        values={"gpu0.ecc.volatile.corrected": v, "gpu1.temperature_c": 70.0, "gpu0.temperature_c": 60.0},
+        counters=["gpu0.ecc.volatile.corrected"],
+    )
     X, hosts, times = fault_model.feature_matrix([b(0, 10.0), b(10, 30.0), b(20, 5.0)])
     names = [f[0] for f in fault_model.FEATURES]
     assert X[:, names.index("ecc_corrected_rate")].tolist() == [0.0, 2.0, 0.5]  # reset: rate from zero
@@ -72,11 +98,13 @@ def test_features_are_rates_and_maxima_over_gpus():
 
 
 def test_nvlink_crc_counters_are_a_rate_feature_over_links_and_gpus():
-    b = lambda s, flit, data: MetricBatch(host="h", time=T0 + timedelta(seconds=s), source="t",
-                                          values={"gpu1.nvlink2.crc_flit": flit, "gpu0.nvlink0.crc_data": data,
-                                                  "gpu0.nvlink0.replay": 999.0},
-                                          counters=["gpu1.nvlink2.crc_flit", "gpu0.nvlink0.crc_data",
-                                                    "gpu0.nvlink0.replay"])
+    b = lambda s, flit, data: MetricBatch(
+        host="h",
+        time=T0 + timedelta(seconds=s),
+        source="t",
+        values={"gpu1.nvlink2.crc_flit": flit, "gpu0.nvlink0.crc_data": data, "gpu0.nvlink0.replay": 999.0},
+        counters=["gpu1.nvlink2.crc_flit", "gpu0.nvlink0.crc_data", "gpu0.nvlink0.replay"],
+    )
     X, _, _ = fault_model.feature_matrix([b(0, 0.0, 0.0), b(10, 50.0, 10.0), b(20, 50.0, 40.0)])
     names = [f[0] for f in fault_model.FEATURES]
     # the highest per-second rate among the CRC counters; the replay counter is not a CRC counter
@@ -86,10 +114,25 @@ def test_nvlink_crc_counters_are_a_rate_feature_over_links_and_gpus():
 def test_train_reports_held_out_scores_saves_a_model_and_explains_it(tmp_path, capsys):
     hist, faults = history(tmp_path)
     out = tmp_path / "models"
-    assert main(["model", "train", "--history", str(hist), "--faults", str(faults), "--horizon-s", "1200",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "train",
+                "--history",
+                str(hist),
+                "--faults",
+                str(faults),
+                "--horizon-s",
+                "1200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    line = next(l for l in text.splitlines() if l.startswith("held-out"))
+    line = next(ln for ln in text.splitlines() if ln.startswith("held-out"))
     precision, recall, prauc = (float(line.split(k)[1].split()[0]) for k in ("precision", "recall", "PR-AUC"))
     assert precision > 0.5 and recall > 0.5 and prauc > 0.6
     [saved] = out.glob("fault-model-*.json")
@@ -100,8 +143,23 @@ def test_train_reports_held_out_scores_saves_a_model_and_explains_it(tmp_path, c
     p = fault_model.predict_proba(model, X)
     assert ((0 <= p) & (p <= 1)).all()
     # deterministic: the same history gives the same model version
-    assert main(["model", "train", "--history", str(hist), "--faults", str(faults), "--horizon-s", "1200",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "train",
+                "--history",
+                str(hist),
+                "--faults",
+                str(faults),
+                "--horizon-s",
+                "1200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(list(out.glob("fault-model-*.json"))) == 1
     capsys.readouterr()
     assert main(["model", "explain", str(saved)]) == 0
@@ -129,23 +187,41 @@ def test_saved_numbers_give_sklearns_calibrated_probabilities():
     y = (X[:, 0] + rng.normal(size=400) > 1).astype(int)
     model = fault_model.train(X, y)
     scaler = StandardScaler().fit(X)
-    clf = CalibratedClassifierCV(LogisticRegression(class_weight="balanced", max_iter=1000, random_state=0),
-                                 method="sigmoid", cv=3).fit(scaler.transform(X), y)
+    clf = CalibratedClassifierCV(
+        LogisticRegression(class_weight="balanced", max_iter=1000, random_state=0), method="sigmoid", cv=3
+    ).fit(scaler.transform(X), y)
     assert np.allclose(fault_model.predict_proba(model, X), clf.predict_proba(scaler.transform(X))[:, 1])
 
 
 def test_detect_scores_the_model_live_raises_before_the_fault_and_restores_exactly(tmp_path, capsys):
+    from detector_scenarios import received
+
     from detectors.config import DetectorConfig
     from detectors.engine import Engine
-    from detector_scenarios import received
 
     hist, faults = history(tmp_path, n_hosts=30, steps=200, seed=0)
     out = tmp_path / "models"
-    assert main(["model", "train", "--history", str(hist), "--faults", str(faults), "--horizon-s", "1200",
-                 "--threshold", "0.7", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "train",
+                "--history",
+                str(hist),
+                "--faults",
+                str(faults),
+                "--horizon-s",
+                "1200",
+                "--threshold",
+                "0.7",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     [saved] = out.glob("fault-model-*.json")
-    config = DetectorConfig.model_validate({"fault_model": {"path": str(saved), "for_s": 120,
-                                                            "resolve_after_s": 600}})
+    config = DetectorConfig.model_validate({"fault_model": {"path": str(saved), "for_s": 120, "resolve_after_s": 600}})
     # a fresh stretch of fleet life (another seed): does the live engine warn before the faults?
     live = tmp_path / "live"
     live.mkdir()
@@ -176,20 +252,33 @@ def test_xid_history_doctest():
 def _train_with_logs(tmp_path, capsys, logs=True):
     hist, faults, lpath = history(tmp_path, xid_precursor=True)
     out = tmp_path / ("models-logs" if logs else "models-metrics")
-    args = ["model", "train", "--history", str(hist), "--faults", str(faults), "--horizon-s", "1200",
-            "--threshold", "0.7", "--out", str(out)]
+    args = [
+        "model",
+        "train",
+        "--history",
+        str(hist),
+        "--faults",
+        str(faults),
+        "--horizon-s",
+        "1200",
+        "--threshold",
+        "0.7",
+        "--out",
+        str(out),
+    ]
     assert main(args + (["--logs", str(lpath)] if logs else [])) == 0
     text = capsys.readouterr().out
-    line = next(l for l in text.splitlines() if l.startswith("held-out"))
+    line = next(ln for ln in text.splitlines() if ln.startswith("held-out"))
     scores = {k: float(line.split(k)[1].split()[0]) for k in ("precision", "recall", "PR-AUC")}
     [saved] = out.glob("fault-model-*.json")
     return saved, scores, (hist, faults, lpath)
 
 
 def test_xid_history_is_a_feature_in_training_explain_and_live_scoring(tmp_path, capsys):
+    from detector_scenarios import received
+
     from detectors.config import DetectorConfig
     from detectors.engine import Engine
-    from detector_scenarios import received
 
     saved, with_logs, (hist, faults, lpath) = _train_with_logs(tmp_path, capsys)
     _, without, _ = _train_with_logs(tmp_path, capsys, logs=False)
@@ -199,16 +288,30 @@ def test_xid_history_is_a_feature_in_training_explain_and_live_scoring(tmp_path,
     assert model["xid_history"] == {"lag_s": 120.0, "ignored_codes": fault_model.XidHistory.benign_codes()}
     assert 43 in model["xid_history"]["ignored_codes"]
     assert main(["model", "explain", str(saved)]) == 0
-    explained = {l.split()[0]: float(l.split()[1]) for l in capsys.readouterr().out.splitlines()[1:]}
+    explained = {ln.split()[0]: float(ln.split()[1]) for ln in capsys.readouterr().out.splitlines()[1:]}
     assert explained["xid_1h"] > 0 and "xid_24h" in explained and "xid_hours_since" in explained
 
     # the same quiet metrics, once with a burst of XIDs on the host: a higher probability
-    quiet = [MetricBatch(host="q1", time=T0 + timedelta(seconds=60 * s), source="sim",
-                         values={"gpu0.ecc.volatile.corrected": float(s), "gpu0.temperature_c": 62.0,
-                                 "gpu0.power_w": 300.0}, counters=["gpu0.ecc.volatile.corrected"])
-             for s in range(40)]
-    burst = [LogEvent(host="q1", time=T0 + timedelta(seconds=60 * s + 10), source="sim", kind="raw",
-                      line=f"kernel: NVRM: Xid (PCI:0000:3b:00): 94, pid=1") for s in range(20, 30)]
+    quiet = [
+        MetricBatch(
+            host="q1",
+            time=T0 + timedelta(seconds=60 * s),
+            source="sim",
+            values={"gpu0.ecc.volatile.corrected": float(s), "gpu0.temperature_c": 62.0, "gpu0.power_w": 300.0},
+            counters=["gpu0.ecc.volatile.corrected"],
+        )
+        for s in range(40)
+    ]
+    burst = [
+        LogEvent(
+            host="q1",
+            time=T0 + timedelta(seconds=60 * s + 10),
+            source="sim",
+            kind="raw",
+            line="kernel: NVRM: Xid (PCI:0000:3b:00): 94, pid=1",
+        )
+        for s in range(20, 30)
+    ]
     xid = fault_model.XidHistory.from_model(model)
     p_without = fault_model.predict_proba(model, fault_model.feature_matrix(quiet, [], xid)[0])
     p_with = fault_model.predict_proba(model, fault_model.feature_matrix(quiet, burst, xid)[0])
@@ -217,8 +320,9 @@ def test_xid_history_is_a_feature_in_training_explain_and_live_scoring(tmp_path,
     assert p_with[32] > 0.2 and p_with[32] > 50 * p_without[32]
 
     # live: the engine reads the XIDs from the logs topic; only the host with the burst is warned
-    config = DetectorConfig.model_validate({"fault_model": {"path": str(saved), "threshold": 0.2, "for_s": 120,
-                                                            "resolve_after_s": 600}})
+    config = DetectorConfig.model_validate(
+        {"fault_model": {"path": str(saved), "threshold": 0.2, "for_s": 120, "resolve_after_s": 600}}
+    )
     twin = [b.model_copy(update={"host": "q2"}) for b in quiet]
     metrics = received(sorted(quiet + twin, key=lambda b: (b.time, b.host)))
     logs = received(burst, topic="logs")
@@ -239,23 +343,35 @@ def test_xid_history_is_a_feature_in_training_explain_and_live_scoring(tmp_path,
 
 
 def test_a_model_saved_before_the_xid_features_still_scores(tmp_path):
+    from detector_scenarios import received
+
     from detectors.config import DetectorConfig
     from detectors.engine import Engine
-    from detector_scenarios import received
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, len(fault_model.FEATURES)))
-    y = (X[:, 0] > 1).astype(int)
     scaler_mean, scaler_scale = X.mean(axis=0), X.std(axis=0)
-    old = {"features": [f[0] for f in fault_model.FEATURES], "mean": scaler_mean.tolist(),
-           "scale": scaler_scale.tolist(), "version": "old000000000", "threshold": 0.5,
-           "members": [{"coef": [2.0] + [0.0] * (X.shape[1] - 1), "intercept": -1.0, "a": -1.0, "b": 0.0}]}
+    old = {
+        "features": [f[0] for f in fault_model.FEATURES],
+        "mean": scaler_mean.tolist(),
+        "scale": scaler_scale.tolist(),
+        "version": "old000000000",
+        "threshold": 0.5,
+        "members": [{"coef": [2.0] + [0.0] * (X.shape[1] - 1), "intercept": -1.0, "a": -1.0, "b": 0.0}],
+    }
     path = tmp_path / "fault-model-old000000000.json"
     path.write_text(json.dumps(old))
     config = DetectorConfig.model_validate({"fault_model": {"path": str(path), "for_s": 0, "resolve_after_s": 60}})
-    batches = [MetricBatch(host="h", time=T0 + timedelta(seconds=60 * s), source="t",
-                           values={"gpu0.ecc.volatile.corrected": float(100 * s * s)},
-                           counters=["gpu0.ecc.volatile.corrected"]) for s in range(10)]
+    batches = [
+        MetricBatch(
+            host="h",
+            time=T0 + timedelta(seconds=60 * s),
+            source="t",
+            values={"gpu0.ecc.volatile.corrected": float(100 * s * s)},
+            counters=["gpu0.ecc.volatile.corrected"],
+        )
+        for s in range(10)
+    ]
     [opened] = Engine(config).process(received(batches))
     assert opened.kind == "fault_risk" and len(opened.evidence.values) == len(fault_model.FEATURES)
 
@@ -277,8 +393,13 @@ def test_windowed_rates_sum_the_last_hours_increases_with_an_exponential_window(
     # windowed rate is 60/3600 per second, decaying by e^(-dt/3600) (one hour later: e^-1 of it).
     # The window is kept per series (prev[name][2]); no model feature uses it since it lowered the
     # held-out PR-AUC (docs/evaluation.md), so the `_1h` columns are not among the features.
-    b = lambda s, v: MetricBatch(host="h", time=T0 + timedelta(seconds=s), source="t",
-                                 values={"gpu0.ecc.volatile.corrected": v}, counters=["gpu0.ecc.volatile.corrected"])
+    b = lambda s, v: MetricBatch(
+        host="h",
+        time=T0 + timedelta(seconds=s),
+        source="t",
+        values={"gpu0.ecc.volatile.corrected": v},
+        counters=["gpu0.ecc.volatile.corrected"],
+    )
     state = fault_model.FeatureState()
     names = fault_model.FEATURE_NAMES
     rates, w = [], []
@@ -300,8 +421,9 @@ def test_lead_times_count_warnings_before_faults_and_warnings_without_one():
     times = np.array([0, 600, 1200, 1500] * 3, float)
     p = np.array([0.1, 0.6, 0.7, 0.8, 0.1, 0.9, 0.2, 0.1, 0.1, 0.2, 0.3, 0.1])
     times[4:8] = [0, 300, 600, 900]
-    r = fault_model.lead_times(hosts, times, p, {"a": [1800.0], "c": [1200.0]}, horizon_s=3600, threshold=0.5,
-                               since=0.0)
+    r = fault_model.lead_times(
+        hosts, times, p, {"a": [1800.0], "c": [1200.0]}, horizon_s=3600, threshold=0.5, since=0.0
+    )
     assert r == {"faults": 2, "warned": 1, "leads": [1200.0], "warnings": 2, "true_warnings": 1}
     line = fault_model.format_lead_times(r, 0.5)
     assert "1 of 2 (recall 0.500)" in line and "median 20.0 min" in line and "1 of 2 (precision 0.500)" in line

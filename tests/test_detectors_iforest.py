@@ -16,8 +16,16 @@ def every_10s(n, start=0):
 
 def test_quiet_on_normal_vectors_alarms_on_faulty_ones_with_a_model_version():
     rng = np.random.default_rng(3)
-    forest = ClassForest(["temp", "power", "mem"], host_class="h100x8", window=512, refit_interval_s=1280,
-                         min_train=128, n_estimators=100, threshold=0.68, seed=1)
+    forest = ClassForest(
+        ["temp", "power", "mem"],
+        host_class="h100x8",
+        window=512,
+        refit_interval_s=1280,
+        min_train=128,
+        n_estimators=100,
+        threshold=0.68,
+        seed=1,
+    )
     scores, alarms, versions = forest.update(normal(rng, 512), every_10s(512))
     # the first refit point is 1280 s (vector 128); nothing is scored before it
     assert versions[127] is None and scores[:128].tolist() == [0.0] * 128 and versions[128] is not None
@@ -63,8 +71,9 @@ def test_refits_follow_event_time_not_vector_count():
 
 def test_window_s_keeps_only_recent_vectors_for_the_fit():
     rng = np.random.default_rng(5)
-    forest = ClassForest(["a", "b", "c"], window=1000, window_s=300, refit_interval_s=600, min_train=10,
-                         n_estimators=10)
+    forest = ClassForest(
+        ["a", "b", "c"], window=1000, window_s=300, refit_interval_s=600, min_train=10, n_estimators=10
+    )
     forest.update(normal(rng, 100), every_10s(100))  # refit at 600 s on the vectors of (300, 600)
     assert forest.n_fits_ == 1 and len(forest.train_) == 29
 
@@ -75,7 +84,7 @@ def test_same_vectors_same_models_and_scores_whatever_the_chunking():
     a = ClassForest(["a", "b", "c"], window=256, refit_interval_s=1000, min_train=100, n_estimators=30)
     b = ClassForest(["a", "b", "c"], window=256, refit_interval_s=1000, min_train=100, n_estimators=30)
     whole = a.update(data, times)
-    parts = [b.update(data[lo:lo + 37], times[lo:lo + 37]) for lo in range(0, 700, 37)]
+    parts = [b.update(data[lo : lo + 37], times[lo : lo + 37]) for lo in range(0, 700, 37)]
     assert np.array_equal(whole[0], np.concatenate([p[0] for p in parts]))
     assert whole[2] == [v for p in parts for v in p[2]]
     assert a.version_ == b.version_ and a.n_fits_ == 6
@@ -84,22 +93,54 @@ def test_same_vectors_same_models_and_scores_whatever_the_chunking():
 def test_state_round_trip_refits_the_same_model():
     rng = np.random.default_rng(6)
     data, times = normal(rng, 900), every_10s(900)
-    straight = ClassForest(["a", "b", "c"], host_class="x", partition=2, window=300, refit_interval_s=1000,
-                           min_train=100, n_estimators=20, seed=7)
+    straight = ClassForest(
+        ["a", "b", "c"],
+        host_class="x",
+        partition=2,
+        window=300,
+        refit_interval_s=1000,
+        min_train=100,
+        n_estimators=20,
+        seed=7,
+    )
     scores = straight.update(data, times)
-    first = ClassForest(["a", "b", "c"], host_class="x", partition=2, window=300, refit_interval_s=1000,
-                        min_train=100, n_estimators=20, seed=7)
+    first = ClassForest(
+        ["a", "b", "c"],
+        host_class="x",
+        partition=2,
+        window=300,
+        refit_interval_s=1000,
+        min_train=100,
+        n_estimators=20,
+        seed=7,
+    )
     head = first.update(data[:450], times[:450])
     header, arrays = first.state()
-    second = ClassForest(["a", "b", "c"], host_class="x", partition=2, window=300, refit_interval_s=1000,
-                         min_train=100, n_estimators=20, seed=7)
+    second = ClassForest(
+        ["a", "b", "c"],
+        host_class="x",
+        partition=2,
+        window=300,
+        refit_interval_s=1000,
+        min_train=100,
+        n_estimators=20,
+        seed=7,
+    )
     second.load_state(header, arrays)
     assert second.version_ == first.version_ and second.version_.startswith("iforest:x:p2:4:")
     tail = second.update(data[450:], times[450:])
     assert np.array_equal(np.concatenate([head[0], tail[0]]), scores[0]) and head[2] + tail[2] == scores[2]
     # another seed refits other trees: the version says so, and loading refuses to pretend otherwise
-    other = ClassForest(["a", "b", "c"], host_class="x", partition=2, window=300, refit_interval_s=1000,
-                        min_train=100, n_estimators=20, seed=8)
+    other = ClassForest(
+        ["a", "b", "c"],
+        host_class="x",
+        partition=2,
+        window=300,
+        refit_interval_s=1000,
+        min_train=100,
+        n_estimators=20,
+        seed=8,
+    )
     with pytest.raises(ValueError, match="is not the saved"):
         other.load_state(header, arrays)
 
@@ -138,8 +179,15 @@ def test_docstring_examples_run():
 
 def test_alarming_vectors_and_recently_alarming_hosts_stay_out_of_the_training_window():
     rng = np.random.default_rng(5)
-    forest = ClassForest(["temp", "power", "mem"], window=512, refit_interval_s=1280, min_train=128, seed=1,
-                         threshold=0.68, exclude_s=100)
+    forest = ClassForest(
+        ["temp", "power", "mem"],
+        window=512,
+        refit_interval_s=1280,
+        min_train=128,
+        seed=1,
+        threshold=0.68,
+        exclude_s=100,
+    )
     forest.update(normal(rng, 256), every_10s(256), hosts=["a", "b"] * 128)
     seen = forest.n_seen_
     # host a alarms at 2560 s: scored, not learned; the clock still moves
@@ -152,11 +200,20 @@ def test_alarming_vectors_and_recently_alarming_hosts_stay_out_of_the_training_w
     assert forest.last_alarm_ == {}  # host a is past exclude_s again: forgotten
     assert not (forest.buffer_[:, 0] == 90.0).any()
     # the same rows one at a time: the same window (a pure function of the rows in order)
-    again = ClassForest(["temp", "power", "mem"], window=512, refit_interval_s=1280, min_train=128, seed=1,
-                        threshold=0.68, exclude_s=100)
+    again = ClassForest(
+        ["temp", "power", "mem"],
+        window=512,
+        refit_interval_s=1280,
+        min_train=128,
+        seed=1,
+        threshold=0.68,
+        exclude_s=100,
+    )
     rng = np.random.default_rng(5)
-    rows = [(v, t, h) for v, t, h in zip(normal(rng, 256), every_10s(256), ["a", "b"] * 128)]
-    rows += [(faulty[0], 2560.0, "a")] + list(zip(normal(rng, 4), [2570.0, 2580.0, 2650.0, 2670.0], "abaa"))
+    rows = [(v, t, h) for v, t, h in zip(normal(rng, 256), every_10s(256), ["a", "b"] * 128, strict=True)]
+    rows += [(faulty[0], 2560.0, "a")] + list(
+        zip(normal(rng, 4), [2570.0, 2580.0, 2650.0, 2670.0], "abaa", strict=True)
+    )
     for v, t, h in rows:
         again.update(v[None, :], [t], hosts=[h])
     assert again.n_seen_ == forest.n_seen_ and np.array_equal(again.buffer_, forest.buffer_)

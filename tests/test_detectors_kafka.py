@@ -11,15 +11,15 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from fleetmedic.schemas import Incident, LogEvent, MetricBatch
-from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import Producer, Received, wait_until
-
 from conftest import make_settings
 from detector_scenarios import STEP_S, T0, fleet, loaded_fleet, write_config, write_forest_config, xid
+from kafka_helpers import caught_up, read_topic
+
 from detectors.config import load_config
 from detectors.engine import DetectService, Engine
-from kafka_helpers import caught_up, read_topic
+from fleetmedic.schemas import Incident, MetricBatch
+from fleetmedic.topics import create_topics, topic_name
+from fleetmedic.transport import Producer, Received, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,13 +85,31 @@ def test_detect_raises_resolves_stays_quiet_and_replays_byte_identical(kafka_boo
 
 
 def _detect_proc(settings, config_path, group) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
-           "FLEETMEDIC_BOOTSTRAP_SERVERS": settings.bootstrap_servers[0],
-           "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
-           "FLEETMEDIC_TOPICS__PARTITIONS": str(settings.topics.partitions)}
-    return subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "detect", "--detectors", config_path,
-                             "--group", group, "--session-timeout-s", "6"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
+        "FLEETMEDIC_BOOTSTRAP_SERVERS": settings.bootstrap_servers[0],
+        "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+        "FLEETMEDIC_TOPICS__PARTITIONS": str(settings.topics.partitions),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleetmedic.cli",
+            "detect",
+            "--detectors",
+            config_path,
+            "--group",
+            group,
+            "--session-timeout-s",
+            "6",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _sigkill(proc: subprocess.Popen) -> None:
@@ -139,8 +157,11 @@ def test_sigkill_restart_neither_rewarms_nor_reraises(settings, tmp_path):
         wait_until(lambda: len(read_topic(settings, state_topic)) >= 4, 30, what="a state checkpoint")
         produce(settings, phase(30, 60))
         wait_until(lambda: caught_up(settings, group, source), 60, what="detect to consume the second part")
-        wait_until(lambda: any(b'"status":"open"' in v for vs in incidents_by_partition(settings).values()
-                               for v in vs), 30, what="the overheat incident")
+        wait_until(
+            lambda: any(b'"status":"open"' in v for vs in incidents_by_partition(settings).values() for v in vs),
+            30,
+            what="the overheat incident",
+        )
     finally:
         _sigkill(proc)
 
@@ -149,12 +170,17 @@ def test_sigkill_restart_neither_rewarms_nor_reraises(settings, tmp_path):
 
     got = incidents_by_partition(settings)
     assert got == expected_incidents(settings, config)  # exactly once, byte for byte
-    statuses = sorted((Incident.model_validate_json(v).fingerprint, Incident.model_validate_json(v).status)
-                      for vs in got.values() for v in vs)
-    assert statuses == [("node01/gpu_overheat/gpu0.temperature_c", "open"),
-                        ("node01/gpu_overheat/gpu0.temperature_c", "resolve"),
-                        ("node02/gpu_power_anomaly/gpu0.power_w", "open"),
-                        ("node02/gpu_power_anomaly/gpu0.power_w", "resolve")]
+    statuses = sorted(
+        (Incident.model_validate_json(v).fingerprint, Incident.model_validate_json(v).status)
+        for vs in got.values()
+        for v in vs
+    )
+    assert statuses == [
+        ("node01/gpu_overheat/gpu0.temperature_c", "open"),
+        ("node01/gpu_overheat/gpu0.temperature_c", "resolve"),
+        ("node02/gpu_power_anomaly/gpu0.power_w", "open"),
+        ("node02/gpu_power_anomaly/gpu0.power_w", "resolve"),
+    ]
 
 
 def test_sigkill_restart_keeps_the_isolation_forests(settings, tmp_path):
@@ -174,8 +200,11 @@ def test_sigkill_restart_keeps_the_isolation_forests(settings, tmp_path):
     try:
         produce(settings, phase(0, 105))  # node01's odd combination opens at step 102
         wait_until(lambda: caught_up(settings, group, source), 60, what="detect to consume the first part")
-        wait_until(lambda: any(b'"status":"open"' in v for vs in incidents_by_partition(settings).values()
-                               for v in vs), 30, what="node01's incident")
+        wait_until(
+            lambda: any(b'"status":"open"' in v for vs in incidents_by_partition(settings).values() for v in vs),
+            30,
+            what="node01's incident",
+        )
         wait_until(lambda: len(set(forest_states())) >= 3, 30, what="a checkpoint of every forest")
     finally:
         _sigkill(proc)
@@ -186,8 +215,12 @@ def test_sigkill_restart_keeps_the_isolation_forests(settings, tmp_path):
     got = incidents_by_partition(settings)
     assert got == expected_incidents(settings, config)  # exactly once, byte for byte, same model versions
     incidents = [Incident.model_validate_json(v) for vs in got.values() for v in vs]
-    assert sorted((i.host, i.status) for i in incidents) == [("node01", "open"), ("node01", "resolve"),
-                                                             ("node03", "open"), ("node03", "resolve")]
+    assert sorted((i.host, i.status) for i in incidents) == [
+        ("node01", "open"),
+        ("node01", "resolve"),
+        ("node03", "open"),
+        ("node03", "resolve"),
+    ]
     assert all(i.kind == "multivariate_anomaly" and i.model_version.startswith("iforest:h100x2:p") for i in incidents)
 
 
@@ -211,9 +244,11 @@ def test_a_rebalance_between_two_detectors_neither_rewarms_nor_duplicates(settin
 
         admin = KafkaAdminClient(**settings.kafka_kwargs())
         try:
+
             def both_members_hold_partitions():
                 desc = admin.describe_consumer_groups([group])[0]
                 return desc.state == "Stable" and len(desc.members) == 2
+
             wait_until(both_members_hold_partitions, 90, what="the second member to join")
         finally:
             admin.close()

@@ -30,10 +30,10 @@ def test_step_with_the_quiet_slot_shortcut_equals_the_full_state_machine():
         offsets = np.full(slots.size, k)
         a = fast.step(slots, times, breach, clear, offsets)
         b = full.advance(slots, times, breach, clear, offsets)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             assert np.array_equal(x, y)
         opened_total += a[0].size
         resolved_total += a[1].size
-        for x, y in zip(_state(fast), _state(full)):
+        for x, y in zip(_state(fast), _state(full), strict=True):
             assert np.array_equal(x, y, equal_nan=True)
     assert opened_total > 10 and resolved_total > 10  # the scenario exercises both transitions

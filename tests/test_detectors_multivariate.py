@@ -7,13 +7,12 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-
-from fleetmedic.transport import Received
-from fleetmedic.yamlfile import ConfigFileError
-
 from detector_scenarios import loaded_fleet, received, write_forest_config
+
 from detectors.config import load_config
 from detectors.engine import Engine
+from fleetmedic.transport import Received
+from fleetmedic.yamlfile import ConfigFileError
 
 
 @pytest.fixture
@@ -50,15 +49,18 @@ def test_an_unusual_combination_opens_one_incident_with_the_model_version_then_r
     engine = Engine(config)
     out = engine.process(received(records))
     assert [(i.host, i.kind, i.subject, i.status) for i in out] == [
-        ("node01", "multivariate_anomaly", "host", "open"), ("node01", "multivariate_anomaly", "host", "resolve")]
+        ("node01", "multivariate_anomaly", "host", "open"),
+        ("node01", "multivariate_anomaly", "host", "resolve"),
+    ]
     opened, resolved = out
     assert opened.model_version.startswith("iforest:h100x2:p0:") and opened.score >= opened.threshold == 0.66
     assert opened.evidence.series == ["gpu_temp_max", "gpu_power_max", "gpu_util_mean"]
     src = opened.evidence.sources[0]
     rec = {i: r for i, r in enumerate(records)}
     assert rec[src.last_offset].host == rec[src.first_offset].host == "node01"
-    assert opened.evidence.values[1] == max(rec[src.last_offset].values["gpu0.power_w"],
-                                            rec[src.last_offset].values["gpu1.power_w"])
+    assert opened.evidence.values[1] == max(
+        rec[src.last_offset].values["gpu0.power_w"], rec[src.last_offset].values["gpu1.power_w"]
+    )
     assert (opened.time - opened.evidence.window_start).total_seconds() >= 20  # for_s
     assert opened.action_class == "drain_and_reset" and opened.labels["class"] == "h100x2"
     assert resolved.id == opened.id and resolved.opened_at == opened.time and resolved.score < 0.66
@@ -76,8 +78,9 @@ def test_quiet_on_a_clean_simulated_fleet_with_the_packaged_configuration():
     out = []
     for k in range(sim.cfg.ticks):
         batches, _ = sim.tick(k)
-        out += engine.process([Received(b, "t.metrics.v1", 0, k * len(batches) + i, 0, None)
-                               for i, b in enumerate(batches)])
+        out += engine.process(
+            [Received(b, "t.metrics.v1", 0, k * len(batches) + i, 0, None) for i, b in enumerate(batches)]
+        )
     assert [i for i in out if i.kind == "multivariate_anomaly"] == []
     (stream,) = engine.forests.streams.values()
     # hourly refits (default.yaml): at 3600 s and 7200 s of the 3 simulated hours
@@ -90,11 +93,11 @@ def test_same_input_gives_identical_bytes_whatever_batching_or_partition_interle
     assert sum(b'"status":"open"' in v for vs in whole.values() for v in vs) >= 2
     # live-like: small batches in time order
     engine = Engine(config)
-    live = [i for lo in range(0, len(records), 17) for i in engine.process(records[lo:lo + 17])]
+    live = [i for lo in range(0, len(records), 17) for i in engine.process(records[lo : lo + 17])]
     # replay-like: one partition after the other, in big batches
     engine = Engine(config)
     by_part = sorted(records, key=lambda r: r.partition)
-    replayed = [i for lo in range(0, len(by_part), 500) for i in engine.process(by_part[lo:lo + 500])]
+    replayed = [i for lo in range(0, len(by_part), 500) for i in engine.process(by_part[lo : lo + 500])]
     # a random interleaving of the partitions (each one's order kept), random batch sizes
     rng = np.random.default_rng(1)
     queues = {p: [r for r in records if r.partition == p] for p in range(3)}
@@ -106,8 +109,9 @@ def test_same_input_gives_identical_bytes_whatever_batching_or_partition_interle
         queues[p] = queues[p][take:]
     engine = Engine(config)
     cuts = np.cumsum(rng.integers(1, 80, len(mixed)))
-    shuffled = [i for lo, hi in zip(np.r_[0, cuts], cuts) if lo < len(mixed)
-                for i in engine.process(mixed[lo:hi])]
+    shuffled = [
+        i for lo, hi in zip(np.r_[0, cuts], cuts, strict=False) if lo < len(mixed) for i in engine.process(mixed[lo:hi])
+    ]
     assert per_partition(live) == per_partition(replayed) == per_partition(shuffled) == whole
 
 
@@ -134,7 +138,7 @@ def test_restore_neither_rewarms_nor_reraises(config):
     probe = before.forest.train_[:5]
     np.testing.assert_array_equal(after.forest.score(probe), before.forest.score(probe))
     # a restart replays from the oldest covered offset: covered records are skipped, not re-learned
-    tail = second.process(records[cut - 60:])
+    tail = second.process(records[cut - 60 :])
     assert second.forests.stats.skipped_restored == 60
     assert [i.to_bytes() for i in head + tail] == expected
     assert [i.status for i in tail] == ["resolve", "open", "resolve"]  # node01's open was not raised again
@@ -145,8 +149,12 @@ def test_restore_neither_rewarms_nor_reraises(config):
 
 def test_a_host_without_a_feature_gives_no_vector_and_a_host_without_class_is_default(config):
     base = loaded_fleet(n_hosts=2, steps=5)
-    odd = [r.model_copy(update={"labels": {}, "values": {k: v for k, v in r.values.items() if "util" not in k}})
-           if r.host == "node01" else r.model_copy(update={"labels": {}}) for r in base]
+    odd = [
+        r.model_copy(update={"labels": {}, "values": {k: v for k, v in r.values.items() if "util" not in k}})
+        if r.host == "node01"
+        else r.model_copy(update={"labels": {}})
+        for r in base
+    ]
     engine = Engine(config)
     engine.process(received(odd))
     assert engine.forests.stats.missing_feature == 5 and engine.forests.stats.vectors == 5
@@ -167,14 +175,19 @@ def test_disabled_forest_is_not_run(tmp_path):
 GOOD = "iforest:\n  features:\n    - {name: t, match: ['gpu*.temperature_c']}\n"
 
 
-@pytest.mark.parametrize("text, expected", [
-    (GOOD + "  min_train: 4096\n", ":1: iforest: Value error, min_train must not exceed window"),
-    ("iforest:\n  features:\n    - {name: a, match: ['x*'], agg: median}\n",
-     ":3: iforest.features.0.agg: Input should be"),
-    (GOOD + "  thresold: 0.5\n", ":4: iforest.thresold: Extra inputs are not permitted"),
-    (GOOD + "  threshold: 1.5\n", ":4: iforest.threshold: Input should be less than 1"),
-    ("iforest:\n  features: []\n", ":2: iforest.features: List should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (GOOD + "  min_train: 4096\n", ":1: iforest: Value error, min_train must not exceed window"),
+        (
+            "iforest:\n  features:\n    - {name: a, match: ['x*'], agg: median}\n",
+            ":3: iforest.features.0.agg: Input should be",
+        ),
+        (GOOD + "  thresold: 0.5\n", ":4: iforest.thresold: Extra inputs are not permitted"),
+        (GOOD + "  threshold: 1.5\n", ":4: iforest.threshold: Input should be less than 1"),
+        ("iforest:\n  features: []\n", ":2: iforest.features: List should have at least 1 item"),
+    ],
+)
 def test_config_errors_name_file_line_and_field(tmp_path, text, expected):
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)

@@ -13,11 +13,16 @@ from detectors import state_codec
 
 
 def sample_arrays():
-    return [("last_time", np.array([1.5, -np.inf, np.nan])), ("0.pos", np.arange(3)),
-            ("0.count", np.array([1, 2, 3], np.uint32)), ("0.status", np.array([0, 1, 2], np.int8)),
-            ("1.record_", np.arange(12, dtype=np.float64).reshape(3, 4)),  # a 2-D state array (univariate)
-            ("1.flag", np.array([True, False, True])), ("2.empty", np.zeros(0, np.float64)),
-            ("3.big_endian", np.array([1.25, 2.5], dtype=">f8"))]
+    return [
+        ("last_time", np.array([1.5, -np.inf, np.nan])),
+        ("0.pos", np.arange(3)),
+        ("0.count", np.array([1, 2, 3], np.uint32)),
+        ("0.status", np.array([0, 1, 2], np.int8)),
+        ("1.record_", np.arange(12, dtype=np.float64).reshape(3, 4)),  # a 2-D state array (univariate)
+        ("1.flag", np.array([True, False, True])),
+        ("2.empty", np.zeros(0, np.float64)),
+        ("3.big_endian", np.array([1.25, 2.5], dtype=">f8")),
+    ]
 
 
 def test_round_trip_keeps_names_dtypes_shapes_and_values():
@@ -44,8 +49,12 @@ def test_version_1_npz_payload_decodes_to_the_same_parts():
     header = {"max_time": 10.0, "rules": {"r": 0}}
     buf = io.BytesIO()
     arrays = {k: a for k, a in sample_arrays() if k != "3.big_endian"}
-    np.savez(buf, names=np.array(["a", "b"], dtype=str), header=np.frombuffer(json.dumps(header).encode(), np.uint8),
-             **arrays)
+    np.savez(
+        buf,
+        names=np.array(["a", "b"], dtype=str),
+        header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+        **arrays,
+    )
     got_header, names, got = state_codec.decode_v1(zlib.compress(buf.getvalue(), 1))
     assert got_header == header and names == ["a", "b"] and got.keys() == arrays.keys()
     for key, a in arrays.items():

@@ -5,17 +5,23 @@ from __future__ import annotations
 import base64
 import zlib
 
-from fleetmedic.schemas import DetectorState, MetricBatch
+from detector_scenarios import T0, fleet, received
 
 from detectors.config import DetectorConfig
 from detectors.engine import Engine
-from detector_scenarios import T0, fleet, received
+from fleetmedic.schemas import DetectorState, MetricBatch
 
 
 def _batches(host: str, names: int, per_record: int = 1000):
-    return [MetricBatch(host=host, time=T0, source="sim",
-                        values={f"s{k}": 1.0 for k in range(first, min(first + per_record, names))})
-            for first in range(0, names, per_record)]
+    return [
+        MetricBatch(
+            host=host,
+            time=T0,
+            source="sim",
+            values={f"s{k}": 1.0 for k in range(first, min(first + per_record, names))},
+        )
+        for first in range(0, names, per_record)
+    ]
 
 
 def test_a_host_with_too_many_series_keeps_the_first_ones_and_counts_the_rest():
@@ -38,8 +44,10 @@ def test_ever_new_layouts_do_not_grow_the_layout_cache_without_bound():
 
     engine = Engine(DetectorConfig())
     names = [f"s{k}" for k in range(12)]
-    records = [MetricBatch(host="h", time=T0, source="sim",
-                           values={n: 1.0 for j, n in enumerate(names) if mask >> j & 1}) for mask in range(1, 4096)]
+    records = [
+        MetricBatch(host="h", time=T0, source="sim", values={n: 1.0 for j, n in enumerate(names) if mask >> j & 1})
+        for mask in range(1, 4096)
+    ]
     engine.process(received(records))
     assert len(engine.hosts["h"].layouts) <= MAX_LAYOUTS_PER_HOST
 
@@ -50,8 +58,14 @@ def test_an_unreadable_snapshot_is_counted_and_the_host_starts_fresh():
     good.process(received(fleet(n_hosts=1, steps=5)))
     snap = good.snapshot("node00")
     bomb = base64.b64encode(zlib.compress(b"\0" * (300 * 1024 * 1024), 9)).decode()
-    for payload in ("", "AAAA", base64.b64encode(b"garbage").decode(), base64.b64encode(zlib.compress(b"x" * 99)).decode(),
-                    bomb, snap.state_b64[: len(snap.state_b64) // 2]):
+    for payload in (
+        "",
+        "AAAA",
+        base64.b64encode(b"garbage").decode(),
+        base64.b64encode(zlib.compress(b"x" * 99)).decode(),
+        bomb,
+        snap.state_b64[: len(snap.state_b64) // 2],
+    ):
         engine.restore(snap.model_copy(update={"state_b64": payload}))
     assert engine.stats.unreadable_states == 6
     assert "node00" not in engine.hosts
@@ -61,14 +75,25 @@ def test_an_unreadable_snapshot_is_counted_and_the_host_starts_fresh():
 
 def test_a_snapshot_at_the_series_cap_fits_the_state_record_limit():
     """The default cap keeps a host's snapshot under the default max_record_bytes (1,000,000)."""
-    cfg = DetectorConfig(ewma=[{"name": "e", "match": ["*"], "alpha": 0.1, "sigmas": 4.0}],
-                         static=[{"name": "s", "match": ["*"], "op": ">", "threshold": 1e9}])
+    cfg = DetectorConfig(
+        ewma=[{"name": "e", "match": ["*"], "alpha": 0.1, "sigmas": 4.0}],
+        static=[{"name": "s", "match": ["*"], "op": ">", "threshold": 1e9}],
+    )
     engine = Engine(cfg)
     cap = cfg.max_series_per_host
     # distinct long names and noisy values: the worst case for compression
-    recs = [MetricBatch(host="h", time=T0, source="sim",
-                        values={f"node_some_long_metric_name{{device=\"nvme{k}\",mode=\"x{k * 7919}\"}}": k * 1.000123
-                                for k in range(first, first + 1000)}) for first in range(0, cap + 2000, 1000)]
+    recs = [
+        MetricBatch(
+            host="h",
+            time=T0,
+            source="sim",
+            values={
+                f'node_some_long_metric_name{{device="nvme{k}",mode="x{k * 7919}"}}': k * 1.000123
+                for k in range(first, first + 1000)
+            },
+        )
+        for first in range(0, cap + 2000, 1000)
+    ]
     engine.process(received(recs))
     size = len(DetectorState.model_validate(engine.snapshot("h").model_dump()).to_bytes())
     print(f"snapshot of {cap} series: {size} bytes")
@@ -78,13 +103,14 @@ def test_a_snapshot_at_the_series_cap_fits_the_state_record_limit():
 def test_a_snapshot_over_the_record_limit_is_counted_and_left_out_not_sent():
     from types import SimpleNamespace
 
-    from fleetmedic.config import Settings
     from detectors.engine import DetectService
+    from fleetmedic.config import Settings
 
     engine = Engine(DetectorConfig(ewma=[{"name": "e", "match": ["*"]}]))
     engine.process(received(_batches("big", 9000) + _batches("small", 3)))
-    service = SimpleNamespace(engine=engine, settings=Settings(max_record_bytes=20_000), state_topic="t.state.v1",
-                              group_id="g")
+    service = SimpleNamespace(
+        engine=engine, settings=Settings(max_record_bytes=20_000), state_topic="t.state.v1", group_id="g"
+    )
     service._state_record = lambda s: DetectService._state_record(service, s)
     service._partition_of = lambda s: DetectService._partition_of(service, s)
     service._state_partition = lambda p: None  # by key, as with a state topic of another partition count

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -23,7 +23,9 @@ def _file(tmp_path):
     v = 10 + rng.normal(0, 1, 300)
     v[200] = 60
     path = tmp_path / "clock.csv"
-    path.write_text("timestamp,value\n" + "".join(f"{str(a).replace('T', ' ')},{b:.3f}\n" for a, b in zip(t, v)))
+    path.write_text(
+        "timestamp,value\n" + "".join(f"{str(a).replace('T', ' ')},{b:.3f}\n" for a, b in zip(t, v, strict=True))
+    )
     return path, t, v
 
 
@@ -41,8 +43,12 @@ def test_rows_stepping_back_are_late_data_counted_and_not_used(tmp_path, capsys)
     # the live engine, fed the same rows in the same order, drops the same rows and alarms at the same ones
     config = DetectorConfig(univariate=[{"name": "nab", "match": ["*"], "for_s": 0, "resolve_after_s": 0}])
     engine = Engine(config)
-    records = [MetricBatch(host="h", time=datetime.fromtimestamp(int(a.astype(np.int64)), timezone.utc), source="nab",
-                           values={"cpu": float(b)}) for a, b in zip(t, v)]
+    records = [
+        MetricBatch(
+            host="h", time=datetime.fromtimestamp(int(a.astype(np.int64)), UTC), source="nab", values={"cpu": float(b)}
+        )
+        for a, b in zip(t, v, strict=True)
+    ]
     incidents = engine.process([Received(r, "t.metrics.v1", 0, i, 0, r.key()) for i, r in enumerate(records)])
     assert engine.stats.dropped_late + engine.stats.stale_values == 12
     opened = sorted(int(i.time.timestamp()) for i in incidents if i.status == "open")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from fleetmedic.schemas import DeadLetter
+from detector_scenarios import T0, fleet, received, write_config, xid
 
 from detectors.config import load_config
 from detectors.engine import Engine
-from detector_scenarios import T0, fleet, received, write_config, xid
+from fleetmedic.schemas import DeadLetter
 
 DAY_S = 86400
 

@@ -73,9 +73,15 @@ def test_adversarial_lines_parse_in_linear_time(name):
 
 def test_the_rewritten_patterns_still_read_real_lines():
     cases = {
-        "EXT4-fs (nvme0n1p2): Remounting filesystem read-only": ("fs_readonly", {"fs": "EXT4-fs", "device": "nvme0n1p2"}),
+        "EXT4-fs (nvme0n1p2): Remounting filesystem read-only": (
+            "fs_readonly",
+            {"fs": "EXT4-fs", "device": "nvme0n1p2"},
+        ),
         "EXT4-fs error () x (sda1): Remounting filesystem read-only": ("fs_readonly", {"device": "sda1"}),
-        "INFO: task kworker/u8:2:1234 blocked for more than 120 seconds.": ("hung_task", {"process": "kworker/u8:2", "pid": 1234}),
+        "INFO: task kworker/u8:2:1234 blocked for more than 120 seconds.": (
+            "hung_task",
+            {"process": "kworker/u8:2", "pid": 1234},
+        ),
         "NVRM: GPU at PCI:0000:3b:00.0: GPU has fallen off the bus.": ("gpu_fell_off_bus", {"pci": "0000:3b:00.0"}),
         "NVRM: Row Remapper: failed to remap a row": ("row_remap_failure", {}),
         "XFS (dm-0): metadata I/O error: Shutting down filesystem": ("fs_error", {"device": "dm-0"}),

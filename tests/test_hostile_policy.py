@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import pytest
+from examples import T0
 
 from fleetmedic.schemas import Incident
 from remediator.policy import EXTRACT_MAX_CHARS, PolicyError, VarSpec
 
-from examples import T0
-
 
 def _incident(job: str) -> Incident:
-    return Incident(id="i", fingerprint="f", host="h", kind="k", subject="s", status="open", severity="warning",
-                    detector="d", time=T0, opened_at=T0, labels={"job": job})
+    return Incident(
+        id="i",
+        fingerprint="f",
+        host="h",
+        kind="k",
+        subject="s",
+        status="open",
+        severity="warning",
+        detector="d",
+        time=T0,
+        opened_at=T0,
+        labels={"job": job},
+    )
 
 
 def test_a_long_field_is_refused_before_the_authors_pattern_runs_on_it():

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
+from kafka_helpers import read_topic
 
 from fleetmedic.schemas import LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from ingest.publisher import ExporterHealth, Publisher
-from ingest.spool import Spool
 from ingest.split import fit
+from ingest.spool import Spool
 
-from kafka_helpers import read_topic
-
-T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def _big(host: str, n: int) -> MetricBatch:
-    names = [f'node_filesystem_avail_bytes{{device="/dev/nvme{k}",mountpoint="/mnt/scratch/{k:08d}"}}' for k in range(n)]
-    return MetricBatch(host=host, time=T0, source="prom", labels={"target": "http://x/metrics"},
-                       values={name: float(k) for k, name in enumerate(names)}, counters=names[::3])
+    names = [
+        f'node_filesystem_avail_bytes{{device="/dev/nvme{k}",mountpoint="/mnt/scratch/{k:08d}"}}' for k in range(n)
+    ]
+    return MetricBatch(
+        host=host,
+        time=T0,
+        source="prom",
+        labels={"target": "http://x/metrics"},
+        values={name: float(k) for k, name in enumerate(names)},
+        counters=names[::3],
+    )
 
 
 def test_fit_cuts_a_big_batch_into_parts_under_the_limit_that_hold_every_value():

@@ -39,8 +39,8 @@ def test_a_file_truncated_mid_line_then_continued_skips_only_the_torn_line(tmp_p
     again.close()
     second = sorted(tmp_path.glob("*.spool"))[-1]
     raw = bytearray(second.read_bytes())
-    start = raw.index(b"fm.metrics.v1\th\t{\"i\":7}")
-    raw[start:start + len(b"fm.metrics.v1\th\t{\"i\":7}")] = b"\0" * len(b"fm.metrics.v1\th\t{\"i\":7}")
+    start = raw.index(b'fm.metrics.v1\th\t{"i":7}')
+    raw[start : start + len(b'fm.metrics.v1\th\t{"i":7}')] = b"\0" * len(b'fm.metrics.v1\th\t{"i":7}')
     second.write_bytes(bytes(raw))
     reopened = Spool(tmp_path, max_bytes=100_000)  # before the fix: ValueError in head(), on every restart
     assert reopened.torn_ == 2
@@ -50,7 +50,7 @@ def test_a_file_truncated_mid_line_then_continued_skips_only_the_torn_line(tmp_p
 def test_lines_that_are_not_records_are_skipped(tmp_path):
     seg = _fill(tmp_path, n=2)[0]
     with open(seg, "ab") as f:
-        f.write(b"no tabs here\n\xff\xfe\tk\t{}\nbad topic!\tk\t{}\nt\tk\t{\"torn\tt\tk\t{}\nt\tk\t{\"i\":\"ok\"}\n")
+        f.write(b'no tabs here\n\xff\xfe\tk\t{}\nbad topic!\tk\t{}\nt\tk\t{"torn\tt\tk\t{}\nt\tk\t{"i":"ok"}\n')
     spool = Spool(tmp_path, max_bytes=100_000)
     assert spool.torn_ == 4
     assert _drain(spool) == [b'{"i":0}', b'{"i":1}', b'{"i":"ok"}']

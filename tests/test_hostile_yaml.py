@@ -2,9 +2,8 @@
 
 import pytest
 
-from fleetmedic.yamlfile import ConfigFileError
-
 from detectors.config import load_config
+from fleetmedic.yamlfile import ConfigFileError
 from remediator.policy import load_policy
 
 

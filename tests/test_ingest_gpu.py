@@ -12,13 +12,15 @@ with warnings.catch_warnings():  # pynvml 12+ says it wraps nvidia-ml-py now; th
     warnings.simplefilter("ignore", FutureWarning)
     import pynvml
 
+from datetime import UTC
+
+from kafka_helpers import read_topic
+
 from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from ingest.gpu import GpuCollector, GpuUnavailable
 from ingest.publisher import ExporterHealth, Publisher
-
-from kafka_helpers import read_topic
 
 NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
 
@@ -172,11 +174,18 @@ def test_supported_fields_are_read_and_unsupported_ones_left_out():
     assert values["gpu0.power_w"] == pytest.approx(412.337) and values["gpu0.energy_j"] == pytest.approx(915847.204)
     assert values["gpu0.mem.used_bytes"] == 60 * 2**30 and values["gpu0.clock.sm_mhz"] == 1980
     assert values["gpu0.throttle.reasons"] == 0x60
-    assert (values["gpu0.throttle.sw_thermal"], values["gpu0.throttle.hw_thermal"],
-            values["gpu0.throttle.hw_slowdown"]) == (1.0, 1.0, 0.0)
+    assert (
+        values["gpu0.throttle.sw_thermal"],
+        values["gpu0.throttle.hw_thermal"],
+        values["gpu0.throttle.hw_slowdown"],
+    ) == (1.0, 1.0, 0.0)
     assert values["gpu0.ecc.volatile.corrected"] == 12 and values["gpu0.ecc.aggregate.uncorrected"] == 2
-    assert (values["gpu0.remap.correctable"], values["gpu0.remap.uncorrectable"], values["gpu0.remap.pending"],
-            values["gpu0.remap.failure"]) == (3, 1, 0, 0)
+    assert (
+        values["gpu0.remap.correctable"],
+        values["gpu0.remap.uncorrectable"],
+        values["gpu0.remap.pending"],
+        values["gpu0.remap.failure"],
+    ) == (3, 1, 0, 0)
     assert values["gpu0.pcie.replay"] == 14 and values["gpu1.pcie.link_gen"] == 4
     assert values["gpu0.nvlink0.up"] == 1.0 and values["gpu0.nvlink1.up"] == 0.0
     assert values["gpu0.nvlink0.crc_flit"] == 9 and "gpu0.nvlink1.crc_flit" not in values  # inactive link: no counters
@@ -208,13 +217,21 @@ def test_a_lost_gpu_reports_up_zero_and_one_event_until_it_returns():
 def test_xid_and_double_bit_events_become_log_events():
     nvml = FakeNvml()
     c = GpuCollector(nvml)
-    nvml.events = [SimpleNamespace(device=1, eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=79),
-                   SimpleNamespace(device=0, eventType=pynvml.nvmlEventTypeDoubleBitEccError, eventData=0)]
+    nvml.events = [
+        SimpleNamespace(device=1, eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=79),
+        SimpleNamespace(device=0, eventType=pynvml.nvmlEventTypeDoubleBitEccError, eventData=0),
+    ]
     events = c.wait_events("gpu-node-07", 0.1)
-    assert [(e.kind, e.severity, e.source) for e in events] == [("xid", "critical", "nvml"),
-                                                                 ("ecc_dbe", "critical", "nvml")]
-    assert events[0].fields == {"gpu": 1, "pci": "00000000:2A:00.0", "uuid": "GPU-00000001-aaaa-bbbb-cccc-dddddddddddd",
-                                "xid": 79}
+    assert [(e.kind, e.severity, e.source) for e in events] == [
+        ("xid", "critical", "nvml"),
+        ("ecc_dbe", "critical", "nvml"),
+    ]
+    assert events[0].fields == {
+        "gpu": 1,
+        "pci": "00000000:2A:00.0",
+        "uuid": "GPU-00000001-aaaa-bbbb-cccc-dddddddddddd",
+        "xid": 79,
+    }
     assert c.wait_events("gpu-node-07", 0.01) == []  # nothing more: the timeout is not an error
     c.close()
     assert nvml.shutdown
@@ -231,10 +248,11 @@ def test_gpu_batch_and_xid_reach_kafka(settings):
     nvml = FakeNvml()
     c = GpuCollector(nvml)
     values, counters, _ = c.collect("gpu-node-07")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    batch = MetricBatch(host="gpu-node-07", time=datetime.now(timezone.utc), source="gpu", labels=c.labels_,
-                        values=values, counters=counters)
+    batch = MetricBatch(
+        host="gpu-node-07", time=datetime.now(UTC), source="gpu", labels=c.labels_, values=values, counters=counters
+    )
     nvml.events = [SimpleNamespace(device=0, eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=48)]
     pub = Publisher(settings, ExporterHealth("gpu"))
     pub.publish([batch, *c.wait_events("gpu-node-07", 0.1)])

@@ -2,9 +2,11 @@
 
 import os
 import urllib.request
+from datetime import UTC
 
 import psutil
 import pytest
+from kafka_helpers import read_topic
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import MetricBatch
@@ -12,9 +14,6 @@ from fleetmedic.topics import topic_name
 from ingest.host import HostCollector
 from ingest.promtext import parse
 from ingest.runner import Exporter, ExporterOptions
-
-from kafka_helpers import read_topic
-
 
 
 def test_host_metrics_of_this_machine_are_plausible():
@@ -36,13 +35,15 @@ def test_host_metrics_of_this_machine_are_plausible():
 def test_host_exporter_publishes_one_batch_per_interval_and_reports_health(settings, tmp_path):
     opts = ExporterOptions(spool_dir=tmp_path / "spool", health_port=-1)
     collector = HostCollector()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     with Exporter("host", settings, opts) as exporter:
+
         def collect():
             values, counters = collector.collect()
-            return [MetricBatch(host="this-host", time=datetime.now(timezone.utc), source="host", values=values,
-                                counters=counters)]
+            return [
+                MetricBatch(host="this-host", time=datetime.now(UTC), source="host", values=values, counters=counters)
+            ]
 
         # The pacing clock is the test's: each wait moves it on, so the schedule is exact, whatever the load.
         now = [100.0]
@@ -73,8 +74,26 @@ def test_host_exporter_publishes_one_batch_per_interval_and_reports_health(setti
 def test_export_host_command_runs_against_the_broker(settings, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FLEETMEDIC_BOOTSTRAP_SERVERS", settings.bootstrap_servers[0])
     monkeypatch.setenv("FLEETMEDIC_TOPIC_PREFIX", settings.topic_prefix)
-    code = main(["export", "host", "--interval", "0.1", "--count", "2", "--host", "cli-host", "--label", "class=test",
-                 "--spool-dir", str(tmp_path), "--health-port", "0", "--watch", psutil.Process().name()])
+    code = main(
+        [
+            "export",
+            "host",
+            "--interval",
+            "0.1",
+            "--count",
+            "2",
+            "--host",
+            "cli-host",
+            "--label",
+            "class=test",
+            "--spool-dir",
+            str(tmp_path),
+            "--health-port",
+            "0",
+            "--watch",
+            psutil.Process().name(),
+        ]
+    )
     assert code == 0
     assert "export host: sent 2, spooled 0" in capsys.readouterr().out
     got = [r for *_, r in read_topic(settings, topic_name(settings, "metrics.v1"), MetricBatch)]
@@ -87,10 +106,12 @@ def test_services_are_asked_of_systemd_when_it_runs(tmp_path, monkeypatch):
     import ingest.host as host
 
     fake = tmp_path / "systemctl"
-    fake.write_text('#!/bin/sh\ncase "$3" in\n'
-                    '  slurmd.service) printf "LoadState=loaded\\nActiveState=active\\n" ;;\n'
-                    '  munge.service) printf "LoadState=loaded\\nActiveState=failed\\n" ;;\n'
-                    '  *) printf "LoadState=not-found\\nActiveState=inactive\\n" ;;\nesac\n')
+    fake.write_text(
+        '#!/bin/sh\ncase "$3" in\n'
+        '  slurmd.service) printf "LoadState=loaded\\nActiveState=active\\n" ;;\n'
+        '  munge.service) printf "LoadState=loaded\\nActiveState=failed\\n" ;;\n'
+        '  *) printf "LoadState=not-found\\nActiveState=inactive\\n" ;;\nesac\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setattr(host, "SYSTEMD_RUNTIME", tmp_path)

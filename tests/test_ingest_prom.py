@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from kafka_helpers import free_port, read_topic
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import MetricBatch
@@ -14,15 +15,16 @@ from fleetmedic.topics import topic_name
 from ingest.prom import Target, scrape
 from ingest.promtext import PromParseError, parse
 
-from kafka_helpers import free_port, read_topic
-
 DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
 def server():
-    pages = {"/node": (DATA / "node_exporter.txt").read_bytes(), "/dcgm": (DATA / "dcgm_exporter.txt").read_bytes(),
-             "/bad": b"node_load1 not-a-number\n"}
+    pages = {
+        "/node": (DATA / "node_exporter.txt").read_bytes(),
+        "/dcgm": (DATA / "dcgm_exporter.txt").read_bytes(),
+        "/bad": b"node_load1 not-a-number\n",
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -63,17 +65,20 @@ def test_node_exporter_text_keeps_labels_and_marks_counters(server):
     assert "node_load1" not in batch.counters and 'go_gc_duration_seconds{quantile="0.5"}' not in batch.counters
     uname = [k for k in v if k.startswith("node_uname_info")][0]
     assert 'nodename="gpu-node-07"' in uname and 'version="#49~22.04.1-Ubuntu SMP' in uname
-    assert len(v) == 3 + sum(1 for line in (DATA / "node_exporter.txt").read_text().splitlines()
-                             if line and not line.startswith("#"))
+    assert len(v) == 3 + sum(
+        1 for line in (DATA / "node_exporter.txt").read_text().splitlines() if line and not line.startswith("#")
+    )
 
 
 def test_dcgm_sentinels_are_dropped_and_the_rest_kept(server):
-    batch, error = scrape(Target.of(server + "/dcgm"), drop_labels=frozenset({"DCGM_FI_DRIVER_VERSION", "modelName",
-                                                                              "Hostname", "UUID", "pci_bus_id"}))
+    batch, error = scrape(
+        Target.of(server + "/dcgm"),
+        drop_labels=frozenset({"DCGM_FI_DRIVER_VERSION", "modelName", "Hostname", "UUID", "pci_bus_id"}),
+    )
     assert error is None and batch.host == "127.0.0.1"
     v = batch.values
     assert v['DCGM_FI_DEV_GPU_TEMP{device="nvidia1",gpu="1"}'] == 71
-    assert 'DCGM_FI_DEV_MEMORY_TEMP{device="nvidia1",gpu="1"}' not in v      # 9223372036854775794: unsupported
+    assert 'DCGM_FI_DEV_MEMORY_TEMP{device="nvidia1",gpu="1"}' not in v  # 9223372036854775794: unsupported
     assert 'DCGM_FI_PROF_GR_ENGINE_ACTIVE{device="nvidia1",gpu="1"}' not in v  # fp64 blank
     assert v['DCGM_FI_DEV_MEMORY_TEMP{device="nvidia0",gpu="0"}'] == 58
     assert v["scrape_samples_dropped"] == 2
@@ -107,8 +112,25 @@ def test_export_prom_command_publishes_a_batch_per_target(server, settings, tmp_
     monkeypatch.setenv("FLEETMEDIC_BOOTSTRAP_SERVERS", settings.bootstrap_servers[0])
     monkeypatch.setenv("FLEETMEDIC_TOPIC_PREFIX", settings.topic_prefix)
     closed = f"http://127.0.0.1:{free_port()}/metrics"
-    code = main(["export", "prom", server + "/node", server + "/dcgm", closed, "--count", "2", "--interval", "0.1",
-                 "--spool-dir", str(tmp_path), "--health-port", "0", "--timeout", "1"])
+    code = main(
+        [
+            "export",
+            "prom",
+            server + "/node",
+            server + "/dcgm",
+            closed,
+            "--count",
+            "2",
+            "--interval",
+            "0.1",
+            "--spool-dir",
+            str(tmp_path),
+            "--health-port",
+            "0",
+            "--timeout",
+            "1",
+        ]
+    )
     assert code == 0
     got = [r for *_, r in read_topic(settings, topic_name(settings, "metrics.v1"), MetricBatch)]
     assert len(got) == 6

@@ -2,18 +2,16 @@
 and a run published to the real broker (and through the CLI)."""
 
 import re
-
-import pytest
 from datetime import datetime, timedelta
 
+import pytest
+from kafka_helpers import read_topic
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from ingest.publisher import ExporterHealth, Publisher
 from ingest.simulator import FAULT_KINDS, FleetSimulator, SimConfig, read_ground_truth, run_simulation
-
-from kafka_helpers import read_topic
 
 
 def _run(cfg):
@@ -54,7 +52,7 @@ def test_ground_truth_lines_name_host_fault_start_end_in_iso_utc(tmp_path):
         by_host.setdefault(t["host"], []).append((start, end))
     for spans in by_host.values():  # no overlapping faults on one host
         spans.sort()
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
 
 
 def _window(records, fault):
@@ -117,7 +115,8 @@ def test_simulated_names_follow_the_exporters_naming():
         r"|gpu\d+\.(up|util_pct|mem_util_pct|mem\.(used|total)_bytes|temperature_c|power_w|power_limit_w"
         r"|clock\.(sm|mem)_mhz|throttle\.(reasons|hw_slowdown|sw_thermal|hw_thermal|power_brake)"
         r"|ecc\.(volatile|aggregate)\.(corrected|uncorrected)|remap\.(correctable|uncorrectable|pending|failure)"
-        r"|pcie\.replay|nvlink\d+\.(replay|recovery|crc_flit|crc_data)))$")
+        r"|pcie\.replay|nvlink\d+\.(replay|recovery|crc_flit|crc_data)))$"
+    )
     odd = [name for name in batch.values if not exporter_shapes.match(name)]
     assert odd == []
     assert set(batch.counters) <= set(batch.values)
@@ -125,8 +124,9 @@ def test_simulated_names_follow_the_exporters_naming():
 
 
 def test_simulation_lands_in_kafka_through_the_exporters_publisher(settings):
-    cfg = SimConfig(nodes=4, gpus=1, seconds=300, interval_s=10, seed=5, faults=2,
-                    fault_kinds=("service_crash", "xid_burst"))
+    cfg = SimConfig(
+        nodes=4, gpus=1, seconds=300, interval_s=10, seed=5, faults=2, fault_kinds=("service_crash", "xid_burst")
+    )
     health = ExporterHealth("sim")
     pub = Publisher(settings, health)
     stats = run_simulation(cfg, pub.publish, flush_every=50)
@@ -136,7 +136,7 @@ def test_simulation_lands_in_kafka_through_the_exporters_publisher(settings):
     assert len(metrics) == stats.batches == 4 * 30
     assert len(logs) == stats.logs > 0
     assert health.sent == stats.batches + stats.logs and health.dropped == 0
-    for partition, _, key, record in metrics:
+    for _partition, _, key, record in metrics:
         assert key == record.host.encode()
     per_host = {}
     for _, _, _, r in metrics:
@@ -148,8 +148,28 @@ def test_simulate_command_prints_progress_and_faults_and_writes_truth(settings, 
     monkeypatch.setenv("FLEETMEDIC_BOOTSTRAP_SERVERS", settings.bootstrap_servers[0])
     monkeypatch.setenv("FLEETMEDIC_TOPIC_PREFIX", settings.topic_prefix)
     truth = tmp_path / "truth.jsonl"
-    code = main(["simulate", "--nodes", "3", "--gpus", "2", "--seconds", "3", "--interval", "1", "--realtime",
-                 "--speed", "3", "--faults", "1", "--fault-kinds", "service_crash", "--truth", str(truth)])
+    code = main(
+        [
+            "simulate",
+            "--nodes",
+            "3",
+            "--gpus",
+            "2",
+            "--seconds",
+            "3",
+            "--interval",
+            "1",
+            "--realtime",
+            "--speed",
+            "3",
+            "--faults",
+            "1",
+            "--fault-kinds",
+            "service_crash",
+            "--truth",
+            str(truth),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "fault ▶ sim-node-" in out and "service_crash" in out and "done: 3 ticks, 9 metric batches" in out
@@ -159,6 +179,7 @@ def test_simulate_command_prints_progress_and_faults_and_writes_truth(settings, 
 
 
 # Precursors: a lead-up before some GPU faults, and look-alike episodes on GPUs that never fault.
+
 
 def _series(batches, host, name):
     return [(b.time, b.values[name]) for b in batches if b.host == host]
@@ -181,8 +202,18 @@ def _one_fault_with_precursor(cfg: SimConfig, tmp_path):
 
 
 def test_ecc_precursor_raises_corrected_ecc_on_the_faulty_gpu_only_before_the_fault(tmp_path):
-    cfg = SimConfig(nodes=3, gpus=2, seconds=4 * 3600, interval_s=60, seed=0, faults=1, fault_kinds=("ecc_growth",),
-                    precursor_fraction=1.0, precursor_lead_s=(3600, 3600), false_alarms_per_node_day=0)
+    cfg = SimConfig(
+        nodes=3,
+        gpus=2,
+        seconds=4 * 3600,
+        interval_s=60,
+        seed=0,
+        faults=1,
+        fault_kinds=("ecc_growth",),
+        precursor_fraction=1.0,
+        precursor_lead_s=(3600, 3600),
+        false_alarms_per_node_day=0,
+    )
     batches, fault, start, pre = _one_fault_with_precursor(cfg, tmp_path)
     assert fault["precursor"] == "ecc" and start - pre == timedelta(hours=1)
     g, other = fault["gpu"], 1 - fault["gpu"]
@@ -200,9 +231,18 @@ def test_ecc_precursor_raises_corrected_ecc_on_the_faulty_gpu_only_before_the_fa
 
 
 def test_thermal_precursor_throttles_and_creeps_below_the_overheat_rule(tmp_path):
-    cfg = SimConfig(nodes=2, gpus=2, seconds=6 * 3600, interval_s=60, seed=0, faults=1,
-                    fault_kinds=("thermal_runaway",), precursor_fraction=1.0, precursor_lead_s=(7200, 7200),
-                    false_alarms_per_node_day=0)
+    cfg = SimConfig(
+        nodes=2,
+        gpus=2,
+        seconds=6 * 3600,
+        interval_s=60,
+        seed=0,
+        faults=1,
+        fault_kinds=("thermal_runaway",),
+        precursor_fraction=1.0,
+        precursor_lead_s=(7200, 7200),
+        false_alarms_per_node_day=0,
+    )
     batches, fault, start, pre = _one_fault_with_precursor(cfg, tmp_path)
     assert fault["precursor"] == "thermal" and start - pre == timedelta(hours=2)
     g = f"gpu{fault['gpu']}"
@@ -219,16 +259,19 @@ def test_precursors_leave_the_faults_and_the_rest_of_the_fleet_unchanged():
     base = dict(nodes=8, gpus=2, seconds=6 * 3600, interval_s=60, seed=9, faults=8)
     off = FleetSimulator(SimConfig(**base, precursor_fraction=0.0, false_alarms_per_node_day=0))
     on = FleetSimulator(SimConfig(**base, precursor_fraction=1.0, false_alarms_per_node_day=0))
-    assert [f.truth() for f in off.faults_] == [{k: v for k, v in f.truth().items() if not k.startswith("precursor")}
-                                                for f in on.faults_]
+    assert [f.truth() for f in off.faults_] == [
+        {k: v for k, v in f.truth().items() if not k.startswith("precursor")} for f in on.faults_
+    ]
     assert all("precursor_start" not in f.truth() for f in off.faults_)
     with_lead = [f for f in on.faults_ if f.precursor_start is not None]
-    assert with_lead and all(f.fault in ("xid_burst", "thermal_runaway", "ecc_growth", "nvlink_errors")
-                             and cfg_start_ok(f, on.cfg) for f in with_lead)
+    assert with_lead and all(
+        f.fault in ("xid_burst", "thermal_runaway", "ecc_growth", "nvlink_errors") and cfg_start_ok(f, on.cfg)
+        for f in with_lead
+    )
     touched = {f.host for f in with_lead}
     for k in range(on.cfg.ticks):
         a, b = off.tick(k)[0], on.tick(k)[0]
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             if x.host not in touched:
                 assert x.values == y.values
 
@@ -238,18 +281,19 @@ def cfg_start_ok(f, cfg) -> bool:
 
 
 def test_false_alarms_show_precursor_signals_but_no_fault_and_no_incident():
-    from fleetmedic.transport import Received
-
     from detectors.config import load_config
     from detectors.engine import Engine
+    from fleetmedic.transport import Received
 
     def incidents(cfg):
         sim = FleetSimulator(cfg)
         engine, out, offset = Engine(load_config()), [], 0
         for k in range(cfg.ticks):
             batches, logs = sim.tick(k)
-            items = [Received(r, "t.metrics.v1" if isinstance(r, MetricBatch) else "t.logs.v1", 0, offset + i, 0, None)
-                     for i, r in enumerate(batches + logs)]
+            items = [
+                Received(r, "t.metrics.v1" if isinstance(r, MetricBatch) else "t.logs.v1", 0, offset + i, 0, None)
+                for i, r in enumerate(batches + logs)
+            ]
             offset += len(items)
             out += engine.process(items)
         return sim, [(i.host, i.kind, i.status, i.time) for i in out]

@@ -26,10 +26,25 @@ FIXTURE = Path(__file__).parent / "data" / "simulator_golden.json"
 CONFIGS: dict[str, dict] = {
     "every_kind": dict(nodes=7, gpus=2, seconds=3600, interval_s=30, seed=11, faults=7),
     "xid_bursts": dict(nodes=24, gpus=2, seconds=1200, interval_s=20, seed=0, faults=30, fault_kinds=("xid_burst",)),
-    "false_alarms": dict(nodes=6, gpus=2, seconds=7200, interval_s=30, seed=3, faults=4,
-                         false_alarms_per_node_day=40.0, precursor_lead_s=(300.0, 1800.0)),
-    "host_faults_no_gpus": dict(nodes=5, gpus=0, seconds=1800, interval_s=20, seed=9, faults=6,
-                                fault_kinds=("memory_leak", "disk_fill", "service_crash")),
+    "false_alarms": dict(
+        nodes=6,
+        gpus=2,
+        seconds=7200,
+        interval_s=30,
+        seed=3,
+        faults=4,
+        false_alarms_per_node_day=40.0,
+        precursor_lead_s=(300.0, 1800.0),
+    ),
+    "host_faults_no_gpus": dict(
+        nodes=5,
+        gpus=0,
+        seconds=1800,
+        interval_s=20,
+        seed=9,
+        faults=6,
+        fault_kinds=("memory_leak", "disk_fill", "service_crash"),
+    ),
 }
 
 
@@ -47,9 +62,16 @@ def _digest(params: dict) -> dict:
     truth = "".join(json.dumps(f.truth(), sort_keys=True) + "\n" for f in sim.faults_)
     kinds = sorted({f.fault for f in sim.faults_})
     xids = sorted({f.detail["xid"] for f in sim.faults_ if "xid" in f.detail})
-    return {"records_sha256": records.hexdigest(), "truth_sha256": hashlib.sha256(truth.encode()).hexdigest(),
-            "batches": batches, "logs": logs, "kinds": kinds, "xids": xids,
-            "precursors": len(sim.precursors_), "false_alarms": len(sim.false_alarms_)}
+    return {
+        "records_sha256": records.hexdigest(),
+        "truth_sha256": hashlib.sha256(truth.encode()).hexdigest(),
+        "batches": batches,
+        "logs": logs,
+        "kinds": kinds,
+        "xids": xids,
+        "precursors": len(sim.precursors_),
+        "false_alarms": len(sim.false_alarms_),
+    }
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

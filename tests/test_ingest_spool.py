@@ -6,10 +6,12 @@ mid-run, restarts it on the same data, and reads everything back.
 
 import threading
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import make_settings
 from kafka.errors import KafkaTimeoutError
+from kafka_helpers import free_port, read_topic
 
 from fleetmedic.broker import EmbeddedBroker
 from fleetmedic.config import BrokerSettings
@@ -21,10 +23,7 @@ from ingest.publisher import ExporterHealth, Publisher
 from ingest.runner import Exporter, ExporterOptions
 from ingest.spool import Spool
 
-from conftest import make_settings
-from kafka_helpers import free_port, read_topic
-
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_spool_keeps_order_survives_reopen_and_ignores_a_torn_line(tmp_path):
@@ -35,7 +34,7 @@ def test_spool_keeps_order_survives_reopen_and_ignores_a_torn_line(tmp_path):
     segments = sorted(tmp_path.glob("*.spool"))
     assert len(segments) > 1  # small segments: several files
     with open(segments[-1], "ab") as f:
-        f.write(b"topic\th0\t{\"i\":99")  # a crash mid-write: no newline
+        f.write(b'topic\th0\t{"i":99')  # a crash mid-write: no newline
     again = Spool(tmp_path, max_bytes=10_000, segment_bytes=100)
     assert len(again) == 10
     seen = []
@@ -44,7 +43,7 @@ def test_spool_keeps_order_survives_reopen_and_ignores_a_torn_line(tmp_path):
         seen += [v for _, _, v in head]
         again.consume_head(keep=[])
     assert seen == [b'{"i":%d}' % i for i in range(10)]
-    assert again.bytes_ == 0 or again.bytes_ == len(b"topic\th0\t{\"i\":99")
+    assert again.bytes_ == 0 or again.bytes_ == len(b'topic\th0\t{"i":99')
 
 
 def test_spool_is_bounded_and_counts_what_it_drops(tmp_path):
@@ -62,8 +61,9 @@ def test_publisher_without_a_broker_spools_and_reports_in_health(tmp_path):
     settings = make_settings(f"127.0.0.1:{free_port()}")  # nothing listens there
     health = ExporterHealth("test")
     pub = Publisher(settings, health, Spool(tmp_path / "spool", max_bytes=600), ack_timeout_s=1.0, retry_s=60)
-    batches = [MetricBatch(host="h1", time=T0 + timedelta(seconds=i), source="test", values={"x": float(i)})
-               for i in range(5)]
+    batches = [
+        MetricBatch(host="h1", time=T0 + timedelta(seconds=i), source="test", values={"x": float(i)}) for i in range(5)
+    ]
     assert pub.publish(batches) == 0
     assert health.sent == 0 and health.errors >= 1 and "connect" in health.last_error
     assert health.spooled + health.dropped == 5 and health.dropped > 0  # 600 bytes hold only some
@@ -88,8 +88,9 @@ def test_broker_outage_loses_nothing_and_keeps_each_hosts_order(tmp_path):
     try:
         settings = make_settings(broker.bootstrap)
         create_topics(settings)
-        opts = ExporterOptions(spool_dir=tmp_path / "spool", health_port=-1, ack_timeout_s=2.0, retry_s=0.5,
-                               drain_on_exit_s=30)
+        opts = ExporterOptions(
+            spool_dir=tmp_path / "spool", health_port=-1, ack_timeout_s=2.0, retry_s=0.5, drain_on_exit_s=30
+        )
         exporter = Exporter("outage", settings, opts)
         hosts = ["node-a", "node-b", "node-c"]
         seq = [0]
@@ -116,8 +117,11 @@ def test_broker_outage_loses_nothing_and_keeps_each_hosts_order(tmp_path):
         assert during["records_spooled_total"] >= 15 and during["spool_records"] >= 15
         assert during["last_error_timestamp_seconds"] > 0
         broker.start(progress=lambda m: None)
-        wait_until(lambda: health.spool_records == 0 and health.resent >= 15, 90,
-                   what="the spool to drain after the broker came back")
+        wait_until(
+            lambda: health.spool_records == 0 and health.resent >= 15,
+            90,
+            what="the spool to drain after the broker came back",
+        )
         after = health.sent
         wait_until(lambda: health.sent >= after + 9, 30, what="live records after the drain")
         exporter.stop.set()
@@ -143,7 +147,7 @@ def test_records_the_broker_stored_before_a_timeout_are_not_sent_twice(settings,
     spool = Spool(tmp_path / "spool")
     pub = Publisher(settings, health, spool, retry_s=0)
     stored = [_batch("node-a", i) for i in range(3)]
-    since = int(datetime.now(timezone.utc).timestamp() * 1000)
+    since = int(datetime.now(UTC).timestamp() * 1000)
     assert pub.publish(stored) == 3
     # As if those three had timed out: spooled, marked uncertain, followed by two never sent.
     topic = topic_name(settings, "metrics.v1")

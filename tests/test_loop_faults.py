@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import base64
 
+from examples import metric_batch
 from kafka import KafkaConsumer, TopicPartition
+from kafka_helpers import committed, read_topic
 
 from fleetmedic.schemas import DEAD_LETTER_KEY_BYTES, DeadLetter, Incident, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Producer
-
-from examples import metric_batch
-from kafka_helpers import committed, read_topic
 
 
 def _send(settings, *records, key=b"gpu-node-07"):
@@ -35,8 +34,13 @@ def test_a_poison_record_is_dead_lettered_with_the_handlers_reason_and_the_loop_
         seen.extend(item.offset for item in batch)
         return ()
 
-    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "poison", inputs={"metrics.v1": MetricBatch},
-                        handle=handle, handler_retries=2)
+    loop = ConsumerLoop(
+        settings,
+        group_id=settings.topic_prefix + "poison",
+        inputs={"metrics.v1": MetricBatch},
+        handle=handle,
+        handler_retries=2,
+    )
     stats = loop.run(until=lambda s: s.consumed >= 6, install_signals=False)
     letters = [v for *_, v in read_topic(settings, topic_name(settings, "deadletter.v1"), DeadLetter)]
     assert [(d.kind, d.source_offset) for d in letters] == [("handler", 3)]
@@ -54,8 +58,12 @@ def test_a_record_with_a_huge_key_is_dead_lettered_not_a_crash(settings):
     key = b"k" * 1_500_000
     _send(settings, b"not json at all", metric_batch(i=1), key=key)
     got = []
-    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "bigkey", inputs={"metrics.v1": MetricBatch},
-                        handle=lambda b: got.extend(b) or ())
+    loop = ConsumerLoop(
+        settings,
+        group_id=settings.topic_prefix + "bigkey",
+        inputs={"metrics.v1": MetricBatch},
+        handle=lambda b: got.extend(b) or (),
+    )
     stats = loop.run(until=lambda s: s.consumed >= 2, install_signals=False)
     assert stats.dead_lettered == 1 and len(got) == 1
     [(_, _, dl_key, letter)] = read_topic(settings, topic_name(settings, "deadletter.v1"), DeadLetter)
@@ -79,9 +87,16 @@ def test_a_transactional_batch_is_all_or_nothing(settings):
             raise __import__("kafka").errors.KafkaError("injected: the commit failed")
 
     group = settings.topic_prefix + "txn"
-    loop = ConsumerLoop(settings, group_id=group, inputs={"metrics.v1": MetricBatch}, handle=handle,
-                        transactional_id=settings.topic_prefix + "txn-1", after_flush=fail_first_commit,
-                        on_lost=lambda tps: lost.append(tps), on_assign=lambda tps: assigned.append(tps))
+    loop = ConsumerLoop(
+        settings,
+        group_id=group,
+        inputs={"metrics.v1": MetricBatch},
+        handle=handle,
+        transactional_id=settings.topic_prefix + "txn-1",
+        after_flush=fail_first_commit,
+        on_lost=lambda tps: lost.append(tps),
+        on_assign=lambda tps: assigned.append(tps),
+    )
     stats = loop.run(until=lambda s: s.consumed >= 4, install_signals=False)
     assert stats.aborted == 1 and len(lost) == 1 and len(assigned) >= 2
     assert attempts[0] == attempts[1] == [0, 1, 2, 3]  # read again from the committed offsets
@@ -117,9 +132,14 @@ def test_a_failed_restore_keeps_the_partitions_paused_and_is_retried(settings):
         if len(restores) == 1:
             raise TimeoutError("state topic unreadable (injected)")
 
-    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "restore", inputs={"metrics.v1": MetricBatch},
-                        handle=lambda b: handled_when.append(len(restores)) or (), on_restore=on_restore,
-                        restore_backoff_s=0.05)
+    loop = ConsumerLoop(
+        settings,
+        group_id=settings.topic_prefix + "restore",
+        inputs={"metrics.v1": MetricBatch},
+        handle=lambda b: handled_when.append(len(restores)) or (),
+        on_restore=on_restore,
+        restore_backoff_s=0.05,
+    )
     stats = loop.run(until=lambda s: s.consumed >= 3, install_signals=False)
     assert stats.restore_failures == 1 and stats.restored == 3
     assert len(restores) >= 2 and restores[0] == restores[1]

@@ -1,9 +1,10 @@
 """`fleetmedic detect csv` end to end: the alarms are the live engine's incident openings."""
 
 import csv
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
+from test_nab_eval import FILES, corpus, pytestmark  # noqa: F401  (the two-file NAB fixture)
 
 from detectors import nab
 from detectors.config import DetectorConfig
@@ -13,10 +14,8 @@ from fleetmedic.cli import main
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.transport import Received
 
-from test_nab_eval import FILES, corpus, pytestmark  # noqa: F401  (the two-file NAB fixture)
 
-
-def test_detect_csv_alarms_are_the_live_engines_incident_openings(corpus, tmp_path):
+def test_detect_csv_alarms_are_the_live_engines_incident_openings(corpus, tmp_path):  # noqa: F811 (the fixture)
     data, _ = corpus
     source = data / FILES[1]
     out = tmp_path / "out.csv"
@@ -36,9 +35,10 @@ def test_detect_csv_alarms_are_the_live_engines_incident_openings(corpus, tmp_pa
     # The same values as metric records through the live engine, with the same rule: an
     # incident opens exactly at the alarm rows.
     config = DetectorConfig(univariate=[{"name": "nab", "match": ["*"], "for_s": 0, "resolve_after_s": 0}])
-    records = [MetricBatch(host="nab-host", time=datetime.fromtimestamp(int(t), timezone.utc), source="nab",
-                           values={"cpu": float(v)})
-               for t, v in zip(series.epoch_s, series.values)]
+    records = [
+        MetricBatch(host="nab-host", time=datetime.fromtimestamp(int(t), UTC), source="nab", values={"cpu": float(v)})
+        for t, v in zip(series.epoch_s, series.values, strict=True)
+    ]
     incidents = Engine(config).process([Received(r, "t.metrics.v1", 0, i, 0, r.key()) for i, r in enumerate(records)])
     opened = sorted(int(i.time.timestamp()) for i in incidents if i.status == "open")
     assert opened == [int(series.epoch_s[i]) for i in alarm_rows]

@@ -64,8 +64,9 @@ def test_eval_nab_prints_leave_one_category_out_and_artificial_vs_real(corpus, c
     data, labels = corpus
     assert main(["eval", "nab", "--data", str(data), "--labels", str(labels)]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.split("leave-one-category-out")[1].splitlines()
-            if line.strip()}
+    rows = {
+        line.split()[0]: line.split() for line in out.split("leave-one-category-out")[1].splitlines() if line.strip()
+    }
     # one category each: the threshold of one is chosen on the other, and the held-out score is
     # that category's score at that threshold (recomputed here with the scorer)
     held = {cat: float(rows[cat][4]) for cat in ("artificialWithAnomaly", "realAWSCloudwatch")}
@@ -81,20 +82,23 @@ def test_fleet_benchmark_is_seeded_and_labelled_like_nab(tmp_path):
 
     a, b = fleet_series.make(0), fleet_series.make(0)
     assert list(a) == list(b) and all(np.array_equal(a[k][1], b[k][1]) for k in a)
-    assert not np.array_equal(fleet_series.make(1)["gpu_power/gpu_power_05_spike.csv"][1],
-                              a["gpu_power/gpu_power_05_spike.csv"][1])
+    assert not np.array_equal(
+        fleet_series.make(1)["gpu_power/gpu_power_05_spike.csv"][1], a["gpu_power/gpu_power_05_spike.csv"][1]
+    )
     cats = {name.split("/")[0] for name in a}
     assert cats == {"gpu_temperature", "gpu_power", "gpu_util", "ecc_corrected", "net_drops"}
-    for (name, (times, values, windows)), (_, kinds) in zip(a.items(), fleet_series.LAYOUT):
+    for (_name, (times, values, windows)), (_, kinds) in zip(a.items(), fleet_series.LAYOUT, strict=True):
         n = len(values)
         # one window per labelled anomaly (a counter reset is a nuisance, not an anomaly), NAB's
         # width rule (10 % of the rows over the number of anomalies), after the probation
         assert len(windows) == sum(k != "counter_reset_ok" for k in kinds)
         for lo, hi in windows:
             assert lo > nab.probation_rows(n) and hi - lo + 1 <= int(0.1 * n) + 1
-        assert all(t2 > t1 for t1, t2 in zip(times, times[1:]))  # gaps and clock steps go forward
+        assert all(t2 > t1 for t1, t2 in zip(times, times[1:], strict=False))  # gaps and clock steps go forward
     data, labels = fleet_series.write(tmp_path, 0)
     windows = json.loads(labels.read_text())
     series = nab.read_series(data / "gpu_temperature/gpu_temperature_03_spike_level_shift.csv")
-    assert nab.window_rows(series.times, windows["gpu_temperature/gpu_temperature_03_spike_level_shift.csv"]) \
+    assert (
+        nab.window_rows(series.times, windows["gpu_temperature/gpu_temperature_03_spike_level_shift.csv"])
         == a["gpu_temperature/gpu_temperature_03_spike_level_shift.csv"][2]
+    )

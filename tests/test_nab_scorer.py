@@ -121,8 +121,10 @@ def test_sweep_agrees_with_brute_force_on_random_corpora():
         for profile in nab.PROFILES.values():
             threshold, raw = nab.best_threshold(corpus, profile)
             candidates = np.unique(np.concatenate(scores))
-            brute = max(sum(nab.score_file(s >= t, w, profile).score for s, w in zip(scores, windows))
-                        for t in candidates)
+            brute = max(
+                sum(nab.score_file(s >= t, w, profile).score for s, w in zip(scores, windows, strict=True))
+                for t in candidates
+            )
             assert raw == pytest.approx(max(brute, -profile.a_fn * corpus.n_windows))
             assert nab.evaluate(corpus, profile, threshold).raw == pytest.approx(raw)
 

@@ -60,8 +60,8 @@ def test_season_model_catches_a_missing_daily_peak():
     for name, buckets in (("season", 288), ("no season", 0)):
         bank = SurpriseRecordBank(season_buckets=buckets, threshold=QUIET)
         rows = bank.add_series(1)
-        runs[name] = np.array([bank.update(rows, [v], [ti])[1][0] for ti, v in zip(t, values)])
-    alarms = np.flatnonzero(runs["season"][5 * per_day:]) + 5 * per_day
+        runs[name] = np.array([bank.update(rows, [v], [ti])[1][0] for ti, v in zip(t, values, strict=True)])
+    alarms = np.flatnonzero(runs["season"][5 * per_day :]) + 5 * per_day
     assert alarms.size and bad_day * per_day + 96 <= alarms[0] < bad_day * per_day + 110
     # Without the season model the missing peak goes unseen: every value is a usual value.
     assert not runs["no season"][peak].any()
@@ -90,7 +90,7 @@ def test_bank_over_many_series_equals_one_detector_per_series():
     scores, alarms = bank.run_series(np.repeat(t[:, None], n_series, axis=1), values)
     for j in range(n_series):
         det = SurpriseRecord(warmup=80)
-        single = np.array([det.update(ti, v) for ti, v in zip(t, values[:, j])])
+        single = np.array([det.update(ti, v) for ti, v in zip(t, values[:, j], strict=True)])
         np.testing.assert_array_equal(single[:, 0], scores[:, j])
         np.testing.assert_array_equal(single[:, 1].astype(bool), alarms[:, j])
     assert alarms[400, 1]
@@ -162,13 +162,13 @@ def test_a_flat_series_alarms_on_its_first_move_and_an_alarm_is_followed_by_quie
     values[600:] = 8.0
     t = T0 + STEP * np.arange(n)
     det = SurpriseRecord(season_buckets=0, warmup=50, refractory=100)
-    out = np.array([det.update(ti, v) for ti, v in zip(t, values)])
+    out = np.array([det.update(ti, v) for ti, v in zip(t, values, strict=True)])
     assert not out[:600, 1].any()
     assert out[600, 1] and out[600, 0] == 1.0
     assert (out[601:701, 0] == 0).all() and not out[601:701, 1].any()
     # the old behaviour: a record of 0 never scores, so the move is missed
     old = SurpriseRecord(season_buckets=0, warmup=50, zero_record_alarms=False, refractory=0)
-    assert not np.array([old.update(ti, v)[1] for ti, v in zip(t, values)])[600]
+    assert not np.array([old.update(ti, v)[1] for ti, v in zip(t, values, strict=True)])[600]
 
 
 def test_season_records_of_an_hourly_series_are_set_over_days_not_288_values_each():
@@ -181,7 +181,7 @@ def test_season_records_of_an_hourly_series_are_set_over_days_not_288_values_eac
     by_count = SurpriseRecordBank(warmup=20, season_record_by_time=False)
     for bank in (by_time, by_count):
         rows = bank.add_series(1)
-        for ti, v in zip(t, values):
+        for ti, v in zip(t, values, strict=True):
             bank.update(rows, [v], [ti])
     # the season feature's record is set, and scoring started (count of season surprises > warmup*2)
     assert by_time.season_start_[0] > 0

@@ -13,25 +13,37 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from remediator_kit import (
+    EngineThread,
+    incident,
+    make_policy,
+    marker_lines,
+    marker_step,
+    send,
+    statuses,
+    wait_for_status,
+)
 
 from fleetmedic.transport import wait_until
 from remediator.control import MatcherError, matches, parse_matcher
-
-from remediator_kit import (EngineThread, incident, make_policy, marker_lines, marker_step, remediations, send,
-                            statuses, wait_for_status)
-
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def fm(settings, *argv, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETMEDIC_")}
-    env.update({"FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
-                "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, "PYTHONPATH": str(REPO)})
-    out = subprocess.run([sys.executable, "-m", "fleetmedic.cli", *argv], env=env, cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    env.update(
+        {
+            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+            "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "fleetmedic.cli", *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     if check:
         assert out.returncode == 0, out.stdout + out.stderr
     return out
@@ -92,8 +104,11 @@ def test_pause_cancels_a_running_playbook_and_resume_releases(settings, tmp_path
         send(settings, incident("node3", "inc-after"))
         wait_for_status(settings, "succeeded", incident_id="inc-after", timeout_s=120)
     # the cancelled ladder did not escalate past the person's stop
-    assert statuses(settings, "inc-long") == [("claimed", "restart_service", 0), ("running", "restart_service", 0),
-                                               ("cancelled", "restart_service", 0)]
+    assert statuses(settings, "inc-long") == [
+        ("claimed", "restart_service", 0),
+        ("running", "restart_service", 0),
+        ("cancelled", "restart_service", 0),
+    ]
 
 
 def test_silence_and_maintenance_records(settings, tmp_path, monkeypatch, capsys):
@@ -103,13 +118,15 @@ def test_silence_and_maintenance_records(settings, tmp_path, monkeypatch, capsys
         return out if rc == 0 else err
 
     marker = tmp_path / "marker.txt"
-    out = run("silence", "add", "host=node1", "kind=~service_.*", "--duration", "1h", "--by", "alice",
-             "--reason", "PSU swap")
+    out = run(
+        "silence", "add", "host=node1", "kind=~service_.*", "--duration", "1h", "--by", "alice", "--reason", "PSU swap"
+    )
     silence_id = re.match(r"^(sil-[0-9a-f]+) silence ", out).group(1)
     listed = run("silence", "list")
     assert silence_id in listed and "active" in listed and "by alice: PSU swap" in listed
-    out = run("maintenance", "add", "host=~node[23]", "--duration", "30m", "--by", "bob",
-             "--reason", "rack 7 recabling")
+    out = run(
+        "maintenance", "add", "host=~node[23]", "--duration", "30m", "--by", "bob", "--reason", "rack 7 recabling"
+    )
     window_id = out.split()[0]
     assert window_id.startswith("mw-")
     assert "bad regex" in run("silence", "add", "host=~node(", "--duration", "1h", "--reason", "x", rc=2)
@@ -120,8 +137,9 @@ def test_silence_and_maintenance_records(settings, tmp_path, monkeypatch, capsys
         send(settings, incident("node1", "inc-s1"), incident("node2", "inc-m2"), incident("node4", "inc-free"))
         [skip] = wait_for_status(settings, "skipped", incident_id="inc-s1", timeout_s=60)
         assert skip.gate == "silence"
-        assert skip.reason.startswith(f"silenced by silence {silence_id} (host=\"node1\",kind=~\"service_.*\") "
-                                      f"by alice until ") and skip.reason.endswith(": PSU swap")
+        assert skip.reason.startswith(
+            f'silenced by silence {silence_id} (host="node1",kind=~"service_.*") by alice until '
+        ) and skip.reason.endswith(": PSU swap")
         [maint] = wait_for_status(settings, "skipped", incident_id="inc-m2", timeout_s=60)
         assert maint.gate == "maintenance" and window_id in maint.reason and "rack 7 recabling" in maint.reason
         wait_for_status(settings, "succeeded", incident_id="inc-free", timeout_s=120)
@@ -146,8 +164,10 @@ def test_policy_reloads_on_change_and_keeps_the_old_one_when_invalid(settings, t
 
     with EngineThread(settings, load_policy(path), tmp_path, policy_path=path) as t:
         watcher = t.engine.policy_watcher
-        disk = make_policy(marker, extra_rules=[{"name": "disk_full", "match": {"kinds": ["disk_full"]},
-                                                 "steps": [marker_step(marker)]}])
+        disk = make_policy(
+            marker,
+            extra_rules=[{"name": "disk_full", "match": {"kinds": ["disk_full"]}, "steps": [marker_step(marker)]}],
+        )
         _policy_file(path, disk)
         wait_until(lambda: watcher.reloads == 1, 30, what="the changed policy taken")
         send(settings, incident("node1", "inc-disk", kind="disk_full"))
@@ -166,14 +186,35 @@ def test_remediate_reloads_on_sighup_and_says_why_a_bad_file_is_refused(settings
     marker = tmp_path / "marker.txt"
     path = _policy_file(tmp_path / "policy.yaml", make_policy(marker))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETMEDIC_")}
-    env.update({"FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
-                "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix, "PYTHONPATH": str(REPO)})
+    env.update(
+        {
+            "FLEETMEDIC_BOOTSTRAP_SERVERS": ",".join(settings.bootstrap_servers),
+            "FLEETMEDIC_TOPIC_PREFIX": settings.topic_prefix,
+            "PYTHONPATH": str(REPO),
+        }
+    )
     log = tmp_path / "remediate.log"
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "remediate", "--policy", str(path),
-                                 "--playbooks", str(Path(__file__).parent / "data" / "playbooks"),
-                                 "--artifacts", str(tmp_path / "artifacts"), "--group", settings.topic_prefix + "r"],
-                                env=env, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetmedic.cli",
+                "remediate",
+                "--policy",
+                str(path),
+                "--playbooks",
+                str(Path(__file__).parent / "data" / "playbooks"),
+                "--artifacts",
+                str(tmp_path / "artifacts"),
+                "--group",
+                settings.topic_prefix + "r",
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: "remediator: group" in log.read_text(), 60, what="the remediator started")
         text = path.read_text()

@@ -19,16 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from kafka_helpers import read_topic
+from prom_helpers import Service
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import Incident, LogEvent
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer, wait_until
-from ingest.shipped import JournalFollower, journal_event
-
-from kafka_helpers import read_topic
-from prom_helpers import Service
+from ingest.shipped import journal_event
 
 DATA = Path(__file__).parent / "data"
 XID = "NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, GPU has fallen off the bus."
@@ -43,11 +41,19 @@ exec /lib/systemd/systemd-journald
 
 
 def _can_run_journald() -> bool:
-    if os.environ.get("FM_TEST_RECORDED_JOURNAL"):  # exercise the replay path where journald could run (not FLEETMEDIC_*: settings)
+    if os.environ.get(
+        "FM_TEST_RECORDED_JOURNAL"
+    ):  # exercise the replay path where journald could run (not FLEETMEDIC_*: settings)
         return False
-    return (os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nsenter") and shutil.which("systemd-cat")
-            and Path("/lib/systemd/systemd-journald").exists() and Path("/run/systemd").is_dir()
-            and Path("/run/log").is_dir())
+    return (
+        os.geteuid() == 0
+        and shutil.which("unshare")
+        and shutil.which("nsenter")
+        and shutil.which("systemd-cat")
+        and Path("/lib/systemd/systemd-journald").exists()
+        and Path("/run/systemd").is_dir()
+        and Path("/run/log").is_dir()
+    )
 
 
 class Journal:
@@ -60,11 +66,17 @@ class Journal:
         self.proc = None
         if self.real:
             (tmp / "ns.sh").write_text(NS_SCRIPT)
-            self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", str(tmp / "ns.sh"),
-                                          str(self.dir)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
-            wait_until(lambda: any(self.dir.glob("*/system.journal")) or self.proc.poll() is not None, 30,
-                       what="journald's journal file")
+            self.proc = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", str(tmp / "ns.sh"), str(self.dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_until(
+                lambda: any(self.dir.glob("*/system.journal")) or self.proc.poll() is not None,
+                30,
+                what="journald's journal file",
+            )
             assert self.proc.poll() is None, "systemd-journald exited"
             self.directory = str(next(self.dir.glob("*/system.journal")).parent)
             self.journalctl = "journalctl"
@@ -79,8 +91,11 @@ class Journal:
 
     def write(self, message: str) -> None:
         if self.real:
-            subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "systemd-cat", "-t", "kernel", "-p", "err"],
-                           input=message.encode(), check=True)
+            subprocess.run(
+                ["nsenter", "-t", str(self.proc.pid), "-m", "systemd-cat", "-t", "kernel", "-p", "err"],
+                input=message.encode(),
+                check=True,
+            )
         else:  # the next recorded entry becomes visible to the stand-in
             entry = dict(self.recorded[self.shown], MESSAGE=message)
             self.shown += 1
@@ -95,7 +110,7 @@ class Journal:
 
 # The stand-in for journalctl when journald cannot run: prints the entries of DIR/entries.jsonl
 # after --after-cursor (all with --lines=all), then follows the file.
-REPLAY = r'''
+REPLAY = r"""
 import json, sys, time
 args = sys.argv[1:]
 d = next(a.split("=", 1)[1] for a in args if a.startswith("--directory="))
@@ -113,7 +128,7 @@ while True:
             continue
         print(line, flush=True)
     time.sleep(0.1)
-'''
+"""
 
 
 def _ours(settings) -> list[LogEvent]:
@@ -130,10 +145,29 @@ def _xid_incident(settings, host: str) -> Incident | None:
 
 def test_journal_entries_cross_a_restart_once_and_open_the_xid_incident(settings, tmp_path):
     journal = Journal(tmp_path)
-    args = ["export", "logs", "--journal", "--journal-directory", journal.directory, "--journalctl", journal.journalctl,
-            "--journal-match", "SYSLOG_IDENTIFIER=kernel", "--cursor-file", str(tmp_path / "cursor"),
-            "--host", "gpu-node-3", "--interval", "0.2", "--spool-dir", str(tmp_path / "spool"),
-            "--health-port", "0", "--log-format", "json"]
+    args = [
+        "export",
+        "logs",
+        "--journal",
+        "--journal-directory",
+        journal.directory,
+        "--journalctl",
+        journal.journalctl,
+        "--journal-match",
+        "SYSLOG_IDENTIFIER=kernel",
+        "--cursor-file",
+        str(tmp_path / "cursor"),
+        "--host",
+        "gpu-node-3",
+        "--interval",
+        "0.2",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--health-port",
+        "0",
+        "--log-format",
+        "json",
+    ]
     detect = exporter = None
     try:
         exporter = Service(settings, args, tmp_path / "export1.out")
@@ -149,7 +183,10 @@ def test_journal_entries_cross_a_restart_once_and_open_the_xid_incident(settings
         wait_until(lambda: len(_ours(settings)) >= 3, 90, what="the entries written during the restart")
         got = _ours(settings)
         assert [e.line for e in got] == [
-            "kernel: fm-test-1 kernel booted fine", f"kernel: fm-test-2 {XID}", "kernel: fm-test-3 after the XID"]
+            "kernel: fm-test-1 kernel booted fine",
+            f"kernel: fm-test-2 {XID}",
+            "kernel: fm-test-3 after the XID",
+        ]
         assert [e.source for e in got] == ["journal:kernel"] * 3 and {e.host for e in got} == {"gpu-node-3"}
         assert got[1].kind == "xid" and got[1].fields["xid"] == 79
         assert (tmp_path / "cursor").read_text().strip() != cursor
@@ -172,13 +209,21 @@ def test_ecs_records_from_shippers_open_the_xid_incident(settings, tmp_path, mon
     source = f"shipped-{settings.topic_prefix}filebeat"  # an existing topic: its own name, no prefix
     records = [
         # Filebeat: nested ECS objects
-        {"@timestamp": "2026-11-25T04:00:01.000Z", "host": {"name": "gpu-node-5", "hostname": "gpu-node-5"},
-         "message": f"Nov 25 04:00:01 gpu-node-5 kernel: [1234.5] {XID}", "log": {"file": {"path": "/var/log/kern.log"},
-                                                                                   "offset": 77},
-         "agent": {"type": "filebeat", "version": "8.15.0"}, "ecs": {"version": "8.0.0"}},
+        {
+            "@timestamp": "2026-11-25T04:00:01.000Z",
+            "host": {"name": "gpu-node-5", "hostname": "gpu-node-5"},
+            "message": f"Nov 25 04:00:01 gpu-node-5 kernel: [1234.5] {XID}",
+            "log": {"file": {"path": "/var/log/kern.log"}, "offset": 77},
+            "agent": {"type": "filebeat", "version": "8.15.0"},
+            "ecs": {"version": "8.0.0"},
+        },
         # Vector / Fluent Bit with dotted keys
-        {"@timestamp": "2026-11-25T04:00:02Z", "host.name": "gpu-node-6", "message": "slurmd: all good",
-         "log.file.path": "/var/log/slurm/slurmd.log"},
+        {
+            "@timestamp": "2026-11-25T04:00:02Z",
+            "host.name": "gpu-node-6",
+            "message": "slurmd: all good",
+            "log.file.path": "/var/log/slurm/slurmd.log",
+        },
         {"@timestamp": "2026-11-25T04:00:03Z", "host": {"name": "gpu-node-7"}},  # no message: validation
     ]
     from kafka.admin import KafkaAdminClient, NewTopic
@@ -196,7 +241,9 @@ def test_ecs_records_from_shippers_open_the_xid_incident(settings, tmp_path, mon
     assert main(["export", "ecs", source, "--max", "4", "--group", "ecs-test"]) == 0
     got = [r for *_, r in read_topic(settings, topic_name(settings, "logs.v1"), LogEvent)]
     assert sorted((e.host, e.source, e.kind) for e in got) == [
-        ("gpu-node-5", "/var/log/kern.log", "xid"), ("gpu-node-6", "/var/log/slurm/slurmd.log", "raw")]
+        ("gpu-node-5", "/var/log/kern.log", "xid"),
+        ("gpu-node-6", "/var/log/slurm/slurmd.log", "raw"),
+    ]
     xid = next(e for e in got if e.kind == "xid")
     assert xid.fields["xid"] == 79 and xid.time.isoformat() == "2026-11-25T04:00:01+00:00"
     dead = read_topic(settings, topic_name(settings, "deadletter.v1"))
@@ -211,8 +258,15 @@ def test_ecs_records_from_shippers_open_the_xid_incident(settings, tmp_path, mon
 
 
 def test_journal_entry_fields():
-    e = journal_event({"MESSAGE": [78, 86, 82, 77, 0xFF], "__REALTIME_TIMESTAMP": "1796151474577704",
-                       "SYSLOG_IDENTIFIER": "nvidia-persistenced", "__CURSOR": "s=1"}, "n1")
+    e = journal_event(
+        {
+            "MESSAGE": [78, 86, 82, 77, 0xFF],
+            "__REALTIME_TIMESTAMP": "1796151474577704",
+            "SYSLOG_IDENTIFIER": "nvidia-persistenced",
+            "__CURSOR": "s=1",
+        },
+        "n1",
+    )
     assert e.line == "NVRM\ufffd" and e.source == "journal:nvidia-persistenced"
     assert e.time.isoformat() == "2026-12-01T18:57:54.577704+00:00"
     assert journal_event({"__CURSOR": "s=2"}, "n1") is None

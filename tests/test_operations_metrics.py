@@ -11,20 +11,18 @@ is left out: it needs an NVIDIA driver and exits 3 without one.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import subprocess
+from datetime import UTC, datetime
 
 import yaml
+from kafka_helpers import free_port
+from prom_helpers import NODE_EXPORTER, Prometheus, Service, http_get
+from remediator_kit import TEST_PLAYBOOKS, marker_lines
 
 from fleetmedic import metrics
 from fleetmedic.schemas import Evidence, Incident
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer, wait_until
-
-from kafka_helpers import free_port
-from prom_helpers import NODE_EXPORTER, Prometheus, Service, http_get
-from remediator_kit import TEST_PLAYBOOKS, marker_lines
-
-import subprocess
 
 XID = "Nov 25 04:00:01 node1 kernel: [1234.5678] NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, GPU has fallen off the bus."
 
@@ -32,12 +30,29 @@ XID = "Nov 25 04:00:01 node1 kernel: [1234.5678] NVRM: Xid (PCI:0000:3b:00): 79,
 def _policy(tmp_path, marker):
     policy = {
         "host_groups": {"all": ["node1", "node2"]},
-        "gates": {"cooldown_s": 600, "flapping": {"max_runs": 100, "within_s": 60}, "blast_radius": {"max_percent": 100},
-                  "rate_limit": {"max_runs": 100, "per_s": 60}},
-        "rules": [{"name": "gpu_lost", "match": {"kinds": ["xid"]},
-                   "steps": [{"action": "drain_node", "playbook": "marker.yml",
-                              "vars": {"target_host": {"from": "host"}, "marker_id": {"from": "id"},
-                                       "marker_file": {"value": str(marker)}}}]}],
+        "gates": {
+            "cooldown_s": 600,
+            "flapping": {"max_runs": 100, "within_s": 60},
+            "blast_radius": {"max_percent": 100},
+            "rate_limit": {"max_runs": 100, "per_s": 60},
+        },
+        "rules": [
+            {
+                "name": "gpu_lost",
+                "match": {"kinds": ["xid"]},
+                "steps": [
+                    {
+                        "action": "drain_node",
+                        "playbook": "marker.yml",
+                        "vars": {
+                            "target_host": {"from": "host"},
+                            "marker_id": {"from": "id"},
+                            "marker_file": {"value": str(marker)},
+                        },
+                    }
+                ],
+            }
+        ],
     }
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
@@ -56,32 +71,91 @@ def test_prometheus_scrapes_every_service_and_returns_the_series(settings, tmp_p
     log_file.write_text("")
     marker = tmp_path / "marker.txt"
     ports = {name: free_port() for name in ("logs", "detect", "remediate", "prom", "host", "node")}
-    node = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{ports['node']}",
-                             "--collector.disable-defaults", "--collector.loadavg", "--collector.meminfo"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = subprocess.Popen(
+        [
+            NODE_EXPORTER,
+            f"--web.listen-address=127.0.0.1:{ports['node']}",
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+            "--collector.meminfo",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     common = ["--spool-dir", str(tmp_path / "spool"), "--log-format", "json"]
     services = {
-        "logs": Service(settings, ["export", "logs", str(log_file), "--host", "node1", "--interval", "0.2",
-                                   "--position-file", str(tmp_path / "pos.json"), "--metrics-port", str(ports["logs"]),
-                                   *common], tmp_path / "logs.out"),
-        "detect": Service(settings, ["detect", "--metrics-port", str(ports["detect"]), "--log-format", "json"],
-                          tmp_path / "detect.out"),
-        "remediate": Service(settings, ["remediate", "--policy", str(_policy(tmp_path, marker)), "--playbooks",
-                                        str(TEST_PLAYBOOKS), "--artifacts", str(tmp_path / "artifacts"),
-                                        "--metrics-port", str(ports["remediate"]), "--log-format", "json"],
-                             tmp_path / "remediate.out"),
-        "prom": Service(settings, ["export", "prom", f"http://127.0.0.1:{ports['node']}/metrics", "--host", "node2",
-                                   "--interval", "1", "--metrics-port", str(ports["prom"]), *common],
-                        tmp_path / "prom.out"),
-        "host": Service(settings, ["export", "host", "--interval", "1", "--metrics-port", str(ports["host"]), *common],
-                        tmp_path / "host.out"),
+        "logs": Service(
+            settings,
+            [
+                "export",
+                "logs",
+                str(log_file),
+                "--host",
+                "node1",
+                "--interval",
+                "0.2",
+                "--position-file",
+                str(tmp_path / "pos.json"),
+                "--metrics-port",
+                str(ports["logs"]),
+                *common,
+            ],
+            tmp_path / "logs.out",
+        ),
+        "detect": Service(
+            settings,
+            ["detect", "--metrics-port", str(ports["detect"]), "--log-format", "json"],
+            tmp_path / "detect.out",
+        ),
+        "remediate": Service(
+            settings,
+            [
+                "remediate",
+                "--policy",
+                str(_policy(tmp_path, marker)),
+                "--playbooks",
+                str(TEST_PLAYBOOKS),
+                "--artifacts",
+                str(tmp_path / "artifacts"),
+                "--metrics-port",
+                str(ports["remediate"]),
+                "--log-format",
+                "json",
+            ],
+            tmp_path / "remediate.out",
+        ),
+        "prom": Service(
+            settings,
+            [
+                "export",
+                "prom",
+                f"http://127.0.0.1:{ports['node']}/metrics",
+                "--host",
+                "node2",
+                "--interval",
+                "1",
+                "--metrics-port",
+                str(ports["prom"]),
+                *common,
+            ],
+            tmp_path / "prom.out",
+        ),
+        "host": Service(
+            settings,
+            ["export", "host", "--interval", "1", "--metrics-port", str(ports["host"]), *common],
+            tmp_path / "host.out",
+        ),
     }
     prometheus = None
     try:
         # readiness: 200 once each service does its job (consumers hold partitions, exporters published)
         for name in services:
             url = f"http://127.0.0.1:{ports[name]}/ready"
-            wait_until(lambda: http_get(url)[0] == 200 or not services[name].alive(), 120, what=f"{name} ready")
+            wait_until(
+                lambda url=url, name=name: http_get(url)[0] == 200 or not services[name].alive(),
+                120,
+                what=f"{name} ready",
+            )
             assert services[name].alive(), services[name].output()
         prometheus = Prometheus(tmp_path, {f"fleetmedic-{n}": [f"127.0.0.1:{ports[n]}"] for n in services})
 
@@ -90,11 +164,24 @@ def test_prometheus_scrapes_every_service_and_returns_the_series(settings, tmp_p
         wait_until(lambda: len(marker_lines(marker)) == 1, 120, what="the playbook run for the XID incident")
         run_line = marker_lines(marker)[0]
         # a second XID incident on node1 (not a burst of the first): the cooldown gate skips it
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with Producer(settings) as producer:
-            producer.send(Incident(id="inc-second", fingerprint="node1/xid/other", host="node1", kind="xid",
-                                   subject="gpu1", status="open", severity="critical", detector="test", time=now,
-                                   opened_at=now, summary="XID 79 again", evidence=Evidence()))
+            producer.send(
+                Incident(
+                    id="inc-second",
+                    fingerprint="node1/xid/other",
+                    host="node1",
+                    kind="xid",
+                    subject="gpu1",
+                    status="open",
+                    severity="critical",
+                    detector="test",
+                    time=now,
+                    opened_at=now,
+                    summary="XID 79 again",
+                    evidence=Evidence(),
+                )
+            )
             producer.send_raw(topic_name(settings, "logs.v1"), b"this is not JSON", b"node1")
             producer.flush()
 
@@ -136,8 +223,9 @@ def test_prometheus_scrapes_every_service_and_returns_the_series(settings, tmp_p
         about = [x for x in lines if x.get("incident_id")]
         assert about and all(x["host"] == "node1" for x in about), lines
         assert any(x["status"] == "succeeded" and x["incident_id"] in run_line for x in about)
-        assert any(x["status"] == "skipped" and x["gate"] == "cooldown" and x["incident_id"] == "inc-second"
-                   for x in about)
+        assert any(
+            x["status"] == "skipped" and x["gate"] == "cooldown" and x["incident_id"] == "inc-second" for x in about
+        )
         detect_lines = [json.loads(x) for x in services["detect"].output().splitlines() if x.startswith("{")]
         opened = [x for x in detect_lines if x.get("status") == "open"]
         assert opened and opened[0]["host"] == "node1" and opened[0]["incident_id"] in run_line
@@ -181,7 +269,9 @@ def test_grafana_dashboard_queries_only_series_fleetmedic_serves():
         served.update(s.name for s in family.samples)
         served.add(family.name)
         served.update(f"{family.name}{suffix}" for suffix in ("_total", "_bucket", "_count", "_sum"))
-    served.update(re.findall(r"^(fleetmedic_\w+?)(?:\{| )", render(ExporterHealth("x", extra={"targets_down": 0})), re.M))
+    served.update(
+        re.findall(r"^(fleetmedic_\w+?)(?:\{| )", render(ExporterHealth("x", extra={"targets_down": 0})), re.M)
+    )
     dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana" / "fleetmedic.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {name for e in exprs for name in re.findall(r"fleetmedic_\w+", e)}

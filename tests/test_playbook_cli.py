@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from examples import T0
+from kafka_helpers import free_port
+
 from fleetmedic.cli import main
 from fleetmedic.schemas import Incident
 from fleetmedic.transport import wait_until
-from kafka_helpers import free_port
 from fleetmedic_demo.testbed import DemoService
-
-from examples import T0
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = """
@@ -29,9 +29,19 @@ rules:
 
 
 def _incident(tmp_path, **labels) -> Path:
-    incident = Incident(id="inc-1", fingerprint="localhost/service_down/demo", host="localhost", kind="service_down",
-                        subject="demo", status="open", severity="critical", detector="probe", time=T0, opened_at=T0,
-                        labels=labels)
+    incident = Incident(
+        id="inc-1",
+        fingerprint="localhost/service_down/demo",
+        host="localhost",
+        kind="service_down",
+        subject="demo",
+        status="open",
+        severity="critical",
+        detector="probe",
+        time=T0,
+        opened_at=T0,
+        labels=labels,
+    )
     path = tmp_path / "incident.json"
     path.write_bytes(incident.to_bytes())
     return path
@@ -40,8 +50,15 @@ def _incident(tmp_path, **labels) -> Path:
 def test_list_names_every_playbook(capsys):
     assert main(["playbook", "list", "--playbooks", str(ROOT / "playbooks")]) == 0
     out = capsys.readouterr().out
-    for name in ("restart_service.yml", "slurm_drain.yml", "slurm_resume.yml", "gpu_reset.yml",
-                 "k8s_cordon_drain.yml", "k8s_uncordon.yml", "collect_diagnostics.yml"):
+    for name in (
+        "restart_service.yml",
+        "slurm_drain.yml",
+        "slurm_resume.yml",
+        "gpu_reset.yml",
+        "k8s_cordon_drain.yml",
+        "k8s_uncordon.yml",
+        "collect_diagnostics.yml",
+    ):
         assert name in out
 
 
@@ -54,13 +71,26 @@ def test_try_runs_check_mode_with_the_policy_variables(tmp_path, capsys):
         demo.kill9()
         wait_until(lambda: "EXITED" in demo.status(), 10, what="demo exited")
         incident = _incident(tmp_path, supervisor_config=str(demo.config))
-        code = main(["playbook", "try", "restart_service.yml", "--incident", str(incident), "--policy", str(policy),
-                     "--playbooks", str(ROOT / "playbooks"), "--artifacts", str(tmp_path / "artifacts")])
+        code = main(
+            [
+                "playbook",
+                "try",
+                "restart_service.yml",
+                "--incident",
+                str(incident),
+                "--policy",
+                str(policy),
+                "--playbooks",
+                str(ROOT / "playbooks"),
+                "--artifacts",
+                str(tmp_path / "artifacts"),
+            ]
+        )
         out = capsys.readouterr().out
         assert code == 0, out
         assert "rule service_down, step 0 (restart_service)" in out
         assert f'"health_url": "{demo.url}"' in out and '"service": "demo"' in out
-        assert "succeeded" in out and "changed=1" in out   # it would restart the program ...
+        assert "succeeded" in out and "changed=1" in out  # it would restart the program ...
         assert "EXITED" in demo.status() and demo.answer() is None  # ... check mode did not
 
 
@@ -68,7 +98,20 @@ def test_try_says_why_when_the_policy_would_not_run_it(tmp_path, capsys):
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.replace("PORT", "1"))
     incident = _incident(tmp_path, supervisor_config="/x")
-    code = main(["playbook", "try", "slurm_drain.yml", "--incident", str(incident), "--policy", str(policy),
-                 "--playbooks", str(ROOT / "playbooks"), "--artifacts", str(tmp_path / "artifacts")])
+    code = main(
+        [
+            "playbook",
+            "try",
+            "slurm_drain.yml",
+            "--incident",
+            str(incident),
+            "--policy",
+            str(policy),
+            "--playbooks",
+            str(ROOT / "playbooks"),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+        ]
+    )
     assert code == 1
     assert "does not run slurm_drain.yml" in capsys.readouterr().err

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+from kafka_helpers import free_port
 
 from fleetmedic.transport import wait_until
-from kafka_helpers import free_port
-from remediator.runner import PlaybookRun, run_playbook
 from fleetmedic_demo.testbed import DemoService
+from remediator.runner import PlaybookRun, run_playbook
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
@@ -23,8 +23,11 @@ def demo(tmp_path):
 
 
 def _restart(demo, tmp_path, check=False):
-    return run_playbook(PlaybookRun("restart_service.yml", demo.restart_vars(), check=check, timeout_s=120),
-                        playbooks_dir=PLAYBOOKS, artifacts_dir=tmp_path / "artifacts")
+    return run_playbook(
+        PlaybookRun("restart_service.yml", demo.restart_vars(), check=check, timeout_s=120),
+        playbooks_dir=PLAYBOOKS,
+        artifacts_dir=tmp_path / "artifacts",
+    )
 
 
 def test_killed_service_is_brought_back(demo, tmp_path):
@@ -39,8 +42,10 @@ def test_killed_service_is_brought_back(demo, tmp_path):
     answer = demo.answer()
     assert answer is not None and answer["pid"] != old_pid  # a new process answers HTTP again
     assert "RUNNING" in demo.status()
-    print(f"fault to healed through restart_service.yml: {time.monotonic() - t_fault:.2f} s "
-          f"(playbook {result.duration_s:.2f} s)")
+    print(
+        f"fault to healed through restart_service.yml: {time.monotonic() - t_fault:.2f} s "
+        f"(playbook {result.duration_s:.2f} s)"
+    )
 
     # idempotent: a healthy service is left alone
     again = _restart(demo, tmp_path)
@@ -58,7 +63,10 @@ def test_check_mode_leaves_the_service_down(demo, tmp_path):
 
 
 def test_unknown_program_fails_clearly(demo, tmp_path):
-    result = run_playbook(PlaybookRun("restart_service.yml", {**demo.restart_vars(), "service": "nosuch"}),
-                          playbooks_dir=PLAYBOOKS, artifacts_dir=tmp_path / "artifacts")
+    result = run_playbook(
+        PlaybookRun("restart_service.yml", {**demo.restart_vars(), "service": "nosuch"}),
+        playbooks_dir=PLAYBOOKS,
+        artifacts_dir=tmp_path / "artifacts",
+    )
     assert result.status == "failed"
     assert result.summary.failed_tasks == ["Start or restart the supervisor program"]

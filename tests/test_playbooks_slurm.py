@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fleetmedic.transport import wait_until
-from remediator.runner import PlaybookRun, run_playbook
 from fleetmedic_demo.testbed import SlurmCluster, slurm_missing_reason
+from remediator.runner import PlaybookRun, run_playbook
 
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
@@ -28,14 +28,17 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def slurm(cluster, monkeypatch):
     """The cluster with both nodes back in service and no jobs, before and after each test."""
+
     def reset():
         cluster.run("scancel", "--full", "--signal=KILL", "--user=root")
         for node in ("node1", "node2"):
             if "DRAIN" in cluster.node(node)["State"]:
                 cluster.run("scontrol", "update", f"NodeName={node}", "State=RESUME")
         wait_until(lambda: not cluster.run("squeue", "-h").strip(), 20, what="no jobs left")
-        wait_until(lambda: all(cluster.node(n)["State"] == "IDLE" for n in ("node1", "node2")), 20,
-                   what="both nodes idle")
+        wait_until(
+            lambda: all(cluster.node(n)["State"] == "IDLE" for n in ("node1", "node2")), 20, what="both nodes idle"
+        )
+
     reset()
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     yield cluster
@@ -43,8 +46,11 @@ def slurm(cluster, monkeypatch):
 
 
 def _play(name, extra_vars, tmp_path, check=False):
-    return run_playbook(PlaybookRun(name, extra_vars, check=check, timeout_s=120),
-                        playbooks_dir=PLAYBOOKS, artifacts_dir=tmp_path / "artifacts")
+    return run_playbook(
+        PlaybookRun(name, extra_vars, check=check, timeout_s=120),
+        playbooks_dir=PLAYBOOKS,
+        artifacts_dir=tmp_path / "artifacts",
+    )
 
 
 def _running_on(slurm, job_id, node):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-
 import pytest
+from remediator_kit import (
+    EngineThread,
+    approver_key,
+    incident,
+    make_policy,
+    marker_lines,
+    remediations,
+    send,
+    statuses,
+    wait_for_status,
+)
 
 from fleetmedic import cli
 from remediator.approvals import ApprovalError, write_approval
-
-from remediator_kit import (EngineThread, approver_key, incident, make_policy, marker_lines, remediations, send,
-                            statuses, wait_for_status)
 
 
 def approve_cli(settings, monkeypatch, *argv) -> int:
@@ -21,13 +28,26 @@ def approve_cli(settings, monkeypatch, *argv) -> int:
 def test_an_approved_action_runs_once_approved(settings, tmp_path, monkeypatch, capsys):
     marker = tmp_path / "marker.txt"
     send(settings, incident("node1", "inc-ap"))
-    with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
-                      group_id=settings.topic_prefix + "ap"):
+    with EngineThread(
+        settings, make_policy(marker, needs_approval=True), tmp_path, group_id=settings.topic_prefix + "ap"
+    ):
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-ap")[0]
         assert f"fleetmedic approve {waiting.id}" in waiting.reason
         assert marker_lines(marker) == []
-        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--key", str(approver_key("alice")),
-                           "--comment", "go") == 0
+        assert (
+            approve_cli(
+                settings,
+                monkeypatch,
+                waiting.id,
+                "--by",
+                "alice",
+                "--key",
+                str(approver_key("alice")),
+                "--comment",
+                "go",
+            )
+            == 0
+        )
         assert f"approve {waiting.id}: restart_service (marker.yml) on node1" in capsys.readouterr().out
         wait_for_status(settings, "succeeded", incident_id="inc-ap")
     assert [s for s, *_ in statuses(settings, "inc-ap")] == ["awaiting_approval", "claimed", "running", "succeeded"]
@@ -42,11 +62,14 @@ def test_an_approved_action_runs_once_approved(settings, tmp_path, monkeypatch, 
 def test_deny_cancels(settings, tmp_path, monkeypatch):
     marker = tmp_path / "marker.txt"
     send(settings, incident("node1", "inc-deny"))
-    with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
-                      group_id=settings.topic_prefix + "deny"):
+    with EngineThread(
+        settings, make_policy(marker, needs_approval=True), tmp_path, group_id=settings.topic_prefix + "deny"
+    ):
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-deny")[0]
-        assert approve_cli(settings, monkeypatch, waiting.id, "--deny", "--by", "bob",
-                           "--key", str(approver_key("bob"))) == 0
+        assert (
+            approve_cli(settings, monkeypatch, waiting.id, "--deny", "--by", "bob", "--key", str(approver_key("bob")))
+            == 0
+        )
         denied = wait_for_status(settings, "cancelled", incident_id="inc-deny")[0]
     assert denied.id == waiting.id and denied.gate == "approval" and denied.reason == "denied by bob"
     assert marker_lines(marker) == []
@@ -77,11 +100,24 @@ def test_an_approval_comment_at_the_limit_runs_with_its_reason_cut(settings, tmp
     restart (a crash loop). Now the reason is cut, saying so, and the approved action runs."""
     marker = tmp_path / "marker.txt"
     send(settings, incident("node1", "inc-long"))
-    with EngineThread(settings, make_policy(marker, needs_approval=True), tmp_path,
-                      group_id=settings.topic_prefix + "long") as engine:
+    with EngineThread(
+        settings, make_policy(marker, needs_approval=True), tmp_path, group_id=settings.topic_prefix + "long"
+    ) as engine:
         waiting = wait_for_status(settings, "awaiting_approval", incident_id="inc-long")[0]
-        assert approve_cli(settings, monkeypatch, waiting.id, "--by", "alice", "--key", str(approver_key("alice")),
-                           "--comment", "y" * 4096) == 0
+        assert (
+            approve_cli(
+                settings,
+                monkeypatch,
+                waiting.id,
+                "--by",
+                "alice",
+                "--key",
+                str(approver_key("alice")),
+                "--comment",
+                "y" * 4096,
+            )
+            == 0
+        )
         wait_for_status(settings, "succeeded", incident_id="inc-long")
         assert engine.error is None
     claim = next(r for r in remediations(settings) if r.status == "claimed")

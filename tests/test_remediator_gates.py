@@ -8,29 +8,50 @@ own cases, with their reason texts, run in-process in tests/test_gates_unit.py.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from remediator_kit import EngineThread, incident, make_policy, marker_lines, send, statuses, wait_for_status
 
 from fleetmedic.schemas import Remediation
 from remediator.claims import claim_reason, remediation_id
 
-from remediator_kit import EngineThread, incident, make_policy, marker_lines, send, statuses, wait_for_status
 
-
-def seeded(host: str, n: int, *, ago_s: float = 60, outcome: str | None = "succeeded", job: str | None = None,
-           action: str = "restart_service") -> list[Remediation]:
+def seeded(
+    host: str,
+    n: int,
+    *,
+    ago_s: float = 60,
+    outcome: str | None = "succeeded",
+    job: str | None = None,
+    action: str = "restart_service",
+) -> list[Remediation]:
     """What another remediator recorded: a claim (and its outcome) `ago_s` seconds ago."""
-    when = datetime.now(timezone.utc) - timedelta(seconds=ago_s)
+    when = datetime.now(UTC) - timedelta(seconds=ago_s)
     out = []
     for i in range(n):
         inc = f"old-{host}-{i}"
-        base = dict(id=remediation_id(inc, action, 0), incident_id=inc, fingerprint=f"{host}/old", host=host,
-                    action=action, playbook="marker.yml", step=0)
+        base = dict(
+            id=remediation_id(inc, action, 0),
+            incident_id=inc,
+            fingerprint=f"{host}/old",
+            host=host,
+            action=action,
+            playbook="marker.yml",
+            step=0,
+        )
         out.append(Remediation(status="claimed", time=when, reason=claim_reason(job), **base))
         if outcome:
-            out.append(Remediation(status=outcome, time=when + timedelta(seconds=3), rc=0, started_at=when,
-                                   finished_at=when + timedelta(seconds=3), **base))
+            out.append(
+                Remediation(
+                    status=outcome,
+                    time=when + timedelta(seconds=3),
+                    rc=0,
+                    started_at=when,
+                    finished_at=when + timedelta(seconds=3),
+                    **base,
+                )
+            )
     return out
 
 
@@ -38,12 +59,14 @@ def seeded(host: str, n: int, *, ago_s: float = 60, outcome: str | None = "succe
 # may reach a case many minutes after collection, and a history seeded "60 s ago" at import time would
 # by then lie outside a 600 s cooldown or rate window (CI stop 18 failed exactly so).
 CASES = {
-    "kill_switch": (lambda tmp: {"kill_switch_file": str(tmp / "STOP")}, lambda: [], {},
-                    "kill switch file"),
-    "cooldown": (lambda tmp: {"cooldown_s": 600}, lambda: seeded("node1", 1), {},
-                 "cooldown 600s lasts until"),
-    "blast_radius": (lambda tmp: {"blast_radius": {"max_percent": 50}}, lambda: seeded("node2", 1) + seeded("node3", 1), {},
-                     "group all: 2 of 4 hosts already under remediation; one more exceeds 50% (at most 2)"),
+    "kill_switch": (lambda tmp: {"kill_switch_file": str(tmp / "STOP")}, lambda: [], {}, "kill switch file"),
+    "cooldown": (lambda tmp: {"cooldown_s": 600}, lambda: seeded("node1", 1), {}, "cooldown 600s lasts until"),
+    "blast_radius": (
+        lambda tmp: {"blast_radius": {"max_percent": 50}},
+        lambda: seeded("node2", 1) + seeded("node3", 1),
+        {},
+        "group all: 2 of 4 hosts already under remediation; one more exceeds 50% (at most 2)",
+    ),
 }
 
 
@@ -76,4 +99,3 @@ def test_a_skip_for_capacity_is_tried_again_on_the_next_record_of_the_incident(s
         wait_for_status(settings, "succeeded", incident_id="inc-r")
     assert [s for s, *_ in statuses(settings, "inc-r")] == ["skipped", "claimed", "running", "succeeded"]
     assert len(marker_lines(marker)) == 1
-

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from examples import examples
 
 from fleetmedic.yamlfile import ConfigFileError
 from remediator.policy import MaintenanceWindow, PolicyError, load_policy
-
-from examples import examples
 
 INCIDENT = next(r for r in examples() if type(r).__name__ == "Incident")
 
@@ -59,36 +58,69 @@ def test_first_matching_rule_in_file_order_wins(tmp_path):
 
 def test_vars_are_typed_and_come_only_from_the_incident_fields_named(tmp_path):
     step = load_policy(write(tmp_path, GOOD)).rules[0].steps[0]
-    assert step.render_vars(INCIDENT) == {"node": "gpu-node-07", "reason": "XID 79: GPU has fallen off the bus",
-                                          "xid": 79, "requeue": True}
+    assert step.render_vars(INCIDENT) == {
+        "node": "gpu-node-07",
+        "reason": "XID 79: GPU has fallen off the bus",
+        "xid": 79,
+        "requeue": True,
+    }
     no_xid = INCIDENT.model_copy(update={"evidence": INCIDENT.evidence.model_copy(update={"details": {}})})
     with pytest.raises(PolicyError, match="variable xid: incident has no details.xid"):
         step.render_vars(no_xid)
-    bad_xid = INCIDENT.model_copy(update={"evidence": INCIDENT.evidence.model_copy(update={"details": {"xid": "x; rm"}})})
+    bad_xid = INCIDENT.model_copy(
+        update={"evidence": INCIDENT.evidence.model_copy(update={"details": {"xid": "x; rm"}})}
+    )
     with pytest.raises(PolicyError, match="variable xid: 'x; rm' is not an int"):
         step.render_vars(bad_xid)
 
 
-@pytest.mark.parametrize("text, line, reason", [
-    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
-     "          v: {from: evidence.sources}\n",
-     7, "`from: evidence.sources` is not an allowed incident field"),
-    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: ../etc/p.yml\n", 5,
-     "rules.0.steps.0.playbook"),
-    ("rules:\n  - name: r\n    steps:\n      - action: restart\n", 4, "action `restart` needs a playbook"),
-    ("rules:\n  - name: r\n    match:\n      severities: [urgent]\n    steps:\n      - action: human\n", 4,
-     "rules.0.match.severities.0: Input should be 'info', 'warning' or 'critical'"),
-    ("rules:\n  - name: r\n    match:\n      host_groups: [nope]\n    steps:\n      - action: human\n", 1,
-     "unknown host group 'nope'"),
-    ("gates:\n  cooldown_s: -1\n", 2, "gates.cooldown_s: Input should be greater than or equal to 0"),
-    ("rules:\n  - name: r\n    stepz: []\n", 3, "rules.0.stepz: Extra inputs are not permitted"),
-    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
-     "          svc: {from: subject, extract: 'service[.].+[.]up'}\n", 7, "must have exactly one group"),
-    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
-     "          svc: {value: web, extract: '(.+)'}\n", 7, "`extract` applies to a value taken `from`"),
-    ("rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
-     "          ansible_connection: {value: ssh}\n", 4, "ansible_* variables are set by the runner only"),
-])
+@pytest.mark.parametrize(
+    "text, line, reason",
+    [
+        (
+            "rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
+            "          v: {from: evidence.sources}\n",
+            7,
+            "`from: evidence.sources` is not an allowed incident field",
+        ),
+        (
+            "rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: ../etc/p.yml\n",
+            5,
+            "rules.0.steps.0.playbook",
+        ),
+        ("rules:\n  - name: r\n    steps:\n      - action: restart\n", 4, "action `restart` needs a playbook"),
+        (
+            "rules:\n  - name: r\n    match:\n      severities: [urgent]\n    steps:\n      - action: human\n",
+            4,
+            "rules.0.match.severities.0: Input should be 'info', 'warning' or 'critical'",
+        ),
+        (
+            "rules:\n  - name: r\n    match:\n      host_groups: [nope]\n    steps:\n      - action: human\n",
+            1,
+            "unknown host group 'nope'",
+        ),
+        ("gates:\n  cooldown_s: -1\n", 2, "gates.cooldown_s: Input should be greater than or equal to 0"),
+        ("rules:\n  - name: r\n    stepz: []\n", 3, "rules.0.stepz: Extra inputs are not permitted"),
+        (
+            "rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
+            "          svc: {from: subject, extract: 'service[.].+[.]up'}\n",
+            7,
+            "must have exactly one group",
+        ),
+        (
+            "rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
+            "          svc: {value: web, extract: '(.+)'}\n",
+            7,
+            "`extract` applies to a value taken `from`",
+        ),
+        (
+            "rules:\n  - name: r\n    steps:\n      - action: a\n        playbook: p.yml\n        vars:\n"
+            "          ansible_connection: {value: ssh}\n",
+            4,
+            "ansible_* variables are set by the runner only",
+        ),
+    ],
+)
 def test_errors_name_the_line_and_the_reason(tmp_path, text, line, reason):
     path = write(tmp_path, text)
     with pytest.raises(ConfigFileError) as err:
@@ -99,7 +131,11 @@ def test_errors_name_the_line_and_the_reason(tmp_path, text, line, reason):
 
 
 def test_extract_takes_a_part_of_an_incident_field(tmp_path):
-    step = load_policy(write(tmp_path, """\
+    step = (
+        load_policy(
+            write(
+                tmp_path,
+                """\
         rules:
           - name: down
             steps:
@@ -107,7 +143,12 @@ def test_extract_takes_a_part_of_an_incident_field(tmp_path):
                 playbook: restart_service.yml
                 vars:
                   service: {from: subject, extract: '^service\\.([A-Za-z0-9_-]+)\\.up$'}
-        """)).rules[0].steps[0]
+        """,
+            )
+        )
+        .rules[0]
+        .steps[0]
+    )
     down = INCIDENT.model_copy(update={"kind": "service_down", "subject": "service.web-api.up"})
     assert step.render_vars(down) == {"service": "web-api"}
     with pytest.raises(PolicyError, match=r"variable service: subject 'service.a b.up' does not match extract"):
@@ -117,8 +158,9 @@ def test_extract_takes_a_part_of_an_incident_field(tmp_path):
 def test_the_demo_policy_loads_and_restarts_the_watched_service(tmp_path):
     from fleetmedic_demo.demo_loop import write_policy
 
-    policy = load_policy(write_policy(tmp_path, tmp_path / "supervisord.conf", tmp_path / "slurm.conf",
-                                      demo_port=19210))
+    policy = load_policy(
+        write_policy(tmp_path, tmp_path / "supervisord.conf", tmp_path / "slurm.conf", demo_port=19210)
+    )
     down = INCIDENT.model_copy(update={"host": "demo-host", "kind": "service_down", "subject": "service.demo.up"})
     rule = policy.rule_for(down)
     assert rule.name == "service_down"
@@ -135,7 +177,7 @@ def test_the_example_policy_loads():
 def test_maintenance_window_crosses_midnight():
     window = MaintenanceWindow(name="w", host_groups=["g"], weekdays=["sat"], start="23:00", duration_min=120)
     # 2026-11-28 is a Saturday
-    assert window.active(datetime(2026, 11, 28, 23, 30, tzinfo=timezone.utc))
-    assert window.active(datetime(2026, 11, 29, 0, 30, tzinfo=timezone.utc))
-    assert not window.active(datetime(2026, 11, 29, 1, 0, tzinfo=timezone.utc))
-    assert not window.active(datetime(2026, 11, 27, 23, 30, tzinfo=timezone.utc))
+    assert window.active(datetime(2026, 11, 28, 23, 30, tzinfo=UTC))
+    assert window.active(datetime(2026, 11, 29, 0, 30, tzinfo=UTC))
+    assert not window.active(datetime(2026, 11, 29, 1, 0, tzinfo=UTC))
+    assert not window.active(datetime(2026, 11, 27, 23, 30, tzinfo=UTC))

@@ -3,17 +3,16 @@ changed threshold (exactly the expected diff)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from detector_scenarios import fleet, loaded_fleet, write_config, write_forest_config, xid
+
 from detectors.config import load_config
 from detectors.engine import DetectService, Engine
-from fleetmedic.schemas import Incident
 from fleetmedic.transport import Producer
 from review.collect import collect, incident_window
-from review.report import render
 from review.replay import diff, plan, recorded_incidents, replay
+from review.report import render
 
 
 def _record_live_run(settings, config):
@@ -57,8 +56,12 @@ def test_replay_gives_the_live_isolation_forest_incidents_byte_for_byte(settings
     service = DetectService(settings, Engine(config), group_id=settings.topic_prefix + "live")
     service.run(until=lambda s: s.loop.stats.consumed >= len(metrics), install_signals=False)
     recorded = recorded_incidents(settings)
-    assert sorted((r.host, r.status) for r in recorded) == [("node01", "open"), ("node01", "resolve"),
-                                                            ("node03", "open"), ("node03", "resolve")]
+    assert sorted((r.host, r.status) for r in recorded) == [
+        ("node01", "open"),
+        ("node01", "resolve"),
+        ("node03", "open"),
+        ("node03", "resolve"),
+    ]
     result = replay(settings, config)
     assert diff(recorded, result.incidents).empty
     assert sorted(r.to_bytes() for r in result.incidents) == sorted(r.to_bytes() for r in recorded)
@@ -69,8 +72,10 @@ def test_replay_with_a_changed_threshold_shows_exactly_what_it_changes(settings,
     _record_live_run(settings, config)
     recorded = recorded_incidents(settings)
     # Raise the overheat threshold above the fault (62 °C + 30): that incident would not have been raised.
-    rules = [r.model_copy(update={"threshold": 95.0, "clear_threshold": 90.0}) if r.name == "gpu_overheat" else r
-             for r in config.static]
+    rules = [
+        r.model_copy(update={"threshold": 95.0, "clear_threshold": 90.0}) if r.name == "gpu_overheat" else r
+        for r in config.static
+    ]
     changed = config.model_copy(update={"static": rules})
     d = diff(recorded, replay(settings, changed).incidents)
     assert not d.added and not d.changed
@@ -96,7 +101,8 @@ def test_plan_names_the_policy_action_for_added_or_removed_incidents(settings, t
         "      - action: drain\n"
         "        playbook: slurm_drain.yml\n"
         "        vars:\n"
-        "          node: {from: host}\n")
+        "          node: {from: host}\n"
+    )
     config = load_config(write_config(tmp_path))
     _record_live_run(settings, config)
     recorded = recorded_incidents(settings)
@@ -105,7 +111,11 @@ def test_plan_names_the_policy_action_for_added_or_removed_incidents(settings, t
     again = overheat.model_copy(update={"id": "inc-again", "time": overheat.time + timedelta(minutes=20)})
     planned = [(r.id, r.kind, action) for r, action in plan(recorded + [again], load_policy(policy_file))]
     assert (overheat.id, "gpu_overheat", "rule hot_gpu: drain via slurm_drain.yml {'node': 'node01'}") in planned
-    assert ("inc-again", "gpu_overheat", "rule hot_gpu: drain skipped by cooldown: drain ran on node01 at "
-            f"{overheat.time.isoformat()}; cooldown 3600s lasts until "
-            f"{(overheat.time + timedelta(hours=1)).isoformat()}") in planned
+    assert (
+        "inc-again",
+        "gpu_overheat",
+        "rule hot_gpu: drain skipped by cooldown: drain ran on node01 at "
+        f"{overheat.time.isoformat()}; cooldown 3600s lasts until "
+        f"{(overheat.time + timedelta(hours=1)).isoformat()}",
+    ) in planned
     assert [a for _, k, a in planned if k == "xid"] == ["no rule matches: no action"] * 2  # two XID bursts

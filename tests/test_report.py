@@ -7,13 +7,13 @@ import os
 import re
 from datetime import timedelta
 
+from examples import T0
+
 from fleetmedic.cli import main
 from fleetmedic.ranges import RangeSpec, RangeStats, read_range
 from fleetmedic.schemas import Evidence, Incident, LogEvent, MetricBatch, Remediation, RunSummary
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import Producer
-
-from examples import T0
 
 
 def _record_an_incident(settings):
@@ -22,30 +22,71 @@ def _record_an_incident(settings):
         for i in range(120):
             for host in ("node-a", "node-b"):
                 temp = 60.0 + (0.5 * (i - 60) if host == "node-a" and i > 60 else 0) + (i % 3) * 0.2
-                p.send(MetricBatch(host=host, time=T0 + timedelta(seconds=10 * i), source="sim",
-                                   values={"gpu0.temperature_c": temp, "gpu0.util_pct": 90.0 + i % 5}))
-        p.send(LogEvent(host="node-a", time=T0 + timedelta(seconds=700), source="kern", kind="thermal",
-                        severity="warning", line="GPU 0: clocks throttled (HW slowdown)"))
-        common = dict(id="inc-node-a-temp", fingerprint="node-a/ewma/gpu0.temperature_c", host="node-a", kind="ewma",
-                      subject="gpu0.temperature_c", severity="critical", detector="ewma",
-                      opened_at=T0 + timedelta(seconds=650), threshold=4.0,
-                      evidence=Evidence(series=["gpu0.temperature_c"], values=[80.0]))
+                p.send(
+                    MetricBatch(
+                        host=host,
+                        time=T0 + timedelta(seconds=10 * i),
+                        source="sim",
+                        values={"gpu0.temperature_c": temp, "gpu0.util_pct": 90.0 + i % 5},
+                    )
+                )
+        p.send(
+            LogEvent(
+                host="node-a",
+                time=T0 + timedelta(seconds=700),
+                source="kern",
+                kind="thermal",
+                severity="warning",
+                line="GPU 0: clocks throttled (HW slowdown)",
+            )
+        )
+        common = dict(
+            id="inc-node-a-temp",
+            fingerprint="node-a/ewma/gpu0.temperature_c",
+            host="node-a",
+            kind="ewma",
+            subject="gpu0.temperature_c",
+            severity="critical",
+            detector="ewma",
+            opened_at=T0 + timedelta(seconds=650),
+            threshold=4.0,
+            evidence=Evidence(series=["gpu0.temperature_c"], values=[80.0]),
+        )
         p.send(Incident(status="open", time=T0 + timedelta(seconds=650), score=5.1, summary="hot", **common))
         p.send(Incident(status="resolve", time=T0 + timedelta(seconds=1100), score=0.3, summary="cool", **common))
         rem = dict(incident_id="inc-node-a-temp", fingerprint=common["fingerprint"], host="node-a")
-        p.send(Remediation(id="r1", action="drain", status="skipped", gate="cooldown",
-                           reason="drain ran on node-a 4 min ago (cooldown 30 min)",
-                           time=T0 + timedelta(seconds=651), **rem))
-        p.send(Remediation(id="r2", action="restart_service", playbook="restart_service.yml", status="succeeded",
-                           time=T0 + timedelta(seconds=660), rc=0, run=RunSummary(ok=2, changed=1), **rem))
+        p.send(
+            Remediation(
+                id="r1",
+                action="drain",
+                status="skipped",
+                gate="cooldown",
+                reason="drain ran on node-a 4 min ago (cooldown 30 min)",
+                time=T0 + timedelta(seconds=651),
+                **rem,
+            )
+        )
+        p.send(
+            Remediation(
+                id="r2",
+                action="restart_service",
+                playbook="restart_service.yml",
+                status="succeeded",
+                time=T0 + timedelta(seconds=660),
+                rc=0,
+                run=RunSummary(ok=2, changed=1),
+                **rem,
+            )
+        )
 
 
 def test_read_range_by_offsets_and_host(settings):
     _record_an_incident(settings)
     stats = RangeStats()
     spec = RangeSpec(topic=topic_name(settings, "metrics.v1"))
-    got = [i for b in read_range(settings, spec, MetricBatch, keep=lambda r: r.host == "node-a", stats=stats)
-           for i in b]
+    got = [
+        i for b in read_range(settings, spec, MetricBatch, keep=lambda r: r.host == "node-a", stats=stats) for i in b
+    ]
     assert len(got) == 120 and stats.filtered == 120 and stats.read == 240
     assert [i.record.time for i in got] == sorted(i.record.time for i in got)  # one host: one partition, in order
     part = got[0].partition
@@ -91,10 +132,27 @@ def test_report_renders_in_headless_chromium(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("FLEETMEDIC_TOPIC_PREFIX", settings.topic_prefix)
     assert main(["report", "--incident", "inc-node-a-temp", "-o", str(page)]) == 0
     shot = tmp_path / "inc.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1280,1600",
-                    f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] == 1600 and pixels.shape[1] == 1280
     # Something was drawn: the page is not one flat colour, and the plots' blue line is there.

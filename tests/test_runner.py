@@ -5,7 +5,6 @@ Each test writes tiny playbooks into its own allowed directory; nothing here nee
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -56,15 +55,18 @@ def _run(run, books, tmp_path, **kw):
     return run_playbook(run, playbooks_dir=books, artifacts_dir=tmp_path / "artifacts", **kw)
 
 
-@pytest.mark.parametrize("name, why", [
-    ("/etc/passwd.yml", "absolute"),
-    ("../outside.yml", "'..'"),
-    ("sub/../../outside.yml", "'..'"),
-    ("escape.yml", "outside"),          # a symlink out of the directory
-    ("missing.yml", "not found"),
-    ("write_var.txt", ".yml"),
-    ("", "not a file name"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("/etc/passwd.yml", "absolute"),
+        ("../outside.yml", "'..'"),
+        ("sub/../../outside.yml", "'..'"),
+        ("escape.yml", "outside"),  # a symlink out of the directory
+        ("missing.yml", "not found"),
+        ("write_var.txt", ".yml"),
+        ("", "not a file name"),
+    ],
+)
 def test_refuses_playbooks_outside_the_allowed_dir(books, tmp_path, name, why):
     (tmp_path / "outside.yml").write_text(WRITE_VAR)
     (books / "escape.yml").symlink_to(tmp_path / "outside.yml")
@@ -75,13 +77,16 @@ def test_refuses_playbooks_outside_the_allowed_dir(books, tmp_path, name, why):
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
 
 
-@pytest.mark.parametrize("extra_vars, why", [
-    ({"ansible_connection": "ssh"}, "set by the runner"),
-    ({"nested": {"a": 1}}, "is not a str"),
-    ({"bad name": "x"}, "identifiers"),
-    ({"n": float("nan")}, "finite"),
-    ({"n": None}, "is not a str"),
-])
+@pytest.mark.parametrize(
+    "extra_vars, why",
+    [
+        ({"ansible_connection": "ssh"}, "set by the runner"),
+        ({"nested": {"a": 1}}, "is not a str"),
+        ({"bad name": "x"}, "identifiers"),
+        ({"n": float("nan")}, "finite"),
+        ({"n": None}, "is not a str"),
+    ],
+)
 def test_refuses_bad_variables(books, tmp_path, extra_vars, why):
     with pytest.raises(PlaybookRefused, match=why):
         _run(PlaybookRun("write_var.yml", extra_vars), books, tmp_path)
@@ -90,11 +95,15 @@ def test_refuses_bad_variables(books, tmp_path, extra_vars, why):
 def test_variables_travel_as_data_and_artifacts_hold_no_secrets(books, tmp_path, monkeypatch):
     monkeypatch.setenv("FM_TEST_SECRET_TOKEN", "s3cr3t-value-4711")
     injected = tmp_path / "injected"
-    payload = f"x'; touch {injected}; echo \"$(touch {injected})\" `touch {injected}` {{{{ 7 * 6 }}}}"
+    payload = f'x\'; touch {injected}; echo "$(touch {injected})" `touch {injected}` {{{{ 7 * 6 }}}}'
     out = tmp_path / "out.txt"
     started = []
-    result = _run(PlaybookRun("write_var.yml", {"out": str(out), "payload": payload}), books, tmp_path,
-                  on_start=lambda: started.append(time.monotonic()))
+    result = _run(
+        PlaybookRun("write_var.yml", {"out": str(out), "payload": payload}),
+        books,
+        tmp_path,
+        on_start=lambda: started.append(time.monotonic()),
+    )
     assert result.status == "succeeded" and result.rc == 0
     assert len(started) == 1
     # the value arrived byte for byte: no shell ran it, and Ansible did not template it
@@ -123,7 +132,7 @@ def test_check_mode_changes_nothing(books, tmp_path):
     result = _run(PlaybookRun("write_var.yml", {"out": str(out), "payload": "p"}, check=True), books, tmp_path)
     assert result.status == "succeeded"
     assert result.summary.changed == 1  # it would change the file ...
-    assert not out.exists()             # ... but did not
+    assert not out.exists()  # ... but did not
 
 
 def test_timeout_stops_the_run(books, tmp_path):
@@ -145,8 +154,10 @@ def test_cancel_stops_the_run(books, tmp_path):
 
 def test_artifact_retention_keeps_the_newest(books, tmp_path):
     out = tmp_path / "out.txt"
-    results = [_run(PlaybookRun("write_var.yml", {"out": str(out), "payload": str(i)}), books, tmp_path,
-                    keep_artifacts=2) for i in range(3)]
+    results = [
+        _run(PlaybookRun("write_var.yml", {"out": str(out), "payload": str(i)}), books, tmp_path, keep_artifacts=2)
+        for i in range(3)
+    ]
     kept = sorted(p.name for p in (tmp_path / "artifacts").iterdir())
     assert kept == sorted(r.artifacts.name for r in results[1:])
     assert all(r.status == "succeeded" for r in results)

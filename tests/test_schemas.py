@@ -4,12 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from examples import T0, examples
 from pydantic import ValidationError
 
 from fleetmedic.cli import main
 from fleetmedic.schemas import CONTRACTS, MetricBatch
-
-from examples import T0, examples
 
 COMMITTED = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -20,7 +19,8 @@ def test_exported_schemas_match_the_committed_ones(tmp_path):
     assert exported == sorted(p.name for p in COMMITTED.glob("*.json")), "run `make schemas` and commit"
     for name in exported:
         assert json.loads((tmp_path / name).read_text()) == json.loads((COMMITTED / name).read_text()), (
-            f"schemas/{name} drifted from the model: run `make schemas` and commit")
+            f"schemas/{name} drifted from the model: run `make schemas` and commit"
+        )
 
 
 def test_every_contract_is_exported_and_versioned():
@@ -29,12 +29,15 @@ def test_every_contract_is_exported_and_versioned():
         assert model.model_json_schema()["properties"]["schema_version"]["const"] == 1
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"time": "2026-11-25T04:00:00"}, "timezone"),  # naive times are ambiguous
-    ({"host": "node; rm -rf /"}, "String should match pattern"),
-    ({"values": {"x": float("nan")}}, "finite number"),
-    ({"surprise": 1}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"time": "2026-11-25T04:00:00"}, "timezone"),  # naive times are ambiguous
+        ({"host": "node; rm -rf /"}, "String should match pattern"),
+        ({"values": {"x": float("nan")}}, "finite number"),
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+    ],
+)
 def test_metric_batch_rejects(change, reason):
     good = dict(host="n1", time=T0, source="sim", values={"x": 1.0})
     with pytest.raises(ValidationError, match=reason):

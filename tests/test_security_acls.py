@@ -28,9 +28,12 @@ def test_an_exporter_is_refused_by_the_broker_on_incidents_and_approvals(secure_
 
 def test_each_role_writes_only_its_own_topics(secure_cluster):
     prefix = secure_cluster.new_prefix()
-    allowed = {"detector": {"incidents.v1", "state.v1", "deadletter.v1"},
-               "remediator": {"remediations.v1", "deadletter.v1"},
-               "approver": {"approvals.v1"}, "reviewer": set()}
+    allowed = {
+        "detector": {"incidents.v1", "state.v1", "deadletter.v1"},
+        "remediator": {"remediations.v1", "deadletter.v1"},
+        "approver": {"approvals.v1"},
+        "reviewer": set(),
+    }
     topics = ("metrics.v1", "logs.v1", "incidents.v1", "remediations.v1", "approvals.v1", "deadletter.v1", "state.v1")
     for role, mine in allowed.items():
         settings = secure_cluster.settings(role, prefix)

@@ -28,8 +28,10 @@ def test_a_wrong_password_fails_the_start_with_a_clear_message(secure_cluster, t
     monkeypatch.setenv("FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD", "not-the-detector-password")
     assert cli.main(["--config", str(config), *argv]) == 1
     err = capsys.readouterr().err
-    assert f"the broker at {secure_cluster.bootstrap} refused the credentials of user 'detector' (SCRAM-SHA-512): " \
-           "wrong password or unknown user" in err
+    assert (
+        f"the broker at {secure_cluster.bootstrap} refused the credentials of user 'detector' (SCRAM-SHA-512): "
+        "wrong password or unknown user" in err
+    )
     assert "not-the-detector-password" not in err and "Traceback" not in err
 
 
@@ -46,14 +48,19 @@ def test_a_plaintext_client_gets_no_answer(secure_cluster):
     from kafka.errors import KafkaError
 
     with pytest.raises(KafkaError):
-        KafkaAdminClient(bootstrap_servers=secure_cluster.bootstrap, request_timeout_ms=3000,
-                         api_version_auto_timeout_ms=3000).list_topics()
+        KafkaAdminClient(
+            bootstrap_servers=secure_cluster.bootstrap, request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+        ).list_topics()
 
 
 def test_oauthbearer_is_refused_when_the_settings_load():
     with pytest.raises(SettingsError, match="OAUTHBEARER is not supported: fleetmedic has no token provider"):
-        load_settings(environ={"FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_SSL",
-                               "FLEETMEDIC_SECURITY__SASL_MECHANISM": "OAUTHBEARER"})
+        load_settings(
+            environ={
+                "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_SSL",
+                "FLEETMEDIC_SECURITY__SASL_MECHANISM": "OAUTHBEARER",
+            }
+        )
 
 
 def test_passwords_come_from_files_and_never_print(secure_cluster, tmp_path):
@@ -65,7 +72,11 @@ def test_passwords_come_from_files_and_never_print(secure_cluster, tmp_path):
     assert layout.password_file("remediator").stat().st_mode & 0o077 == 0  # owner only
     assert secret not in layout.client_config("remediator").read_text()
     with pytest.raises(SettingsError, match="sasl_plain_password_file: cannot read /nonexistent"):
-        load_settings(environ={"FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_SSL",
-                               "FLEETMEDIC_SECURITY__SASL_MECHANISM": "SCRAM-SHA-512",
-                               "FLEETMEDIC_SECURITY__SASL_PLAIN_USERNAME": "x",
-                               "FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD_FILE": "/nonexistent"})
+        load_settings(
+            environ={
+                "FLEETMEDIC_SECURITY__SECURITY_PROTOCOL": "SASL_SSL",
+                "FLEETMEDIC_SECURITY__SASL_MECHANISM": "SCRAM-SHA-512",
+                "FLEETMEDIC_SECURITY__SASL_PLAIN_USERNAME": "x",
+                "FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD_FILE": "/nonexistent",
+            }
+        )

@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import yaml
+from kafka_helpers import read_topic
+from remediator_kit import TEST_PLAYBOOKS, incident, send, wait_for_status
 
 from fleetmedic.pki import ROLES, client_settings
 from fleetmedic.topics import topic_name
-
-from kafka_helpers import read_topic
-from remediator_kit import TEST_PLAYBOOKS, incident, send, wait_for_status
 
 
 def test_secrets_are_absent_from_logs_records_and_runner_artifacts(secure_cluster, tmp_path):
@@ -28,16 +27,45 @@ def test_secrets_are_absent_from_logs_records_and_runner_artifacts(secure_cluste
     del config["security"]["sasl_plain_password_file"]  # the password comes from the environment
     config.update(topic_prefix=prefix)
     (tmp_path / "remediator.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({"gates": {"cooldown_s": 0}, "rules": [{
-        "name": "show_env", "match": {"kinds": ["service_down"]},
-        "steps": [{"action": "show_env", "playbook": "env_facts.yml", "timeout_s": 120}]}]}))
+    (tmp_path / "policy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "gates": {"cooldown_s": 0},
+                "rules": [
+                    {
+                        "name": "show_env",
+                        "match": {"kinds": ["service_down"]},
+                        "steps": [{"action": "show_env", "playbook": "env_facts.yml", "timeout_s": 120}],
+                    }
+                ],
+            }
+        )
+    )
     artifacts, out = tmp_path / "artifacts", tmp_path / "remediator.out"
     env = {**os.environ, "FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD": password}
     with open(out, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "fleetmedic.cli", "-v", "--config", str(tmp_path / "remediator.yaml"),
-                                 "remediate", "--policy", str(tmp_path / "policy.yaml"), "--playbooks",
-                                 str(TEST_PLAYBOOKS), "--artifacts", str(artifacts), "--group", prefix + "rem"],
-                                env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetmedic.cli",
+                "-v",
+                "--config",
+                str(tmp_path / "remediator.yaml"),
+                "remediate",
+                "--policy",
+                str(tmp_path / "policy.yaml"),
+                "--playbooks",
+                str(TEST_PLAYBOOKS),
+                "--artifacts",
+                str(artifacts),
+                "--group",
+                prefix + "rem",
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
         try:
             send(detector, incident("localhost", "inc-env"))
             done = wait_for_status(reviewer, "succeeded", incident_id="inc-env", timeout_s=180)[0]
@@ -52,8 +80,11 @@ def test_secrets_are_absent_from_logs_records_and_runner_artifacts(secure_cluste
     assert b"ansible_env" in dumped and b"FLEETMEDIC_SECURITY__SASL_PLAIN_PASSWORD" in dumped  # env was captured
     assert password.encode() not in dumped, [str(p) for p in files if password.encode() in p.read_bytes()]
     assert password not in log
-    records = b"".join(r[3] for t in ("remediations.v1", "deadletter.v1", "incidents.v1")
-                       for r in read_topic(reviewer, topic_name(reviewer, t)))
+    records = b"".join(
+        r[3]
+        for t in ("remediations.v1", "deadletter.v1", "incidents.v1")
+        for r in read_topic(reviewer, topic_name(reviewer, t))
+    )
     assert b"inc-env" in records and password.encode() not in records
     broker_log = (Path(secure_cluster.data_dir) / "broker.log").read_text(errors="replace")
     for role in ROLES:

@@ -13,15 +13,13 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
+from conftest import make_settings
+from examples import examples, metric_batch
+from kafka_helpers import caught_up, committed, read_topic
 
 from fleetmedic.schemas import DeadLetter, LogEvent, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import ConsumerLoop, Producer, wait_until
-
-from conftest import make_settings
-from examples import examples, metric_batch
-from kafka_helpers import caught_up, committed, read_topic
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,7 +31,9 @@ def test_every_contract_round_trips_through_kafka(settings):
             producer.send(record)
     got = []
     inputs = {type(r).topic: type(r) for r in sent}
-    loop = ConsumerLoop(settings, group_id=settings.topic_prefix + "roundtrip", inputs=inputs, handle=lambda b: got.extend(b) or ())
+    loop = ConsumerLoop(
+        settings, group_id=settings.topic_prefix + "roundtrip", inputs=inputs, handle=lambda b: got.extend(b) or ()
+    )
     stats = loop.run(until=lambda s: s.consumed >= len(sent), install_signals=False)
     assert stats.dead_lettered == 0
     by_type = {type(item.record): item for item in got}
@@ -54,8 +54,8 @@ def test_bad_records_go_to_dead_letters_and_the_loop_keeps_consuming(kafka_boots
         "not_json": b"\xff\xfe\x00 definitely not json",
         "schema_version": json.dumps(wrong_version).encode(),
         "missing": json.dumps(missing).encode(),
-        "nan": json.dumps(good).replace('71.5', 'NaN').encode(),
-        "infinity": json.dumps(good).replace('71.5', 'Infinity').encode(),
+        "nan": json.dumps(good).replace("71.5", "NaN").encode(),
+        "infinity": json.dumps(good).replace("71.5", "Infinity").encode(),
         "oversized": json.dumps({**good, "labels": {"pad": "x" * 10_000}}).encode(),
     }
     topic = topic_name(settings, "metrics.v1")
@@ -67,16 +67,27 @@ def test_bad_records_go_to_dead_letters_and_the_loop_keeps_consuming(kafka_boots
 
     got = []
     group = settings.topic_prefix + "dlq"
-    loop = ConsumerLoop(settings, group_id=group, inputs={"metrics.v1": MetricBatch},
-                        handle=lambda b: got.extend(b) or (), max_records=3)  # several batches
+    loop = ConsumerLoop(
+        settings,
+        group_id=group,
+        inputs={"metrics.v1": MetricBatch},
+        handle=lambda b: got.extend(b) or (),
+        max_records=3,
+    )  # several batches
     stats = loop.run(until=lambda s: s.consumed >= 8, install_signals=False)
 
     assert [g.record.values["gpu0.temperature_c"] for g in got] == [72.5, 73.5]  # the good ones, both
     assert stats.dead_lettered == 6
     letters = [v for _, _, _, v in read_topic(settings, topic_name(settings, "deadletter.v1"), DeadLetter)]
     letters.sort(key=lambda d: d.source_offset)
-    assert [d.kind for d in letters] == ["not_json", "schema_version", "validation", "validation", "validation",
-                                         "oversized"]
+    assert [d.kind for d in letters] == [
+        "not_json",
+        "schema_version",
+        "validation",
+        "validation",
+        "validation",
+        "oversized",
+    ]
     first = got[0].offset
     assert [d.source_offset for d in letters] == list(range(first + 1, first + 7))
     reasons = [d.error for d in letters]
@@ -85,7 +96,7 @@ def test_bad_records_go_to_dead_letters_and_the_loop_keeps_consuming(kafka_boots
     assert "host: Field required" in reasons[2] and "values: Field required" in reasons[2]
     assert "finite number" in reasons[3] and "finite number" in reasons[4]
     assert "exceeds max_record_bytes=4096" in reasons[5]
-    for letter, original in zip(letters, bad.values()):
+    for letter, original in zip(letters, bad.values(), strict=True):
         assert letter.source_topic == topic and letter.consumer_group == group
         assert letter.key() == b"gpu-node-07"
         assert letter.original_size == len(original)
@@ -96,14 +107,27 @@ def test_bad_records_go_to_dead_letters_and_the_loop_keeps_consuming(kafka_boots
 
 def _echo(settings, group, *extra) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
-    return subprocess.Popen([sys.executable, str(HERE / "stage_echo.py"), settings.bootstrap_servers[0],
-                             settings.topic_prefix, group, *map(str, extra)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "stage_echo.py"),
+            settings.bootstrap_servers[0],
+            settings.topic_prefix,
+            group,
+            *map(str, extra),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _echoed(settings) -> list[tuple[int, int]]:
-    return [(e.fields["src_partition"], e.fields["src_offset"])
-            for *_, e in read_topic(settings, topic_name(settings, "logs.v1"), LogEvent)]
+    return [
+        (e.fields["src_partition"], e.fields["src_offset"])
+        for *_, e in read_topic(settings, topic_name(settings, "logs.v1"), LogEvent)
+    ]
 
 
 def test_sigkill_after_produce_before_commit_reprocesses_and_loses_nothing(settings, tmp_path):
@@ -127,8 +151,7 @@ def test_sigkill_after_produce_before_commit_reprocesses_and_loses_nothing(setti
     proc = _echo(settings, group)
     try:
         source = topic_name(settings, "metrics.v1")
-        wait_until(lambda: caught_up(settings, group, source), 60,
-                   what="the restarted stage to commit everything")
+        wait_until(lambda: caught_up(settings, group, source), 60, what="the restarted stage to commit everything")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -149,8 +172,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(settings, tmp_path):
             for i in range(30):
                 producer.send(metric_batch(host=f"node{i % 5}", i=i))
         source = topic_name(settings, "metrics.v1")
-        wait_until(lambda: caught_up(settings, group, source), 60,
-                   what="the stage to commit what was produced")
+        wait_until(lambda: caught_up(settings, group, source), 60, what="the stage to commit what was produced")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -163,8 +185,14 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(settings, tmp_path):
 
 def test_rebalance_hooks_see_the_assignment(settings):
     assigned, revoked = [], []
-    loop = ConsumerLoop(settings, group_id=f"hooks-{uuid.uuid4().hex[:6]}", inputs={"logs.v1": LogEvent},
-                        handle=lambda b: (), on_assign=assigned.append, on_revoke=revoked.append)
+    loop = ConsumerLoop(
+        settings,
+        group_id=f"hooks-{uuid.uuid4().hex[:6]}",
+        inputs={"logs.v1": LogEvent},
+        handle=lambda b: (),
+        on_assign=assigned.append,
+        on_revoke=revoked.append,
+    )
     deadline = time.monotonic() + 30
     while not any(assigned) and time.monotonic() < deadline:
         loop.run_once()
