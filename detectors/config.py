@@ -89,7 +89,8 @@ class UnivariateRuleConfig(SeriesRuleConfig):
         params_class: Any = LikelihoodParams if self.detector == "likelihood" else SurpriseRecordParams
         try:
             params_class(**self.params)  # unknown names and bad values fail here, with the line
-        except (TypeError, ArithmeticError) as exc:  # an unknown name: a dataclass says TypeError, pydantic wants ValueError
+        # an unknown name: a dataclass says TypeError, pydantic wants ValueError
+        except (TypeError, ArithmeticError) as exc:
             raise ValueError(f"{self.detector} detector: {exc}") from None
         return self
 
