@@ -52,7 +52,7 @@ class EwmaRuleConfig(SeriesRuleConfig):
     anomalous_alpha_factor: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _hysteresis(self) -> "EwmaRuleConfig":
+    def _hysteresis(self) -> EwmaRuleConfig:
         if self.clear_sigmas is not None and self.clear_sigmas > self.sigmas:
             raise ValueError("clear_sigmas must not exceed sigmas")
         return self
@@ -64,7 +64,7 @@ class StaticRuleConfig(SeriesRuleConfig):
     clear_threshold: float | None = Field(None, description="hysteresis; default = threshold")
 
     @model_validator(mode="after")
-    def _hysteresis(self) -> "StaticRuleConfig":
+    def _hysteresis(self) -> StaticRuleConfig:
         c = self.clear_threshold
         if c is not None and ((self.op in (">=", ">") and c > self.threshold)
                               or (self.op in ("<=", "<") and c < self.threshold)):
@@ -82,14 +82,15 @@ class UnivariateRuleConfig(SeriesRuleConfig):
                                 "detectors/likelihood.py (calibrated surprise + anomaly likelihood)")
 
     @model_validator(mode="after")
-    def _params(self) -> "UnivariateRuleConfig":
+    def _params(self) -> UnivariateRuleConfig:
         from .likelihood import LikelihoodParams
         from .univariate import SurpriseRecordParams
 
         params_class: Any = LikelihoodParams if self.detector == "likelihood" else SurpriseRecordParams
         try:
             params_class(**self.params)  # unknown names and bad values fail here, with the line
-        except (TypeError, ArithmeticError) as exc:  # an unknown name: a dataclass says TypeError, pydantic wants ValueError
+        # an unknown name: a dataclass says TypeError, pydantic wants ValueError
+        except (TypeError, ArithmeticError) as exc:
             raise ValueError(f"{self.detector} detector: {exc}") from None
         return self
 
@@ -146,7 +147,7 @@ class IsolationForestConfig(_Strict):
     action_class: ActionClass | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "IsolationForestConfig":
+    def _consistent(self) -> IsolationForestConfig:
         if self.min_train > self.window:
             raise ValueError("min_train must not exceed window")
         names = [f.name for f in self.features]
@@ -180,7 +181,7 @@ class DetectorConfig(_Strict):
                                        "the newest host of its partition) is dropped and its snapshot tombstoned")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "DetectorConfig":
+    def _unique_names(self) -> DetectorConfig:
         names = [r.name for r in (*self.ewma, *self.static, *self.univariate)]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

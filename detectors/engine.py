@@ -15,8 +15,8 @@ Messy streams (the documented rules):
 - event time only: every decision uses record timestamps, never the wall clock;
 - null values (and NaN) are gaps: the series' state is left untouched;
 - a record older than its host's newest event time (on the same topic) by more than
-  `late_tolerance_s` is dropped and counted (`dropped_late`); within the tolerance each value is used only if it is newer than
-  its series' last value (older ones are counted as `stale_values`): per series, time only moves
+  `late_tolerance_s` is dropped and counted (`dropped_late`); within the tolerance each value is used only if it is
+  newer than its series' last value (older ones are counted as `stale_values`): per series, time only moves
   forward;
 - counters (names in the record's `counters`) are turned into per-second rates between
   consecutive samples; a decrease is a counter reset (counted): the rate is taken from zero;
@@ -38,7 +38,7 @@ import logging
 import time as wall
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +52,14 @@ from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
+from . import eventtime, state_codec
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
 from .gpu_identity import series_gpu
 from .incidents import make_incident, source
-from .lifecycle import PENDING, Lifecycle, grown
+from .lifecycle import Lifecycle, grown
 from .log_rules import LogRules, load_table
 from .multivariate import ForestRule
-from . import eventtime, state_codec
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class SeriesRule:
         self.n = 0
 
     @classmethod
-    def from_config(cls, cfg, max_gap_s: float) -> "SeriesRule":
+    def from_config(cls, cfg, max_gap_s: float) -> SeriesRule:
         if isinstance(cfg, EwmaRuleConfig):
             scorer = EwmaScorer(cfg.alpha, cfg.sigmas, cfg.clear_sigmas, cfg.direction, cfg.warmup, cfg.min_std,
                                 cfg.min_rel_std, cfg.anomalous_alpha_factor)
@@ -96,13 +96,17 @@ class SeriesRule:
             return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
                        f"static:{cfg.name}", cfg.threshold)
         if isinstance(cfg, UnivariateRuleConfig):
+            # Both banks follow the same scorer interface (grow, update, details, state_fields).
+            bank: LikelihoodBank | SurpriseRecordBank
             if getattr(cfg, "detector", "surprise") == "likelihood":
-                from .likelihood import LikelihoodBank as Bank  # the same scorer interface
-            else:
-                from .univariate import SurpriseRecordBank as Bank  # the surprise-record scorer, the same interface
+                from .likelihood import LikelihoodBank
 
-            scorer = Bank(capacity=64, **cfg.params)
-            return cls(cfg, scorer, max_gap_s, f"univariate:{cfg.name}", scorer.params.threshold)
+                bank = LikelihoodBank(None, 64, **cfg.params)
+            else:
+                from .univariate import SurpriseRecordBank
+
+                bank = SurpriseRecordBank(None, 64, **cfg.params)
+            return cls(cfg, bank, max_gap_s, f"univariate:{cfg.name}", bank.params.threshold)
         raise TypeError(f"no per-series rule for {type(cfg).__name__}")
 
     def run_series(self, times, values) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +180,7 @@ class FaultRule:
             self.slots[host] = slot
         return slot
 
-    def step(self, hs: "HostState", record: MetricBatch, item: Received, t: float) -> list[Incident]:
+    def step(self, hs: HostState, record: MetricBatch, item: Received, t: float) -> list[Incident]:
         from .fault_model import predict_proba
 
         slot = self.slot(record.host)
@@ -224,7 +228,8 @@ class FaultRule:
         slot = self.slot(host)
         self.features.prev[host] = {k: list(v) for k, v in state["prev"].items()}
         self.features.xid.restore(host, state.get("xids"))
-        for f, v in zip((*Lifecycle.state_fields, "last_time"), state["lifecycle"]):
+        # not strict: a snapshot is restored as far as its fields go, as before (no new failure on restore)
+        for f, v in zip((*Lifecycle.state_fields, "last_time"), state["lifecycle"], strict=False):
             getattr(self.lifecycle, f)[slot] = v
 
     def forget(self, host: str) -> None:
@@ -241,7 +246,8 @@ class HostState:
     def __init__(self, host: str):
         self.host = host
         self.names: dict[str, int] = {}  # series name → global slot
-        self.layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # names tuple → (slots, is_counter)
+        # names tuple → (slots, is_counter, keep)
+        self.layouts: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self.max_time = -np.inf  # newest metric event time
         self.log_max_time = -np.inf  # newest log event time (topics are consumed at their own pace)
         self.labels: dict[str, str] = {}
@@ -296,9 +302,9 @@ class _Row:
     item: Received
     t: float
     emit: bool
-    slots: np.ndarray = field(default=None)
-    is_counter: np.ndarray = field(default=None)
-    values: np.ndarray = field(default=None)
+    slots: np.ndarray
+    is_counter: np.ndarray
+    values: np.ndarray
 
 
 class Engine:
@@ -384,7 +390,7 @@ class Engine:
             if len(new) > room:
                 allowed = set(new[:max(room, 0)])
                 keep = np.fromiter((n in hs.names or n in allowed for n in key), bool, len(key))
-                key_kept = tuple(n for n, k in zip(key, keep) if k)
+                key_kept = tuple(n for n, k in zip(key, keep, strict=True) if k)
             else:
                 key_kept = key
             slots = self._slots(hs, key_kept)
@@ -526,10 +532,11 @@ class Engine:
                 row = rows[rr[j]]
                 self._emit(out, [self._series_incident(rule, int(ls[j]), row, "open", float(t[j]), float(t[j]),
                                                        float(v[j]), float(score[j]))], row.item, row.emit)
-            for j, opened_at in zip(resolved, since):
+            for j, opened_at in zip(resolved, since, strict=True):
                 row = rows[rr[j]]
                 self._emit(out, [self._series_incident(rule, int(ls[j]), row, "resolve", float(t[j]),
-                                                       float(opened_at), float(v[j]), float(score[j]))], row.item, row.emit)
+                                                       float(opened_at), float(v[j]), float(score[j]))],
+                           row.item, row.emit)
 
     def _series_incident(self, rule: SeriesRule, local: int, row: _Row, status: str, t: float, opened_at: float,
                          value: float, score: float) -> Incident:
@@ -847,10 +854,11 @@ class DetectService:
         out = []
         for s in states:
             o = self._state_record(s)
-            if len(o.value) > self.settings.max_record_bytes:
+            size = len(o.value or b"")  # a state record always has a value; only tombstones have none
+            if size > self.settings.max_record_bytes:
                 self.engine.stats.snapshots_too_large += 1
                 log.error("state of %s is %d bytes, over max_record_bytes=%d: not checkpointed",
-                          s.host, len(o.value), self.settings.max_record_bytes)
+                          s.host, size, self.settings.max_record_bytes)
                 continue
             out.append(o)
         return out

@@ -17,6 +17,7 @@ the same way.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import html
 import os
@@ -24,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -34,7 +36,7 @@ DEFAULT_RULE = {"name": "nab", "match": ["*"], "for_s": 0, "resolve_after_s": 0}
 
 def build_rule(config_path: str | None):
     """The univariate rule of a detector YAML (its first `univariate:` entry), or the default one."""
-    from .config import DetectorConfig, UnivariateRuleConfig, load_config
+    from .config import UnivariateRuleConfig, load_config
     from .engine import SeriesRule
 
     if config_path:
@@ -55,15 +57,15 @@ def detect_series(new_rule, series: nab.Series) -> tuple[np.ndarray, np.ndarray]
     return new_rule().run_series(series.epoch_s.astype(np.float64), series.values)
 
 
-def write_detections(out, series: nab.Series, scores: np.ndarray, alarms: np.ndarray) -> None:
+def write_detections(out: TextIO, series: nab.Series, scores: np.ndarray, alarms: np.ndarray) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["timestamp", "value", "anomaly_score", "alarm"])
     texts = series.value_texts or [repr(float(v)) if np.isfinite(v) else "" for v in series.values]
-    for stamp, text, score, alarm in zip(series.stamps, texts, scores, alarms):
+    for stamp, text, score, alarm in zip(series.stamps, texts, scores, alarms, strict=True):
         writer.writerow([stamp, text, f"{score:.6f}", int(alarm)])
 
 
-def cmd_detect_csv(args) -> int:
+def cmd_detect_csv(args: argparse.Namespace) -> int:
     try:
         new_rule = build_rule(args.detector_config)
         series = nab.read_series(args.file)
@@ -225,14 +227,14 @@ def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> s
     for k in sorted({kind(r.name) for r in runs}):
         part = [r for r in runs if kind(r.name) == k]
         n_win = sum(len(r.windows) for r in part)
-        best = nab.evaluate(_corpus(part), profile)
-        eng = nab.evaluate(_corpus(part, alarms=True), profile, threshold=0.5)
+        at_best = nab.evaluate(_corpus(part), profile)
+        at_engine = nab.evaluate(_corpus(part, alarms=True), profile, threshold=0.5)
         if n_win:
-            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {best.threshold:9.4f} {best.normalised:9.1f} "
-                         f"{eng.normalised:9.1f}")
+            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} {at_best.normalised:9.1f} "
+                         f"{at_engine.normalised:9.1f}")
         else:
-            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {best.threshold:9.4f} {'raw ' + format(best.raw, '.3f'):>9s} "
-                         f"{'raw ' + format(eng.raw, '.3f'):>9s}")
+            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} "
+                         f"{'raw ' + format(at_best.raw, '.3f'):>9s} {'raw ' + format(at_engine.raw, '.3f'):>9s}")
     return "\n".join(lines)
 
 
@@ -282,7 +284,7 @@ def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
     return folder / "index.html"
 
 
-def cmd_eval_fleet(args) -> int:
+def cmd_eval_fleet(args: argparse.Namespace) -> int:
     """`eval fleet`: write the simulated fleet benchmark (detectors/fleet_series.py), score it like NAB."""
     import tempfile
 
@@ -299,7 +301,7 @@ def cmd_eval_fleet(args) -> int:
     return cmd_eval_nab(args, command="eval fleet")
 
 
-def cmd_eval_nab(args, command: str = "eval nab") -> int:
+def cmd_eval_nab(args: argparse.Namespace, command: str = "eval nab") -> int:
     try:
         new_rule = build_rule(args.detector_config)
         profiles = nab.load_profiles(args.profiles) if args.profiles else dict(nab.PROFILES)

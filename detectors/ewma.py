@@ -61,7 +61,8 @@ class EwmaScorer:
         self.var = grown(self.var, n, 0.0)
         self.count = grown(self.count, n, 0)
 
-    def update(self, slots, values, times):
+    def update(self, slots: np.ndarray, values: np.ndarray, times: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mean, var, count = self.mean[slots], self.var[slots], self.count[slots]
         std = np.maximum(np.sqrt(var), np.maximum(self.min_std, self.min_rel_std * np.abs(mean)))
         dev = (values - mean) / std
@@ -109,7 +110,8 @@ class StaticScorer:
     def grow(self, n: int) -> None:
         pass
 
-    def update(self, slots, values, times):
+    def update(self, slots: np.ndarray, values: np.ndarray, times: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return values, self.op(values, self.threshold), ~self.op(values, self.clear_threshold)
 
     def details(self, slot: int) -> dict:

@@ -54,12 +54,14 @@ XIDs whose action class is `none` in the XID table (43, 45, 63, 92: benign) are 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
 import sys
 from bisect import bisect_right, insort
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -102,7 +104,7 @@ class XidHistory:
         self.times_: dict[str, list[float]] = {}  # host → XID event times, sorted
 
     @classmethod
-    def from_model(cls, model: dict) -> "XidHistory":
+    def from_model(cls, model: dict) -> XidHistory:
         saved = model.get("xid_history") or {}
         return cls(saved.get("lag_s", 120.0), saved.get("ignored_codes", ()))
 
@@ -217,7 +219,7 @@ class FeatureState:
         return row
 
 
-def feature_matrix(batches: list[MetricBatch], logs: list[LogEvent] = (),
+def feature_matrix(batches: list[MetricBatch], logs: Sequence[LogEvent] = (),
                    xid: XidHistory | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(X, hosts, times) with one row per batch, in the order given (sort by time first).
 
@@ -235,7 +237,7 @@ def feature_matrix(batches: list[MetricBatch], logs: list[LogEvent] = (),
 
 def labels(hosts: list[str], times: np.ndarray, faults: dict[str, list[float]], horizon_s: float) -> np.ndarray:
     y = np.zeros(len(hosts), dtype=int)
-    for i, (h, t) in enumerate(zip(hosts, times)):
+    for i, (h, t) in enumerate(zip(hosts, times, strict=True)):
         y[i] = any(t < f <= t + horizon_s for f in faults.get(h, ()))
     return y
 
@@ -286,7 +288,8 @@ def read_fault_spans(path: str | Path) -> dict[str, list[tuple[float, float]]]:
 def in_fault(hosts: list[str], times: np.ndarray, spans: dict[str, list[tuple[float, float]]]) -> np.ndarray:
     """True for the rows whose host is inside one of its faults: not a prediction example (the fault
     has started already), and its signals, the fault's own, would teach the model the wrong thing."""
-    return np.array([any(a <= t < b for a, b in spans.get(h, ())) for h, t in zip(hosts, times)], dtype=bool)
+    return np.array([any(a <= t < b for a, b in spans.get(h, ())) for h, t in zip(hosts, times, strict=True)],
+                    dtype=bool)
 
 
 def train(X: np.ndarray, y: np.ndarray, seed: int = 0, xid: XidHistory | None = None) -> dict:
@@ -342,8 +345,8 @@ def lead_times(hosts: list[str], times: np.ndarray, p: np.ndarray, faults: dict[
     for i, h in enumerate(hosts):
         by_host[h].append(i)
     leads, n_faults, n_warn, n_true = [], 0, 0, 0
-    for h, rows in by_host.items():
-        rows = np.array(rows)[np.argsort(times[rows], kind="stable")]
+    for h, host_rows in by_host.items():
+        rows = np.array(host_rows)[np.argsort(times[host_rows], kind="stable")]
         t, hot = times[rows], p[rows] >= threshold
         crossing = hot & ~np.concatenate([[False], hot[:-1]])
         starts = np.array(sorted(f for f in faults.get(h, ()) if f >= since))
@@ -369,7 +372,7 @@ def format_lead_times(r: dict, threshold: float) -> str:
             f"(precision {precision:.3f})")
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("detect", "fleetmedic model train")
@@ -402,8 +405,9 @@ def cmd_train(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model, indent=1) + "\n")
     dropped = f", {int((~healthy).sum())} batches inside a fault left out" if spans else ""
-    print(f"trained on {int(train_rows.sum())} examples before {datetime.utcfromtimestamp(cut):%Y-%m-%dT%H:%M:%SZ}, "
-          f"held out {int(test_rows.sum())} ({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s{dropped}")
+    print(f"trained on {int(train_rows.sum())} examples before "
+          f"{datetime.utcfromtimestamp(cut):%Y-%m-%dT%H:%M:%SZ}, held out {int(test_rows.sum())} "
+          f"({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s{dropped}")
     print(f"held-out precision {precision_score(y[test_rows], pred, zero_division=0):.3f}  "
           f"recall {recall_score(y[test_rows], pred, zero_division=0):.3f}  "
           f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})")
@@ -414,7 +418,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     try:
         model = json.loads(Path(args.model).read_text())
     except (OSError, ValueError) as exc:
@@ -425,7 +429,7 @@ def cmd_explain(args) -> int:
     print(f"fault model {model['version']}: horizon {model.get('horizon_s', 0):g} s, "
           f"threshold {model.get('threshold', 0.5):g}; logistic coefficients per standard deviation "
           f"(mean over {len(model['members'])} calibration folds)")
-    for name, c in sorted(zip(model["features"], coef), key=lambda nc: -abs(nc[1])):
+    for name, c in sorted(zip(model["features"], coef, strict=True), key=lambda nc: -abs(nc[1])):
         print(f"  {name:22s} {c:+.4f}")
     print(f"  {'(intercept)':22s} {intercept:+.4f}")
     return 0

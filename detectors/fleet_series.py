@@ -26,14 +26,14 @@ signals, so leave-one-category-out there means "leave one signal out".
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 STEP_S = 300
 ROWS = 14 * 288
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def _load(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -124,7 +124,7 @@ def make(seed: int = 0) -> dict[str, tuple[list[datetime], np.ndarray, list[tupl
         probation = int(0.15 * ROWS)
         starts = sorted(rng.choice(np.arange(probation + 300, ROWS - 300, 200), len(anomalies), replace=False)) \
             if anomalies else []
-        labelled = [at for kind, at in zip(anomalies, starts) if _inject(kind, x, load, int(at), rng)]
+        labelled = [at for kind, at in zip(anomalies, starts, strict=True) if _inject(kind, x, load, int(at), rng)]
         times = [T0 + timedelta(seconds=STEP_S * i) for i in range(ROWS)]
         keep = np.ones(ROWS, bool)
         # nuisances: a gap of 3 h and a forward clock step of 1 h, away from the anomalies
@@ -148,6 +148,10 @@ def make(seed: int = 0) -> dict[str, tuple[list[datetime], np.ndarray, list[tupl
     return out
 
 
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def write(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Write the benchmark under `folder`; returns (data folder, labels file)."""
     folder = Path(folder)
@@ -155,11 +159,10 @@ def write(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:
     for name, (times, values, windows) in make(seed).items():
         path = folder / "data" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = lambda t: t.strftime("%Y-%m-%d %H:%M:%S")  # noqa: E731
         with open(path, "w") as fh:
             fh.write("timestamp,value\n")
-            fh.writelines(f"{stamp(t)},{v:g}\n" for t, v in zip(times, values))
-        labels[name] = [[stamp(times[lo]) + ".000000", stamp(times[hi]) + ".000000"] for lo, hi in windows]
+            fh.writelines(f"{_stamp(t)},{v:g}\n" for t, v in zip(times, values, strict=True))
+        labels[name] = [[_stamp(times[lo]) + ".000000", _stamp(times[hi]) + ".000000"] for lo, hi in windows]
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     (folder / "labels" / "combined_windows.json").write_text(json.dumps(labels, indent=1) + "\n")
     return folder / "data", folder / "labels" / "combined_windows.json"

@@ -72,7 +72,7 @@ class Whitener:
     [[1.0, 0.0], [0.0, 1.0]]
     """
 
-    def fit(self, data: np.ndarray) -> "Whitener":
+    def fit(self, data: np.ndarray) -> Whitener:
         self.mean_ = data.mean(axis=0)
         std = data.std(axis=0)
         self.scale_ = np.maximum(std, np.maximum(1e-3 * np.abs(self.mean_), 1e-12))
@@ -102,7 +102,7 @@ class PackedForest:
     def __init__(self, model: IsolationForest):
         lefts, rights, feats, thresholds, leaf_values, roots = [], [], [], [], [], []
         offset = 0
-        for k, (est, features) in enumerate(zip(model.estimators_, model.estimators_features_)):
+        for k, (est, features) in enumerate(zip(model.estimators_, model.estimators_features_, strict=True)):
             tree = est.tree_
             n = tree.node_count
             idx = np.arange(offset, offset + n)
@@ -203,6 +203,8 @@ class ClassForest:
 
     def score(self, vectors: np.ndarray) -> np.ndarray:
         """Anomaly scores of the current model (no learning), all vectors in one call."""
+        if self.whitener_ is None or self.model_ is None:
+            raise RuntimeError("score before fit")  # before: an AttributeError on None
         x = self.whitener_.transform(vectors)
         if self.packed_ is not None and len(x) <= PACKED_MAX_ROWS:
             return self.packed_.score(x)
@@ -246,7 +248,7 @@ class ClassForest:
         last = self.last_alarm_
         if not last and not alarms.any():
             return out
-        for i, (h, t, hot) in enumerate(zip(hosts, times.tolist(), alarms.tolist())):
+        for i, (h, t, hot) in enumerate(zip(hosts, times.tolist(), alarms.tolist(), strict=True)):
             seen = last.get(h)
             if seen is not None:
                 if t - seen < self.exclude_s:
@@ -309,7 +311,8 @@ class ClassForest:
         wanted = {"buffer_": (self.window, d), "times_": (self.window,), "train_": (None, d)}
         for f in STATE_FIELDS:
             value = np.array(arrays[f], dtype=np.float64)
-            if len(value.shape) != len(wanted[f]) or any(w not in (None, v) for w, v in zip(wanted[f], value.shape)):
+            if len(value.shape) != len(wanted[f]) or any(w not in (None, v)
+                                                         for w, v in zip(wanted[f], value.shape, strict=True)):
                 raise ValueError(f"state {f} has shape {value.shape}, this forest needs {wanted[f]}")
             setattr(self, f, value)
         self.n_seen_ = int(header["n_seen"])

@@ -35,7 +35,7 @@ import numpy as np
 NORMAL, PENDING, FIRING = 0, 1, 2
 
 
-def grown(array: np.ndarray, n: int, fill) -> np.ndarray:
+def grown(array: np.ndarray, n: int, fill: float) -> np.ndarray:
     """`array` extended to at least n entries (amortised doubling), new entries = fill.
 
     The size is 64 doubled as often as needed, whether the array grows by one entry or by many at
@@ -68,7 +68,7 @@ class Lifecycle:
         self.clear_since = np.zeros(0, np.float64)
         self.last_time = np.zeros(0, np.float64)
 
-    def reset(self, slots) -> None:
+    def reset(self, slots: np.ndarray | int) -> None:
         """Slots back to their initial state (a freed slot given to a new host)."""
         self.status[slots] = NORMAL
         self.pending_since[slots] = np.nan
@@ -85,7 +85,8 @@ class Lifecycle:
         self.clear_since = grown(self.clear_since, n, np.nan)
         self.last_time = grown(self.last_time, n, -np.inf)
 
-    def step(self, slots, times, breach, clear, offsets):
+    def step(self, slots: np.ndarray, times: np.ndarray, breach: np.ndarray, clear: np.ndarray,
+             offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance the slots by one value each.
 
         Returns (opened, resolved, resolved_since): indexes into `slots` of the values that opened
@@ -106,7 +107,8 @@ class Lifecycle:
         opened, resolved, since = self.advance(slots[idx], times[idx], breach[idx], clear[idx], offsets[idx])
         return idx[opened], idx[resolved], since
 
-    def advance(self, slots, times, breach, clear, offsets):
+    def advance(self, slots: np.ndarray, times: np.ndarray, breach: np.ndarray, clear: np.ndarray,
+                offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`step` for every value given, without the shortcut for normal, non-breaching slots."""
         status = self.status[slots]
         gap = (times - self.last_time[slots]) > self.max_gap_s

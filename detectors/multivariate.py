@@ -77,7 +77,7 @@ class VectorBuilder:
     def vectors(self, names: tuple, counters: tuple, values: np.ndarray) -> np.ndarray:
         """Rows of values sharing one layout (NaN = null) → one feature vector per row."""
         out = np.full((len(values), len(self.features)), np.nan)
-        for k, (f, idx) in enumerate(zip(self.features, self._layout(names, counters))):
+        for k, (f, idx) in enumerate(zip(self.features, self._layout(names, counters), strict=True)):
             if idx.size == 0:
                 continue
             sub = values[:, idx]
@@ -177,7 +177,7 @@ class ForestStream:
         vectors = self._vectors(builder)
         ok = ~np.isnan(vectors).any(axis=1)
         stats.missing_feature += int((~ok).sum())
-        offers = [o for (o, _, _), keep in zip(self.pending, ok) if keep]
+        offers = [o for (o, _, _), keep in zip(self.pending, ok, strict=True) if keep]
         self.pending = []
         vectors = vectors[ok]
         stats.vectors += len(offers)
@@ -198,8 +198,8 @@ class ForestStream:
         np.maximum.at(self.lifecycle.last_time, slots[quiet], times[quiet])
         rank = np.full(len(offers), -1, np.int64)
         seen: dict[int, int] = {}
-        for i in np.flatnonzero(~quiet):
-            rank[i] = seen[slots[i]] = seen.get(slots[i], -1) + 1
+        for pos in np.flatnonzero(~quiet):
+            rank[pos] = seen[slots[pos]] = seen.get(slots[pos], -1) + 1
         out = []
         for k in range(int(rank.max()) + 1):
             sel = np.flatnonzero(rank == k)
@@ -210,7 +210,7 @@ class ForestStream:
                 out.append((i, self._incident(offers[i], "open", times[i], times[i], scores[i], vectors[i], versions[i],
                                               float(self.lifecycle.pending_since[slot]),
                                               int(self.lifecycle.pending_offset[slot]))))
-            for j, opened_at in zip(resolved, since):
+            for j, opened_at in zip(resolved, since, strict=True):
                 i = int(sel[j])
                 out.append((i, self._incident(offers[i], "resolve", times[i], float(opened_at), scores[i], vectors[i],
                                               versions[i], float(opened_at), int(offsets[i]))))
@@ -221,7 +221,7 @@ class ForestStream:
                   version: str | None, window_start: float, first_offset: int) -> Incident:
         cfg = self.cfg
         names = [f.name for f in cfg.features]
-        shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, vector))
+        shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, vector, strict=True))
         verb = "unusual" if status == "open" else "back to normal"
         item = offer.item
         return make_incident(
@@ -247,7 +247,7 @@ class ForestStream:
                 "last_time": self.last_time_, "labels": self.labels_}
         arrays["header"] = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode(), np.uint8)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)  # the default, named: numpy's stub lets **kwds fill it
         clock = self.forest.clock_
         return DetectorState(host=self.state_key, detector=detector, state_version=STATE_VERSION,
                              time=to_datetime(clock if np.isfinite(clock) else 0.0),
@@ -255,7 +255,7 @@ class ForestStream:
                              state_b64=base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode())
 
     @classmethod
-    def restored(cls, cfg: IsolationForestConfig, max_gap_s: float, state: DetectorState) -> "ForestStream | None":
+    def restored(cls, cfg: IsolationForestConfig, max_gap_s: float, state: DetectorState) -> ForestStream | None:
         data = np.load(io.BytesIO(zlib.decompress(base64.b64decode(state.state_b64))), allow_pickle=False)
         meta = json.loads(data["header"].tobytes())
         if meta["config"] != config_digest(cfg):

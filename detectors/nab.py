@@ -63,7 +63,8 @@ def load_profiles(path: str | Path) -> dict[str, Profile]:
             m = body["CostMatrix"]
             out[name] = Profile(name, float(m["tpWeight"]), float(m["fnWeight"]), float(m["fpWeight"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: profile {name!r}: needs CostMatrix with tpWeight, fnWeight, fpWeight ({exc})") from exc
+            raise ValueError(f"{path}: profile {name!r}: needs CostMatrix with tpWeight, fnWeight, fpWeight "
+                             f"({exc})") from exc
     return out
 
 
@@ -206,7 +207,7 @@ def best_threshold(corpus: Corpus, profile: Profile) -> tuple[float, float]:
     """
     all_w, all_win, all_s = [], [], []
     offset = 0
-    for scores, windows in zip(corpus.scores, corpus.windows):
+    for scores, windows in zip(corpus.scores, corpus.windows, strict=True):
         weight, win_id = point_weights(len(scores), windows, profile)
         all_w.append(weight)
         all_win.append(np.where(win_id >= 0, win_id + offset, win_id))
@@ -264,7 +265,7 @@ def evaluate(corpus: Corpus, profile: Profile, threshold: float | None = None) -
     if threshold is None:
         threshold, _ = best_threshold(corpus, profile)
     per_file = {name: score_file(np.asarray(s) >= threshold, w, profile)
-                for name, s, w in zip(corpus.names, corpus.scores, corpus.windows)}
+                for name, s, w in zip(corpus.names, corpus.scores, corpus.windows, strict=True)}
     raw = sum(f.score for f in per_file.values())
     return ProfileResult(profile.name, threshold, raw, normalise(raw, corpus.n_windows, profile), per_file)
 

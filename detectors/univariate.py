@@ -61,6 +61,7 @@ True
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,8 +95,9 @@ class SurpriseRecordParams:
     refractory: int = 100
     threshold: float = 0.529
 
-    def __post_init__(self):
-        for name in ("alpha_level", "alpha_fast", "alpha_shift", "alpha_density_short", "alpha_density_long", "alpha_season"):
+    def __post_init__(self) -> None:
+        for name in ("alpha_level", "alpha_fast", "alpha_shift", "alpha_density_short", "alpha_density_long",
+                     "alpha_season"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -121,14 +123,31 @@ class SurpriseRecordBank:
     ``feature_count_`` valid surprises per feature.
     """
 
-    def __init__(self, params: SurpriseRecordParams | None = None, capacity: int = 16, **overrides):
+    count_: np.ndarray
+    mean_: np.ndarray
+    var_: np.ndarray
+    fast_: np.ndarray
+    slow_: np.ndarray
+    prev_: np.ndarray
+    dens_short_: np.ndarray
+    dens_long_: np.ndarray
+    season_mean_: np.ndarray
+    season_dev_: np.ndarray
+    season_count_: np.ndarray
+    season_err_: np.ndarray
+    season_start_: np.ndarray
+    quiet_: np.ndarray
+    record_: np.ndarray
+    feature_count_: np.ndarray
+
+    def __init__(self, params: SurpriseRecordParams | None = None, capacity: int = 16, **overrides: Any) -> None:
         self.params = SurpriseRecordParams(**{**(asdict(params) if params else {}), **overrides})
         self.n_series = 0
         self._alloc(max(1, capacity))
 
     def _alloc(self, capacity: int) -> None:
         b = max(1, self.params.season_buckets)
-        fresh = {
+        fresh: dict[str, np.ndarray] = {
             "count_": np.zeros(capacity, np.int64),
             "mean_": np.zeros(capacity), "var_": np.zeros(capacity),
             "fast_": np.zeros(capacity), "slow_": np.zeros(capacity), "prev_": np.zeros(capacity),
@@ -173,7 +192,7 @@ class SurpriseRecordBank:
     def details(self, slot: int) -> dict:
         """Flat scalars for an incident's evidence: values learned, level mean, record per feature."""
         out = {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6)}
-        out.update({f"record_{f}": round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot])})
+        out.update({f"record_{f}": round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot], strict=True)})
         return out
 
     def update(self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
@@ -294,7 +313,7 @@ class SurpriseRecordBank:
 class SurpriseRecord:
     """One series, River-style: ``score_one`` (no state change), ``learn_one``, ``update``."""
 
-    def __init__(self, params: SurpriseRecordParams | None = None, **overrides):
+    def __init__(self, params: SurpriseRecordParams | None = None, **overrides: Any) -> None:
         self.bank = SurpriseRecordBank(params, capacity=1, **overrides)
         self.params = self.bank.params
         self._row = self.bank.add_series(1)
@@ -309,14 +328,14 @@ class SurpriseRecord:
 
     def score_one(self, t: int, x: float) -> float:
         """The anomaly score the next ``update(t, x)`` would return, without learning."""
-        score, _, _ = self._copy_bank().update(self._row, [x], [t])
+        score, _, _ = self._copy_bank().update(self._row, np.array([x], dtype=float), np.array([t]))
         return float(score[0])
 
-    def learn_one(self, t: int, x: float) -> "SurpriseRecord":
-        self.bank.update(self._row, [x], [t])
+    def learn_one(self, t: int, x: float) -> SurpriseRecord:
+        self.bank.update(self._row, np.array([x], dtype=float), np.array([t]))
         return self
 
     def update(self, t: int, x: float) -> tuple[float, bool]:
         """Score, then learn; returns ``(score, alarm)``."""
-        score, alarm, _ = self.bank.update(self._row, [x], [t])
+        score, alarm, _ = self.bank.update(self._row, np.array([x], dtype=float), np.array([t]))
         return float(score[0]), bool(alarm[0])

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -38,7 +39,7 @@ Hook = Callable[[], object]
 
 
 @contextmanager
-def signals_handled(handlers: Mapping[int, Hook]):
+def signals_handled(handlers: Mapping[int, Hook]) -> Iterator[None]:
     """Run `handlers[sig]()` on each signal while inside; the previous handlers come back on exit.
 
     Signal handlers can only be installed in the main thread. Anywhere else this does nothing,
@@ -162,7 +163,7 @@ class ReadProgress:
     records: int = 0
 
 
-def warn_unreadable(msg, exc: DecodeError) -> None:
+def warn_unreadable(msg: Any, exc: DecodeError) -> None:  # a kafka ConsumerRecord (kafka-python has no types)
     """The `on_error` of readers that say so: a record they cannot decode is logged and skipped
     (dead-lettering it is the job of the consumer group that reads the topic for work)."""
     log.warning("unreadable record at %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)

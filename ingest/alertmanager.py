@@ -32,7 +32,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pydantic import ValidationError
@@ -60,7 +60,7 @@ def _time(text: str | None) -> datetime | None:
     if not text or text.startswith("0001-01-01"):
         return None  # Go's zero time: "not set"
     text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def _host(value: str) -> str:
@@ -92,7 +92,7 @@ class AlertMapper:
 
     def incident(self, alert: dict, *, now: datetime | None = None) -> Incident:
         """The incident record for this alert (open when firing, resolve when resolved); AlertError otherwise."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         labels = alert.get("labels")
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise AlertError("labels must be an object of strings")
@@ -207,7 +207,8 @@ class AlertReceiver:
                 try:
                     record = self.mapper.incident(alert)
                 except AlertError as exc:
-                    name = (alert.get("labels") or {}).get("alertname") if isinstance(alert.get("labels"), dict) else None
+                    labels = alert.get("labels")
+                    name = labels.get("alertname") if isinstance(labels, dict) else None
                     out.rejected.append({"alert": name, "fingerprint": alert.get("fingerprint"), "reason": str(exc)})
                     log.warning("alert %s (%s) not taken: %s", name, alert.get("fingerprint"), exc)
                     continue
@@ -232,7 +233,7 @@ class AlertReceiver:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "ReceiverServer"
+    server: ReceiverServer
 
     def log_message(self, fmt, *args):  # the default writes every request to stderr
         log.debug("%s " + fmt, self.address_string(), *args)
@@ -290,6 +291,8 @@ class ReceiverServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):  # the stub allows bytes (AF_UNIX); a TCP server's host is a str
+            host = host.decode()
         return f"http://{host}:{port}/alerts"
 
 

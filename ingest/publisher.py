@@ -33,6 +33,11 @@ from .spool import Spool
 log = logging.getLogger(__name__)
 
 
+def _digest(value: bytes) -> bytes:
+    """A record value's identity for the spool check (16-byte BLAKE2b)."""
+    return hashlib.blake2b(value, digest_size=16).digest()
+
+
 @dataclass
 class ExporterHealth:
     """Counters an exporter exposes on its health endpoint (see `ingest.health`)."""
@@ -121,7 +126,8 @@ class Publisher:
             producer.flush(timeout_s=self.ack_timeout_s * 2)
         except Exception as exc:
             self._failed(f"send: {type(exc).__name__}: {exc}")
-        failed = [item for item, fut in zip(items, futures) if not (fut.is_done and fut.succeeded())]
+        # not strict: a send that raised leaves fewer futures than items; the rest are added below
+        failed = [item for item, fut in zip(items, futures, strict=False) if not (fut.is_done and fut.succeeded())]
         failed += items[len(futures):]
         if failed:
             if futures and self.spool is not None:
@@ -174,7 +180,8 @@ class Publisher:
 
     def _drop_already_stored(self, head, since_ms: int):
         """Remove from the spool's head the records Kafka already holds (sent at or after `since_ms`)."""
-        digest = lambda v: hashlib.blake2b(v, digest_size=16).digest()  # noqa: E731
+        assert self.spool is not None, "called by _drain only, while spooling"
+        digest = _digest
         wanted = Counter(digest(v) for _, _, v in head)
         keys = {k for _, k, _ in head}
         found: Counter = Counter()
@@ -221,7 +228,8 @@ class Publisher:
         fitted, refused = fit(records, self.settings.max_record_bytes)
         for _, reason in refused:
             self._refuse(reason)
-        items = [(topic_name(self.settings, r.topic), r.key(), data) for r, data in fitted]
+        items: list[tuple[str, bytes | None, bytes]] = [(topic_name(self.settings, r.topic), r.key(), data)
+                                                        for r, data in fitted]
         if not items:
             self._drain()
             return 0

@@ -159,11 +159,11 @@ class Ledger:
 
     def running(self, now: datetime) -> list[Entry]:
         cutoff = now - timedelta(seconds=ORPHAN_AFTER_S)
-        return [e for e in self.claims() if not e.final and e.claimed_at >= cutoff]
+        return [e for e in self.claims() if not e.final and e.claimed_at is not None and e.claimed_at >= cutoff]
 
     def claims_since(self, since: datetime, *, real_only: bool = False) -> list[Entry]:
         """Claims made at or after `since`; `real_only` leaves out check-mode (dry-run) runs."""
-        out = [e for e in self.claims() if e.claimed_at >= since]
+        out = [e for e in self.claims() if e.claimed_at is not None and e.claimed_at >= since]
         if real_only:
             out = [e for e in out if "dry_run" not in e.statuses]
         return out
@@ -198,7 +198,8 @@ class LedgerReader:
         deadline = time.monotonic() + timeout_s
         while self.reader.consumer.position(tp) <= offset:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {self.topic}[{partition}] up to offset {offset} in {timeout_s:.0f}s")
+                raise TimeoutError(f"could not read {self.topic}[{partition}] up to offset {offset} "
+                                   f"in {timeout_s:.0f}s")
             self.poll(100)
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from fleetmedic.config import Settings
@@ -125,7 +125,7 @@ class ActiveStop:
 def _am_time(text: str) -> datetime:
     # Alertmanager writes RFC 3339 with nanoseconds; Python reads at most microseconds
     text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def alertmanager_silences(url: str, timeout_s: float = 5.0) -> list[ActiveStop]:
@@ -156,7 +156,7 @@ class ControlState:
     """
 
     def __init__(self, settings: Settings, *, poll_ms: int = 200, read_alertmanager: bool = True,
-                 clock=lambda: datetime.now(timezone.utc)):
+                 clock=lambda: datetime.now(UTC)):
         self.settings = settings
         self.poll_ms = poll_ms
         self.clock = clock
@@ -213,7 +213,7 @@ class ControlState:
                             self.am_url, len(self.am_silences), exc)
             self.am_error = str(exc)
 
-    def start(self) -> "ControlState":
+    def start(self) -> ControlState:
         self.catch_up()
         self.refresh_alertmanager()
         refresh = [Periodic(self.settings.alerts.silence_refresh_s, self.refresh_alertmanager,
@@ -256,7 +256,7 @@ class ControlState:
         """The first silence (kind "silence": ours, then Alertmanager's) or maintenance record covering `incident`."""
         labels = incident_labels(incident)
         for r in self.active(kind, now):
-            if matches(r.matchers, labels):
+            if r.ends_at is not None and matches(r.matchers, labels):  # active() keeps only records with an end
                 return ActiveStop(id=r.id, source="fleetmedic", by=r.by, reason=r.reason, ends_at=r.ends_at,
                                   matchers=tuple(r.matchers))
         if kind == "silence":

@@ -37,7 +37,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import TopicPartition
@@ -56,7 +56,7 @@ from .agreement import Agreement
 from .claims import CLAIMS_PARTITION, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason, remediation_id
 from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
-from .policy import HUMAN, Policy, PolicyError
+from .policy import HUMAN, Policy
 from .policy_reload import PolicyWatcher
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class RunnerConfig:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Remediator:
@@ -176,7 +176,8 @@ class Remediator:
         metrics.remediation(record)
         log.info("remediation %s %s: %s (%s) for incident %s on %s%s", record.id, record.status, record.action,
                  record.playbook, record.incident_id, record.host,
-                 f" [{record.gate}] {record.reason}" if record.gate else (f": {record.reason}" if record.reason else ""),
+                 f" [{record.gate}] {record.reason}" if record.gate
+                 else (f": {record.reason}" if record.reason else ""),
                  extra={**incident_fields(record), "status": record.status, "gate": record.gate,
                         "playbook": record.playbook})
 
@@ -284,8 +285,9 @@ class Remediator:
         from .gates import return_step_due
 
         if return_step_due(self.policy, self.ledger, incident):
-            proposal = self.propose(incident, len(self.policy.rule_for(
-                incident.model_copy(update={"status": "open"})).steps))
+            rule = self.policy.rule_for(incident.model_copy(update={"status": "open"}))
+            assert rule is not None, "return_step_due found the rule"
+            proposal = self.propose(incident, len(rule.steps))
             if isinstance(proposal, Remediation):
                 self._emit(proposal, out)
             elif proposal is not None and self.ledger.get(proposal.remediation_id) is None:
@@ -294,7 +296,7 @@ class Remediator:
     def _on_approval(self, item: Received, out: list, runs: list) -> None:
         approval: Approval = item.record
         entry = self.ledger.get(approval.remediation_id)
-        now = datetime.fromtimestamp(item.timestamp_ms / 1000, timezone.utc)  # the broker's clock (LogAppendTime)
+        now = datetime.fromtimestamp(item.timestamp_ms / 1000, UTC)  # the broker's clock (LogAppendTime)
         verdict = self.desk.consider(approval, entry, now, lambda: self._approvers_required(entry))
         if isinstance(verdict, approvals.Refused):
             log.warning("approval for %s refused: %s", approval.remediation_id, verdict.reason)
@@ -303,6 +305,7 @@ class Remediator:
         if isinstance(verdict, approvals.Counted):
             log.info("approval for %s counted: %s", approval.remediation_id, verdict.reason)
             return
+        assert entry is not None, "consider() refuses an approval for an unknown request"
         if not verdict.run:
             self._emit(entry.latest.model_copy(update={"status": "cancelled", "time": self.clock(), "gate": "approval",
                                                        "reason": verdict.reason}), out)
@@ -317,8 +320,8 @@ class Remediator:
             return
         self._decide(proposal, out, runs, approved=verdict.reason)
 
-    def _approvers_required(self, entry: Entry) -> int:
-        incident = self.incident(entry.first.incident_id)
+    def _approvers_required(self, entry: Entry | None) -> int:
+        incident = self.incident(entry.first.incident_id) if entry is not None else None
         rule = self.policy.rule_for(incident) if incident else None
         return rule.approvers_required if rule else 1
 
@@ -334,6 +337,7 @@ class Remediator:
             self.started += 1
             _crash_point("started")
 
+        assert p.step.playbook is not None, "only `action: human` has no playbook (policy.Step), and it never runs"
         run = PlaybookRun(playbook=p.step.playbook, extra_vars=p.extra_vars, check=p.dry_run,
                           timeout_s=p.step.timeout_s, target=target)
         try:
@@ -445,7 +449,7 @@ class Remediator:
         """A step was marked escalated but the process stopped before the next step was recorded."""
         incident = self.incidents.get(incident_id)
         rule = self.policy.rule_for(incident) if incident else None
-        if rule is None or top.first.step + 1 >= len(rule.steps):
+        if incident is None or rule is None or top.first.step + 1 >= len(rule.steps):
             return  # the ladder ended with that escalation (a human has it)
         proposal = self.propose(incident, top.first.step + 1)
         if isinstance(proposal, Remediation):
@@ -456,6 +460,7 @@ class Remediator:
     def _escalate(self, incident_id: str, top: Entry, why: str, now: datetime, out: list, runs: list) -> None:
         incident = self.incidents[incident_id]
         rule = self.policy.rule_for(incident)
+        assert rule is not None, "only a claimed step of a known rule escalates"
         nxt = top.first.step + 1
         if nxt >= len(rule.steps):
             self._emit(top.latest.model_copy(update={"status": "escalated", "time": now, "gate": None,
@@ -535,7 +540,7 @@ class Remediator:
     def stop(self) -> None:
         self.loop.stop()
 
-    def run(self, *, until: Callable[["Remediator"], bool] | None = None, install_signals: bool = True) -> None:
+    def run(self, *, until: Callable[[Remediator], bool] | None = None, install_signals: bool = True) -> None:
         """Until SIGTERM/SIGINT, `stop()` or `until(self)`: the batch in hand finishes and is committed.
         SIGHUP asks for the policy file to be read again (taken at the next tick if it validates)."""
         self.service.run(until=until and (lambda: until(self)), install_signals=install_signals)
