@@ -66,8 +66,9 @@ class StaticRuleConfig(SeriesRuleConfig):
     @model_validator(mode="after")
     def _hysteresis(self) -> StaticRuleConfig:
         c = self.clear_threshold
-        if c is not None and ((self.op in (">=", ">") and c > self.threshold)
-                              or (self.op in ("<=", "<") and c < self.threshold)):
+        if c is not None and (
+            (self.op in (">=", ">") and c > self.threshold) or (self.op in ("<=", "<") and c < self.threshold)
+        ):
             raise ValueError("clear_threshold must lie on the normal side of threshold")
         return self
 
@@ -76,10 +77,13 @@ class UnivariateRuleConfig(SeriesRuleConfig):
     """The surprise-record scorer (detectors/univariate.py) as a live per-series rule."""
 
     params: dict[str, float | int | list[float]] = Field(
-        default_factory=dict, description="the detector's parameter fields, e.g. threshold, warmup")
+        default_factory=dict, description="the detector's parameter fields, e.g. threshold, warmup"
+    )
     detector: Literal["surprise", "likelihood"] = Field(
-        "surprise", description="surprise: detectors/univariate.py (surprise records); likelihood: "
-                                "detectors/likelihood.py (calibrated surprise + anomaly likelihood)")
+        "surprise",
+        description="surprise: detectors/univariate.py (surprise records); likelihood: "
+        "detectors/likelihood.py (calibrated surprise + anomaly likelihood)",
+    )
 
     @model_validator(mode="after")
     def _params(self) -> UnivariateRuleConfig:
@@ -127,10 +131,10 @@ class IsolationForestConfig(_Strict):
     """Isolation forest per (host class, source partition) over one vector per host per metric batch."""
 
     enabled: bool = True
-    kind: str = Field("multivariate_anomaly", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                      description="incident kind")
-    class_label: str = Field("class", min_length=1, description="host label naming the host class ('default' "
-                                                                 "when a host has none)")
+    kind: str = Field("multivariate_anomaly", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="incident kind")
+    class_label: str = Field(
+        "class", min_length=1, description="host label naming the host class ('default' when a host has none)"
+    )
     features: list[ForestFeatureConfig] = Field(min_length=1)
     window: int = Field(1024, ge=2, description="vectors the forest is fitted on (the newest)")
     window_s: float | None = Field(None, gt=0, description="...and of those only the ones this recent (event time)")
@@ -166,19 +170,35 @@ class DetectorConfig(_Strict):
     log_rules: LogRulesConfig = LogRulesConfig()
     fault_model: FaultModelConfig | None = None
     iforest: IsolationForestConfig | None = None
-    late_tolerance_s: float = Field(120.0, ge=0, description="records older than the host's newest by more "
-                                                             "than this are counted and dropped")
+    late_tolerance_s: float = Field(
+        120.0, ge=0, description="records older than the host's newest by more than this are counted and dropped"
+    )
     # Below late_tolerance_s: a record just inside the bound then cannot make its host's honest records late.
-    max_future_skew_s: float = Field(60.0, ge=0, description="records whose event time is more than this "
-                                     "ahead of their Kafka timestamp are counted and dead-lettered")
-    max_series_per_host: int = Field(10_000, ge=1, description="a host's series beyond this many are not "
-                                     "tracked (counted in series_over_cap); keeps its snapshot under the record limit")
-    max_hosts: int = Field(100_000, ge=1, description="records of hosts beyond this many per process are "
-                           "counted (hosts_over_cap) and not used")
+    max_future_skew_s: float = Field(
+        60.0,
+        ge=0,
+        description="records whose event time is more than this "
+        "ahead of their Kafka timestamp are counted and dead-lettered",
+    )
+    max_series_per_host: int = Field(
+        10_000,
+        ge=1,
+        description="a host's series beyond this many are not "
+        "tracked (counted in series_over_cap); keeps its snapshot under the record limit",
+    )
+    max_hosts: int = Field(
+        100_000,
+        ge=1,
+        description="records of hosts beyond this many per process are counted (hosts_over_cap) and not used",
+    )
     max_gap_s: float = Field(300.0, gt=0, description="a gap longer than this restarts a pending `for`")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="wall seconds between state checkpoints")
-    forget_host_after_s: float = Field(86_400.0, gt=0, description="a host silent this long (event time, behind "
-                                       "the newest host of its partition) is dropped and its snapshot tombstoned")
+    forget_host_after_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="a host silent this long (event time, behind "
+        "the newest host of its partition) is dropped and its snapshot tombstoned",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> DetectorConfig:

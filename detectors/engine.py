@@ -89,12 +89,25 @@ class SeriesRule:
     @classmethod
     def from_config(cls, cfg, max_gap_s: float) -> SeriesRule:
         if isinstance(cfg, EwmaRuleConfig):
-            scorer = EwmaScorer(cfg.alpha, cfg.sigmas, cfg.clear_sigmas, cfg.direction, cfg.warmup, cfg.min_std,
-                                cfg.min_rel_std, cfg.anomalous_alpha_factor)
+            scorer = EwmaScorer(
+                cfg.alpha,
+                cfg.sigmas,
+                cfg.clear_sigmas,
+                cfg.direction,
+                cfg.warmup,
+                cfg.min_std,
+                cfg.min_rel_std,
+                cfg.anomalous_alpha_factor,
+            )
             return cls(cfg, scorer, max_gap_s, f"ewma:{cfg.name}", cfg.sigmas)
         if isinstance(cfg, StaticRuleConfig):
-            return cls(cfg, StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold), max_gap_s,
-                       f"static:{cfg.name}", cfg.threshold)
+            return cls(
+                cfg,
+                StaticScorer(cfg.op, cfg.threshold, cfg.clear_threshold),
+                max_gap_s,
+                f"static:{cfg.name}",
+                cfg.threshold,
+            )
         if isinstance(cfg, UnivariateRuleConfig):
             # Both banks follow the same scorer interface (grow, update, details, state_fields).
             bank: LikelihoodBank | SurpriseRecordBank
@@ -119,8 +132,8 @@ class SeriesRule:
         for i in range(len(values)):
             if np.isnan(values[i]):
                 continue
-            score, breach, clear = self.scorer.update(slot, values[i:i + 1], times[i:i + 1])
-            opened, _, _ = self.lifecycle.step(slot, times[i:i + 1], breach, clear, np.array([i]))
+            score, breach, clear = self.scorer.update(slot, values[i : i + 1], times[i : i + 1])
+            opened, _, _ = self.lifecycle.step(slot, times[i : i + 1], breach, clear, np.array([i]))
             scores[i] = score[0]
             alarms[i] = opened.size > 0
         return scores, alarms
@@ -138,8 +151,9 @@ class SeriesRule:
 
     def state_arrays(self) -> list[tuple[object, str]]:
         """(owner, attribute) of every per-slot state array: the scorer's, then the lifecycle's."""
-        return [(self.scorer, f) for f in self.scorer.state_fields] + \
-               [(self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")]
+        return [(self.scorer, f) for f in self.scorer.state_fields] + [
+            (self.lifecycle, f) for f in (*Lifecycle.state_fields, "last_time")
+        ]
 
 
 class FaultRule:
@@ -189,11 +203,23 @@ class FaultRule:
         row = self.features.row(record)[self.columns]
         p = float(predict_proba(self.model, row[None, :])[0])
         s = np.array([slot])
-        opened, resolved, since = self.lifecycle.step(s, np.array([t]), np.array([p >= self.threshold]),
-                                                      np.array([p < self.threshold]), np.array([item.offset]))
+        opened, resolved, since = self.lifecycle.step(
+            s, np.array([t]), np.array([p >= self.threshold]), np.array([p < self.threshold]), np.array([item.offset])
+        )
         if opened.size:
-            return [self._incident(hs, item, "open", t, t, p, row, float(self.lifecycle.pending_since[slot]),
-                                   int(self.lifecycle.pending_offset[slot]))]
+            return [
+                self._incident(
+                    hs,
+                    item,
+                    "open",
+                    t,
+                    t,
+                    p,
+                    row,
+                    float(self.lifecycle.pending_since[slot]),
+                    int(self.lifecycle.pending_offset[slot]),
+                )
+            ]
         if resolved.size:
             return [self._incident(hs, item, "resolve", t, float(since[0]), p, row, float(since[0]), item.offset)]
         return []
@@ -201,14 +227,27 @@ class FaultRule:
     def _incident(self, hs, item, status, t, opened_at, p, row, window_start, first_offset) -> Incident:
         names = self.model["features"]
         return make_incident(
-            host=hs.host, kind=self.kind, subject="node", status=status, severity=self.cfg.severity,
-            detector=self.detector, time=t, opened_at=opened_at, score=p, threshold=self.threshold,
-            model_version=f"fault-model-{self.model['version']}", action_class=self.cfg.action_class,
-            labels=hs.labels, summary=f"fault within {self.model.get('horizon_s', 0):g} s: probability {p:.3f} "
-                                      f"(threshold {self.threshold:g})",
-            series=list(names), values=row.tolist(), window_start=window_start,
+            host=hs.host,
+            kind=self.kind,
+            subject="node",
+            status=status,
+            severity=self.cfg.severity,
+            detector=self.detector,
+            time=t,
+            opened_at=opened_at,
+            score=p,
+            threshold=self.threshold,
+            model_version=f"fault-model-{self.model['version']}",
+            action_class=self.cfg.action_class,
+            labels=hs.labels,
+            summary=f"fault within {self.model.get('horizon_s', 0):g} s: probability {p:.3f} "
+            f"(threshold {self.threshold:g})",
+            series=list(names),
+            values=row.tolist(),
+            window_start=window_start,
             sources=[source(item.topic, item.partition, first_offset, item.offset)],
-            details={"horizon_s": float(self.model.get("horizon_s", 0))})
+            details={"horizon_s": float(self.model.get("horizon_s", 0))},
+        )
 
     def state_of(self, host: str) -> dict | None:
         slot = self.slots.get(host)
@@ -262,6 +301,7 @@ class _SnapshotIndex:
     A host's series table only grows (slots are appended, never removed, while the host is
     here), so this is valid as long as the host has `n_names` series and is rebuilt when it has more.
     """
+
     n_names: int
     table_json: bytes  # the payload's table: series names in slot order, key/dtype/shape of each array
     gslots: np.ndarray | slice  # their global slots (a slice when consecutive, the usual case)
@@ -313,16 +353,23 @@ class Engine:
     def __init__(self, config: DetectorConfig, state_name: str = STATE_DETECTOR):
         self.config = config
         self.state_name = state_name  # the `detector` of its state records: one per consumer group
-        self.rules = [SeriesRule.from_config(c, config.max_gap_s)
-                      for c in (*config.static, *config.ewma, *config.univariate)]
+        self.rules = [
+            SeriesRule.from_config(c, config.max_gap_s) for c in (*config.static, *config.ewma, *config.univariate)
+        ]
         self.rule_local = [np.zeros(0, np.int32) for _ in self.rules]  # global slot → rule slot (-1: none)
         self.rule_global = [np.zeros(0, np.int64) for _ in self.rules]  # rule slot → global slot
-        self.logs = LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s) \
-            if config.log_rules.enabled else None
+        self.logs = (
+            LogRules(load_table(config.log_rules.table), config.log_rules.burst_window_s)
+            if config.log_rules.enabled
+            else None
+        )
         self.fault = FaultRule(config.fault_model, config.max_gap_s) if config.fault_model else None
         # isolation forests per (host class, partition): their own state and offsets (detectors/multivariate.py)
-        self.forests = ForestRule(config.iforest, config.max_gap_s) \
-            if config.iforest is not None and config.iforest.enabled else None
+        self.forests = (
+            ForestRule(config.iforest, config.max_gap_s)
+            if config.iforest is not None and config.iforest.enabled
+            else None
+        )
         self.hosts: dict[str, HostState] = {}
         self.slot_host: list[HostState] = []
         self.slot_name: list[str] = []
@@ -388,7 +435,7 @@ class Engine:
             room = self.config.max_series_per_host - len(hs.names)
             new = [n for n in dict.fromkeys(key) if n not in hs.names]
             if len(new) > room:
-                allowed = set(new[:max(room, 0)])
+                allowed = set(new[: max(room, 0)])
                 keep = np.fromiter((n in hs.names or n in allowed for n in key), bool, len(key))
                 key_kept = tuple(n for n, k in zip(key, keep, strict=True) if k)
             else:
@@ -530,16 +577,47 @@ class Engine:
             opened, resolved, since = rule.lifecycle.step(ls, t, breach, clear, o)
             for j in opened:
                 row = rows[rr[j]]
-                self._emit(out, [self._series_incident(rule, int(ls[j]), row, "open", float(t[j]), float(t[j]),
-                                                       float(v[j]), float(score[j]))], row.item, row.emit)
+                self._emit(
+                    out,
+                    [
+                        self._series_incident(
+                            rule, int(ls[j]), row, "open", float(t[j]), float(t[j]), float(v[j]), float(score[j])
+                        )
+                    ],
+                    row.item,
+                    row.emit,
+                )
             for j, opened_at in zip(resolved, since, strict=True):
                 row = rows[rr[j]]
-                self._emit(out, [self._series_incident(rule, int(ls[j]), row, "resolve", float(t[j]),
-                                                       float(opened_at), float(v[j]), float(score[j]))],
-                           row.item, row.emit)
+                self._emit(
+                    out,
+                    [
+                        self._series_incident(
+                            rule,
+                            int(ls[j]),
+                            row,
+                            "resolve",
+                            float(t[j]),
+                            float(opened_at),
+                            float(v[j]),
+                            float(score[j]),
+                        )
+                    ],
+                    row.item,
+                    row.emit,
+                )
 
-    def _series_incident(self, rule: SeriesRule, local: int, row: _Row, status: str, t: float, opened_at: float,
-                         value: float, score: float) -> Incident:
+    def _series_incident(
+        self,
+        rule: SeriesRule,
+        local: int,
+        row: _Row,
+        status: str,
+        t: float,
+        opened_at: float,
+        value: float,
+        score: float,
+    ) -> Incident:
         g = int(self.rule_global[self.rules.index(rule)][local])
         name = self.slot_name[g]
         lc = rule.lifecycle
@@ -549,14 +627,29 @@ class Engine:
         cfg = rule.cfg
         verb = "breached" if status == "open" else "back to normal"
         return make_incident(
-            host=row.host.host, kind=cfg.incident_kind, subject=name, status=status, severity=cfg.severity,
-            detector=rule.detector, time=t, opened_at=opened_at, score=score, threshold=rule.threshold,
-            action_class=cfg.action_class, labels=row.host.labels,
+            host=row.host.host,
+            kind=cfg.incident_kind,
+            subject=name,
+            status=status,
+            severity=cfg.severity,
+            detector=rule.detector,
+            time=t,
+            opened_at=opened_at,
+            score=score,
+            threshold=rule.threshold,
+            action_class=cfg.action_class,
+            labels=row.host.labels,
             summary=f"{cfg.name}: {name} {verb} (value {value:.6g}, score {score:.4g}, threshold {rule.threshold:g})",
-            series=[name], values=[value], window_start=window_start,
+            series=[name],
+            values=[value],
+            window_start=window_start,
             sources=[source(item.topic, item.partition, first, item.offset)],
-            details={**rule.scorer.details(local), "for_s": cfg.for_s, "resolve_after_s": cfg.resolve_after_s,
-                     **series_gpu(name, row.host.labels)},
+            details={
+                **rule.scorer.details(local),
+                "for_s": cfg.for_s,
+                "resolve_after_s": cfg.resolve_after_s,
+                **series_gpu(name, row.host.labels),
+            },
         )
 
     # -- state ------------------------------------------------------------------------------------
@@ -570,15 +663,26 @@ class Engine:
         """
         hs = self.hosts[host]
         index = self._snapshot_index(hs)
-        header = {"max_time": hs.max_time, "log_max_time": hs.log_max_time, "labels": hs.labels,
-                  "rules": index.rules, "logs": self.logs.state_of(host) if self.logs else [],
-                  "fault": self.fault.state_of(host) if self.fault else None}
+        header = {
+            "max_time": hs.max_time,
+            "log_max_time": hs.log_max_time,
+            "labels": hs.labels,
+            "rules": index.rules,
+            "logs": self.logs.state_of(host) if self.logs else [],
+            "fault": self.fault.state_of(host) if self.fault else None,
+        }
         blob = state_codec.encode(header, index.table_json, [a for _, a in self._state_arrays(index)])
-        offsets = {f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps)
-                   if (topic, p) in self.positions}
-        return DetectorState(host=host, detector=self.state_name, state_version=STATE_VERSION,
-                             time=_dt(hs.max_time), source_offsets=offsets,
-                             state_b64=base64.b64encode(blob).decode())
+        offsets = {
+            f"{topic}:{p}": self.positions[(topic, p)] for topic, p in sorted(hs.tps) if (topic, p) in self.positions
+        }
+        return DetectorState(
+            host=host,
+            detector=self.state_name,
+            state_version=STATE_VERSION,
+            time=_dt(hs.max_time),
+            source_offsets=offsets,
+            state_b64=base64.b64encode(blob).decode(),
+        )
 
     def _snapshot_index(self, hs: HostState) -> _SnapshotIndex:
         """The host's cached snapshot index, rebuilt only when the host has gained series since."""
@@ -619,8 +723,13 @@ class Engine:
         try:
             self._restore(state)
         except Exception as exc:  # whatever a hostile payload makes numpy, zlib or json raise
-            log.warning("unreadable state for %s (%s): starting fresh: %s: %s", state.host, state.detector,
-                        type(exc).__name__, exc)
+            log.warning(
+                "unreadable state for %s (%s): starting fresh: %s: %s",
+                state.host,
+                state.detector,
+                type(exc).__name__,
+                exc,
+            )
             self.stats.unreadable_states += 1
             if state.detector != self.forest_state_name:
                 self.forget(state.host)
@@ -632,8 +741,9 @@ class Engine:
             return
         decode = _STATE_DECODERS.get(state.state_version)
         if state.detector != self.state_name or decode is None:
-            log.warning("ignoring state for %s: detector %s version %d", state.host, state.detector,
-                        state.state_version)
+            log.warning(
+                "ignoring state for %s: detector %s version %d", state.host, state.detector, state.state_version
+            )
             return
         header, names, data = decode(base64.b64decode(state.state_b64))
         self.forget(state.host)
@@ -718,6 +828,7 @@ class Engine:
     def silent_hosts(self, after_s: float) -> dict[str, int | None]:
         """Hosts with no event for `after_s` (event time) behind the newest host of their
         partition → that partition: gone from the fleet, their state only costs memory and seeks."""
+
         def last(hs: HostState) -> float:
             return max(hs.max_time, hs.log_max_time)
 
@@ -728,8 +839,11 @@ class Engine:
         return {h: part[h] for h, hs in self.hosts.items() if last(hs) < newest[part[h]] - after_s}
 
     def take_dirty(self, partitions: set[int] | None = None) -> list[DetectorState]:
-        hosts = sorted(h for h in self.dirty if h in self.hosts
-                       and (partitions is None or any(p in partitions for _, p in self.hosts[h].tps)))
+        hosts = sorted(
+            h
+            for h in self.dirty
+            if h in self.hosts and (partitions is None or any(p in partitions for _, p in self.hosts[h].tps))
+        )
         self.dirty.difference_update(hosts)
         states = [self.snapshot(h) for h in hosts]
         if self.forests is not None:
@@ -792,8 +906,15 @@ class DetectService:
     (their incidents were produced before the commit). So a restart neither re-warms nor re-raises.
     """
 
-    def __init__(self, settings: Settings, engine: Engine, group_id: str = "detectors", *,
-                 restore_timeout_s: float = 60.0, **loop_kwargs):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        group_id: str = "detectors",
+        *,
+        restore_timeout_s: float = 60.0,
+        **loop_kwargs,
+    ):
         self.settings = settings
         self.engine = engine
         self.group_id = group_id
@@ -802,10 +923,17 @@ class DetectService:
         # unique per process; a crashed member's open transaction is aborted by the broker after
         # the loop's transaction timeout.
         loop_kwargs.setdefault("transactional_id", f"{settings.client_id}-{group_id}-{uuid.uuid4().hex[:12]}")
-        self.loop = ConsumerLoop(settings, group_id=group_id,
-                                 inputs={"metrics.v1": MetricBatch, "logs.v1": LogEvent},
-                                 handle=self.handle, on_assign=self.on_assign, on_revoke=self.on_revoke,
-                                 on_lost=self.on_lost, on_restore=self.on_restore, **loop_kwargs)
+        self.loop = ConsumerLoop(
+            settings,
+            group_id=group_id,
+            inputs={"metrics.v1": MetricBatch, "logs.v1": LogEvent},
+            handle=self.handle,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+            on_lost=self.on_lost,
+            on_restore=self.on_restore,
+            **loop_kwargs,
+        )
         self.state_topic = topic_name(settings, DetectorState.topic)
         engine.state_name = f"{STATE_DETECTOR}:{group_id}"
         self.assigned: set[TopicPartition] = set()
@@ -821,10 +949,19 @@ class DetectService:
             if not isinstance(inc, Incident):
                 continue
             metrics.incident(inc)
-            log.info("incident %s %s: %s on %s: %s", inc.status, inc.id, inc.kind, inc.host, inc.summary,
-                     extra={**incident_fields(inc), "status": inc.status, "kind": inc.kind})
-        out.extend(eventtime.dead_letter(item, t, self.engine.config.max_future_skew_s, self.group_id)
-                   for item, t in self.engine.out_of_skew)
+            log.info(
+                "incident %s %s: %s on %s: %s",
+                inc.status,
+                inc.id,
+                inc.kind,
+                inc.host,
+                inc.summary,
+                extra={**incident_fields(inc), "status": inc.status, "kind": inc.kind},
+            )
+        out.extend(
+            eventtime.dead_letter(item, t, self.engine.config.max_future_skew_s, self.group_id)
+            for item, t in self.engine.out_of_skew
+        )
         self.engine.out_of_skew.clear()
         if wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
             # In the batch's transaction: the snapshots commit with the incidents and offsets.
@@ -834,8 +971,10 @@ class DetectService:
             if gone:
                 self.engine.compact()
             out.extend(self._state_records(self.engine.take_dirty()))
-            out.extend(Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(p))
-                       for h, p in sorted(gone.items()))
+            out.extend(
+                Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(p))
+                for h, p in sorted(gone.items())
+            )
             self._last_checkpoint = wall.monotonic()
             metrics.checkpoint("detect")
         return out
@@ -857,16 +996,24 @@ class DetectService:
             size = len(o.value or b"")  # a state record always has a value; only tombstones have none
             if size > self.settings.max_record_bytes:
                 self.engine.stats.snapshots_too_large += 1
-                log.error("state of %s is %d bytes, over max_record_bytes=%d: not checkpointed",
-                          s.host, size, self.settings.max_record_bytes)
+                log.error(
+                    "state of %s is %d bytes, over max_record_bytes=%d: not checkpointed",
+                    s.host,
+                    size,
+                    self.settings.max_record_bytes,
+                )
                 continue
             out.append(o)
         return out
 
     def _state_record(self, state: DetectorState) -> Outgoing:
         # Keyed by group and host: groups never overwrite each other's state in compaction.
-        return Outgoing(self.state_topic, state.to_bytes(), f"{self.group_id}/{state.host}".encode(),
-                        self._state_partition(self._partition_of(state)))
+        return Outgoing(
+            self.state_topic,
+            state.to_bytes(),
+            f"{self.group_id}/{state.host}".encode(),
+            self._state_partition(self._partition_of(state)),
+        )
 
     def on_revoke(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
@@ -909,15 +1056,22 @@ class DetectService:
         for tp in sorted(assigned, key=lambda x: (x.topic, x.partition)):
             key = (tp.topic, tp.partition)
             committed = committed_offsets.get(tp)
-            covered = [s.source_offsets[f"{tp.topic}:{tp.partition}"] for s in states.values()
-                       if s.host not in gone and f"{tp.topic}:{tp.partition}" in s.source_offsets]
+            covered = [
+                s.source_offsets[f"{tp.topic}:{tp.partition}"]
+                for s in states.values()
+                if s.host not in gone and f"{tp.topic}:{tp.partition}" in s.source_offsets
+            ]
             if committed is not None:
                 self.engine.replay_until[key] = committed
             start = min(covered) if covered else None
             if start is not None and (committed is None or start < committed):
                 consumer.seek(tp, start)
-        log.info("restored %d host states for %s (%d tombstoned)", len(states) - len(gone),
-                 sorted(map(tuple, assigned)), len(gone))
+        log.info(
+            "restored %d host states for %s (%d tombstoned)",
+            len(states) - len(gone),
+            sorted(map(tuple, assigned)),
+            len(gone),
+        )
 
     def _gone(self, states: dict[str, DetectorState]) -> set[str]:
         """Hosts of these snapshots silent for `forget_host_after_s` behind the newest of their partition."""
@@ -926,8 +1080,11 @@ class DetectService:
             p = self._partition_of(s)
             newest[p] = max(newest.get(p, 0.0), s.time.timestamp())
         after = self.engine.config.forget_host_after_s
-        return {s.host for s in states.values()
-                if s.detector == self.engine.state_name and s.time.timestamp() < newest[self._partition_of(s)] - after}
+        return {
+            s.host
+            for s in states.values()
+            if s.detector == self.engine.state_name and s.time.timestamp() < newest[self._partition_of(s)] - after
+        }
 
     def tombstone(self, hosts: set[str], partitions: dict[str, int | None]) -> int:
         """Delete these hosts' snapshots from the compacted state topic (and forget them here)."""
@@ -935,7 +1092,8 @@ class DetectService:
             self.engine.forget(host)
         return self.loop.produce_now(
             Outgoing(self.state_topic, None, f"{self.group_id}/{h}".encode(), self._state_partition(partitions.get(h)))
-            for h in sorted(hosts))
+            for h in sorted(hosts)
+        )
 
     def _partition_of(self, state: DetectorState) -> int | None:
         """The input partition a snapshot covers (a host's metrics and logs share one number)."""
@@ -977,8 +1135,10 @@ class DetectService:
             for batch in reader.read_to_end(timeout_s=self.restore_timeout_s, progress=self.restore_progress):
                 for item in reader.records(batch, DetectorState, on_error=unreadable):
                     s = item.record
-                    if s.detector in (self.engine.state_name, self.engine.forest_state_name) \
-                            and wanted & s.source_offsets.keys():
+                    if (
+                        s.detector in (self.engine.state_name, self.engine.forest_state_name)
+                        and wanted & s.source_offsets.keys()
+                    ):
                         newest[s.host] = s
         return newest, committed
 
@@ -990,5 +1150,6 @@ class DetectService:
     def run(self, until=None, install_signals: bool = True) -> EngineStats:
         """Until SIGTERM/SIGINT, `loop.stop()` or `until(self)`; a clean stop checkpoints every host."""
         self.loop.service_loop(on_idle=self._idle_checkpoint, on_exit=self.checkpoint, close=self.loop.close).run(
-            until=until and (lambda: until(self)), install_signals=install_signals)
+            until=until and (lambda: until(self)), install_signals=install_signals
+        )
         return self.engine.stats

@@ -78,8 +78,11 @@ def cmd_detect_csv(args: argparse.Namespace) -> int:
             write_detections(fh, series, scores, alarms)
         print(f"{args.output}: {len(series.values)} rows, {int(alarms.sum())} alarms", file=sys.stderr)
     if series.late_rows:
-        print(f"{args.file}: {series.late_rows} late rows (timestamp not after an earlier row's): "
-              f"not used, like late data in the live engine", file=sys.stderr)
+        print(
+            f"{args.file}: {series.late_rows} late rows (timestamp not after an earlier row's): "
+            f"not used, like late data in the live engine",
+            file=sys.stderr,
+        )
     else:
         try:
             write_detections(sys.stdout, series, scores, alarms)
@@ -129,8 +132,10 @@ def format_report(runs: list[Detected], results, profiles) -> str:
     short = {"standard": "standard", "reward_low_FP_rate": "low_FP", "reward_low_FN_rate": "low_FN"}
     lines = []
     best = results["best threshold"]
-    lines.append("per file, raw NAB score at each profile's best corpus-wide threshold "
-                 "(tp/fn/fp counted on the standard profile):")
+    lines.append(
+        "per file, raw NAB score at each profile's best corpus-wide threshold "
+        "(tp/fn/fp counted on the standard profile):"
+    )
     header = f"{'file':58s} {'win':>3s} " + " ".join(f"{short.get(n, n):>9s}" for n in names) + "   tp fn  fp"
     lines.append(header)
     for r in runs:
@@ -138,13 +143,16 @@ def format_report(runs: list[Detected], results, profiles) -> str:
         cells = " ".join(f"{best[n].per_file[r.name].score:9.3f}" for n in names)
         lines.append(f"{r.name:58s} {len(r.windows):3d} {cells}   {std.tp:2d} {std.fn:2d} {std.fp:3d}")
     lines.append("")
-    lines.append(f"overall, normalised (100 = perfect, 0 = never fires), {sum(len(r.windows) for r in runs)} windows, "
-                 f"{len(runs)} files:")
+    lines.append(
+        f"overall, normalised (100 = perfect, 0 = never fires), {sum(len(r.windows) for r in runs)} windows, "
+        f"{len(runs)} files:"
+    )
     lines.append(f"{'scoring':16s} " + " ".join(f"{short.get(n, n):>9s}" for n in names) + "   thresholds")
     for label, per_profile in results.items():
         cells = " ".join(f"{per_profile[n].normalised:9.1f}" for n in names)
-        thresholds = ", ".join(f"{per_profile[n].threshold:.4f}" for n in names) if label == "best threshold" \
-            else "alarm column"
+        thresholds = (
+            ", ".join(f"{per_profile[n].threshold:.4f}" for n in names) if label == "best threshold" else "alarm column"
+        )
         lines.append(f"{label:16s} {cells}   {thresholds}")
     return "\n".join(lines)
 
@@ -155,8 +163,11 @@ def category(name: str) -> str:
 
 
 def _corpus(runs: list[Detected], alarms: bool = False) -> nab.Corpus:
-    return nab.Corpus([r.name for r in runs], [r.alarms.astype(float) if alarms else r.scores for r in runs],
-                      [r.windows for r in runs])
+    return nab.Corpus(
+        [r.name for r in runs],
+        [r.alarms.astype(float) if alarms else r.scores for r in runs],
+        [r.windows for r in runs],
+    )
 
 
 @dataclass
@@ -183,14 +194,22 @@ def leave_one_category_out(runs: list[Detected], profile: nab.Profile) -> list[H
         test = [r for r in runs if category(r.name) == cat]
         train = [r for r in runs if category(r.name) != cat]
         threshold = nab.best_threshold(_corpus(train), profile)[0] if train else 0.5
-        out.append(HeldOut(cat, len(test), sum(len(r.windows) for r in test), threshold,
-                           nab.evaluate(_corpus(test), profile, threshold), nab.evaluate(_corpus(test), profile),
-                           nab.evaluate(_corpus(test, alarms=True), profile, threshold=0.5)))
+        out.append(
+            HeldOut(
+                cat,
+                len(test),
+                sum(len(r.windows) for r in test),
+                threshold,
+                nab.evaluate(_corpus(test), profile, threshold),
+                nab.evaluate(_corpus(test), profile),
+                nab.evaluate(_corpus(test, alarms=True), profile, threshold=0.5),
+            )
+        )
     return out
 
 
 def kind(name: str) -> str:
-    """"artificial" or "real", from NAB's category names (artificial* / real*); else the category."""
+    """ "artificial" or "real", from NAB's category names (artificial* / real*); else the category."""
     cat = category(name)
     return "artificial" if cat.startswith("artificial") else "real" if cat.startswith("real") else cat
 
@@ -198,10 +217,14 @@ def kind(name: str) -> str:
 def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> str:
     """Leave-one-category-out, artificial vs real, swept vs as deployed (standard profile first)."""
     profile = profiles.get("standard") or next(iter(profiles.values()))
-    lines = [f"leave-one-category-out ({profile.name} profile): threshold chosen on the other categories, "
-             "scored on the one left out"]
-    lines.append(f"{'category':28s} {'files':>5s} {'win':>3s} {'threshold':>9s} {'held-out':>9s} "
-                 f"{'own-best':>9s} {'engine':>9s}   tp fn  fp (held-out)")
+    lines = [
+        f"leave-one-category-out ({profile.name} profile): threshold chosen on the other categories, "
+        "scored on the one left out"
+    ]
+    lines.append(
+        f"{'category':28s} {'files':>5s} {'win':>3s} {'threshold':>9s} {'held-out':>9s} "
+        f"{'own-best':>9s} {'engine':>9s}   tp fn  fp (held-out)"
+    )
     folds = leave_one_category_out(runs, profile)
     for f in folds:
         tp = sum(x.tp for x in f.held_out.per_file.values())
@@ -211,16 +234,19 @@ def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> s
             cells = f"{f.held_out.normalised:9.1f} {f.own_best.normalised:9.1f} {f.engine.normalised:9.1f}"
         else:  # nothing to normalise against: the raw false-alarm cost
             cells = f"{'raw ' + format(f.held_out.raw, '.3f'):>9s} {'':9s} {'raw ' + format(f.engine.raw, '.3f'):>9s}"
-        lines.append(f"{f.category:28s} {f.files:5d} {f.windows:3d} {f.threshold:9.4f} {cells}   "
-                     f"{tp:2d} {fn:2d} {fp:3d}")
+        lines.append(
+            f"{f.category:28s} {f.files:5d} {f.windows:3d} {f.threshold:9.4f} {cells}   {tp:2d} {fn:2d} {fp:3d}"
+        )
     scored = [f for f in folds if f.windows]
     if scored:
         held = [f.held_out.normalised for f in scored]
         eng = [f.engine.normalised for f in scored]
         worst = min(scored, key=lambda f: f.held_out.normalised)
-        lines.append(f"LOCO mean {np.mean(held):.1f}, worst {worst.held_out.normalised:.1f} ({worst.category}); "
-                     f"engine alarms mean {np.mean(eng):.1f}, worst {min(eng):.1f} "
-                     f"(over the {len(scored)} categories with windows)")
+        lines.append(
+            f"LOCO mean {np.mean(held):.1f}, worst {worst.held_out.normalised:.1f} ({worst.category}); "
+            f"engine alarms mean {np.mean(eng):.1f}, worst {min(eng):.1f} "
+            f"(over the {len(scored)} categories with windows)"
+        )
     lines.append("")
     lines.append(f"artificial vs real ({profile.name} profile):")
     lines.append(f"{'kind':12s} {'files':>5s} {'win':>3s} {'best thr':>9s} {'at thr':>9s} {'engine':>9s}")
@@ -230,11 +256,15 @@ def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> s
         at_best = nab.evaluate(_corpus(part), profile)
         at_engine = nab.evaluate(_corpus(part, alarms=True), profile, threshold=0.5)
         if n_win:
-            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} {at_best.normalised:9.1f} "
-                         f"{at_engine.normalised:9.1f}")
+            lines.append(
+                f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} {at_best.normalised:9.1f} "
+                f"{at_engine.normalised:9.1f}"
+            )
         else:
-            lines.append(f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} "
-                         f"{'raw ' + format(at_best.raw, '.3f'):>9s} {'raw ' + format(at_engine.raw, '.3f'):>9s}")
+            lines.append(
+                f"{k:12s} {len(part):5d} {n_win:3d} {at_best.threshold:9.4f} "
+                f"{'raw ' + format(at_best.raw, '.3f'):>9s} {'raw ' + format(at_engine.raw, '.3f'):>9s}"
+            )
     return "\n".join(lines)
 
 
@@ -261,14 +291,18 @@ def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
             for ax in (ax_v, ax_s):
                 ax.axvline(x[probation], color="grey", ls=":", lw=1)
         alarm_rows = np.flatnonzero(r.alarms)
-        ax_v.plot([x[i] for i in alarm_rows], r.series.values[alarm_rows], "v", color="tab:red", ms=6,
-                  label="engine alarm")
+        ax_v.plot(
+            [x[i] for i in alarm_rows], r.series.values[alarm_rows], "v", color="tab:red", ms=6, label="engine alarm"
+        )
         ax_s.plot(x, r.scores, lw=0.6, color="tab:green", label="anomaly score")
         ax_s.axhline(std.threshold, color="tab:red", ls="--", lw=0.8, label=f"best threshold {std.threshold:.4f}")
         ax_s.set_ylim(0, 1)
         fs = std.per_file[r.name]
-        ax_v.set_title(f"{r.name}  (standard: {fs.score:.3f}, tp={fs.tp} fn={fs.fn} fp={fs.fp}; "
-                       "red = label windows, dotted = end of probation)", fontsize=9)
+        ax_v.set_title(
+            f"{r.name}  (standard: {fs.score:.3f}, tp={fs.tp} fn={fs.fn} fp={fs.fp}; "
+            "red = label windows, dotted = end of probation)",
+            fontsize=9,
+        )
         ax_v.legend(loc="upper left", fontsize=7)
         ax_s.legend(loc="upper left", fontsize=7)
         fig.tight_layout()
@@ -276,11 +310,15 @@ def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
         fig.savefig(folder / png, dpi=80)
         plt.close(fig)
         items.append((r.name, png, fs))
-    rows = "\n".join(f'<h3>{html.escape(name)} (standard {fs.score:.3f}, tp={fs.tp} fn={fs.fn} fp={fs.fp})</h3>'
-                     f'<img src="{html.escape(png)}" width="100%">' for name, png, fs in items)
+    rows = "\n".join(
+        f"<h3>{html.escape(name)} (standard {fs.score:.3f}, tp={fs.tp} fn={fs.fn} fp={fs.fp})</h3>"
+        f'<img src="{html.escape(png)}" width="100%">'
+        for name, png, fs in items
+    )
     (folder / "index.html").write_text(
         f"<!doctype html><meta charset=utf-8><title>NAB detections</title>"
-        f"<h1>NAB detections: standard {std.normalised:.1f}</h1>\n{rows}\n")
+        f"<h1>NAB detections: standard {std.normalised:.1f}</h1>\n{rows}\n"
+    )
     return folder / "index.html"
 
 
@@ -318,24 +356,34 @@ def cmd_eval_nab(args: argparse.Namespace, command: str = "eval nab") -> int:
     n_values = sum(len(r.series.values) for r in runs)
     print(f"\ndetector: {n_values} values in {took:.2f}s through the live rule code, one value at a time")
     late = {r.name: r.series.late_rows for r in runs if r.series.late_rows}
-    print(f"late rows (timestamp not after an earlier row's, not used like the live engine's late data): "
-          f"{sum(late.values())}" + (f" ({', '.join(f'{n}: {k}' for n, k in sorted(late.items()))})" if late else ""))
+    print(
+        f"late rows (timestamp not after an earlier row's, not used like the live engine's late data): "
+        f"{sum(late.values())}" + (f" ({', '.join(f'{n}: {k}' for n, k in sorted(late.items()))})" if late else "")
+    )
     if args.plots:
         print(f"plots: {write_plots(runs, results, args.plots)}")
     return 0
 
 
 def _add_config_option(p) -> None:
-    p.add_argument("--config", "--detectors", dest="detector_config", metavar="FILE",
-                   help="detector YAML whose first `univariate:` rule to run (default: the built-in "
-                        "surprise-record rule with for_s 0, resolve_after_s 0)")
+    p.add_argument(
+        "--config",
+        "--detectors",
+        dest="detector_config",
+        metavar="FILE",
+        help="detector YAML whose first `univariate:` rule to run (default: the built-in "
+        "surprise-record rule with for_s 0, resolve_after_s 0)",
+    )
 
 
 def register_detect(detect_sub) -> None:
     """Add `csv` under the `fleetmedic detect` command's subparsers."""
-    p = detect_sub.add_parser("csv", help="run the univariate detector causally over a timestamp,value CSV",
-                              description="Write timestamp,value,anomaly_score,alarm: the score in [0, 1) and "
-                                          "the alarm exactly as the live engine's rule raises it.")
+    p = detect_sub.add_parser(
+        "csv",
+        help="run the univariate detector causally over a timestamp,value CSV",
+        description="Write timestamp,value,anomaly_score,alarm: the score in [0, 1) and "
+        "the alarm exactly as the live engine's rule raises it.",
+    )
     p.add_argument("file", metavar="FILE.csv")
     _add_config_option(p)
     p.add_argument("-o", "--output", metavar="OUT", help="output CSV (default: standard output)")
@@ -344,24 +392,33 @@ def register_detect(detect_sub) -> None:
 
 def register(sub) -> None:
     """Add `fleetmedic eval nab`."""
-    p = sub.add_parser("eval", help="score detectors on a benchmark (NAB)",
-                       description="Evaluate the univariate detector against labelled benchmark data.")
+    p = sub.add_parser(
+        "eval",
+        help="score detectors on a benchmark (NAB)",
+        description="Evaluate the univariate detector against labelled benchmark data.",
+    )
     eval_sub = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    q = eval_sub.add_parser("nab", help="NAB standard, low-FP and low-FN scores over a folder of series",
-                            description="Run the detector over every file in the labels, then print per-file "
-                                        "and overall NAB scores (best corpus-wide threshold per profile, and "
-                                        "the engine's own alarms).")
+    q = eval_sub.add_parser(
+        "nab",
+        help="NAB standard, low-FP and low-FN scores over a folder of series",
+        description="Run the detector over every file in the labels, then print per-file "
+        "and overall NAB scores (best corpus-wide threshold per profile, and "
+        "the engine's own alarms).",
+    )
     q.add_argument("--data", required=True, metavar="DIR", help="folder the label paths are relative to")
     q.add_argument("--labels", required=True, metavar="FILE", help="combined_windows.json")
     q.add_argument("--profiles", metavar="FILE", help="profiles.json (default: the three NAB profiles)")
     _add_config_option(q)
     q.add_argument("--plots", metavar="DIR", help="write one PNG per file and an index.html here")
     q.set_defaults(func=cmd_eval_nab)
-    f = eval_sub.add_parser("fleet", help="the same scores on simulated, labelled fleet-like series",
-                            description="Write the fleet stress benchmark (GPU temperature, power, utilisation, "
-                                        "ECC errors, network drops; diurnal load, jobs, gaps, clock steps, "
-                                        "counter resets; labelled level shifts, drifts, stuck and hung GPUs, "
-                                        "bursts) and score the detector on it as `eval nab` does.")
+    f = eval_sub.add_parser(
+        "fleet",
+        help="the same scores on simulated, labelled fleet-like series",
+        description="Write the fleet stress benchmark (GPU temperature, power, utilisation, "
+        "ECC errors, network drops; diurnal load, jobs, gaps, clock steps, "
+        "counter resets; labelled level shifts, drifts, stuck and hung GPUs, "
+        "bursts) and score the detector on it as `eval nab` does.",
+    )
     f.add_argument("--seed", type=int, default=0, help="the benchmark's seed (same seed, same files)")
     f.add_argument("--out", metavar="DIR", help="write the series here (default: a temporary folder)")
     _add_config_option(f)

@@ -37,8 +37,15 @@ def out_of_skew(item: Received, t: float, max_future_skew_s: float) -> bool:
 def dead_letter(item: Received, t: float, max_future_skew_s: float, group: str) -> DeadLetter:
     """The dead letter of a record refused for its event time (its bytes re-encoded from the record)."""
     return DeadLetter.of(
-        topic=item.topic, partition=item.partition, offset=item.offset, timestamp_ms=item.timestamp_ms,
-        key=item.key, value=item.record.to_bytes(), group=group, kind="event_time",
+        topic=item.topic,
+        partition=item.partition,
+        offset=item.offset,
+        timestamp_ms=item.timestamp_ms,
+        key=item.key,
+        value=item.record.to_bytes(),
+        group=group,
+        kind="event_time",
         error=f"event time {t:.3f} is {ahead_of_broker_s(item, t):.0f} s ahead of the broker timestamp "
-              f"{item.timestamp_ms} ms (max_future_skew_s={max_future_skew_s:g})",
-        keep_bytes=DEAD_LETTER_KEEP_BYTES)
+        f"{item.timestamp_ms} ms (max_future_skew_s={max_future_skew_s:g})",
+        keep_bytes=DEAD_LETTER_KEEP_BYTES,
+    )

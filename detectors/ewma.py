@@ -35,9 +35,17 @@ _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt
 class EwmaScorer:
     state_fields = ("mean", "var", "count")
 
-    def __init__(self, alpha: float = 0.05, sigmas: float = 4.0, clear_sigmas: float | None = None,
-                 direction: str = "both", warmup: int = 30, min_std: float = 1e-6, min_rel_std: float = 1e-3,
-                 anomalous_alpha_factor: float = 0.1):
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        sigmas: float = 4.0,
+        clear_sigmas: float | None = None,
+        direction: str = "both",
+        warmup: int = 30,
+        min_std: float = 1e-6,
+        min_rel_std: float = 1e-3,
+        anomalous_alpha_factor: float = 0.1,
+    ):
         if not 0 < alpha < 1:
             raise ValueError("alpha must be in (0, 1)")
         if direction not in ("up", "down", "both"):
@@ -61,8 +69,9 @@ class EwmaScorer:
         self.var = grown(self.var, n, 0.0)
         self.count = grown(self.count, n, 0)
 
-    def update(self, slots: np.ndarray, values: np.ndarray, times: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def update(
+        self, slots: np.ndarray, values: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mean, var, count = self.mean[slots], self.var[slots], self.count[slots]
         std = np.maximum(np.sqrt(var), np.maximum(self.min_std, self.min_rel_std * np.abs(mean)))
         dev = (values - mean) / std
@@ -83,8 +92,11 @@ class EwmaScorer:
         return np.where(warm, score, 0.0), breach, clear
 
     def details(self, slot: int) -> dict:
-        return {"ewma_mean": round(float(self.mean[slot]), 6), "ewma_std": round(float(np.sqrt(self.var[slot])), 6),
-                "count": int(self.count[slot])}
+        return {
+            "ewma_mean": round(float(self.mean[slot]), 6),
+            "ewma_std": round(float(np.sqrt(self.var[slot])), 6),
+            "count": int(self.count[slot]),
+        }
 
 
 class StaticScorer:
@@ -110,8 +122,9 @@ class StaticScorer:
     def grow(self, n: int) -> None:
         pass
 
-    def update(self, slots: np.ndarray, values: np.ndarray, times: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def update(
+        self, slots: np.ndarray, values: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return values, self.op(values, self.threshold), ~self.op(values, self.clear_threshold)
 
     def details(self, slot: int) -> dict:

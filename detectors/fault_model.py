@@ -132,7 +132,7 @@ class XidHistory:
         if not times:
             return np.array([0.0, 0.0, 24.0])
         cut = t - self.lag_s
-        del times[:bisect_right(times, cut - self.DAY)]  # never needed again: t only moves forward
+        del times[: bisect_right(times, cut - self.DAY)]  # never needed again: t only moves forward
         upto = bisect_right(times, cut)
         hour = upto - bisect_right(times, cut - self.HOUR)
         since = (cut - times[upto - 1]) / self.HOUR if upto else 24.0
@@ -219,8 +219,9 @@ class FeatureState:
         return row
 
 
-def feature_matrix(batches: list[MetricBatch], logs: Sequence[LogEvent] = (),
-                   xid: XidHistory | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+def feature_matrix(
+    batches: list[MetricBatch], logs: Sequence[LogEvent] = (), xid: XidHistory | None = None
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(X, hosts, times) with one row per batch, in the order given (sort by time first).
 
     Every log event is observed first: the lag rule already keeps each row to the XIDs it
@@ -288,8 +289,9 @@ def read_fault_spans(path: str | Path) -> dict[str, list[tuple[float, float]]]:
 def in_fault(hosts: list[str], times: np.ndarray, spans: dict[str, list[tuple[float, float]]]) -> np.ndarray:
     """True for the rows whose host is inside one of its faults: not a prediction example (the fault
     has started already), and its signals, the fault's own, would teach the model the wrong thing."""
-    return np.array([any(a <= t < b for a, b in spans.get(h, ())) for h, t in zip(hosts, times, strict=True)],
-                    dtype=bool)
+    return np.array(
+        [any(a <= t < b for a, b in spans.get(h, ())) for h, t in zip(hosts, times, strict=True)], dtype=bool
+    )
 
 
 def train(X: np.ndarray, y: np.ndarray, seed: int = 0, xid: XidHistory | None = None) -> dict:
@@ -307,16 +309,22 @@ def train(X: np.ndarray, y: np.ndarray, seed: int = 0, xid: XidHistory | None = 
 
     scaler = StandardScaler().fit(X)
     Z = scaler.transform(X)
-    clf = CalibratedClassifierCV(LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000,
-                                                    random_state=seed), method="sigmoid", cv=3).fit(Z, y)
+    clf = CalibratedClassifierCV(
+        LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000, random_state=seed), method="sigmoid", cv=3
+    ).fit(Z, y)
     members = []
     for cc in clf.calibrated_classifiers_:
         lr, cal = cc.estimator, cc.calibrators[0]
-        members.append({"coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
-                        "a": float(cal.a_), "b": float(cal.b_)})
-    model = {"features": list(FEATURE_NAMES), "mean": scaler.mean_.tolist(),
-             "scale": scaler.scale_.tolist(), "members": members,
-             "xid_history": {"lag_s": xid.lag_s, "ignored_codes": sorted(xid.ignored_codes)}}
+        members.append(
+            {"coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]), "a": float(cal.a_), "b": float(cal.b_)}
+        )
+    model = {
+        "features": list(FEATURE_NAMES),
+        "mean": scaler.mean_.tolist(),
+        "scale": scaler.scale_.tolist(),
+        "members": members,
+        "xid_history": {"lag_s": xid.lag_s, "ignored_codes": sorted(xid.ignored_codes)},
+    }
     model["version"] = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:12]
     return model
 
@@ -331,8 +339,15 @@ def predict_proba(model: dict, X: np.ndarray) -> np.ndarray:
     return np.mean(probs, axis=0)
 
 
-def lead_times(hosts: list[str], times: np.ndarray, p: np.ndarray, faults: dict[str, list[float]],
-               horizon_s: float, threshold: float, since: float) -> dict:
+def lead_times(
+    hosts: list[str],
+    times: np.ndarray,
+    p: np.ndarray,
+    faults: dict[str, list[float]],
+    horizon_s: float,
+    threshold: float,
+    since: float,
+) -> dict:
     """Fault-level figures of a probability series at a threshold (the rows: one host's in time order).
 
     A *warning* is a crossing: a row at or above the threshold whose host's previous row was below
@@ -365,11 +380,16 @@ def format_lead_times(r: dict, threshold: float) -> str:
     recall = r["warned"] / r["faults"] if r["faults"] else float("nan")
     precision = r["true_warnings"] / r["warnings"] if r["warnings"] else float("nan")
     leads = np.array(r["leads"])
-    lead = (f"lead time median {np.median(leads) / 60:.1f} min (min {leads.min() / 60:.1f}, max {leads.max() / 60:.1f})"
-            if leads.size else "lead time: none warned")
-    return (f"held-out faults warned at threshold {threshold:g}: {r['warned']} of {r['faults']} (recall {recall:.3f}); "
-            f"{lead}; warnings followed by a fault within the horizon: {r['true_warnings']} of {r['warnings']} "
-            f"(precision {precision:.3f})")
+    lead = (
+        f"lead time median {np.median(leads) / 60:.1f} min (min {leads.min() / 60:.1f}, max {leads.max() / 60:.1f})"
+        if leads.size
+        else "lead time: none warned"
+    )
+    return (
+        f"held-out faults warned at threshold {threshold:g}: {r['warned']} of {r['faults']} (recall {recall:.3f}); "
+        f"{lead}; warnings followed by a fault within the horizon: {r['true_warnings']} of {r['warnings']} "
+        f"(precision {precision:.3f})"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -393,9 +413,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     healthy = ~in_fault(hosts, times, spans)
     train_rows, test_rows = (times < cut) & healthy, (times >= cut) & healthy
     if len(set(y[train_rows])) < 2 or len(set(y[test_rows])) < 2:
-        print("fleetmedic model train: both the training and the held-out range need faulty and healthy "
-              f"examples (train: {int(y[train_rows].sum())} of {int(train_rows.sum())} positive, held out: "
-              f"{int(y[test_rows].sum())} of {int(test_rows.sum())})", file=sys.stderr)
+        print(
+            "fleetmedic model train: both the training and the held-out range need faulty and healthy "
+            f"examples (train: {int(y[train_rows].sum())} of {int(train_rows.sum())} positive, held out: "
+            f"{int(y[test_rows].sum())} of {int(test_rows.sum())})",
+            file=sys.stderr,
+        )
         return 2
     model = train(X[train_rows], y[train_rows], seed=args.seed, xid=xid)
     model.update(horizon_s=args.horizon_s, threshold=args.threshold)
@@ -405,12 +428,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model, indent=1) + "\n")
     dropped = f", {int((~healthy).sum())} batches inside a fault left out" if spans else ""
-    print(f"trained on {int(train_rows.sum())} examples before "
-          f"{datetime.utcfromtimestamp(cut):%Y-%m-%dT%H:%M:%SZ}, held out {int(test_rows.sum())} "
-          f"({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s{dropped}")
-    print(f"held-out precision {precision_score(y[test_rows], pred, zero_division=0):.3f}  "
-          f"recall {recall_score(y[test_rows], pred, zero_division=0):.3f}  "
-          f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})")
+    print(
+        f"trained on {int(train_rows.sum())} examples before "
+        f"{datetime.utcfromtimestamp(cut):%Y-%m-%dT%H:%M:%SZ}, held out {int(test_rows.sum())} "
+        f"({int(y[test_rows].sum())} positive), horizon {args.horizon_s:g} s{dropped}"
+    )
+    print(
+        f"held-out precision {precision_score(y[test_rows], pred, zero_division=0):.3f}  "
+        f"recall {recall_score(y[test_rows], pred, zero_division=0):.3f}  "
+        f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})"
+    )
     test_idx = np.flatnonzero(test_rows)
     lt = lead_times([hosts[i] for i in test_idx], times[test_idx], p, faults, args.horizon_s, args.threshold, cut)
     print(format_lead_times(lt, args.threshold))
@@ -426,9 +453,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 2
     coef = np.mean([m["coef"] for m in model["members"]], axis=0)
     intercept = float(np.mean([m["intercept"] for m in model["members"]]))
-    print(f"fault model {model['version']}: horizon {model.get('horizon_s', 0):g} s, "
-          f"threshold {model.get('threshold', 0.5):g}; logistic coefficients per standard deviation "
-          f"(mean over {len(model['members'])} calibration folds)")
+    print(
+        f"fault model {model['version']}: horizon {model.get('horizon_s', 0):g} s, "
+        f"threshold {model.get('threshold', 0.5):g}; logistic coefficients per standard deviation "
+        f"(mean over {len(model['members'])} calibration folds)"
+    )
     for name, c in sorted(zip(model["features"], coef, strict=True), key=lambda nc: -abs(nc[1])):
         print(f"  {name:22s} {c:+.4f}")
     print(f"  {'(intercept)':22s} {intercept:+.4f}")
@@ -436,16 +465,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("model", help="train or explain the logistic fault model",
-                       description="Train the calibrated logistic fault model on a labelled history, or "
-                                   "print a saved model's coefficients.")
+    p = sub.add_parser(
+        "model",
+        help="train or explain the logistic fault model",
+        description="Train the calibrated logistic fault model on a labelled history, or "
+        "print a saved model's coefficients.",
+    )
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     t = msub.add_parser("train", help="fit on a labelled history; report held-out precision, recall, PR-AUC")
     t.add_argument("--history", required=True, metavar="FILE.jsonl", help="metric batches, one JSON per line")
     t.add_argument("--faults", required=True, metavar="FILE.csv", help="host,time of each fault")
     t.add_argument("--logs", metavar="FILE.jsonl", help="log events, one JSON per line: their XIDs become features")
-    t.add_argument("--xid-lag-s", type=float, default=120.0, metavar="S",
-                   help="an XID counts for metric batches at least this much later (saved with the model)")
+    t.add_argument(
+        "--xid-lag-s",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="an XID counts for metric batches at least this much later (saved with the model)",
+    )
     t.add_argument("--horizon-s", type=float, default=3600.0)
     t.add_argument("--test-fraction", type=float, default=0.3, help="latest share of the time range held out")
     t.add_argument("--threshold", type=float, default=0.5)

@@ -44,7 +44,7 @@ def _load(rng: np.random.Generator, n: int) -> np.ndarray:
     i = int(rng.integers(0, 24))
     while i < n:
         length = int(rng.uniform(2, 20) * 12)
-        on[i:i + length] = True
+        on[i : i + length] = True
         i += length + int(rng.uniform(0.5, 6) * 12)
     return np.where(on, diurnal * rng.uniform(0.85, 1.0, n), 0.0)
 
@@ -75,12 +75,22 @@ def _signal(kind: str, load: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 # (signal, anomaly kinds in order; () = none). Each row of this table is one file.
 LAYOUT = [
-    ("gpu_temperature", ("level_shift",)), ("gpu_temperature", ("drift",)), ("gpu_temperature", ()),
+    ("gpu_temperature", ("level_shift",)),
+    ("gpu_temperature", ("drift",)),
+    ("gpu_temperature", ()),
     ("gpu_temperature", ("spike", "level_shift")),
-    ("gpu_power", ("stuck_low",)), ("gpu_power", ("spike",)), ("gpu_power", ()),
-    ("gpu_util", ("hung",)), ("gpu_util", ()), ("gpu_util", ("hung", "spike_down")),
-    ("ecc_corrected", ("burst",)), ("ecc_corrected", ("counter_reset_ok",)), ("ecc_corrected", ()),
-    ("net_drops", ("storm",)), ("net_drops", ()), ("net_drops", ("storm", "storm")),
+    ("gpu_power", ("stuck_low",)),
+    ("gpu_power", ("spike",)),
+    ("gpu_power", ()),
+    ("gpu_util", ("hung",)),
+    ("gpu_util", ()),
+    ("gpu_util", ("hung", "spike_down")),
+    ("ecc_corrected", ("burst",)),
+    ("ecc_corrected", ("counter_reset_ok",)),
+    ("ecc_corrected", ()),
+    ("net_drops", ("storm",)),
+    ("net_drops", ()),
+    ("net_drops", ("storm", "storm")),
 ]
 
 
@@ -93,17 +103,17 @@ def _inject(kind: str, x: np.ndarray, load: np.ndarray, at: int, rng: np.random.
         ramp = np.minimum(np.arange(n - at), 288) * 0.02
         x[at:] += np.round(ramp)
     elif kind == "spike":
-        x[at:at + 2] += 6 * (np.std(x) + 1)
+        x[at : at + 2] += 6 * (np.std(x) + 1)
     elif kind == "spike_down":
-        x[at:at + 3] = 0
+        x[at : at + 3] = 0
     elif kind == "stuck_low":
-        x[at:at + 288] = np.minimum(x[at:at + 288], 90 + rng.normal(0, 2, len(x[at:at + 288])))
+        x[at : at + 288] = np.minimum(x[at : at + 288], 90 + rng.normal(0, 2, len(x[at : at + 288])))
     elif kind == "hung":
-        x[at:at + 432] = 100
+        x[at : at + 432] = 100
     elif kind == "burst":
-        x[at:at + 144] += rng.poisson(3.0, len(x[at:at + 144]))
+        x[at : at + 144] += rng.poisson(3.0, len(x[at : at + 144]))
     elif kind == "storm":
-        x[at:at + 36] += rng.poisson(60.0, len(x[at:at + 36]))
+        x[at : at + 36] += rng.poisson(60.0, len(x[at : at + 36]))
     elif kind == "counter_reset_ok":
         # a cumulative counter that resets: the cumulative series itself, not a rate (no label)
         x[:] = np.cumsum(x)
@@ -122,15 +132,18 @@ def make(seed: int = 0) -> dict[str, tuple[list[datetime], np.ndarray, list[tupl
         load = _load(rng, ROWS)
         x = _signal(signal, load, rng)
         probation = int(0.15 * ROWS)
-        starts = sorted(rng.choice(np.arange(probation + 300, ROWS - 300, 200), len(anomalies), replace=False)) \
-            if anomalies else []
+        starts = (
+            sorted(rng.choice(np.arange(probation + 300, ROWS - 300, 200), len(anomalies), replace=False))
+            if anomalies
+            else []
+        )
         labelled = [at for kind, at in zip(anomalies, starts, strict=True) if _inject(kind, x, load, int(at), rng)]
         times = [T0 + timedelta(seconds=STEP_S * i) for i in range(ROWS)]
         keep = np.ones(ROWS, bool)
         # nuisances: a gap of 3 h and a forward clock step of 1 h, away from the anomalies
         gap = int(rng.integers(probation, ROWS - 100))
         if all(abs(gap - a) > 150 for a in starts):
-            keep[gap:gap + 36] = False
+            keep[gap : gap + 36] = False
         step = int(rng.integers(probation, ROWS - 100))
         if all(abs(step - a) > 150 for a in starts):
             times = times[:step] + [t + timedelta(hours=1) for t in times[step:]]

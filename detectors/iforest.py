@@ -136,10 +136,22 @@ class PackedForest:
 
 
 class ClassForest:
-    def __init__(self, features: list[str], *, host_class: str = "default", partition: int | None = None,
-                 window: int = 1024, window_s: float | None = None, refit_interval_s: float = 600.0,
-                 min_train: int = 128, n_estimators: int = 100, max_samples: int = 256, threshold: float = 0.65,
-                 seed: int = 0, exclude_s: float = 0.0):
+    def __init__(
+        self,
+        features: list[str],
+        *,
+        host_class: str = "default",
+        partition: int | None = None,
+        window: int = 1024,
+        window_s: float | None = None,
+        refit_interval_s: float = 600.0,
+        min_train: int = 128,
+        n_estimators: int = 100,
+        max_samples: int = 256,
+        threshold: float = 0.65,
+        seed: int = 0,
+        exclude_s: float = 0.0,
+    ):
         if not features:
             raise ValueError("at least one feature is needed")
         if min_train > window:
@@ -178,7 +190,7 @@ class ClassForest:
     def _window(self, cut: float) -> np.ndarray:
         n = min(self.n_seen_, self.window)
         # oldest first: the fit does not depend on where the ring happens to start
-        order = (np.arange(self.n_seen_ - n, self.n_seen_) % self.window)
+        order = np.arange(self.n_seen_ - n, self.n_seen_) % self.window
         data, times = self.buffer_[order], self.times_[order]
         if self.window_s is not None:
             data = data[times > cut - self.window_s]
@@ -189,8 +201,9 @@ class ClassForest:
         self.train_ = np.array(data, dtype=np.float64)
         self.whitener_ = Whitener().fit(self.train_)
         x = self.whitener_.transform(self.train_)
-        self.model_ = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(data)),
-                                      random_state=self.seed).fit(x)
+        self.model_ = IsolationForest(
+            n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(data)), random_state=self.seed
+        ).fit(x)
         try:
             self.packed_ = PackedForest(self.model_)
             probe = x[:PACKED_CHECK_ROWS]  # the fit's own data: leaves of every depth, outliers included
@@ -230,7 +243,7 @@ class ClassForest:
             return
         if n > self.window:  # only the newest `window` can stay
             self.n_seen_ += n - self.window
-            vectors, times = vectors[-self.window:], times[-self.window:]
+            vectors, times = vectors[-self.window :], times[-self.window :]
             n = self.window
         idx = np.arange(self.n_seen_, self.n_seen_ + n) % self.window
         self.buffer_[idx] = vectors
@@ -259,8 +272,9 @@ class ClassForest:
                 last[h] = t
         return out
 
-    def update(self, vectors: np.ndarray, times: np.ndarray, hosts: list[str] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    def update(
+        self, vectors: np.ndarray, times: np.ndarray, hosts: list[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         """Score, then learn, each row in order (times: event seconds); (scores, alarms, model version per row).
 
         Rows between two refit points are scored in one scikit-learn call. Rows that alarm, and
@@ -283,14 +297,13 @@ class ClassForest:
                 self._refit(self.next_refit_)  # on the window before this vector: causal
                 self.next_refit_ = self._boundary_after(max(times[i], self.clock_))
             # rows until the next one that reaches the refit point, all scored by the current model
-            due = np.flatnonzero(times[i + 1:] >= self.next_refit_)
+            due = np.flatnonzero(times[i + 1 :] >= self.next_refit_)
             j = i + 1 + int(due[0]) if due.size else len(vectors)
             keep = np.ones(j - i, bool)
             if self.model_ is not None:
                 scores[i:j] = self.score(vectors[i:j])
                 versions[i:j] = [self.version_] * (j - i)
-                keep = ~self._excluded(scores[i:j] >= self.threshold, times[i:j],
-                                       None if hosts is None else hosts[i:j])
+                keep = ~self._excluded(scores[i:j] >= self.threshold, times[i:j], None if hosts is None else hosts[i:j])
             self._learn(vectors[i:j][keep], times[i:j][keep])
             self.clock_ = max(self.clock_, float(times[i:j].max()))  # excluded rows still move the clock
             i = j
@@ -299,8 +312,14 @@ class ClassForest:
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(JSON-able counters, arrays): everything needed to continue exactly; the model is refitted."""
-        header = {"n_seen": self.n_seen_, "n_fits": self.n_fits_, "clock": self.clock_,
-                  "next_refit": self.next_refit_, "version": self.version_, "last_alarm": dict(self.last_alarm_)}
+        header = {
+            "n_seen": self.n_seen_,
+            "n_fits": self.n_fits_,
+            "clock": self.clock_,
+            "next_refit": self.next_refit_,
+            "version": self.version_,
+            "last_alarm": dict(self.last_alarm_),
+        }
         return header, {f: getattr(self, f) for f in STATE_FIELDS}
 
     def load_state(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -311,8 +330,9 @@ class ClassForest:
         wanted = {"buffer_": (self.window, d), "times_": (self.window,), "train_": (None, d)}
         for f in STATE_FIELDS:
             value = np.array(arrays[f], dtype=np.float64)
-            if len(value.shape) != len(wanted[f]) or any(w not in (None, v)
-                                                         for w, v in zip(wanted[f], value.shape, strict=True)):
+            if len(value.shape) != len(wanted[f]) or any(
+                w not in (None, v) for w, v in zip(wanted[f], value.shape, strict=True)
+            ):
                 raise ValueError(f"state {f} has shape {value.shape}, this forest needs {wanted[f]}")
             setattr(self, f, value)
         self.n_seen_ = int(header["n_seen"])

@@ -85,8 +85,9 @@ class Lifecycle:
         self.clear_since = grown(self.clear_since, n, np.nan)
         self.last_time = grown(self.last_time, n, -np.inf)
 
-    def step(self, slots: np.ndarray, times: np.ndarray, breach: np.ndarray, clear: np.ndarray,
-             offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(
+        self, slots: np.ndarray, times: np.ndarray, breach: np.ndarray, clear: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance the slots by one value each.
 
         Returns (opened, resolved, resolved_since): indexes into `slots` of the values that opened
@@ -107,8 +108,9 @@ class Lifecycle:
         opened, resolved, since = self.advance(slots[idx], times[idx], breach[idx], clear[idx], offsets[idx])
         return idx[opened], idx[resolved], since
 
-    def advance(self, slots: np.ndarray, times: np.ndarray, breach: np.ndarray, clear: np.ndarray,
-                offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def advance(
+        self, slots: np.ndarray, times: np.ndarray, breach: np.ndarray, clear: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`step` for every value given, without the shortcut for normal, non-breaching slots."""
         status = self.status[slots]
         gap = (times - self.last_time[slots]) > self.max_gap_s

@@ -38,8 +38,15 @@ DEFAULT_TABLE = Path(__file__).with_name("xid_table.yaml")
 XID_LINE = re.compile(r"NVRM: Xid \((?:PCI:)?(?P<pci>[0-9a-fA-F:.]+)\): (?P<xid>\d+),")
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-ACTION_RANK = {"none": 0, "restart_app": 1, "contact_support": 2, "reset_gpu": 3, "drain_and_reset": 4,
-               "reboot": 5, "rma": 6}
+ACTION_RANK = {
+    "none": 0,
+    "restart_app": 1,
+    "contact_support": 2,
+    "reset_gpu": 3,
+    "drain_and_reset": 4,
+    "reboot": 5,
+    "rma": 6,
+}
 
 
 class Meaning(BaseModel):
@@ -145,8 +152,22 @@ class LogRules:
                     del self.bursts[event.host]
                 return out
             # labels: the GPU the burst is about (its first event's), passed on as incident details
-            b = Burst(kind, subject, t, t, meaning.severity, meaning.action_class, [code], 1, topic, partition,
-                      offset, offset, f"{label}: {meaning.meaning}", event_gpu(event) if kind == "xid" else {})
+            b = Burst(
+                kind,
+                subject,
+                t,
+                t,
+                meaning.severity,
+                meaning.action_class,
+                [code],
+                1,
+                topic,
+                partition,
+                offset,
+                offset,
+                f"{label}: {meaning.meaning}",
+                event_gpu(event) if kind == "xid" else {},
+            )
             host_bursts[(kind, subject)] = b
             out.append(self._incident(event.host, b, "open", t))
             return out
@@ -166,9 +187,20 @@ class LogRules:
 
     def _incident(self, host: str, b: Burst, status: str, t: float):
         return make_incident(
-            host=host, kind=b.kind, subject=b.subject, status=status, severity=b.severity, detector=self.detector,
-            time=t, opened_at=b.opened_at, score=float(b.count), action_class=b.action_class, summary=b.summary,
-            series=[b.kind], values=[float(c) if c.isdigit() else None for c in b.codes], window_start=b.opened_at,
+            host=host,
+            kind=b.kind,
+            subject=b.subject,
+            status=status,
+            severity=b.severity,
+            detector=self.detector,
+            time=t,
+            opened_at=b.opened_at,
+            score=float(b.count),
+            action_class=b.action_class,
+            summary=b.summary,
+            series=[b.kind],
+            values=[float(c) if c.isdigit() else None for c in b.codes],
+            window_start=b.opened_at,
             sources=[source(b.topic, b.partition, b.first_offset, b.last_offset)],
             details={"codes": ",".join(b.codes), "events": b.count, "burst_window_s": self.window, **b.labels},
         )

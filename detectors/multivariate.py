@@ -71,7 +71,8 @@ class VectorBuilder:
             skip = set(counters)
             cached = self.layouts_[key] = [
                 np.array([i for i, n in enumerate(names) if n not in skip and f.matches(n)], np.int64)
-                for f in self.features]
+                for f in self.features
+            ]
         return cached
 
     def vectors(self, names: tuple, counters: tuple, values: np.ndarray) -> np.ndarray:
@@ -120,13 +121,22 @@ class ForestStream:
         self.host_class = host_class
         self.topic = topic
         self.partition = partition
-        self.forest = ClassForest([f.name for f in cfg.features], host_class=host_class, partition=partition,
-                                  window=cfg.window, window_s=cfg.window_s, refit_interval_s=cfg.refit_interval_s,
-                                  min_train=cfg.min_train, n_estimators=cfg.n_estimators,
-                                  max_samples=cfg.max_samples, threshold=cfg.threshold, seed=cfg.seed,
-                                  # a host that alarmed this recently has an incident pending or open
-                                  # (it resolves resolve_after_s after its last alarm): keep it out of training
-                                  exclude_s=cfg.for_s + cfg.resolve_after_s)
+        self.forest = ClassForest(
+            [f.name for f in cfg.features],
+            host_class=host_class,
+            partition=partition,
+            window=cfg.window,
+            window_s=cfg.window_s,
+            refit_interval_s=cfg.refit_interval_s,
+            min_train=cfg.min_train,
+            n_estimators=cfg.n_estimators,
+            max_samples=cfg.max_samples,
+            threshold=cfg.threshold,
+            seed=cfg.seed,
+            # a host that alarmed this recently has an incident pending or open
+            # (it resolves resolve_after_s after its last alarm): keep it out of training
+            exclude_s=cfg.for_s + cfg.resolve_after_s,
+        )
         self.clear_threshold = cfg.clear_threshold if cfg.clear_threshold is not None else cfg.threshold
         self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
         self.slots_: dict[str, int] = {}  # host → lifecycle slot
@@ -193,7 +203,7 @@ class ForestStream:
         # Only the others go through the lifecycle, in rounds: round k = every such host's k-th vector.
         busy = np.zeros(len(self.slots_), bool)
         busy[slots[alarms]] = True
-        busy[:len(self.slots_)] |= self.lifecycle.status[:len(self.slots_)] != NORMAL
+        busy[: len(self.slots_)] |= self.lifecycle.status[: len(self.slots_)] != NORMAL
         quiet = ~busy[slots]
         np.maximum.at(self.lifecycle.last_time, slots[quiet], times[quiet])
         rank = np.full(len(offers), -1, np.int64)
@@ -207,32 +217,82 @@ class ForestStream:
             for j in opened:
                 i = int(sel[j])
                 slot = int(slots[i])
-                out.append((i, self._incident(offers[i], "open", times[i], times[i], scores[i], vectors[i], versions[i],
-                                              float(self.lifecycle.pending_since[slot]),
-                                              int(self.lifecycle.pending_offset[slot]))))
+                out.append(
+                    (
+                        i,
+                        self._incident(
+                            offers[i],
+                            "open",
+                            times[i],
+                            times[i],
+                            scores[i],
+                            vectors[i],
+                            versions[i],
+                            float(self.lifecycle.pending_since[slot]),
+                            int(self.lifecycle.pending_offset[slot]),
+                        ),
+                    )
+                )
             for j, opened_at in zip(resolved, since, strict=True):
                 i = int(sel[j])
-                out.append((i, self._incident(offers[i], "resolve", times[i], float(opened_at), scores[i], vectors[i],
-                                              versions[i], float(opened_at), int(offsets[i]))))
+                out.append(
+                    (
+                        i,
+                        self._incident(
+                            offers[i],
+                            "resolve",
+                            times[i],
+                            float(opened_at),
+                            scores[i],
+                            vectors[i],
+                            versions[i],
+                            float(opened_at),
+                            int(offsets[i]),
+                        ),
+                    )
+                )
         out.sort(key=lambda pair: pair[0])
         return [(offers[i].item, offers[i].emit, incident) for i, incident in out]
 
-    def _incident(self, offer: _Offer, status: str, t: float, opened_at: float, score: float, vector: np.ndarray,
-                  version: str | None, window_start: float, first_offset: int) -> Incident:
+    def _incident(
+        self,
+        offer: _Offer,
+        status: str,
+        t: float,
+        opened_at: float,
+        score: float,
+        vector: np.ndarray,
+        version: str | None,
+        window_start: float,
+        first_offset: int,
+    ) -> Incident:
         cfg = self.cfg
         names = [f.name for f in cfg.features]
         shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, vector, strict=True))
         verb = "unusual" if status == "open" else "back to normal"
         item = offer.item
         return make_incident(
-            host=offer.host, kind=cfg.kind, subject="host", status=status, severity=cfg.severity, detector="iforest",
-            time=float(t), opened_at=opened_at, score=float(score), threshold=cfg.threshold, model_version=version,
-            action_class=cfg.action_class, labels=offer.labels,
+            host=offer.host,
+            kind=cfg.kind,
+            subject="host",
+            status=status,
+            severity=cfg.severity,
+            detector="iforest",
+            time=float(t),
+            opened_at=opened_at,
+            score=float(score),
+            threshold=cfg.threshold,
+            model_version=version,
+            action_class=cfg.action_class,
+            labels=offer.labels,
             summary=f"{cfg.kind}: {verb} for class {self.host_class} (score {score:.4g}, threshold "
-                    f"{cfg.threshold:g}): {shown}",
-            series=names, values=vector.tolist(), window_start=window_start,
+            f"{cfg.threshold:g}): {shown}",
+            series=names,
+            values=vector.tolist(),
+            window_start=window_start,
             sources=[source(item.topic, item.partition, first_offset, item.offset)],
-            details={"host_class": self.host_class, "for_s": cfg.for_s, "resolve_after_s": cfg.resolve_after_s})
+            details={"host_class": self.host_class, "for_s": cfg.for_s, "resolve_after_s": cfg.resolve_after_s},
+        )
 
     # -- state ------------------------------------------------------------------------------------
     def snapshot(self, detector: str, next_offset: int) -> DetectorState:
@@ -242,17 +302,28 @@ class ForestStream:
         n = len(hosts)
         for f in (*Lifecycle.state_fields, "last_time"):
             arrays[f"lc.{f}"] = getattr(self.lifecycle, f)[:n]
-        meta = {"topic": self.topic, "partition": self.partition, "class": self.host_class,
-                "config": config_digest(self.cfg), "forest": header, "hosts": hosts,
-                "last_time": self.last_time_, "labels": self.labels_}
+        meta = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "class": self.host_class,
+            "config": config_digest(self.cfg),
+            "forest": header,
+            "hosts": hosts,
+            "last_time": self.last_time_,
+            "labels": self.labels_,
+        }
         arrays["header"] = np.frombuffer(json.dumps(meta, separators=(",", ":")).encode(), np.uint8)
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=True, **arrays)  # the default, named: numpy's stub lets **kwds fill it
         clock = self.forest.clock_
-        return DetectorState(host=self.state_key, detector=detector, state_version=STATE_VERSION,
-                             time=to_datetime(clock if np.isfinite(clock) else 0.0),
-                             source_offsets={f"{self.topic}:{self.partition}": next_offset},
-                             state_b64=base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode())
+        return DetectorState(
+            host=self.state_key,
+            detector=detector,
+            state_version=STATE_VERSION,
+            time=to_datetime(clock if np.isfinite(clock) else 0.0),
+            source_offsets={f"{self.topic}:{self.partition}": next_offset},
+            state_b64=base64.b64encode(zlib.compress(buf.getvalue(), 1)).decode(),
+        )
 
     @classmethod
     def restored(cls, cfg: IsolationForestConfig, max_gap_s: float, state: DetectorState) -> ForestStream | None:
@@ -285,8 +356,11 @@ def config_digest(cfg: IsolationForestConfig) -> str:
 
 def state_key(partition: int, host_class: str) -> str:
     """The forest's key on the state topic (a class name that is not key-safe is hashed)."""
-    safe = host_class if re.fullmatch(r"[A-Za-z0-9._-]{1,128}", host_class) else \
-        "h" + hashlib.sha256(host_class.encode()).hexdigest()[:16]
+    safe = (
+        host_class
+        if re.fullmatch(r"[A-Za-z0-9._-]{1,128}", host_class)
+        else "h" + hashlib.sha256(host_class.encode()).hexdigest()[:16]
+    )
     return f"iforest:p{partition}:{safe}"
 
 
@@ -301,8 +375,9 @@ class ForestRule:
         self.stats = ForestStats()
         self._pending: dict[tuple[str, int, str], ForestStream] = {}
 
-    def offer(self, item: Received, record: MetricBatch, values: np.ndarray, host_labels: dict | None,
-              emit: bool) -> None:
+    def offer(
+        self, item: Received, record: MetricBatch, values: np.ndarray, host_labels: dict | None, emit: bool
+    ) -> None:
         """Note one metric batch (in offset order; `values` = its values as floats); nothing is scored before `flush`.
 
         The class comes from the batch's labels, or the host's last known ones when the batch has none.
@@ -312,8 +387,7 @@ class ForestRule:
         stream = self.streams.get(key)
         if stream is None:
             stream = self.streams[key] = ForestStream(self.cfg, key[2], item.topic, item.partition, self.max_gap_s)
-        stream.offer(_Offer(item, record.host, record.time.timestamp(), dict(labels), emit), record, values,
-                     self.stats)
+        stream.offer(_Offer(item, record.host, record.time.timestamp(), dict(labels), emit), record, values, self.stats)
         self._pending[key] = stream
 
     def flush(self) -> list[tuple[Received, bool, Incident]]:

@@ -63,8 +63,9 @@ def load_profiles(path: str | Path) -> dict[str, Profile]:
             m = body["CostMatrix"]
             out[name] = Profile(name, float(m["tpWeight"]), float(m["fnWeight"]), float(m["fpWeight"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: profile {name!r}: needs CostMatrix with tpWeight, fnWeight, fpWeight "
-                             f"({exc})") from exc
+            raise ValueError(
+                f"{path}: profile {name!r}: needs CostMatrix with tpWeight, fnWeight, fpWeight ({exc})"
+            ) from exc
     return out
 
 
@@ -89,8 +90,11 @@ def window_rows(timestamps: np.ndarray, windows: list[tuple[str, str]] | list[li
     """Inclusive row ranges [L, R] of the windows: the rows whose timestamp lies in [start, end].
 
     A row that steps back in time counts at its file position (under the newest time so far)."""
-    ts = np.maximum.accumulate(np.asarray(timestamps, dtype="datetime64[ns]")) if len(timestamps) else \
-        np.asarray(timestamps, dtype="datetime64[ns]")
+    ts = (
+        np.maximum.accumulate(np.asarray(timestamps, dtype="datetime64[ns]"))
+        if len(timestamps)
+        else np.asarray(timestamps, dtype="datetime64[ns]")
+    )
     out = []
     for start, end in windows:
         lo = int(np.searchsorted(ts, np.datetime64(_iso(start), "ns"), side="left"))
@@ -104,8 +108,9 @@ def _iso(text: str) -> str:
     return text.strip().replace(" ", "T")
 
 
-def point_weights(n_rows: int, windows: list[tuple[int, int]], profile: Profile,
-                  probation: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def point_weights(
+    n_rows: int, windows: list[tuple[int, int]], profile: Profile, probation: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """What a detection on each row would be worth, alone: (weight, window id or -1).
 
     For rows in a window the weight is the true-positive credit (counted only for the window's
@@ -148,8 +153,9 @@ class FileScore:
     first_detections: list[int | None] = field(default_factory=list)
 
 
-def score_file(detections: np.ndarray, windows: list[tuple[int, int]], profile: Profile,
-               probation: int | None = None) -> FileScore:
+def score_file(
+    detections: np.ndarray, windows: list[tuple[int, int]], profile: Profile, probation: int | None = None
+) -> FileScore:
     """Raw NAB score of one file given its 0/1 detections per row and its window rows."""
     det = np.asarray(detections, dtype=bool)
     windows = sorted(windows)
@@ -264,8 +270,10 @@ def evaluate(corpus: Corpus, profile: Profile, threshold: float | None = None) -
     """Score a corpus under a profile at the best threshold (or a given one)."""
     if threshold is None:
         threshold, _ = best_threshold(corpus, profile)
-    per_file = {name: score_file(np.asarray(s) >= threshold, w, profile)
-                for name, s, w in zip(corpus.names, corpus.scores, corpus.windows, strict=True)}
+    per_file = {
+        name: score_file(np.asarray(s) >= threshold, w, profile)
+        for name, s, w in zip(corpus.names, corpus.scores, corpus.windows, strict=True)
+    }
     raw = sum(f.score for f in per_file.values())
     return ProfileResult(profile.name, threshold, raw, normalise(raw, corpus.n_windows, profile), per_file)
 

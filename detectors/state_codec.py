@@ -94,7 +94,7 @@ def _chunk(raw: bytes, at: int) -> tuple[bytes, int]:
     end = at + _U32.size + n
     if end > len(raw):
         raise ValueError("state payload truncated")
-    return raw[at + _U32.size:end], end
+    return raw[at + _U32.size : end], end
 
 
 def _little_endian(a: np.ndarray) -> np.ndarray:

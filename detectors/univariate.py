@@ -96,8 +96,14 @@ class SurpriseRecordParams:
     threshold: float = 0.529
 
     def __post_init__(self) -> None:
-        for name in ("alpha_level", "alpha_fast", "alpha_shift", "alpha_density_short", "alpha_density_long",
-                     "alpha_season"):
+        for name in (
+            "alpha_level",
+            "alpha_fast",
+            "alpha_shift",
+            "alpha_density_short",
+            "alpha_density_long",
+            "alpha_season",
+        ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -149,13 +155,20 @@ class SurpriseRecordBank:
         b = max(1, self.params.season_buckets)
         fresh: dict[str, np.ndarray] = {
             "count_": np.zeros(capacity, np.int64),
-            "mean_": np.zeros(capacity), "var_": np.zeros(capacity),
-            "fast_": np.zeros(capacity), "slow_": np.zeros(capacity), "prev_": np.zeros(capacity),
-            "dens_short_": np.zeros(capacity), "dens_long_": np.zeros(capacity),
+            "mean_": np.zeros(capacity),
+            "var_": np.zeros(capacity),
+            "fast_": np.zeros(capacity),
+            "slow_": np.zeros(capacity),
+            "prev_": np.zeros(capacity),
+            "dens_short_": np.zeros(capacity),
+            "dens_long_": np.zeros(capacity),
             # float32 and a saturating 1-byte count: the season table is most of the state.
-            "season_mean_": np.zeros((capacity, b), np.float32), "season_dev_": np.zeros((capacity, b), np.float32),
-            "season_count_": np.zeros((capacity, b), np.uint8), "season_err_": np.zeros(capacity),
-            "season_start_": np.zeros(capacity), "quiet_": np.zeros(capacity, np.int64),
+            "season_mean_": np.zeros((capacity, b), np.float32),
+            "season_dev_": np.zeros((capacity, b), np.float32),
+            "season_count_": np.zeros((capacity, b), np.uint8),
+            "season_err_": np.zeros(capacity),
+            "season_start_": np.zeros(capacity),
+            "quiet_": np.zeros(capacity, np.int64),
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
@@ -176,9 +189,24 @@ class SurpriseRecordBank:
 
     # The live engine's scorer interface (detectors/engine.py): grow, update, details,
     # state_fields, nbytes_per_slot; a slot is a row here.
-    state_fields = ("count_", "mean_", "var_", "fast_", "slow_", "prev_", "dens_short_", "dens_long_",
-                    "season_mean_", "season_dev_", "season_count_", "season_err_", "season_start_", "quiet_",
-                    "record_", "feature_count_")
+    state_fields = (
+        "count_",
+        "mean_",
+        "var_",
+        "fast_",
+        "slow_",
+        "prev_",
+        "dens_short_",
+        "dens_long_",
+        "season_mean_",
+        "season_dev_",
+        "season_count_",
+        "season_err_",
+        "season_start_",
+        "quiet_",
+        "record_",
+        "feature_count_",
+    )
 
     @property
     def nbytes_per_slot(self) -> int:
@@ -195,8 +223,9 @@ class SurpriseRecordBank:
         out.update({f"record_{f}": round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot], strict=True)})
         return out
 
-    def update(self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def update(
+        self, rows: np.ndarray, values: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score, then learn, one value per series. ``rows`` must not repeat within a call.
 
         ``times`` is event time in seconds since the epoch. Returns per row
@@ -251,8 +280,9 @@ class SurpriseRecordBank:
         if p.season_record_by_time:
             record_warm = np.array([p.warmup] * len(FEATURES))
         else:
-            record_warm = np.array([p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets),
-                                    p.warmup])
+            record_warm = np.array(
+                [p.warmup, p.warmup, max(p.warmup, p.season_record_cycles * p.season_buckets), p.warmup]
+            )
         scoring = valid & (fcount > p.warmup + record_warm)
         if not p.zero_record_alarms:
             scoring &= record > 0
@@ -261,8 +291,11 @@ class SurpriseRecordBank:
             self.season_start_[rows] = start
             scoring[:, 2] &= (t - start) >= p.season_record_cycles * p.season_period_s
         # A surprise above a record of exactly 0 (a series that never moved) is infinitely new.
-        q = np.where(scoring, np.where(record > 0, surprise / np.where(record > 0, record, 1.0),
-                                       np.where(surprise > 0, np.inf, 0.0)), 0.0)
+        q = np.where(
+            scoring,
+            np.where(record > 0, surprise / np.where(record > 0, record, 1.0), np.where(surprise > 0, np.inf, 0.0)),
+            0.0,
+        )
         fscore = np.where(q <= 1.0, 0.5 * q, 1.0 - 0.5 / np.maximum(q, 1.0))
         sub = fscore.max(axis=1)
         setting = valid & (fcount > p.warmup)

@@ -35,8 +35,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode):  # `? [a]: 1` or `{{a: 1}: 2}`: an unhashable key (make fuzz)
-            raise yaml.MarkedYAMLError(problem="a mapping key must be a plain value, not a list or mapping",
-                                       problem_mark=key_node.start_mark)
+            raise yaml.MarkedYAMLError(
+                problem="a mapping key must be a plain value, not a list or mapping", problem_mark=key_node.start_mark
+            )
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.MarkedYAMLError(

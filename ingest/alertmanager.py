@@ -48,8 +48,15 @@ DETECTOR = "alertmanager"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_REMEMBERED = 200_000  # episodes remembered for idempotence (oldest forgotten first)
 _HOST_PORT = re.compile(r"^\[?([^\]]+?)\]?:[0-9]{1,5}$")
-_SEVERITY = {"critical": "critical", "page": "critical", "error": "critical", "warning": "warning",
-             "warn": "warning", "info": "info", "none": "info"}
+_SEVERITY = {
+    "critical": "critical",
+    "page": "critical",
+    "error": "critical",
+    "warning": "warning",
+    "warn": "warning",
+    "info": "info",
+    "none": "info",
+}
 
 
 class AlertError(ValueError):
@@ -131,12 +138,23 @@ class AlertMapper:
             if isinstance(annotations.get(name), str):
                 details[name] = annotations[name][:2048]
         try:
-            return Incident(id=incident_id, fingerprint=fingerprint, host=host, kind=kind, subject=subject,
-                            status="open" if status == "firing" else "resolve",
-                            severity=_SEVERITY.get(labels.get("severity", "").lower(), "warning"),
-                            detector=DETECTOR, time=when, opened_at=starts, summary=summary, labels=carried,
-                            evidence=Evidence(details=details, window_start=starts,
-                                              window_end=when if status == "resolved" else None))
+            return Incident(
+                id=incident_id,
+                fingerprint=fingerprint,
+                host=host,
+                kind=kind,
+                subject=subject,
+                status="open" if status == "firing" else "resolve",
+                severity=_SEVERITY.get(labels.get("severity", "").lower(), "warning"),
+                detector=DETECTOR,
+                time=when,
+                opened_at=starts,
+                summary=summary,
+                labels=carried,
+                evidence=Evidence(
+                    details=details, window_start=starts, window_end=when if status == "resolved" else None
+                ),
+            )
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
             raise AlertError(f"not a valid incident ({detail})") from None
@@ -153,8 +171,13 @@ class Outcome:
     own: int = 0
 
     def as_json(self) -> dict:
-        return {"opened": self.opened, "resolved": self.resolved, "duplicates": self.duplicates,
-                "rejected": self.rejected, "ignored_own": self.own}
+        return {
+            "opened": self.opened,
+            "resolved": self.resolved,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "ignored_own": self.own,
+        }
 
 
 class AlertReceiver:

@@ -35,7 +35,7 @@ class Sample:
     name: str
     labels: tuple[tuple[str, str], ...]
     value: float
-    type: str                 # counter, gauge, histogram, summary, untyped
+    type: str  # counter, gauge, histogram, summary, untyped
     timestamp_ms: int | None
 
     @property
@@ -97,8 +97,10 @@ def parse(text: str) -> list[Sample]:
             unmunge = kind == "counter" and family.name in bare_counters
             for s in family.samples:
                 if s.timestamp is not None and not abs(float(s.timestamp)) <= _MAX_TIMESTAMP_S:  # NaN too
-                    raise ValueError(f"sample {s.name}: timestamp {s.timestamp} is not a time (finite, and no "
-                                     f"further from 1970 than the year 9999)")
+                    raise ValueError(
+                        f"sample {s.name}: timestamp {s.timestamp} is not a time (finite, and no "
+                        f"further from 1970 than the year 9999)"
+                    )
                 ts = None if s.timestamp is None else int(round(float(s.timestamp) * 1000))
                 name = s.name[:-6] if unmunge and s.name == family.name + "_total" else s.name
                 out.append(Sample(name, tuple(sorted(s.labels.items())), float(s.value), kind, ts))

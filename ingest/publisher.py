@@ -43,10 +43,10 @@ class ExporterHealth:
     """Counters an exporter exposes on its health endpoint (see `ingest.health`)."""
 
     exporter: str
-    sent: int = 0          # acknowledged by the broker, first try or from the spool
-    spooled: int = 0       # written to the spool because the broker did not take them
-    resent: int = 0        # delivered later from the spool
-    dropped: int = 0       # lost because the spool was full
+    sent: int = 0  # acknowledged by the broker, first try or from the spool
+    spooled: int = 0  # written to the spool because the broker did not take them
+    resent: int = 0  # delivered later from the spool
+    dropped: int = 0  # lost because the spool was full
     already_stored: int = 0  # spooled after a timeout, found in Kafka on resend, not sent again
     errors: int = 0
     last_error: str = ""
@@ -67,8 +67,14 @@ class ExporterHealth:
 class Publisher:
     """Send contracts to Kafka; spool what the broker does not acknowledge; resend in order."""
 
-    def __init__(self, settings: Settings, health: ExporterHealth, spool: Spool | None = None,
-                 ack_timeout_s: float = 10.0, retry_s: float = 5.0):
+    def __init__(
+        self,
+        settings: Settings,
+        health: ExporterHealth,
+        spool: Spool | None = None,
+        ack_timeout_s: float = 10.0,
+        retry_s: float = 5.0,
+    ):
         self.settings = settings
         self.health = health
         self.spool = spool
@@ -83,9 +89,15 @@ class Publisher:
         if self._producer is None:
             ms = int(self.ack_timeout_s * 1000)
             try:
-                self._producer = Producer(self.settings, delivery_timeout_ms=ms, request_timeout_ms=max(ms - 500, 500),
-                                          max_block_ms=ms, api_version_auto_timeout_ms=ms, retry_backoff_ms=200,
-                                          reconnect_backoff_max_ms=1000)
+                self._producer = Producer(
+                    self.settings,
+                    delivery_timeout_ms=ms,
+                    request_timeout_ms=max(ms - 500, 500),
+                    max_block_ms=ms,
+                    api_version_auto_timeout_ms=ms,
+                    retry_backoff_ms=200,
+                    reconnect_backoff_max_ms=1000,
+                )
             except Exception as exc:  # NoBrokersAvailable and friends: the broker is not there
                 self._failed(f"cannot connect: {type(exc).__name__}: {exc}")
                 return None
@@ -128,7 +140,7 @@ class Publisher:
             self._failed(f"send: {type(exc).__name__}: {exc}")
         # not strict: a send that raised leaves fewer futures than items; the rest are added below
         failed = [item for item, fut in zip(items, futures, strict=False) if not (fut.is_done and fut.succeeded())]
-        failed += items[len(futures):]
+        failed += items[len(futures) :]
         if failed:
             if futures and self.spool is not None:
                 # Handed to the producer, not acknowledged: the broker may hold them all the same.
@@ -154,8 +166,10 @@ class Publisher:
             if any(len(v) > self.settings.max_record_bytes for _, _, v in head):
                 # spooled before records were split (or under a larger limit): they would block the rest
                 fits = [item for item in head if len(item[2]) <= self.settings.max_record_bytes]
-                self._refuse(f"{len(head) - len(fits)} spooled records over {self.settings.max_record_bytes} bytes",
-                             len(head) - len(fits))
+                self._refuse(
+                    f"{len(head) - len(fits)} spooled records over {self.settings.max_record_bytes} bytes",
+                    len(head) - len(fits),
+                )
                 self.spool.consume_head(fits)
                 continue
             if self.spool.uncertain_since_ms is not None:
@@ -187,8 +201,14 @@ class Publisher:
         found: Counter = Counter()
         ms = int(self.ack_timeout_s * 1000)
         topics = sorted({t for t, _, _ in head})
-        with TopicReader(self.settings, topics, require=False, name="spool-check",
-                         api_version_auto_timeout_ms=ms, request_timeout_ms=max(ms, 2000)) as reader:
+        with TopicReader(
+            self.settings,
+            topics,
+            require=False,
+            name="spool-check",
+            api_version_auto_timeout_ms=ms,
+            request_timeout_ms=max(ms, 2000),
+        ) as reader:
             ends = reader.end_offsets()
             starts = reader.consumer.offsets_for_times({tp: since_ms for tp in reader.tps}) if reader.tps else {}
             reader.seek({tp: starts[tp].offset if starts.get(tp) is not None else ends[tp] for tp in reader.tps})
@@ -228,8 +248,9 @@ class Publisher:
         fitted, refused = fit(records, self.settings.max_record_bytes)
         for _, reason in refused:
             self._refuse(reason)
-        items: list[tuple[str, bytes | None, bytes]] = [(topic_name(self.settings, r.topic), r.key(), data)
-                                                        for r, data in fitted]
+        items: list[tuple[str, bytes | None, bytes]] = [
+            (topic_name(self.settings, r.topic), r.key(), data) for r, data in fitted
+        ]
         if not items:
             self._drain()
             return 0

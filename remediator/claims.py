@@ -31,8 +31,7 @@ from fleetmedic.topics import topic_name
 # remediations topic: one log order of claims that every remediator member reads alike.
 CLAIMS_PARTITION = 0
 # Statuses after which nothing more happens to that remediation id.
-FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated",
-                   "unreachable"})
+FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated", "unreachable"})
 # Outcomes of a run that was started (the closed loop watches these).
 RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled", "unreachable"})
 # The gate of the record that closes an incident's ladder when the incident resolves (engine.py).
@@ -198,8 +197,9 @@ class LedgerReader:
         deadline = time.monotonic() + timeout_s
         while self.reader.consumer.position(tp) <= offset:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {self.topic}[{partition}] up to offset {offset} "
-                                   f"in {timeout_s:.0f}s")
+                raise TimeoutError(
+                    f"could not read {self.topic}[{partition}] up to offset {offset} in {timeout_s:.0f}s"
+                )
             self.poll(100)
 
     def close(self) -> None:

@@ -96,8 +96,14 @@ def matches(matchers: list[Matcher], labels: dict[str, str]) -> bool:
 
 def incident_labels(incident: Incident) -> dict[str, str]:
     """The label set silences and maintenance records are matched against."""
-    return {**incident.labels, "host": incident.host, "kind": incident.kind, "subject": incident.subject,
-            "severity": incident.severity, "detector": incident.detector}
+    return {
+        **incident.labels,
+        "host": incident.host,
+        "kind": incident.kind,
+        "subject": incident.subject,
+        "severity": incident.severity,
+        "detector": incident.detector,
+    }
 
 
 def describe_matchers(matchers: list[Matcher]) -> str:
@@ -118,8 +124,10 @@ class ActiveStop:
     def describe(self) -> str:
         src = "Alertmanager silence" if self.source == "alertmanager" else "silence"
         note = f": {self.reason}" if self.reason else ""
-        return (f"{src} {self.id} ({describe_matchers(list(self.matchers))}) by {self.by} until "
-                f"{self.ends_at.isoformat()}{note}")
+        return (
+            f"{src} {self.id} ({describe_matchers(list(self.matchers))}) by {self.by} until "
+            f"{self.ends_at.isoformat()}{note}"
+        )
 
 
 def _am_time(text: str) -> datetime:
@@ -141,9 +149,16 @@ def alertmanager_silences(url: str, timeout_s: float = 5.0) -> list[ActiveStop]:
             regex, equal = bool(m.get("isRegex")), m.get("isEqual", True)
             op = ("=~" if equal else "!~") if regex else ("=" if equal else "!=")
             matchers.append(Matcher(name=m["name"], op=op, value=m.get("value", "")))
-        out.append(ActiveStop(id=s["id"], source="alertmanager", by=s.get("createdBy") or "?",
-                              reason=s.get("comment") or "", ends_at=_am_time(s["endsAt"]),
-                              matchers=tuple(matchers)))
+        out.append(
+            ActiveStop(
+                id=s["id"],
+                source="alertmanager",
+                by=s.get("createdBy") or "?",
+                reason=s.get("comment") or "",
+                ends_at=_am_time(s["endsAt"]),
+                matchers=tuple(matchers),
+            )
+        )
     return out
 
 
@@ -155,8 +170,9 @@ class ControlState:
     replaces whole values; readers take them as they are.
     """
 
-    def __init__(self, settings: Settings, *, poll_ms: int = 200, read_alertmanager: bool = True,
-                 clock=lambda: datetime.now(UTC)):
+    def __init__(
+        self, settings: Settings, *, poll_ms: int = 200, read_alertmanager: bool = True, clock=lambda: datetime.now(UTC)
+    ):
         self.settings = settings
         self.poll_ms = poll_ms
         self.clock = clock
@@ -209,18 +225,26 @@ class ControlState:
             self.am_error = None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if self.am_error is None:
-                log.warning("Alertmanager silences unreadable at %s (keeping the %d read before): %s",
-                            self.am_url, len(self.am_silences), exc)
+                log.warning(
+                    "Alertmanager silences unreadable at %s (keeping the %d read before): %s",
+                    self.am_url,
+                    len(self.am_silences),
+                    exc,
+                )
             self.am_error = str(exc)
 
     def start(self) -> ControlState:
         self.catch_up()
         self.refresh_alertmanager()
-        refresh = [Periodic(self.settings.alerts.silence_refresh_s, self.refresh_alertmanager,
-                            last=time.monotonic())] if self.am_url else []
+        refresh = (
+            [Periodic(self.settings.alerts.silence_refresh_s, self.refresh_alertmanager, last=time.monotonic())]
+            if self.am_url
+            else []
+        )
         follower = ServiceLoop(self._follow_once, periodic=refresh, stop_event=self._stop)
-        self._thread = threading.Thread(target=follower.run, kwargs={"install_signals": False},
-                                        name="fleetmedic-control", daemon=True)
+        self._thread = threading.Thread(
+            target=follower.run, kwargs={"install_signals": False}, name="fleetmedic-control", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -248,17 +272,29 @@ class ControlState:
     def active(self, kind: str, now: datetime | None = None) -> list[Control]:
         """Active silence or maintenance records (started, not ended, not expired)."""
         now = now or self.clock()
-        return [r for r in list(self.records.values())
-                if r.kind == kind and r.active and (r.starts_at is None or r.starts_at <= now)
-                and r.ends_at is not None and now < r.ends_at]
+        return [
+            r
+            for r in list(self.records.values())
+            if r.kind == kind
+            and r.active
+            and (r.starts_at is None or r.starts_at <= now)
+            and r.ends_at is not None
+            and now < r.ends_at
+        ]
 
     def stop_for(self, kind: str, incident: Incident, now: datetime) -> ActiveStop | None:
         """The first silence (kind "silence": ours, then Alertmanager's) or maintenance record covering `incident`."""
         labels = incident_labels(incident)
         for r in self.active(kind, now):
             if r.ends_at is not None and matches(r.matchers, labels):  # active() keeps only records with an end
-                return ActiveStop(id=r.id, source="fleetmedic", by=r.by, reason=r.reason, ends_at=r.ends_at,
-                                  matchers=tuple(r.matchers))
+                return ActiveStop(
+                    id=r.id,
+                    source="fleetmedic",
+                    by=r.by,
+                    reason=r.reason,
+                    ends_at=r.ends_at,
+                    matchers=tuple(r.matchers),
+                )
         if kind == "silence":
             for s in list(self.am_silences):
                 if now < s.ends_at and matches(list(s.matchers), labels):
@@ -266,5 +302,14 @@ class ControlState:
         return None
 
 
-__all__ = ["ControlState", "ActiveStop", "parse_matcher", "matches", "incident_labels", "MatcherError",
-           "alertmanager_silences", "KILL_SWITCH_ID", "describe_matchers"]
+__all__ = [
+    "ControlState",
+    "ActiveStop",
+    "parse_matcher",
+    "matches",
+    "incident_labels",
+    "MatcherError",
+    "alertmanager_silences",
+    "KILL_SWITCH_ID",
+    "describe_matchers",
+]

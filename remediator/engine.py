@@ -90,11 +90,23 @@ def utcnow() -> datetime:
 class Remediator:
     """The `fleetmedic remediate` consumer (see the module docstring for the protocol)."""
 
-    def __init__(self, settings: Settings, policy: Policy, runner: RunnerConfig, *,
-                 group_id: str = "fleetmedic-remediator", pipeline: Pipeline | None = None,
-                 clock: Callable[[], datetime] = utcnow, run_playbook=None, tick_s: float = 0.5,
-                 session_timeout_ms: int = 10_000, orphan_grace_s: float = ORPHAN_GRACE_S,
-                 control: ControlState | None = None, policy_path: str | Path | None = None, inventory=None):
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        runner: RunnerConfig,
+        *,
+        group_id: str = "fleetmedic-remediator",
+        pipeline: Pipeline | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        run_playbook=None,
+        tick_s: float = 0.5,
+        session_timeout_ms: int = 10_000,
+        orphan_grace_s: float = ORPHAN_GRACE_S,
+        control: ControlState | None = None,
+        policy_path: str | Path | None = None,
+        inventory=None,
+    ):
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
@@ -122,20 +134,28 @@ class Remediator:
         self.producer = Producer(settings)
         self.incidents_topic = topic_name(settings, Incident.topic)
         self.loop = ConsumerLoop(
-            settings, group_id=group_id, inputs={Incident.topic: Incident, Approval.topic: Approval},
-            handle=self.handle, producer=self.producer, on_assign=self._on_assign, on_revoke=self._on_revoke,
+            settings,
+            group_id=group_id,
+            inputs={Incident.topic: Incident, Approval.topic: Approval},
+            handle=self.handle,
+            producer=self.producer,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
             on_restore=self._on_restore,
-            after_flush=lambda stats: _crash_point("produced"), max_records=100,
+            after_flush=lambda stats: _crash_point("produced"),
+            max_records=100,
             # a batch waits for its playbook runs before the commit: allow long runs between polls
             max_poll_interval_ms=3_600_000,
             # a crashed member's partitions move to another process after this long
-            session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
         )
         self._partitions = len(self.loop.consumer.partitions_for_topic(self.incidents_topic) or ()) or 1
         self._recover_incidents()
         signals = {signal.SIGHUP: self.policy_watcher.request} if self.policy_watcher is not None else {}
-        self.service = self.loop.service_loop(periodic=[Periodic(tick_s, self._on_tick)], signals=signals,
-                                             close=self.close)
+        self.service = self.loop.service_loop(
+            periodic=[Periodic(tick_s, self._on_tick)], signals=signals, close=self.close
+        )
         self.desk = approvals.ApprovalDesk(policy.approvals.approvers, policy.approvals.expire_s)
         metrics.watch_loop(self.loop, "remediate")
         self.started = 0  # playbook processes started by this process (tests and benchmark)
@@ -164,9 +184,19 @@ class Remediator:
     def _record(self, p: Proposal, status: str, now: datetime, **fields) -> Remediation:
         if fields.get("reason") is not None:
             fields["reason"] = clip_reason(fields["reason"])
-        return Remediation(id=p.remediation_id, incident_id=p.incident.id, fingerprint=p.incident.fingerprint,
-                           host=p.host, action=p.action, playbook=p.step.playbook, status=status,
-                           step=p.step_index, time=now, extra_vars=p.extra_vars, **fields)
+        return Remediation(
+            id=p.remediation_id,
+            incident_id=p.incident.id,
+            fingerprint=p.incident.fingerprint,
+            host=p.host,
+            action=p.action,
+            playbook=p.step.playbook,
+            status=status,
+            step=p.step_index,
+            time=now,
+            extra_vars=p.extra_vars,
+            **fields,
+        )
 
     def _emit(self, record: Remediation, out: list) -> None:
         if record.reason is not None and len(record.reason) > REASON_MAX:  # model_copy does not validate
@@ -174,12 +204,22 @@ class Remediator:
         self.ledger.apply(record)  # our own decisions count at once (the topic echo is idempotent)
         out.append(record)
         metrics.remediation(record)
-        log.info("remediation %s %s: %s (%s) for incident %s on %s%s", record.id, record.status, record.action,
-                 record.playbook, record.incident_id, record.host,
-                 f" [{record.gate}] {record.reason}" if record.gate
-                 else (f": {record.reason}" if record.reason else ""),
-                 extra={**incident_fields(record), "status": record.status, "gate": record.gate,
-                        "playbook": record.playbook})
+        log.info(
+            "remediation %s %s: %s (%s) for incident %s on %s%s",
+            record.id,
+            record.status,
+            record.action,
+            record.playbook,
+            record.incident_id,
+            record.host,
+            f" [{record.gate}] {record.reason}" if record.gate else (f": {record.reason}" if record.reason else ""),
+            extra={
+                **incident_fields(record),
+                "status": record.status,
+                "gate": record.gate,
+                "playbook": record.playbook,
+            },
+        )
 
     # --- planning -------------------------------------------------------------------------
     def propose(self, incident: Incident, step_index: int = 0) -> Proposal | Remediation | None:
@@ -190,29 +230,49 @@ class Remediator:
         """Gates, then: skip record, approval request, hand to a human, or claim for a run."""
         now = self.clock()
         if proposal.action == HUMAN:
-            self._emit(self._record(proposal, "escalated", now, reason=f"rule {proposal.rule.name}: "
-                                    f"handed to a human ({proposal.incident.summary or proposal.incident.kind})"), out)
+            self._emit(
+                self._record(
+                    proposal,
+                    "escalated",
+                    now,
+                    reason=f"rule {proposal.rule.name}: "
+                    f"handed to a human ({proposal.incident.summary or proposal.incident.kind})",
+                ),
+                out,
+            )
             return
         verdict = self.pipeline.run(proposal, self.ledger, now)
         if isinstance(verdict, Skip):
             self._emit(self._record(proposal, "skipped", now, gate=verdict.gate, reason=verdict.reason), out)
             return
         if verdict.needs_approval and approved is None:
-            self._emit(self._record(verdict, "awaiting_approval", now,
-                                    reason=f"rule {proposal.rule.name} needs approval: fleetmedic approve "
-                                           f"{proposal.remediation_id} (or --deny); expires in "
-                                           f"{self.policy.approvals.expire_s:g}s"), out)
+            self._emit(
+                self._record(
+                    verdict,
+                    "awaiting_approval",
+                    now,
+                    reason=f"rule {proposal.rule.name} needs approval: fleetmedic approve "
+                    f"{proposal.remediation_id} (or --deny); expires in "
+                    f"{self.policy.approvals.expire_s:g}s",
+                ),
+                out,
+            )
             return
         # The claim must be on the broker before the run: flush what is pending, then claim.
-        claim = self._record(verdict, "claimed", now,
-                             reason=claim_reason(verdict.incident.labels.get(self.policy.gates.blast_radius.job_label))
-                             + (f"; {approved}" if approved else ""))
+        claim = self._record(
+            verdict,
+            "claimed",
+            now,
+            reason=claim_reason(verdict.incident.labels.get(self.policy.gates.blast_radius.job_label))
+            + (f"; {approved}" if approved else ""),
+        )
         for record in out:  # earlier decisions of this batch stay ahead of the claim
             self.producer.send(record)
         out.clear()
         # on the claims partition: one order of claims for every member (remediator/agreement.py)
-        future = self.producer.send_raw(self.producer.topic(Remediation.topic), claim.to_bytes(), claim.key(),
-                                        partition=CLAIMS_PARTITION)
+        future = self.producer.send_raw(
+            self.producer.topic(Remediation.topic), claim.to_bytes(), claim.key(), partition=CLAIMS_PARTITION
+        )
         self.producer.flush()
         offset = future.get(timeout=0).offset
         self.ledger.apply(claim, offset)
@@ -220,8 +280,9 @@ class Remediator:
         lost = self.agreement.check(proposal, claim, offset, now)
         if lost is not None:
             release = Agreement.release(claim, lost, self.clock())
-            self.producer.send_raw(self.producer.topic(Remediation.topic), release.to_bytes(), release.key(),
-                                   partition=CLAIMS_PARTITION)
+            self.producer.send_raw(
+                self.producer.topic(Remediation.topic), release.to_bytes(), release.key(), partition=CLAIMS_PARTITION
+            )
             self.producer.flush()
             self.ledger.apply(release)
             log.info("%s: released its claim: %s", claim.id, release.reason)
@@ -268,16 +329,37 @@ class Remediator:
         now = self.clock()
         for e in entries:
             if e.latest.status == "awaiting_approval":
-                self._emit(e.latest.model_copy(update={"status": "cancelled", "time": now, "gate": CLOSED_LOOP,
-                                                       "reason": "incident resolved before approval"}), out)
+                self._emit(
+                    e.latest.model_copy(
+                        update={
+                            "status": "cancelled",
+                            "time": now,
+                            "gate": CLOSED_LOOP,
+                            "reason": "incident resolved before approval",
+                        }
+                    ),
+                    out,
+                )
         top = max(entries, key=lambda e: e.first.step)
         close_id = remediation_id(incident.id, CLOSED_LOOP, 0)
         if self.ledger.get(close_id) is None:
-            self._emit(Remediation(id=close_id, incident_id=incident.id, fingerprint=incident.fingerprint,
-                                   host=incident.host, action=top.first.action, playbook=top.first.playbook,
-                                   status="cancelled", gate=CLOSED_LOOP, step=top.first.step, time=now,
-                                   reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
-                                          f"ladder stops after step {top.first.step} ({top.first.action})"), out)
+            self._emit(
+                Remediation(
+                    id=close_id,
+                    incident_id=incident.id,
+                    fingerprint=incident.fingerprint,
+                    host=incident.host,
+                    action=top.first.action,
+                    playbook=top.first.playbook,
+                    status="cancelled",
+                    gate=CLOSED_LOOP,
+                    step=top.first.step,
+                    time=now,
+                    reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
+                    f"ladder stops after step {top.first.step} ({top.first.action})",
+                ),
+                out,
+            )
         return True
 
     def _return_to_service(self, incident: Incident, out: list, runs: list) -> None:
@@ -307,16 +389,28 @@ class Remediator:
             return
         assert entry is not None, "consider() refuses an approval for an unknown request"
         if not verdict.run:
-            self._emit(entry.latest.model_copy(update={"status": "cancelled", "time": self.clock(), "gate": "approval",
-                                                       "reason": verdict.reason}), out)
+            self._emit(
+                entry.latest.model_copy(
+                    update={"status": "cancelled", "time": self.clock(), "gate": "approval", "reason": verdict.reason}
+                ),
+                out,
+            )
             return
         now = self.clock()
         incident = self.incident(entry.first.incident_id)
         proposal = self.propose(incident, entry.first.step) if incident else None
         if not isinstance(proposal, Proposal) or proposal.remediation_id != entry.first.id:
-            self._emit(entry.latest.model_copy(update={
-                "status": "cancelled", "time": now, "gate": "approval",
-                "reason": "approved, but the incident or its rule is no longer known"}), out)
+            self._emit(
+                entry.latest.model_copy(
+                    update={
+                        "status": "cancelled",
+                        "time": now,
+                        "gate": "approval",
+                        "reason": "approved, but the incident or its rule is no longer known",
+                    }
+                ),
+                out,
+            )
             return
         self._decide(proposal, out, runs, approved=verdict.reason)
 
@@ -332,23 +426,43 @@ class Remediator:
         target = self.inventory.target(p.host) if self.inventory is not None else None
 
         def on_start():
-            self.producer.send(self._record(p, "running", self.clock(), started_at=self.clock(),
-                                            reason=where_it_runs(p.step.playbook, self.runner.playbooks_dir, target)))
+            self.producer.send(
+                self._record(
+                    p,
+                    "running",
+                    self.clock(),
+                    started_at=self.clock(),
+                    reason=where_it_runs(p.step.playbook, self.runner.playbooks_dir, target),
+                )
+            )
             self.started += 1
             _crash_point("started")
 
         assert p.step.playbook is not None, "only `action: human` has no playbook (policy.Step), and it never runs"
-        run = PlaybookRun(playbook=p.step.playbook, extra_vars=p.extra_vars, check=p.dry_run,
-                          timeout_s=p.step.timeout_s, target=target)
+        run = PlaybookRun(
+            playbook=p.step.playbook,
+            extra_vars=p.extra_vars,
+            check=p.dry_run,
+            timeout_s=p.step.timeout_s,
+            target=target,
+        )
         try:
-            result = self._run_playbook(run, playbooks_dir=self.runner.playbooks_dir,
-                                        artifacts_dir=self.runner.artifacts_dir, on_start=on_start,
-                                        keep_artifacts=self.runner.keep_artifacts, cancel=self.control.cancel)
+            result = self._run_playbook(
+                run,
+                playbooks_dir=self.runner.playbooks_dir,
+                artifacts_dir=self.runner.artifacts_dir,
+                on_start=on_start,
+                keep_artifacts=self.runner.keep_artifacts,
+                cancel=self.control.cancel,
+            )
         except PlaybookRefused as exc:
             return self._record(p, "failed", self.clock(), reason=f"refused before the run: {exc}")
         except Exception as exc:  # the run's outcome must be recorded whatever went wrong
-            log.exception("run of %s failed to complete", p.remediation_id,
-                          extra={"incident_id": p.incident.id, "host": p.host, "remediation_id": p.remediation_id})
+            log.exception(
+                "run of %s failed to complete",
+                p.remediation_id,
+                extra={"incident_id": p.incident.id, "host": p.host, "remediation_id": p.remediation_id},
+            )
             return self._record(p, "failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
         _crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
@@ -362,8 +476,17 @@ class Remediator:
             # stopped by `fleetmedic pause`: the ladder stops here too (no escalation past a person's stop)
             gate = "kill_switch"
             reason = f"cancelled by the kill switch (fleetmedic pause by {engaged.by}: {engaged.reason or 'no reason'})"
-        return self._record(p, status, self.clock(), started_at=result.started_at, finished_at=result.finished_at,
-                            rc=result.rc, run=result.summary, reason=reason, gate=gate)
+        return self._record(
+            p,
+            status,
+            self.clock(),
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            rc=result.rc,
+            run=result.summary,
+            reason=reason,
+            gate=gate,
+        )
 
     def _run_all(self, runs: list[Proposal], out: list) -> None:
         if not runs:
@@ -420,9 +543,17 @@ class Remediator:
             return
         for e in entries:
             if approvals.expired(e, now, self.policy.approvals.expire_s):
-                self._emit(e.latest.model_copy(update={
-                    "status": "cancelled", "time": now, "gate": "approval",
-                    "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default"}), out)
+                self._emit(
+                    e.latest.model_copy(
+                        update={
+                            "status": "cancelled",
+                            "time": now,
+                            "gate": "approval",
+                            "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default",
+                        }
+                    ),
+                    out,
+                )
 
     def _escalation_due(self, top: Entry, now: datetime) -> str | None:
         """Why the ladder must move on from `top`, or None while it waits."""
@@ -436,13 +567,18 @@ class Remediator:
             done = top.latest.finished_at or top.latest.time
             if now >= done + timedelta(seconds=step.resolve_within_s):
                 return f"not resolved {step.resolve_within_s:g}s after {top.first.action} finished"
-        elif status in ("failed", "timed_out", "cancelled", "unreachable") and top.claimed_at is not None \
-                and top.latest.gate is None:
+        elif (
+            status in ("failed", "timed_out", "cancelled", "unreachable")
+            and top.claimed_at is not None
+            and top.latest.gate is None
+        ):
             return f"{top.first.action} ended {status}"
         elif status in ("claimed", "running") and top.claimed_at is not None:
             if now >= top.claimed_at + timedelta(seconds=step.timeout_s + self.orphan_grace_s):
-                return (f"{top.first.action} was claimed at {top.claimed_at.isoformat()} but no outcome was "
-                        f"recorded (the remediator stopped during the run); not run again")
+                return (
+                    f"{top.first.action} was claimed at {top.claimed_at.isoformat()} but no outcome was "
+                    f"recorded (the remediator stopped during the run); not run again"
+                )
         return None
 
     def _next_step_after_crash(self, incident_id: str, top: Entry, out: list, runs: list) -> None:
@@ -463,13 +599,29 @@ class Remediator:
         assert rule is not None, "only a claimed step of a known rule escalates"
         nxt = top.first.step + 1
         if nxt >= len(rule.steps):
-            self._emit(top.latest.model_copy(update={"status": "escalated", "time": now, "gate": None,
-                                                     "reason": f"{why}; rule {rule.name} has no further step: "
-                                                               f"handed to a human"}), out)
+            self._emit(
+                top.latest.model_copy(
+                    update={
+                        "status": "escalated",
+                        "time": now,
+                        "gate": None,
+                        "reason": f"{why}; rule {rule.name} has no further step: handed to a human",
+                    }
+                ),
+                out,
+            )
             return
-        self._emit(top.latest.model_copy(update={"status": "escalated", "time": now, "gate": None,
-                                                 "reason": f"{why}; next: step {nxt} ({rule.steps[nxt].action})"}),
-                   out)
+        self._emit(
+            top.latest.model_copy(
+                update={
+                    "status": "escalated",
+                    "time": now,
+                    "gate": None,
+                    "reason": f"{why}; next: step {nxt} ({rule.steps[nxt].action})",
+                }
+            ),
+            out,
+        )
         proposal = self.propose(incident, nxt)
         if isinstance(proposal, Remediation):
             self._emit(proposal, out)

@@ -49,10 +49,22 @@ if TYPE_CHECKING:
     from .runner import ExtraVar
 
 # Incident fields a policy may copy into a playbook variable.
-ALLOWED_SOURCES = ("id", "fingerprint", "host", "kind", "subject", "severity", "detector", "action_class",
-                   "score", "summary")
-_SOURCE = re.compile(r"^(id|fingerprint|host|kind|subject|severity|detector|action_class|score|summary"
-                     r"|labels\.[A-Za-z0-9_.-]{1,128}|details\.[A-Za-z0-9_.-]{1,128})$")
+ALLOWED_SOURCES = (
+    "id",
+    "fingerprint",
+    "host",
+    "kind",
+    "subject",
+    "severity",
+    "detector",
+    "action_class",
+    "score",
+    "summary",
+)
+_SOURCE = re.compile(
+    r"^(id|fingerprint|host|kind|subject|severity|detector|action_class|score|summary"
+    r"|labels\.[A-Za-z0-9_.-]{1,128}|details\.[A-Za-z0-9_.-]{1,128})$"
+)
 _IDENT = r"^[a-z][a-z0-9_]{0,63}$"
 HUMAN = "human"  # the action name of a ladder's last rung: hand the incident to a person
 
@@ -97,8 +109,11 @@ class VarSpec(_Strict):
     value: str | int | float | bool | None = None
     type: Literal["str", "int", "float", "bool"] = "str"
     default: str | int | float | bool | None = None
-    extract: str | None = Field(None, description="regex with one group: the value is what the group captured "
-                                                  "(e.g. `^service\\.(.+)\\.up$` on a subject)")
+    extract: str | None = Field(
+        None,
+        description="regex with one group: the value is what the group captured "
+        "(e.g. `^service\\.(.+)\\.up$` on a subject)",
+    )
     pattern: str | None = Field(None, description="a str value must fully match this regex")
     max_length: int = Field(256, ge=1, le=4096)
     host_url: HostUrl | None = Field(None, description="a URL on the incident host's own address")
@@ -110,8 +125,10 @@ class VarSpec(_Strict):
         if self.host_url is not None:
             return self
         if self.source is not None and not _SOURCE.match(self.source):
-            raise ValueError(f"`from: {self.source}` is not an allowed incident field; allowed: "
-                             f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>")
+            raise ValueError(
+                f"`from: {self.source}` is not an allowed incident field; allowed: "
+                f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>"
+            )
         if self.pattern is not None:
             _regex("pattern", self.pattern)
         if self.extract is not None:
@@ -151,7 +168,9 @@ class VarSpec(_Strict):
             raise PolicyError(f"{raw!r} is not finite")
         return number
 
-    def render(self, incident: Incident, address_of: Callable[[str], str | None] | None = None, url_allow: tuple[str, ...] = ()) -> ExtraVar:
+    def render(
+        self, incident: Incident, address_of: Callable[[str], str | None] | None = None, url_allow: tuple[str, ...] = ()
+    ) -> ExtraVar:
         if self.value is not None:
             return self.convert(self.value)
         if self.host_url is not None:
@@ -175,8 +194,9 @@ class VarSpec(_Strict):
             raw = self.default
         elif self.extract is not None:
             if len(str(raw)) > EXTRACT_MAX_CHARS:  # the pattern is the author's, the field is not: bound its input
-                raise PolicyError(f"{self.source}: {len(str(raw))} characters is more than extract reads "
-                                  f"({EXTRACT_MAX_CHARS})")
+                raise PolicyError(
+                    f"{self.source}: {len(str(raw))} characters is more than extract reads ({EXTRACT_MAX_CHARS})"
+                )
             found = re.search(self.extract, str(raw))
             if found is None or found.group(1) is None:
                 raise PolicyError(f"{self.source} {raw!r} does not match extract {self.extract!r}")
@@ -186,9 +206,9 @@ class VarSpec(_Strict):
 
 def _lookup(incident: Incident, source: str):
     if source.startswith("labels."):
-        return incident.labels.get(source[len("labels."):])
+        return incident.labels.get(source[len("labels.") :])
     if source.startswith("details."):
-        return incident.evidence.details.get(source[len("details."):])
+        return incident.evidence.details.get(source[len("details.") :])
     return getattr(incident, source)
 
 
@@ -201,11 +221,15 @@ class Step(_Strict):
     dry_run: bool | None = Field(None, description="run in Ansible check mode; default: the rule's")
     needs_approval: bool | None = Field(None, description="wait for `fleetmedic approve`; default: the rule's")
     timeout_s: float = Field(300.0, gt=0, le=86400)
-    resolve_within_s: float = Field(300.0, gt=0, le=7 * 86400,
-                                    description="escalate when the incident is still open this long after the run")
-    out_of_service: bool = Field(False, description="this step takes the host out of service (drain, cordon): it "
-                                                    "counts against the blast radius until the rule's "
-                                                    "return_to_service step has succeeded")
+    resolve_within_s: float = Field(
+        300.0, gt=0, le=7 * 86400, description="escalate when the incident is still open this long after the run"
+    )
+    out_of_service: bool = Field(
+        False,
+        description="this step takes the host out of service (drain, cordon): it "
+        "counts against the blast radius until the rule's "
+        "return_to_service step has succeeded",
+    )
 
     @model_validator(mode="after")
     def _playbook_unless_human(self) -> Step:
@@ -219,13 +243,16 @@ class Step(_Strict):
             if name.startswith("ansible_"):
                 raise ValueError(f"vars.{name}: ansible_* variables are set by the runner only")
             if "url" in name.lower() and spec.source is not None:
-                raise ValueError(f"vars.{name}: a URL the controller fetches cannot come from an incident field "
-                                 f"(`from: {spec.source}`): use `host_url: {{port: ..., path: ...}}` (the host's "
-                                 "own address) or a constant `value`")
+                raise ValueError(
+                    f"vars.{name}: a URL the controller fetches cannot come from an incident field "
+                    f"(`from: {spec.source}`): use `host_url: {{port: ..., path: ...}}` (the host's "
+                    "own address) or a constant `value`"
+                )
         return self
 
-    def render_vars(self, incident: Incident, address_of: Callable[[str], str | None] | None = None,
-                    url_allow: tuple[str, ...] = ()) -> dict[str, str | int | float | bool]:
+    def render_vars(
+        self, incident: Incident, address_of: Callable[[str], str | None] | None = None, url_allow: tuple[str, ...] = ()
+    ) -> dict[str, str | int | float | bool]:
         """The extra variables this step passes for `incident` (PolicyError names the variable);
         `address_of(host)` gives a host's own address for `host_url` variables."""
         out = {}
@@ -272,8 +299,10 @@ class Rule(_Strict):
     needs_approval: bool = False
     approvers_required: int = Field(1, ge=1, le=32, description="distinct approvers a needs_approval step waits for")
     return_to_service: Step | None = Field(
-        None, description="run once the incident has resolved when an out_of_service step ran (Slurm resume, "
-                          "Kubernetes uncordon); its remediation step number is len(steps)")
+        None,
+        description="run once the incident has resolved when an out_of_service step ran (Slurm resume, "
+        "Kubernetes uncordon); its remediation step number is len(steps)",
+    )
 
     @model_validator(mode="after")
     def _return_step(self) -> Rule:
@@ -311,8 +340,15 @@ class MaintenanceWindow(_Strict):
 
     name: Ident
     host_groups: list[str] = Field(min_length=1)
-    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri",
-                                                                                 "sat", "sun"]
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+        "sun",
+    ]
     start: time = Field(description="UTC time of day, HH:MM")
     duration_min: int = Field(gt=0, le=7 * 24 * 60)
 
@@ -338,8 +374,12 @@ class BlastRadius(_Strict):
     max_percent: float = Field(25.0, gt=0, le=100, description="of a host group under remediation at once")
     job_label: str = Field("slurm_job", description="incident label naming the job a host runs")
     max_nodes_per_job: int = Field(1, ge=1)
-    active_s: float = Field(1800.0, gt=0, description="ignored (kept so older policy files load): "
-                                                       "a host counts from its claim until it is back in service")
+    active_s: float = Field(
+        1800.0,
+        gt=0,
+        description="ignored (kept so older policy files load): "
+        "a host counts from its claim until it is back in service",
+    )
 
 
 class Flapping(_Strict):
@@ -362,7 +402,8 @@ class Gates(_Strict):
 class Approvals(_Strict):
     expire_s: float = Field(3600.0, gt=0, description="an unanswered request is denied after this long")
     approvers: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], str] = Field(
-        default_factory=dict, description="approver name → Ed25519 public key (base64, `fleetmedic approver-key`)")
+        default_factory=dict, description="approver name → Ed25519 public key (base64, `fleetmedic approver-key`)"
+    )
 
     @model_validator(mode="after")
     def _keys(self) -> Approvals:
@@ -379,8 +420,9 @@ class Approvals(_Strict):
 class Policy(_Strict):
     """The whole policy file."""
 
-    host_groups: dict[Ident, list[str]] = Field(default_factory=dict,
-                                                description="group → host globs and `@group` (an inventory group)")
+    host_groups: dict[Ident, list[str]] = Field(
+        default_factory=dict, description="group → host globs and `@group` (an inventory group)"
+    )
     _inventory: Any = PrivateAttr(None)
     gates: Gates = Gates()
     approvals: Approvals = Approvals()
@@ -400,8 +442,10 @@ class Policy(_Strict):
                     raise ValueError(f"rules.{i} ({rule.name}): unknown host group {group!r}")
             asks = rule.needs_approval or any(s.needs_approval for s in rule.steps)
             if asks and rule.approvers_required > len(self.approvals.approvers):
-                raise ValueError(f"rules.{i} ({rule.name}): needs {rule.approvers_required} approver(s) but "
-                                 f"approvals.approvers lists {len(self.approvals.approvers)} key(s)")
+                raise ValueError(
+                    f"rules.{i} ({rule.name}): needs {rule.approvers_required} approver(s) but "
+                    f"approvals.approvers lists {len(self.approvals.approvers)} key(s)"
+                )
         for i, window in enumerate(self.gates.maintenance):
             for group in window.host_groups:
                 if group not in self.host_groups:

@@ -19,15 +19,18 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, Phase, settings, strategies as st
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
 
 # One input taking longer than this is a stall. The old cubic log pattern took seconds at 8 KB
 # and hours at 64 KB; a linear path takes milliseconds. Generous, because the machine is shared.
 # On a shared machine the budget grows with the load per core (at a load of 20 on 2 cores, 20 s):
 # a stall is an input that is slow for the code, not for the scheduler.
-BUDGET_S = float(os.environ.get("FLEETMEDIC_FUZZ_BUDGET_S", "2.0")) * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+BUDGET_S = float(os.environ.get("FLEETMEDIC_FUZZ_BUDGET_S", "2.0")) * max(
+    1.0, os.getloadavg()[0] / (os.cpu_count() or 1)
+)
 # The same budget in CPU seconds of the calling thread, not scaled: the scheduler cannot inflate it.
 # Wall time catches what CPU time cannot (an input that blocks); it is noisy on a shared machine
 # (a 1.3 CPU-s document took 8 s of wall at load 7), so it gets 4x the budget, scaled by the load now.
@@ -41,11 +44,17 @@ PER_EXAMPLE = int(os.environ.get("FLEETMEDIC_FUZZ_PER_EXAMPLE", "250" if FULL el
 
 # No shrinking: a failure is reported with the input that caused it (shrinking a 64 KB input can
 # take longer than the whole run's budget).
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not FULL,
-                suppress_health_check=list(HealthCheck), print_blob=True,
-                phases=[Phase.explicit, Phase.generate])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=not FULL,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+    phases=[Phase.explicit, Phase.generate],
+)
 
-T0 = datetime(2026, 11, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, tzinfo=UTC)
 BROKER_MS = int(T0.timestamp() * 1000)
 
 
@@ -129,19 +138,61 @@ def lost(t: Tally, count: int, what: str) -> None:
 
 # -- strategies ---------------------------------------------------------------------------------
 # Characters that break things: controls, NUL, lone surrogates, bidi overrides, quotes, `$`, markup.
-NASTY_CHARS = st.sampled_from(["\x00", "\x07", "\n", "\r", "\t", "\x1b[31m", "\u202e", "\ud800", "\udfff", "\ufeff",
-                               '"', "'", "\\", "$", "</script>", "{", "}", "\u00e9", "\U0001f525", "%s", "\x7f"])
-TEXT = st.one_of(st.text(max_size=40), st.lists(NASTY_CHARS, max_size=8).map("".join),
-                 st.integers(0, 70000).map(lambda n: "x" * n))
-EXTREME_TIMES = st.sampled_from([
-    "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00",
-    "1970-01-01T00:00:00Z", "2026-11-30T00:00:00", "2026-13-45T25:61:61Z", "not a time", "", "2100-01-01T00:00:00Z",
-    "2026-12-01T00:00:00Z", "-1", "1e308", "2026-11-30T00:00:00.123456789123Z"])
-NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2 ** 80), 2 ** 80),
-                    st.sampled_from([10 ** 400, -10 ** 400, 1e308, -0.0, 2 ** 63, -(2 ** 63) - 1]))
+NASTY_CHARS = st.sampled_from(
+    [
+        "\x00",
+        "\x07",
+        "\n",
+        "\r",
+        "\t",
+        "\x1b[31m",
+        "\u202e",
+        "\ud800",
+        "\udfff",
+        "\ufeff",
+        '"',
+        "'",
+        "\\",
+        "$",
+        "</script>",
+        "{",
+        "}",
+        "\u00e9",
+        "\U0001f525",
+        "%s",
+        "\x7f",
+    ]
+)
+TEXT = st.one_of(
+    st.text(max_size=40), st.lists(NASTY_CHARS, max_size=8).map("".join), st.integers(0, 70000).map(lambda n: "x" * n)
+)
+EXTREME_TIMES = st.sampled_from(
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00+14:00",
+        "1970-01-01T00:00:00Z",
+        "2026-11-30T00:00:00",
+        "2026-13-45T25:61:61Z",
+        "not a time",
+        "",
+        "2100-01-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+        "-1",
+        "1e308",
+        "2026-11-30T00:00:00.123456789123Z",
+    ]
+)
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**80), 2**80),
+    st.sampled_from([10**400, -(10**400), 1e308, -0.0, 2**63, -(2**63) - 1]),
+)
 JSON_LEAF = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, EXTREME_TIMES)
-JSON_ANY = st.recursive(JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=6), st.dictionaries(TEXT, c, max_size=6)),
-                        max_leaves=30)
+JSON_ANY = st.recursive(
+    JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=6), st.dictionaries(TEXT, c, max_size=6)), max_leaves=30
+)
 
 
 def _dumps(obj) -> bytes:
@@ -178,8 +229,7 @@ def mutated(base: dict) -> st.SearchStrategy[bytes]:
                 rec[key] = value
         return _dumps(rec)
 
-    op = st.tuples(st.sampled_from(["drop", "set", "add"]), st.sampled_from(keys),
-                   st.one_of(JSON_ANY, EXTREME_TIMES))
+    op = st.tuples(st.sampled_from(["drop", "set", "add"]), st.sampled_from(keys), st.one_of(JSON_ANY, EXTREME_TIMES))
     return st.lists(op, min_size=1, max_size=4).map(build)
 
 
@@ -188,12 +238,45 @@ def hostile_records(base: dict) -> st.SearchStrategy[bytes]:
 
 
 # Fragments the log patterns look for: repeated, they are the worst case for a backtracking pattern.
-LOG_FRAGMENTS = ["NVRM: ", "Xid (", "PCI:0000:3b:00", "): ", "79, ", "(", ")", "()", "Remounting filesystem read-only",
-                 "EXT4-fs", "XFS (", "INFO: task ", "a", " ", ":12", " blocked for more than ", "120 seconds.",
-                 "Row Remapper: ", "fail", "Dynamic Page Retirement: ", ".service: Main process exited, code=",
-                 "abc.def", "Killed process 12 (", "nvidia-nvswitch0: SXid (PCI:", "mce: [Hardware Error]: ",
-                 "AER: ", "kernel: ", "[ 12.5] ", "2026-11-30T00:00:00Z host prog[1]: ", "exited: ", "gave up: ",
-                 "\t", "\x00", "\ufffd", "fallen off the bus", "Shutting down filesystem", "I/O error, dev "]
+LOG_FRAGMENTS = [
+    "NVRM: ",
+    "Xid (",
+    "PCI:0000:3b:00",
+    "): ",
+    "79, ",
+    "(",
+    ")",
+    "()",
+    "Remounting filesystem read-only",
+    "EXT4-fs",
+    "XFS (",
+    "INFO: task ",
+    "a",
+    " ",
+    ":12",
+    " blocked for more than ",
+    "120 seconds.",
+    "Row Remapper: ",
+    "fail",
+    "Dynamic Page Retirement: ",
+    ".service: Main process exited, code=",
+    "abc.def",
+    "Killed process 12 (",
+    "nvidia-nvswitch0: SXid (PCI:",
+    "mce: [Hardware Error]: ",
+    "AER: ",
+    "kernel: ",
+    "[ 12.5] ",
+    "2026-11-30T00:00:00Z host prog[1]: ",
+    "exited: ",
+    "gave up: ",
+    "\t",
+    "\x00",
+    "\ufffd",
+    "fallen off the bus",
+    "Shutting down filesystem",
+    "I/O error, dev ",
+]
 
 
 def adversarial_line(parts: list[str], repeat: int) -> str:
@@ -201,8 +284,7 @@ def adversarial_line(parts: list[str], repeat: int) -> str:
 
 
 LOG_LINES = st.one_of(
-    st.builds(adversarial_line, st.lists(st.sampled_from(LOG_FRAGMENTS), min_size=1, max_size=5),
-              st.integers(1, 4000)),
+    st.builds(adversarial_line, st.lists(st.sampled_from(LOG_FRAGMENTS), min_size=1, max_size=5), st.integers(1, 4000)),
     TEXT,
     st.binary(max_size=200).map(lambda b: b.decode("utf-8", "replace")),
     st.builds(lambda ts, rest: f"{ts} host kernel: {rest}", EXTREME_TIMES, TEXT),
@@ -214,12 +296,62 @@ def t0_plus(seconds: float) -> datetime:
 
 
 # -- havoc: many hostile inputs from a few drawn ones ------------------------------------------------
-NASTY_BYTES = [b"\xff", b"\x00", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x80\xae", b"\x1b[31m",
-               b"NaN", b"-Infinity", b"1e400", b"-0", b"9" * 400, b"null", b"true", b'"', b"\\", b"{", b"}", b"[", b"]",
-               b",", b":", b'\\ud800', b'\\u0000', b'"\\udfff"', b'{"a":', b"\r\n", b"\t"]
-NASTY_VALUES = [float("nan"), float("inf"), -float("inf"), 10 ** 400, -(2 ** 63) - 1, 2 ** 64, 1e308, -0.0, "", None,
-                [], {}, True, "\x00", "\ud800", "\u202e", "$", "x" * 70_000, "0001-01-01T00:00:00Z",
-                "9999-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "2026-11-30T00:00:00", "not a time", [[[[[]]]]]]
+NASTY_BYTES = [
+    b"\xff",
+    b"\x00",
+    b"\xc3\x28",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xe2\x80\xae",
+    b"\x1b[31m",
+    b"NaN",
+    b"-Infinity",
+    b"1e400",
+    b"-0",
+    b"9" * 400,
+    b"null",
+    b"true",
+    b'"',
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\\ud800",
+    b"\\u0000",
+    b'"\\udfff"',
+    b'{"a":',
+    b"\r\n",
+    b"\t",
+]
+NASTY_VALUES = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    10**400,
+    -(2**63) - 1,
+    2**64,
+    1e308,
+    -0.0,
+    "",
+    None,
+    [],
+    {},
+    True,
+    "\x00",
+    "\ud800",
+    "\u202e",
+    "$",
+    "x" * 70_000,
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2100-01-01T00:00:00Z",
+    "2026-11-30T00:00:00",
+    "not a time",
+    [[[[[]]]]],
+]
 MAX_HAVOC_BYTES = 1_300_000  # above the consumers' max_record_bytes, so the oversized path is hit too
 
 
@@ -246,22 +378,26 @@ class Havoc:
             elif op == 1 and data:
                 at = min(at, len(data) - 1)
                 if isinstance(data, bytes):
-                    data = data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1:]
+                    data = data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1 :]
                 else:
-                    data = data[:at] + chr(rng.choice([0, 7, 0x1b, 0x7f, 0xfffd, 0x202e, 0xd800, 0x10ffff])) + data[at + 1:]
+                    data = (
+                        data[:at]
+                        + chr(rng.choice([0, 7, 0x1B, 0x7F, 0xFFFD, 0x202E, 0xD800, 0x10FFFF]))
+                        + data[at + 1 :]
+                    )
             elif op == 2:
                 data = data[:at] + rng.choice(inserts) * rng.choice([1, 1, 2, 16]) + data[at:]
             elif op == 3:
                 other = rng.choice(pool)
-                data = data[:at] + other[rng.randint(0, len(other)):]
+                data = data[:at] + other[rng.randint(0, len(other)) :]
             elif op == 4:  # repeat a span: the backtracking bait, and huge inputs
                 end = min(len(data), at + rng.randint(1, 64))
                 data = data[:at] + data[at:end] * rng.choice([2, 10, 100, 1000, 5000]) + data[end:]
             elif op == 5:
-                data = data[:at] + data[min(len(data), at + rng.randint(1, 64)):]
+                data = data[:at] + data[min(len(data), at + rng.randint(1, 64)) :]
             else:
                 depth = rng.choice([1, 2, 50, 1000, 100_000])
-                lb, rb = (("[", "]") if rng.random() < 0.5 else ('{"a":', "}"))
+                lb, rb = ("[", "]") if rng.random() < 0.5 else ('{"a":', "}")
                 if isinstance(data, bytes):
                     lb, rb = lb.encode(), rb.encode()
                 data = lb * depth + data + rb * depth
@@ -279,7 +415,7 @@ class Havoc:
         rng = self.rng
         doc = copy.deepcopy(base)
         for _ in range(rng.randint(1, 4)):
-            node, path = doc, []
+            node = doc
             while isinstance(node, (dict, list)) and node and rng.random() < 0.6:
                 key = rng.choice(sorted(node, key=str)) if isinstance(node, dict) else rng.randrange(len(node))
                 if not isinstance(node[key], (dict, list)):
@@ -308,9 +444,13 @@ class Havoc:
         """`n` hostile records: half field mutations of `base` at any depth, half byte havoc of `pool`
         (the drawn records and `base` itself)."""
         pool = pool + [_dumps(base)]
-        return [_dumps(self.tree(base, values)) if self.rng.random() < 0.5
-                else self._havoc(self.rng.choice(pool), pool, NASTY_BYTES, MAX_HAVOC_BYTES) for _ in range(n)]
+        return [
+            _dumps(self.tree(base, values))
+            if self.rng.random() < 0.5
+            else self._havoc(self.rng.choice(pool), pool, NASTY_BYTES, MAX_HAVOC_BYTES)
+            for _ in range(n)
+        ]
 
 
-SEEDS = st.integers(0, 2 ** 32 - 1)
+SEEDS = st.integers(0, 2**32 - 1)
 VALUES = st.lists(st.one_of(JSON_ANY, EXTREME_TIMES, NUMBERS), min_size=1, max_size=8)

@@ -17,12 +17,12 @@ lost, or a target failed.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import sys
 import threading
 import time
 import warnings
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -81,8 +81,14 @@ def run_target(name: str, main: str | None) -> dict:
         t = fuzz_kit.TALLIES.get(main) if main else None
         if t is None or t.inputs >= WANT or t.inputs == before:
             break
-    return {"name": name, "main": main, "tallies": [vars(t) for t in fuzz_kit.TALLIES.values()], "errors": errors,
-            "wall": time.monotonic() - wall, "cpu": time.process_time() - cpu}
+    return {
+        "name": name,
+        "main": main,
+        "tallies": [vars(t) for t in fuzz_kit.TALLIES.values()],
+        "errors": errors,
+        "wall": time.monotonic() - wall,
+        "cpu": time.process_time() - cpu,
+    }
 
 
 def run_wire(bootstrap: str) -> dict:
@@ -97,8 +103,14 @@ def run_wire(bootstrap: str) -> dict:
             fuzz_kit.tally("wire: real broker, 6 topics", "records").crashes += 1
         errors.append(f"wire_sample: {type(exc).__name__}: {str(exc)[:400]}")
     tallies = [vars(t) for k, t in fuzz_kit.TALLIES.items() if k not in before]
-    return {"name": "wire_sample", "main": "wire: real broker, 6 topics", "tallies": tallies, "errors": errors,
-            "wall": time.monotonic() - wall, "cpu": time.process_time() - cpu}
+    return {
+        "name": "wire_sample",
+        "main": "wire: real broker, 6 topics",
+        "tallies": tallies,
+        "errors": errors,
+        "wall": time.monotonic() - wall,
+        "cpu": time.process_time() - cpu,
+    }
 
 
 class Broker:
@@ -114,13 +126,17 @@ class Broker:
             return
         import tempfile
 
-        from fleetmedic.broker import EmbeddedBroker
-        from fleetmedic.config import BrokerSettings
         from kafka_helpers import free_port
 
+        from fleetmedic.broker import EmbeddedBroker
+        from fleetmedic.config import BrokerSettings
+
         try:
-            self.embedded = EmbeddedBroker(BrokerSettings(port=free_port(), controller_port=free_port(),
-                                                          data_dir=tempfile.mkdtemp(prefix="fleetmedic-fuzz-")))
+            self.embedded = EmbeddedBroker(
+                BrokerSettings(
+                    port=free_port(), controller_port=free_port(), data_dir=tempfile.mkdtemp(prefix="fleetmedic-fuzz-")
+                )
+            )
             self.embedded.start(progress=lambda m: None)
             self.bootstrap = self.embedded.bootstrap
         except BaseException as exc:  # noqa: BLE001 - reported as the wire row's failure
@@ -132,24 +148,33 @@ class Broker:
 
 
 def table(results: list[dict]) -> tuple[list[str], dict]:
-    head = (f"{'target':32s} {'counts':27s} {'inputs':>7s} {'accepted':>8s} {'rejected':>8s} {'dead-lett':>9s} "
-            f"{'crashes':>7s} {'stalls':>6s} {'lost':>4s} {'worst ms':>8s} {'wall s':>6s} {'cpu s':>6s}")
+    head = (
+        f"{'target':32s} {'counts':27s} {'inputs':>7s} {'accepted':>8s} {'rejected':>8s} {'dead-lett':>9s} "
+        f"{'crashes':>7s} {'stalls':>6s} {'lost':>4s} {'worst ms':>8s} {'wall s':>6s} {'cpu s':>6s}"
+    )
     lines = [head]
     total = dict(inputs=0, crashes=0, stalls=0, lost=0, dead=0)
     for r in results:
         tallies = r["tallies"]
         main = next((t for t in tallies if t["name"] == r["main"]), None) or next(
-            (t for t in tallies if t["counted"]), None)
+            (t for t in tallies if t["counted"]), None
+        )
         if main is None:
             main = dict(name=r["name"], unit="-", inputs=0, accepted=0, rejected=0)
         counted = [t for t in tallies if t["counted"]]
-        row = dict(inputs=sum(t["inputs"] for t in counted), crashes=sum(t["crashes"] for t in tallies),
-                   stalls=sum(t["stalls"] for t in tallies), lost=sum(t["lost"] for t in tallies),
-                   dead=sum(t["dead_lettered"] for t in tallies))
+        row = dict(
+            inputs=sum(t["inputs"] for t in counted),
+            crashes=sum(t["crashes"] for t in tallies),
+            stalls=sum(t["stalls"] for t in tallies),
+            lost=sum(t["lost"] for t in tallies),
+            dead=sum(t["dead_lettered"] for t in tallies),
+        )
         worst = max((t["worst_s"] for t in tallies), default=0.0)
-        lines.append(f"{main['name']:32s} {main['unit']:27s} {row['inputs']:7d} {main['accepted']:8d} "
-                     f"{main['rejected']:8d} {row['dead']:9d} {row['crashes']:7d} {row['stalls']:6d} "
-                     f"{row['lost']:4d} {worst * 1000:8.1f} {r['wall']:6.1f} {r['cpu']:6.1f}")
+        lines.append(
+            f"{main['name']:32s} {main['unit']:27s} {row['inputs']:7d} {main['accepted']:8d} "
+            f"{main['rejected']:8d} {row['dead']:9d} {row['crashes']:7d} {row['stalls']:6d} "
+            f"{row['lost']:4d} {worst * 1000:8.1f} {r['wall']:6.1f} {r['cpu']:6.1f}"
+        )
         for k in total:
             total[k] += row[k]
     return lines, total
@@ -187,10 +212,15 @@ def main() -> int:
         print("FAILED", e)
     from fuzz_kit import CPU_BUDGET_S, wall_budget_s
 
-    print(f"({time.monotonic() - started:.0f} s wall, {workers} worker processes; stall budget per input "
-          f"{CPU_BUDGET_S:g} CPU s, or {wall_budget_s():.1f} s wall now (4x, scaled by the load); worst ms is CPU; load average {' '.join(open('/proc/loadavg').read().split()[:3])})")
-    print(f"fuzz: inputs {total['inputs']}, crashes {total['crashes']}, stalls {total['stalls']}, "
-          f"valid records lost {total['lost']}, dead-lettered {total['dead']}")
+    print(
+        f"({time.monotonic() - started:.0f} s wall, {workers} worker processes; stall budget per input "
+        f"{CPU_BUDGET_S:g} CPU s, or {wall_budget_s():.1f} s wall now (4x, scaled by the load); worst ms is CPU; "
+        f"load average {' '.join(open('/proc/loadavg').read().split()[:3])})"
+    )
+    print(
+        f"fuzz: inputs {total['inputs']}, crashes {total['crashes']}, stalls {total['stalls']}, "
+        f"valid records lost {total['lost']}, dead-lettered {total['dead']}"
+    )
     return 1 if total["crashes"] or total["stalls"] or total["lost"] or errors else 0
 
 

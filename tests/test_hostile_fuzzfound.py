@@ -40,9 +40,17 @@ def test_an_invalid_policy_regex_is_a_config_error(tmp_path, field):
 
     from remediator.policy import load_policy
 
-    rule = {"name": "r", "match": {"kinds": ["service_down"]},
-            "steps": [{"action": "restart_service", "playbook": "restart_service.yml",
-                       "vars": {"service": {"from": "subject", field: "("}}}]}
+    rule = {
+        "name": "r",
+        "match": {"kinds": ["service_down"]},
+        "steps": [
+            {
+                "action": "restart_service",
+                "playbook": "restart_service.yml",
+                "vars": {"service": {"from": "subject", field: "("}},
+            }
+        ],
+    }
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"rules": [rule]}))
     with pytest.raises(ConfigFileError, match=f"`{field}: \\(` is not a valid regular expression"):  # was re.error
