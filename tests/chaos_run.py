@@ -6,7 +6,7 @@
 Set-up (everything on loopback, under one temporary directory removed at the end, even on a
 failure): a three-broker KRaft cluster of its own (`fleetmedic.cluster`, ports PORT..PORT+5),
 a topic set under a fresh prefix (replication factor 3, min.insync.replicas 2), a local
-supervisord with one HTTP service (`remediator.testbed.DemoService`), three `fleetmedic detect`
+supervisord with one HTTP service (`fleetmedic_demo.testbed.DemoService`), three `fleetmedic detect`
 members in one group and two `fleetmedic remediate` members in another (policy: critical
 incidents of the simulated nodes run restart_service.yml against that supervisord through an
 inventory that maps every simulated node to it with a local connection, then a person; the other
@@ -62,6 +62,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import chaos_kit as kit  # noqa: E402
+
+from fleetmedic.cluster import EmbeddedCluster  # noqa: E402
+from fleetmedic.config import load_settings  # noqa: E402
+from fleetmedic.topics import create_topics  # noqa: E402
+from fleetmedic_demo.testbed import DemoService  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "fleetmedic.cli"]
@@ -384,12 +389,6 @@ def main() -> int:
     say(f"chaos: work directory {work}; load average {open('/proc/loadavg').read().split()[:3]}")
     cluster = service = members = counter = None
     try:
-        from remediator.testbed import DemoService
-
-        from fleetmedic.cluster import EmbeddedCluster
-        from fleetmedic.config import load_settings
-        from fleetmedic.topics import create_topics
-
         base = load_settings(None)
         broker = base.broker.model_copy(
             update={"port": args.port, "controller_port": args.port + 1, "data_dir": work / "kafka", "nodes": 3}
