@@ -11,7 +11,6 @@ moving a running job from node1 to node2 (drain start → job running on node2).
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fleetmedic.transport import wait_until  # noqa: E402
-from fleetmedic_demo.testbed import DemoService, SlurmCluster, slurm_missing_reason  # noqa: E402
+from fleetmedic_demo.testbed import DemoService, SlurmCluster, free_port_block, slurm_missing_reason  # noqa: E402
 from remediator.runner import PlaybookRun, run_playbook  # noqa: E402
 
 PLAYBOOKS = ROOT / "playbooks"
@@ -30,9 +29,7 @@ NOOP = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.built
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port_block(1)  # below the ephemeral range: no client socket takes it before the bind
 
 
 def row(name: str, samples: list[float]) -> str:

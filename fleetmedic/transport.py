@@ -206,6 +206,26 @@ class Producer:
         self._pending.append(future)
         return future
 
+    def reaches_broker(self, wait_s: float = 1.0) -> bool:
+        """True when this producer holds a live connection to a broker, or opens one within `wait_s`.
+
+        A readiness probe, not `KafkaProducer.bootstrap_connected()`: kafka-python drops the
+        bootstrap connection once it has the cluster's metadata, and any connection idle for
+        `connections_max_idle_ms`, so that said "not ready" of a healthy producer (the Alertmanager
+        receiver's /-/ready stayed 503 on a working broker). With no connection open this queues
+        one to the least loaded broker, which the producer's own sender thread then opens.
+        """
+        client = self._producer._sender._client
+        deadline = time.monotonic() + wait_s
+        while not any(client.connected(node) for node in list(client._conns)):
+            if time.monotonic() >= deadline:
+                return False
+            node = client.least_loaded_node()
+            if node is not None:
+                client.maybe_connect(node)
+            time.sleep(0.05)
+        return True
+
     def flush(self, timeout_s: float | None = 60.0) -> int:
         """Block until everything sent is acknowledged; raises the first delivery error."""
         self._producer.flush(timeout=timeout_s)

@@ -273,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/-/healthy"):
             self._reply(200, "ok\n")
         elif self.path.startswith("/-/ready"):
-            ready = self.server.receiver.producer._producer.bootstrap_connected()
+            ready = self.server.receiver.producer.reaches_broker()
             self._reply(200 if ready else 503, "ready\n" if ready else "no broker connection\n")
         else:
             self._reply(404, {"error": "POST Alertmanager webhook notifications here; GET /-/ready, /-/healthy"})

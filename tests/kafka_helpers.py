@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 from kafka import KafkaConsumer, TopicPartition
@@ -11,12 +10,14 @@ from kafka.admin import KafkaAdminClient
 from fleetmedic.config import Settings
 from fleetmedic.schemas import Contract
 from fleetmedic.transport import consumer_config
+from fleetmedic_demo.testbed import free_port_block
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+    can be taken as the source port of some client's connection between this check and the server's
+    bind (CI saw node_exporter fail with "address already in use" on 55795)."""
+    return free_port_block(1)
 
 
 def read_topic(settings: Settings, topic: str, model: type[Contract] | None = None, timeout_s: float = 20.0):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conftest import make_settings
 from examples import examples, metric_batch
-from kafka_helpers import caught_up, committed, read_topic
+from kafka_helpers import caught_up, committed, free_port, read_topic
 
 from fleetmedic.schemas import DeadLetter, LogEvent, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
@@ -199,3 +199,25 @@ def test_rebalance_hooks_see_the_assignment(settings):
     loop.close()
     topic = topic_name(settings, "logs.v1")
     assert {(tp.topic, tp.partition) for tp in set().union(*assigned)} == {(topic, p) for p in range(3)}
+
+
+def test_reaches_broker_holds_after_kafka_python_drops_its_connections(settings):
+    """The receiver's readiness: a healthy producer stays "reaching a broker" after kafka-python
+    has closed every connection it had (here its idle timeout, set to 1 s), because the probe
+    reopens one; it says False within its wait where no broker answers."""
+    producer = Producer(settings, connections_max_idle_ms=1000)
+    try:
+        producer.send(metric_batch("node1"))
+        producer.flush()
+        client = producer._producer._sender._client
+        wait_until(
+            lambda: not any(client.connected(n) for n in list(client._conns)), 30, what="idle connections closed"
+        )
+        assert producer.reaches_broker(wait_s=10.0)
+    finally:
+        producer.close()
+    dead = Producer(make_settings(f"127.0.0.1:{free_port()}"), api_version=(2, 8, 0))  # nothing listens there
+    try:
+        assert not dead.reaches_broker(wait_s=1.0)
+    finally:
+        dead.close(timeout_s=1.0)
