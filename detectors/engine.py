@@ -53,11 +53,11 @@ from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
 from . import eventtime, state_codec
+from .alerting import Lifecycle, grown
 from .config import DetectorConfig, EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
 from .gpu_identity import series_gpu
 from .incidents import make_incident, source
-from .lifecycle import Lifecycle, grown
 from .log_rules import LogRules, load_table
 from .multivariate import ForestRule
 

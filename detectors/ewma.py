@@ -1,6 +1,6 @@
 """EWMA deviation and static thresholds per series, one numpy operation for a whole round of values.
 
-Both are *scorers* (see `detectors.lifecycle`): they score a value, say whether it breaches and
+Both are *scorers* (see `detectors.alerting`): they score a value, say whether it breaches and
 whether it is clear (for hysteresis), and learn. State lives in arrays indexed by slot.
 
 EWMA: exponentially weighted mean and variance (West's incremental form); the score is the
@@ -27,7 +27,7 @@ import operator
 
 import numpy as np
 
-from .lifecycle import grown
+from .alerting import grown
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 

@@ -41,10 +41,10 @@ import numpy as np
 from fleetmedic.schemas import DetectorState, Incident, MetricBatch
 from fleetmedic.transport import Received
 
+from .alerting import NORMAL, Lifecycle
 from .config import ForestFeatureConfig, IsolationForestConfig
 from .iforest import ClassForest
 from .incidents import make_incident, source, to_datetime
-from .lifecycle import NORMAL, Lifecycle
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.lifecycle import Lifecycle
+from detectors.alerting import Lifecycle
 
 
 def _state(lc: Lifecycle) -> list:
