@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from fleetmedic.cli import main as fleetmedic
-from ingest.simulator import FleetSimulator, SimConfig, iso
+from ingest.sim_schedule import iso
+from ingest.simulator import FleetSimulator, SimConfig
 
 
 def simulate(

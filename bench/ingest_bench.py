@@ -31,7 +31,8 @@ from ingest.host import HostCollector  # noqa: E402
 from ingest.logparse import parse_line  # noqa: E402
 from ingest.prom import Target, scrape  # noqa: E402
 from ingest.publisher import ExporterHealth, Publisher  # noqa: E402
-from ingest.simulator import SimConfig, run_simulation  # noqa: E402
+from ingest.sim_run import run_simulation  # noqa: E402
+from ingest.simulator import SimConfig  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 ROWS: list[tuple[str, str, float, float, float]] = []

@@ -17,7 +17,8 @@ from detectors.config import load_config
 from fleetmedic.config import TopicSettings, load_settings
 from fleetmedic.topics import create_topics
 from fleetmedic.transport import Producer
-from ingest.simulator import SimConfig, run_simulation
+from ingest.sim_run import run_simulation
+from ingest.simulator import SimConfig
 from review.replay import diff, replay
 
 

@@ -380,7 +380,9 @@ def cmd_export_prom(args) -> int:
 
 def cmd_simulate(args) -> int:
     from .publisher import ExporterHealth, Publisher
-    from .simulator import FAULT_KINDS, SimConfig, run_simulation
+    from .sim_faults import FAULT_KINDS
+    from .sim_run import run_simulation
+    from .simulator import SimConfig
 
     try:
         start = datetime.fromisoformat(args.start.replace("Z", "+00:00")) if args.start else None

@@ -27,7 +27,8 @@ import numpy as np
 from . import series as S
 
 if TYPE_CHECKING:
-    from .simulator import Fault, FleetSimulator
+    from .sim_schedule import Fault
+    from .simulator import FleetSimulator
 
 BURST_XIDS = (79, 48, 94, 74, 13, 31, 62, 64, 95, 119)
 NVLINKS = 4  # links simulated per GPU (H100 has 18; four keep batches small)

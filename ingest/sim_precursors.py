@@ -21,7 +21,8 @@ from . import series as S
 from .sim_faults import NVLINKS, REGISTRY, gpu_pci
 
 if TYPE_CHECKING:
-    from .simulator import Fault, FleetSimulator, SimConfig
+    from .sim_schedule import Fault
+    from .simulator import FleetSimulator, SimConfig
 
 # What each precursor looks like on the affected GPU. Real parts often warn before they fail:
 # corrected ECC errors climb and rows get remapped before an uncorrectable error or a GPU lost

@@ -1,17 +1,15 @@
-"""A synthetic GPU fleet with scheduled faults, published through the exporters' publisher.
+"""A synthetic GPU fleet: its configuration, its state, and one tick of its records at a time.
 
 N nodes with G GPUs each report the same series as the real host and GPU exporters (see
 docs/ingest.md): daily load cycles with per-node phase, AR(1) noise, GPU temperature, power and
 clocks that follow GPU load, counters that only grow, and kernel/service log chatter (the lines
 go through the same parser as `fleetmedic export logs`). Faults are scheduled up front from the
-seed and written as ground truth, one JSON line per fault::
-
-    {"host": "sim-node-0003", "fault": "thermal_runaway", "start": "2026-01-01T00:10:00Z",
-     "end": "2026-01-01T00:25:00Z", "gpu": 2}
+seed and written as ground truth, one JSON line per fault (`ingest.sim_schedule`).
 
 Everything comes from `numpy.random.default_rng(seed)` and a simulated clock (`start`,
 `interval_s`), so a seed and a configuration give the same records byte for byte, whether the
-run is paced in real time (`speed` simulated seconds per wall second) or as fast as possible.
+run is paced in real time (`speed` simulated seconds per wall second) or as fast as possible
+(`ingest.sim_run.run_simulation` drives a whole run).
 
 Each fault kind is one class in `ingest.sim_faults.REGISTRY` (what it carries, its lead-up, what
 it does to a tick); the lead-ups and false alarms are in `ingest.sim_precursors`.
@@ -24,13 +22,9 @@ it does to a tick); the lead-ups and false alarms are in `ingest.sim_precursors`
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +34,7 @@ from . import series as S
 from .logparse import parse_line
 from .sim_faults import FAULT_KINDS, MEM_TOTAL, NVLINKS, REGISTRY, SERVICE, TickState, gpu_pci
 from .sim_precursors import Precursor, PrecursorEffects, PrecursorShape, schedule_precursors
+from .sim_schedule import Fault, schedule_faults
 
 CORES = 64
 GPU_MEM_TOTAL = 80 * 2**30
@@ -55,10 +50,6 @@ CHATTER = (
     "slurmd[{pid}]: launch task StepId={n}.0 request from UID:1000 GID:1000 HOST:10.1.0.1 PORT:{port}",
     "kernel: [{up:.6f}] perf: interrupt took too long (2503 > 2500), lowering kernel.perf_event_max_sample_rate",
 )
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".") + "Z"
 
 
 @dataclass(frozen=True)
@@ -99,80 +90,6 @@ class SimConfig:
     @property
     def ticks(self) -> int:
         return max(1, int(math.floor(self.seconds / self.interval_s)))
-
-
-@dataclass(frozen=True)
-class Fault:
-    host: str
-    node: int
-    fault: str
-    start: datetime
-    end: datetime
-    detail: dict = field(default_factory=dict)
-    precursor_start: datetime | None = None  # when the lead-up began (it ends at `start`); None: no lead-up
-    precursor: str = ""  # its signal: one of PRECURSOR_SIGNALS
-
-    def truth(self) -> dict:
-        out = {"host": self.host, "fault": self.fault, "start": iso(self.start), "end": iso(self.end), **self.detail}
-        if self.precursor_start is not None:
-            out.update(precursor_start=iso(self.precursor_start), precursor=self.precursor)
-        return out
-
-    def describe(self) -> str:
-        extra = " ".join(f"{k}={v}" for k, v in self.detail.items())
-        return f"{self.host} {self.fault} {extra}".rstrip()
-
-
-def schedule_faults(cfg: SimConfig) -> list[Fault]:
-    """The faults of a run, from the seed: no two overlap on one host."""
-    rng = np.random.default_rng([cfg.seed, 1])
-    wanted = cfg.faults if cfg.faults is not None else max(1, cfg.nodes // 4)
-    span = cfg.ticks * cfg.interval_s
-    busy: dict[int, list[tuple[float, float]]] = {}
-    out: list[Fault] = []
-    kinds = list(cfg.fault_kinds) or list(FAULT_KINDS)
-    for i in range(wanted):
-        kind = kinds[i % len(kinds)] if i < len(kinds) else kinds[int(rng.integers(len(kinds)))]
-        for _ in range(50):
-            node = int(rng.integers(cfg.nodes))
-            length = float(rng.uniform(0.15, 0.35)) * span
-            begin = float(rng.uniform(0.1, 0.9)) * span - length / 2
-            begin = max(cfg.interval_s, min(begin, span - length - cfg.interval_s))
-            length = max(length, 2 * cfg.interval_s)
-            begin = cfg.interval_s * math.floor(begin / cfg.interval_s)
-            finish = begin + cfg.interval_s * math.ceil(length / cfg.interval_s)
-            if all(finish <= a or begin >= b for a, b in busy.get(node, [])):
-                break
-        else:
-            continue  # the fleet is too small for this many faults
-        busy.setdefault(node, []).append((begin, finish))
-        detail: dict = {}
-        if REGISTRY[kind].on_gpu:
-            if cfg.gpus == 0:
-                continue
-            detail["gpu"] = int(rng.integers(cfg.gpus))
-        detail.update(REGISTRY[kind].draw_detail(rng))
-        out.append(
-            Fault(
-                f"{cfg.host_prefix}{node:04d}",
-                node,
-                kind,
-                cfg.start + timedelta(seconds=begin),
-                cfg.start + timedelta(seconds=finish),
-                detail,
-            )
-        )
-    return sorted(out, key=lambda f: (f.start, f.host))
-
-
-def write_ground_truth(faults: list[Fault], path: str | Path) -> None:
-    """One JSON line per fault: host, fault, start, end (ISO UTC) and its detail fields."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(json.dumps(f.truth(), sort_keys=True) + "\n" for f in faults))
-
-
-def read_ground_truth(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class FleetSimulator:
@@ -435,116 +352,3 @@ class FleetSimulator:
                 )
             )
         return batches, events
-
-
-@dataclass
-class SimStats:
-    ticks: int = 0
-    batches: int = 0
-    values: int = 0
-    logs: int = 0
-    faults_started: int = 0
-    wall_s: float = 0.0
-
-
-def _fault_signal(f: Fault) -> str:
-    """The series that shows the fault best, for the progress line of a demo."""
-    return REGISTRY[f.fault].signal(f)
-
-
-def run_simulation(
-    cfg: SimConfig,
-    publish: Callable[[list], object],
-    *,
-    realtime: bool = False,
-    speed: float = 1.0,
-    truth_path: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-    flush_every: int = 5000,
-    stop: Callable[[], bool] | None = None,
-) -> SimStats:
-    """Run the whole span: `publish(records)` gets each tick's records (fast mode: in chunks of
-    about `flush_every`). Realtime paces tick k at k·interval/speed wall seconds from the start.
-    Progress: a line per second at most, one per fault start and end, and in realtime the error
-    and critical log lines (at most one per host and kind per 5 wall seconds, with a count of the rest)."""
-    if speed <= 0:
-        raise ValueError("speed must be positive")
-    sim = FleetSimulator(cfg)
-    if truth_path:
-        write_ground_truth(sim.faults_, truth_path)
-    say = progress or (lambda m: None)
-    say(
-        f"simulating {cfg.nodes} nodes × {cfg.gpus} GPUs, {cfg.ticks} ticks of {cfg.interval_s:g}s from "
-        f"{iso(cfg.start)} (seed {cfg.seed}, {len(sim.faults_)} faults"
-        + (f", ground truth in {truth_path})" if truth_path else ")")
-    )
-    stats = SimStats()
-    t0 = time.monotonic()
-    last_report = t0
-    log_shown: dict[tuple[str, str], tuple[float, int]] = {}  # (host, kind) → (when shown, held back since)
-    pending: list = []
-    for k in range(cfg.ticks):
-        if stop and stop():
-            break
-        if realtime:
-            due = t0 + k * cfg.interval_s / speed
-            while (wait := due - time.monotonic()) > 0 and not (stop and stop()):
-                time.sleep(min(wait, 0.2))
-        active = sim.active(k)
-        for f, _, first, _ in active:
-            if first:
-                stats.faults_started += 1
-                say(f"  fault ▶ {f.describe()}  {iso(f.start)} → {iso(f.end)}")
-        batches, events = sim.tick(k)
-        stats.ticks += 1
-        stats.batches += len(batches)
-        stats.values += sum(len(b.values) for b in batches)
-        stats.logs += len(events)
-        if realtime:
-            for e in events:
-                if e.kind != "raw" and e.severity in ("error", "critical"):
-                    # a burst would print hundreds of lines: one per (host, kind) per 5 wall seconds
-                    key = (e.host, e.kind)
-                    shown_at, held = log_shown.get(key, (-1e9, 0))
-                    if time.monotonic() - shown_at < 5.0:
-                        log_shown[key] = (shown_at, held + 1)
-                        continue
-                    more = f"  (+{held} more like it)" if held else ""
-                    say(f"  log     {e.host} {e.kind}/{e.severity}: {e.line[:90]}{more}")
-                    log_shown[key] = (time.monotonic(), 0)
-        pending += batches
-        pending += events
-        if realtime or len(pending) >= flush_every or k == cfg.ticks - 1:
-            publish(pending)
-            pending = []
-        now = time.monotonic()
-        if now - last_report >= 1.0:
-            last_report = now
-            by_host = {b.host: b for b in batches}
-            shown = []
-            for f, _, _, _ in active:
-                name = _fault_signal(f)
-                value = by_host[f.host].values.get(name) if f.host in by_host else None
-                shown.append(f"{f.host} {name}={'null' if value is None else f'{value:g}'}")
-            wall = now - t0
-            say(
-                f"  {iso(sim.time_of(k))} tick {k + 1}/{cfg.ticks}  {stats.batches} batches  {stats.logs} logs  "
-                f"{(stats.batches + stats.logs) / max(wall, 1e-9):.0f} rec/s"
-                + ("  | " + "; ".join(shown) if shown else "")
-            )
-        for f, _, _, last in active:
-            if last:
-                say(f"  fault ■ {f.host} {f.fault} over at {iso(f.end)}")
-    if pending:
-        publish(pending)
-    for (host, kind), (_, held) in sorted(log_shown.items()):
-        if held:
-            say(f"  log     {host} {kind}: {held} more lines like the last one shown")
-    stats.wall_s = time.monotonic() - t0
-    say(
-        f"done: {stats.ticks} ticks, {stats.batches} metric batches ({stats.values} values), {stats.logs} log "
-        f"events, {stats.faults_started} faults in {stats.wall_s:.1f}s "
-        f"({(stats.batches + stats.logs) / max(stats.wall_s, 1e-9):.0f} records/s, "
-        f"{stats.values / max(stats.wall_s, 1e-9):.0f} values/s)"
-    )
-    return stats

@@ -11,7 +11,10 @@ from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from ingest.publisher import ExporterHealth, Publisher
-from ingest.simulator import FAULT_KINDS, FleetSimulator, SimConfig, read_ground_truth, run_simulation
+from ingest.sim_faults import FAULT_KINDS
+from ingest.sim_run import run_simulation
+from ingest.sim_schedule import read_ground_truth
+from ingest.simulator import FleetSimulator, SimConfig
 
 
 def _run(cfg):
