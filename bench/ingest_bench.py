@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fleetmedic.config import load_settings  # noqa: E402
 from fleetmedic.schemas import MetricBatch  # noqa: E402
 from fleetmedic.topics import create_topics  # noqa: E402
-from ingest.cli import log_events  # noqa: E402
 from ingest.follow import LogFollower  # noqa: E402
 from ingest.host import HostCollector  # noqa: E402
 from ingest.logparse import parse_line  # noqa: E402
+from ingest.node_cli import log_events  # noqa: E402
 from ingest.prom import Target, scrape  # noqa: E402
 from ingest.publisher import ExporterHealth, Publisher  # noqa: E402
 from ingest.sim_run import run_simulation  # noqa: E402

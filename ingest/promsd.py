@@ -39,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from fleetmedic.schemas import MetricBatch
+
 from .prom import Target, scrape
 from .series import host_name
 
@@ -350,7 +352,7 @@ class ScrapePool:
             self._wake.wait(min(max(wait, 0.0), 1.0))
             self._wake.clear()
 
-    def poll(self) -> list[tuple[SDTarget, object, str | None]]:
+    def poll(self) -> list[tuple[SDTarget, MetricBatch, str | None]]:
         """(target, batch, error) of the scrapes finished since the last call (starting them is the
         pool's own scheduler thread's job)."""
         out = []

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fleetmedic.config import Settings
@@ -239,7 +240,7 @@ class Publisher:
         with self.health.lock:
             self.health.extra["refused_oversized"] = self.health.extra.get("refused_oversized", 0.0) + count
 
-    def publish(self, records: list[Contract]) -> int:
+    def publish(self, records: Sequence[Contract]) -> int:
         """Deliver or spool `records`; returns how many reached the broker now.
 
         Metric batches over `max_record_bytes` are split first (ingest/split.py), so no record

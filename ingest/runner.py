@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,16 +54,16 @@ class Exporter:
         self.stop = threading.Event()
         self.clock: Callable[[], float] = time.monotonic  # the pacing clock (a test may pass its own)
 
-    def publish(self, records: list[Contract]) -> int:
+    def publish(self, records: Sequence[Contract]) -> int:
         metrics.values(f"export-{self.name}", sum(len(getattr(r, "values", ())) for r in records), len(records))
         return self.publisher.publish(records)
 
     def run(
         self,
-        collect: Callable[[], list[Contract]],
+        collect: Callable[[], Sequence[Contract]],
         interval_s: float,
         count: int | None = None,
-        wait: Callable[[float], list[Contract]] | None = None,
+        wait: Callable[[float], Sequence[Contract]] | None = None,
         until: Callable[[], bool] | None = None,
     ) -> None:
         """Call `collect` every `interval_s` (steady, not drifting) and publish what it returns.

@@ -12,10 +12,12 @@ labels, a LogEvent over the limit) is returned in `refused` with the reason, nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fleetmedic.schemas import Contract, MetricBatch
 
 
-def fit(records: list[Contract], max_bytes: int) -> tuple[list[tuple[Contract, bytes]], list[tuple[Contract, str]]]:
+def fit(records: Sequence[Contract], max_bytes: int) -> tuple[list[tuple[Contract, bytes]], list[tuple[Contract, str]]]:
     """(record, its bytes) of every record, cut under `max_bytes`, in order; and the ones refused, with why."""
     ok: list[tuple[Contract, bytes]] = []
     refused: list[tuple[Contract, str]] = []

@@ -432,8 +432,8 @@ XID = "NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, GPU has fallen off the bus."
 @FUZZ
 @given(st.lists(LOG_LINES, min_size=1, max_size=10), SEEDS)
 def test_fuzz_log_line_parser(drawn, seed):
-    from ingest.cli import log_events
     from ingest.logparse import parse_line
+    from ingest.node_cli import log_events
 
     lines = drawn + Havoc(seed).texts(drawn + LOG_FRAGMENTS, LOG_FRAGMENTS, PER_EXAMPLE)
     t = tally("parser: log lines", "lines")

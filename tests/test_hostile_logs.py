@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from ingest.cli import log_events
 from ingest.follow import MAX_LINE, TRUNCATED, LogFollower
 from ingest.logparse import parse_line
+from ingest.node_cli import log_events
 
 XID = "NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, GPU has fallen off the bus."
 

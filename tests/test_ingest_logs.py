@@ -8,9 +8,9 @@ from kafka_helpers import read_topic
 from fleetmedic.cli import main
 from fleetmedic.schemas import LogEvent
 from fleetmedic.topics import topic_name
-from ingest.cli import log_events
 from ingest.follow import LogFollower
 from ingest.logparse import parse_line
+from ingest.node_cli import log_events
 
 KNOWN = [
     (
