@@ -34,6 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -258,7 +259,7 @@ class AlertReceiver:
 class _Handler(BaseHTTPRequestHandler):
     server: ReceiverServer
 
-    def log_message(self, fmt, *args):  # the default writes every request to stderr
+    def log_message(self, fmt: str, *args: Any) -> None:  # the default writes every request to stderr
         log.debug("%s " + fmt, self.address_string(), *args)
 
     def _reply(self, code: int, body: dict | str) -> None:
@@ -269,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         if self.path.startswith("/-/healthy"):
             self._reply(200, "ok\n")
         elif self.path.startswith("/-/ready"):
@@ -278,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"error": "POST Alertmanager webhook notifications here; GET /-/ready, /-/healthy"})
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:

@@ -12,6 +12,7 @@ to the process-wide fleetmedic series (records and values published, checkpoint 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -80,10 +81,10 @@ class ExporterCollector:
 class _Global:
     """The process-wide registry's families, inside an exporter's own registry."""
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         return REGISTRY.collect()
 
 

@@ -81,7 +81,7 @@ class EcsRecord(BaseModel):
         if not isinstance(data, dict):
             return data
 
-        def get(dotted: str):
+        def get(dotted: str) -> Any:
             if dotted in data:
                 return data[dotted]
             node: Any = data

@@ -124,13 +124,13 @@ class ThermalRunaway(FaultKind):
     name = "thermal_runaway"
     on_gpu = True
 
-    def precursor(self, fault):
+    def precursor(self, fault: Fault) -> str:
         return "thermal"
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return f"gpu{_gpu(fault)}.temperature_c"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i, gi = fault.node, _gpu(fault)
         # ramps, then levels off where the GPU's own slowdown holds it (real parts stop near 95 °C)
         s.temp[i, gi] = min(s.temp[i, gi] + 52 * progress, 91.5 + 5 * progress + s.rng.normal(0, 0.3))
@@ -146,13 +146,13 @@ class EccGrowth(FaultKind):
     name = "ecc_growth"
     on_gpu = True
 
-    def precursor(self, fault):
+    def precursor(self, fault: Fault) -> str:
         return "ecc"
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return f"gpu{_gpu(fault)}.ecc.volatile.corrected"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i, gi, r, sim = fault.node, _gpu(fault), s.rng, s.sim
         pci = gpu_pci(gi)
         sim.ecc_[i, gi, 0] += np.floor(2 ** (10 * progress)) + r.poisson(1)
@@ -192,16 +192,16 @@ class XidBurst(FaultKind):
     # the lead-up by XID: memory-class XIDs show corrected ECC first, NVLink's CRC errors; others PCIe replays
     LEAD_UP: ClassVar[dict[int, str]] = {48: "ecc", 94: "ecc", 95: "ecc", 64: "ecc", 74: "nvlink"}
 
-    def draw_detail(self, rng):
+    def draw_detail(self, rng: np.random.Generator) -> dict:
         return {"xid": int(BURST_XIDS[int(rng.integers(len(BURST_XIDS)))])}
 
-    def precursor(self, fault):
-        return self.LEAD_UP.get(fault.detail.get("xid"), "pcie")
+    def precursor(self, fault: Fault) -> str:
+        return self.LEAD_UP.get(fault.detail.get("xid", 0), "pcie")  # no XID (0): PCIe replays
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return f"gpu{_gpu(fault)}.up"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i, gi, r, sim = fault.node, _gpu(fault), s.rng, s.sim
         pci, xid = gpu_pci(gi), fault.detail["xid"]
         count = 3 if first else int(r.random() < 0.3)
@@ -221,10 +221,10 @@ class XidBurst(FaultKind):
 class MemoryLeak(FaultKind):
     name = "memory_leak"
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return "mem.available_pct"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i = fault.node
         s.mem_avail[i] = MEM_TOTAL * max(0.004, (0.75 - 0.45 * s.load[i]) * (1 - progress) ** 1.5)
         s.swap[i] = min(100.0, s.swap[i] + 95 * progress**2)
@@ -245,13 +245,13 @@ class MemoryLeak(FaultKind):
 class DiskFill(FaultKind):
     name = "disk_fill"
 
-    def draw_detail(self, rng):
+    def draw_detail(self, rng: np.random.Generator) -> dict:
         return {"mount": "/"}
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return "fs./.free_pct"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i = fault.node
         s.fs_free[i] = max(0.2, s.sim.fs_free_[i] * (1 - progress) ** 2)
         if last:
@@ -268,13 +268,13 @@ class DiskFill(FaultKind):
 class ServiceCrash(FaultKind):
     name = "service_crash"
 
-    def draw_detail(self, rng):
+    def draw_detail(self, rng: np.random.Generator) -> dict:
         return {"service": SERVICE}
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return f"service.{SERVICE}.up"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i = fault.node
         s.service_up[i] = 0
         if first:
@@ -295,16 +295,16 @@ class NvlinkErrors(FaultKind):
     name = "nvlink_errors"
     on_gpu = True
 
-    def draw_detail(self, rng):
+    def draw_detail(self, rng: np.random.Generator) -> dict:
         return {"link": int(rng.integers(NVLINKS))}
 
-    def precursor(self, fault):
+    def precursor(self, fault: Fault) -> str:
         return "nvlink"
 
-    def signal(self, fault):
+    def signal(self, fault: Fault) -> str:
         return f"gpu{_gpu(fault)}.nvlink{fault.detail.get('link', 0)}.crc_flit"
 
-    def apply(self, fault, progress, first, last, s):
+    def apply(self, fault: Fault, progress: float, first: bool, last: bool, s: TickState) -> None:
         i, gi, r, nvlink = fault.node, _gpu(fault), s.rng, s.sim.nvlink_
         link = fault.detail["link"]
         nvlink[i, gi, link, 2] += np.floor(5 * 2 ** (6 * progress)) + r.poisson(2)  # crc_flit

@@ -19,6 +19,8 @@ from .simulator import FleetSimulator, SimConfig
 
 @dataclass
 class SimStats:
+    """What a run made: ticks, metric batches, their values, log events, faults started, wall seconds."""
+
     ticks: int = 0
     batches: int = 0
     values: int = 0

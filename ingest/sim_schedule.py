@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 
 def iso(t: datetime) -> str:
+    """`t` in UTC as ISO 8601 with a "Z", the fraction's trailing zeros cut.
+
+    >>> iso(datetime(2026, 1, 1, 0, 10, 0, 500000, tzinfo=UTC))
+    '2026-01-01T00:10:00.5Z'
+    """
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".") + "Z"
 
 
@@ -99,4 +104,5 @@ def write_ground_truth(faults: list[Fault], path: str | Path) -> None:
 
 
 def read_ground_truth(path: str | Path) -> list[dict]:
+    """The faults `write_ground_truth` wrote, one dict per line."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
