@@ -10,6 +10,7 @@ from . import bridge_cli, node_cli, simulate_cli
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """`fleetmedic export EXPORTER`, with every exporter's subcommand."""
     p = sub.add_parser(
         "export",
         help="run a node exporter: host, gpu, logs or prom",

@@ -71,6 +71,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """`fleetmedic simulate` and its arguments."""
     p = sub.add_parser(
         "simulate",
         help="a synthetic GPU fleet with injected faults, published to Kafka",
