@@ -82,7 +82,7 @@ def test_same_seed_gives_the_records_the_fixture_recorded(name):
 
 def test_the_fixture_reaches_every_fault_kind_and_burst_text():
     golden = json.loads(FIXTURE.read_text())
-    from ingest.simulator import FAULT_KINDS
+    from ingest.sim_faults import FAULT_KINDS
 
     assert set().union(*(set(g["kinds"]) for g in golden.values())) == set(FAULT_KINDS)
     assert {79, 48, 74} <= set(golden["xid_bursts"]["xids"]) and len(golden["xid_bursts"]["xids"]) > 3
