@@ -23,8 +23,8 @@ def stage_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]
     from fleetmedic_demo.cli import COMMANDS as demo
     from ingest.cli import COMMANDS as ingest
     from remediator.cli import COMMANDS as remediate
-    from review import doctor
     from review.cli import COMMANDS as review
+    from review.doctor import runner as doctor
 
     return (doctor.register, *ingest, *detect, *review, *remediate, *demo)
 
