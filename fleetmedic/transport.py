@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
@@ -158,7 +158,7 @@ class Producer:
     def topic(self, name: str) -> str:
         return topic_name(self.settings, name)
 
-    def send(self, record: Contract, topic: str | None = None):
+    def send(self, record: Contract, topic: str | None = None) -> Any:
         """Send a contract to its topic (or `topic`, a name without the prefix), keyed by host."""
         return self.send_raw(self.topic(topic or record.topic), record.to_bytes(), record.key())
 
@@ -169,7 +169,7 @@ class Producer:
         key: bytes | None = None,
         timestamp_ms: int | None = None,
         partition: int | None = None,
-    ):
+    ) -> Any:
         future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms, partition=partition)
         self._pending.append(future)
         return future
@@ -246,7 +246,7 @@ class LoopStats:
 Handler = Callable[[list[Received]], Iterable[Contract | Outgoing]]
 
 
-def consumer_config(settings: Settings, **overrides) -> dict:
+def consumer_config(settings: Settings, **overrides: Any) -> dict:
     """Options of every KafkaConsumer: connection, and `read_committed`, so that records of an
     aborted or still-open transaction are never read (and the end of a partition is its last
     stable offset). Used by the loop and by every reader of a topic."""
@@ -454,7 +454,7 @@ class ConsumerLoop:
             except Exception:  # metrics must never stop the loop
                 log.exception("loop observer failed")
 
-    def service_loop(self, **hooks) -> ServiceLoop:
+    def service_loop(self, **hooks: Any) -> ServiceLoop:
         """This loop's `run_once` as the step of a `fleetmedic.lifecycle.ServiceLoop` that shares
         its stop flag (`stop()` and SIGTERM/SIGINT end it); `hooks` are the ServiceLoop's."""
         from .lifecycle import ServiceLoop  # lifecycle's readers import this module

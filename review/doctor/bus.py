@@ -210,7 +210,7 @@ def _allowed(acls, operation: str, topic: str) -> bool:
     from kafka.admin import ACLOperation, ACLPermissionType, ACLResourcePatternType
     from kafka.admin.acl_resource import ResourceType
 
-    def matches(acl) -> bool:
+    def matches(acl: Any) -> bool:  # a kafka ACL (untyped)
         pattern = acl.resource_pattern
         if pattern.resource_type != ResourceType.TOPIC:
             return False
