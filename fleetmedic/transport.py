@@ -3,20 +3,17 @@
 Producer: acks=all, idempotent, compressed, keyed by host so a host's records stay in order.
 
 Consumer loop (at-least-once in): poll a batch → decode and validate each record (failures go
-to the dead-letter topic with their reason and original bytes) → hand the valid ones to the
-stage's `handle` → produce what it returns → flush → commit the batch's offsets. `run` is a
-`fleetmedic.lifecycle.ServiceLoop`: SIGTERM and SIGINT let the batch in hand finish, commit, and
-return. A crash anywhere before the commit means the batch is read again on restart: nothing is
-lost, a duplicate is possible.
+to the dead-letter topic with their reason and original bytes, as do records the handler keeps
+failing on: `fleetmedic.deadletter`) → hand the valid ones to the stage's `handle` → produce
+what it returns → flush → commit the batch's offsets (partitions changing hands in between:
+`fleetmedic.handoff`). `run` is a `fleetmedic.lifecycle.ServiceLoop`: SIGTERM and SIGINT let
+the batch in hand finish, commit, and return. A crash anywhere before the commit means the batch
+is read again on restart: nothing is lost, a duplicate is possible.
 
 With a `transactional_id` the loop is exactly-once instead: the batch's results, dead letters
 and consumed offsets go out in one Kafka transaction (`send_offsets_to_transaction`), so either
 all of them are visible to `read_committed` readers or none is, and a crash before the commit
 aborts the lot (the batch is read again, and what it produced the first time is never seen).
-
-Records the loop refuses (undecodable, or the handler keeps failing on them) become dead
-letters: `fleetmedic.deadletter`. Partitions changing hands in a rebalance, and the state
-hand-off: `fleetmedic.handoff`.
 """
 
 from __future__ import annotations
