@@ -13,8 +13,9 @@ resent after an outage, a backlog file read late) and is handled by the late-dat
 
 from __future__ import annotations
 
+from fleetmedic.deadletter import DEAD_LETTER_KEEP_BYTES
 from fleetmedic.schemas import DeadLetter
-from fleetmedic.transport import DEAD_LETTER_KEEP_BYTES, Received
+from fleetmedic.transport import Received
 
 
 def ahead_of_broker_s(item: Received, t: float) -> float:

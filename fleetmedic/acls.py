@@ -23,6 +23,7 @@ allowed: the authorizer denies by default (``allow.everyone.if.no.acl.found=fals
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .config import Role, Settings
 
@@ -112,7 +113,7 @@ class AclError(RuntimeError):
     """The broker refused some ACLs; the message lists them with the broker's reasons."""
 
 
-def apply_acls(settings: Settings, admin) -> int:
+def apply_acls(settings: Settings, admin: Any) -> int:  # a kafka KafkaAdminClient (untyped)
     """Create every grant (creating an existing ACL is a no-op for Kafka); returns how many."""
     wanted_grants = grants(settings)
     result = admin.create_acls([_kafka_acl(g) for g in wanted_grants])

@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config import BrokerSettings, Settings
 
 
 def stage_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]:
@@ -23,13 +27,13 @@ def stage_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]
     from fleetmedic_demo.cli import COMMANDS as demo
     from ingest.cli import COMMANDS as ingest
     from remediator.cli import COMMANDS as remediate
-    from review import doctor
     from review.cli import COMMANDS as review
+    from review.doctor import runner as doctor
 
     return (doctor.register, *ingest, *detect, *review, *remediate, *demo)
 
 
-def settings_from(args):
+def settings_from(args: argparse.Namespace) -> Settings:
     """The settings for a command's parsed args (--config, then FLEETMEDIC_* variables); on a
     secured connection the credentials are checked once, so a wrong password fails the start."""
     from .config import load_settings
@@ -46,7 +50,7 @@ def _settings(args):
     return load_settings(args.config)
 
 
-def cmd_broker(args) -> int:
+def cmd_broker(args: argparse.Namespace) -> int:
     from .broker import EmbeddedBroker
 
     settings = _settings(args).broker
@@ -85,7 +89,7 @@ def _cluster_broker(args, settings) -> bool:
     return settings.nodes > 1 or (args.action != "start" and is_cluster(settings))
 
 
-def cmd_cluster(args, settings) -> int:
+def cmd_cluster(args: argparse.Namespace, settings: BrokerSettings) -> int:
     """`broker start|stop|status --nodes N`: the N-node KRaft cluster (fleetmedic/cluster.py)."""
     from .cluster import EmbeddedCluster
 
@@ -106,7 +110,7 @@ def cmd_cluster(args, settings) -> int:
     return 0
 
 
-def cmd_topics(args) -> int:
+def cmd_topics(args: argparse.Namespace) -> int:
     from .topics import create_topics, topic_name, topic_specs
 
     settings = _settings(args) if args.action == "list" else settings_from(args)
@@ -141,7 +145,7 @@ def _topics_check(settings) -> int:
         admin.close()
 
 
-def cmd_schemas(args) -> int:
+def cmd_schemas(args: argparse.Namespace) -> int:
     from .schemas import CONTRACTS
 
     out = Path(args.dir)
@@ -153,7 +157,7 @@ def cmd_schemas(args) -> int:
     return 0
 
 
-def cmd_tail(args) -> int:
+def cmd_tail(args: argparse.Namespace) -> int:
     from .tail import tail
 
     return tail(settings_from(args), args.topic, from_beginning=args.from_beginning, limit=args.max, idle_s=args.idle)

@@ -29,8 +29,9 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from .config import Settings
+from .deadletter import DecodeError, decode
 from .schemas import Contract
-from .transport import DecodeError, Received, consumer_config, decode
+from .transport import Received, consumer_config
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,15 @@ carry ``incident_id`` and ``host`` (and ``remediation_id`` for a remediation):
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .schemas import Incident, Remediation
 
 # Attributes every LogRecord has: anything else on a record came through `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
@@ -42,7 +47,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def incident_fields(record) -> dict:
+def incident_fields(record: Incident | Remediation) -> dict:
     """`extra=` fields of a line about an incident or remediation record."""
     fields = {"incident_id": getattr(record, "incident_id", None) or record.id, "host": record.host}
     if hasattr(record, "incident_id"):  # a Remediation: its own id too
@@ -69,10 +74,8 @@ def configure(fmt: str = "text", verbose: bool = False) -> None:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
-def add_argument(parser, top: bool = False) -> None:
+def add_argument(parser: argparse.ArgumentParser, top: bool = False) -> None:
     """`--log-format text|json`; on a sub-command it overrides the top-level one only when given."""
-    import argparse
-
     parser.add_argument(
         "--log-format",
         choices=FORMATS,

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -215,7 +215,7 @@ class MetricsServer:
         self._check: Callable[[], tuple[bool, str]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path in ("/metrics", "/"):
                     self._reply(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
@@ -234,7 +234,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):  # keep scrapes out of the service's output
+            def log_message(self, *args: Any) -> None:  # keep scrapes out of the service's output
                 pass
 
         self._server = ThreadingHTTPServer((host, port), Handler)

@@ -2,7 +2,7 @@
 
 Replay and reports read a closed range of a topic, not a live stream, so they do not join a
 consumer group or commit: a `fleetmedic.lifecycle.TopicReader` seeks to the range's start and
-reads to its end. Records are decoded with the same `transport.decode` as the live loop; an
+reads to its end. Records are decoded with the same `deadletter.decode` as the live loop; an
 undecodable record in a range is counted and skipped (the live loop already dead-lettered it).
 
 Times select by the Kafka record timestamp, which is the time the record was produced.

@@ -3,20 +3,17 @@
 Producer: acks=all, idempotent, compressed, keyed by host so a host's records stay in order.
 
 Consumer loop (at-least-once in): poll a batch → decode and validate each record (failures go
-to the dead-letter topic with their reason and original bytes) → hand the valid ones to the
-stage's `handle` → produce what it returns → flush → commit the batch's offsets. `run` is a
-`fleetmedic.lifecycle.ServiceLoop`: SIGTERM and SIGINT let the batch in hand finish, commit, and
-return. A crash anywhere before the commit means the batch is read again on restart: nothing is
-lost, a duplicate is possible.
+to the dead-letter topic with their reason and original bytes, as do records the handler keeps
+failing on: `fleetmedic.deadletter`) → hand the valid ones to the stage's `handle` → produce
+what it returns → flush → commit the batch's offsets (partitions changing hands in between:
+`fleetmedic.handoff`). `run` is a `fleetmedic.lifecycle.ServiceLoop`: SIGTERM and SIGINT let
+the batch in hand finish, commit, and return. A crash anywhere before the commit means the batch
+is read again on restart: nothing is lost, a duplicate is possible.
 
 With a `transactional_id` the loop is exactly-once instead: the batch's results, dead letters
 and consumed offsets go out in one Kafka transaction (`send_offsets_to_transaction`), so either
 all of them are visible to `read_committed` readers or none is, and a crash before the commit
 aborts the lot (the batch is read again, and what it produced the first time is never seen).
-
-A handler that raises never stops the loop: the batch is handed over again one record at a
-time, each record up to `handler_retries` more times, and a record that still fails goes to the
-dead-letter topic (kind `handler`) with the exception as its reason.
 """
 
 from __future__ import annotations
@@ -27,15 +24,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
-from kafka.structs import OffsetAndMetadata
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .config import Settings
-from .schemas import Contract, DeadLetter, DeadLetterKind
+from .deadletter import decode_batch, handle_isolated
+from .handoff import PartitionHandoff, PartitionsHook, RebalanceListener
+from .schemas import Contract
 from .topics import topic_name
 
 if TYPE_CHECKING:
@@ -44,39 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Any pydantic model: fleetmedic's contracts, and foreign records a bridge reads (ECS from shippers).
 C = TypeVar("C", bound=BaseModel)
-
-# Bytes of an undecodable record kept inline in its dead letter; the full record stays in its
-# source topic at the recorded offset, and its size and sha256 are in the dead letter.
-DEAD_LETTER_KEEP_BYTES = 256 * 1024
-
-
-class DecodeError(ValueError):
-    def __init__(self, kind: DeadLetterKind, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-def decode(model: type[C], value: bytes | None, max_bytes: int) -> C:
-    """Bytes → validated contract, or DecodeError saying which rule failed and why."""
-    if value is None or len(value) == 0:
-        raise DecodeError("not_json", "empty record (no value)")
-    if len(value) > max_bytes:
-        raise DecodeError("oversized", f"record of {len(value)} bytes exceeds max_record_bytes={max_bytes}")
-    try:
-        return model.model_validate_json(value)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        for err in errors:
-            if err["type"] == "json_invalid":
-                raise DecodeError("not_json", f"not valid UTF-8 JSON: {err['msg']}") from None
-            if tuple(err["loc"]) == ("schema_version",):
-                raise DecodeError(
-                    "schema_version",
-                    f"schema_version {err.get('input')!r} is not supported by {model.__name__} "
-                    f"(this consumer reads {model.model_fields['schema_version'].default})",
-                ) from None
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}" for e in errors[:20])
-        raise DecodeError("validation", f"{model.__name__}: {detail}") from None
 
 
 @dataclass(frozen=True)
@@ -190,7 +155,7 @@ class Producer:
     def topic(self, name: str) -> str:
         return topic_name(self.settings, name)
 
-    def send(self, record: Contract, topic: str | None = None):
+    def send(self, record: Contract, topic: str | None = None) -> Any:
         """Send a contract to its topic (or `topic`, a name without the prefix), keyed by host."""
         return self.send_raw(self.topic(topic or record.topic), record.to_bytes(), record.key())
 
@@ -201,7 +166,7 @@ class Producer:
         key: bytes | None = None,
         timestamp_ms: int | None = None,
         partition: int | None = None,
-    ):
+    ) -> Any:
         future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms, partition=partition)
         self._pending.append(future)
         return future
@@ -276,27 +241,13 @@ class LoopStats:
 
 
 Handler = Callable[[list[Received]], Iterable[Contract | Outgoing]]
-PartitionsHook = Callable[[set[TopicPartition]], None]
 
 
-def consumer_config(settings: Settings, **overrides) -> dict:
+def consumer_config(settings: Settings, **overrides: Any) -> dict:
     """Options of every KafkaConsumer: connection, and `read_committed`, so that records of an
     aborted or still-open transaction are never read (and the end of a partition is its last
     stable offset). Used by the loop and by every reader of a topic."""
     return {**settings.kafka_kwargs(), "isolation_level": "read_committed", **overrides}
-
-
-class _LoopListener(ConsumerRebalanceListener):
-    """Routes rebalance callbacks to the loop (kafka-python swallows what a callback raises)."""
-
-    def __init__(self, loop: ConsumerLoop):
-        self.loop = loop
-
-    def on_partitions_revoked(self, revoked):
-        self.loop._revoked(set(revoked))
-
-    def on_partitions_assigned(self, assigned):
-        self.loop._assigned(set(assigned))
 
 
 class ConsumerLoop:
@@ -304,9 +255,10 @@ class ConsumerLoop:
 
     `inputs` maps topic names (without the prefix) to the contract their records must satisfy.
     `handle` receives the batch's valid records in offset order per partition and returns the
-    records to produce. `on_assign` / `on_revoke` run inside the rebalance, between batches,
-    when nothing is uncommitted. `after_flush` runs after the results are acknowledged and just
-    before the commit (tests use it to crash at the worst moment).
+    records to produce. `on_assign`, `on_revoke`, `on_restore` and `on_lost` are partition hooks
+    (`fleetmedic.handoff`: `on_restore` holds newly assigned partitions paused until it brought
+    their state back; `restoring` says which are held). `after_flush` runs after the results
+    are acknowledged and just before the commit (tests use it to crash at the worst moment).
 
     `transactional_id`: results, dead letters and offsets of a batch are committed in one
     transaction (exactly-once; see the module docstring). If the commit fails, the transaction
@@ -317,14 +269,7 @@ class ConsumerLoop:
     read_committed readers before the broker aborts it.
 
     `handler_retries`: how many more times a record is handed over alone after the handler
-    raised on it, before it is dead-lettered with the handler's reason (the loop goes on). A
-    stateful handler sees the records of a failed batch again, one at a time.
-
-    `on_restore`: state hand-off. Newly assigned partitions are paused inside the rebalance;
-    before the next poll the loop calls `on_restore(partitions)` in its own thread, and resumes
-    them only once it returned. If it raises, the partitions stay paused (never processed cold),
-    the error is logged, and it is tried again after a backoff (`restore_backoff_s`, doubling up
-    to 30 s); `restoring` and `stats.restore_failures` show where it stands.
+    raised on it, before it is dead-lettered with the handler's reason (`fleetmedic.deadletter`).
 
     `max_records` bounds a batch. 5000 rather than 2000: a poll drains one partition's fetch
     before the next, so a small batch holds few hosts, and the detector's per-round numpy work
@@ -362,11 +307,6 @@ class ConsumerLoop:
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
         self.handler_retries = handler_retries
-        self.on_assign, self.on_revoke, self.on_lost, self.on_restore = on_assign, on_revoke, on_lost, on_restore
-        self.restoring: set[TopicPartition] = set()  # assigned, paused until their state is restored
-        self.restore_backoff_s = restore_backoff_s
-        self._restore_failures_in_row = 0
-        self._restore_next = 0.0
         self.stats = LoopStats()
         # Called with the loop after every cycle, on its thread (fleetmedic.metrics.watch_loop).
         self.observers: list[Callable[[ConsumerLoop], None]] = []
@@ -390,55 +330,21 @@ class ConsumerLoop:
         config.update(consumer_config(settings))
         config.update(consumer_overrides)
         self.consumer = KafkaConsumer(**config)
-        self.consumer.subscribe(list(self.models), listener=_LoopListener(self))
+        self.handoff = PartitionHandoff(
+            self.consumer,
+            self.stats,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+            on_lost=on_lost,
+            on_restore=on_restore,
+            restore_backoff_s=restore_backoff_s,
+        )
+        self.consumer.subscribe(list(self.models), listener=RebalanceListener(self.handoff))
 
-    # -- rebalance and state hand-off ----------------------------------------------------------
-    def _assigned(self, tps: set[TopicPartition]) -> None:
-        if self.on_restore is not None and tps:
-            self.consumer.pause(*tps)
-            self.restoring |= tps
-            self._restore_next = 0.0
-        if self.on_assign:
-            try:
-                self.on_assign(tps)
-            except Exception:  # noqa: BLE001 - kafka-python would swallow it: say it loudly
-                log.exception("on_assign hook failed for %s", sorted(map(tuple, tps)))
-
-    def _revoked(self, tps: set[TopicPartition]) -> None:
-        self.restoring -= tps
-        if self.on_revoke:
-            try:
-                self.on_revoke(tps)
-            except Exception:  # noqa: BLE001
-                log.exception("on_revoke hook failed for %s", sorted(map(tuple, tps)))
-
-    def _restore_pending(self) -> None:
-        """Restore the paused partitions' state; resume them only when that succeeded."""
-        pending = self.restoring & set(self.consumer.assignment())
-        self.restoring = set(pending)  # a copy: `restoring` shrinks below, `pending` must not
-        hook = self.on_restore  # never None here: partitions are held for restore only when it is set
-        if hook is None or not pending or time.monotonic() < self._restore_next:
-            return
-        try:
-            hook(set(pending))
-        except Exception as exc:  # noqa: BLE001 - retried; the partitions stay paused meanwhile
-            self.stats.restore_failures += 1
-            self._restore_failures_in_row += 1
-            delay = min(self.restore_backoff_s * 2 ** (self._restore_failures_in_row - 1), 30.0)
-            self._restore_next = time.monotonic() + delay
-            log.error(
-                "restoring the state of %s failed (%s: %s, attempt %d): they stay paused; retrying in %.1fs",
-                sorted(map(tuple, pending)),
-                type(exc).__name__,
-                exc,
-                self._restore_failures_in_row,
-                delay,
-            )
-            return
-        self._restore_failures_in_row = 0
-        self.consumer.resume(*pending)
-        self.restoring -= pending
-        self.stats.restored += len(pending)
+    @property
+    def restoring(self) -> set[TopicPartition]:
+        """Assigned partitions held paused until their state is restored."""
+        return self.handoff.restoring
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit, and return (thread- and signal-safe)."""
@@ -448,83 +354,22 @@ class ConsumerLoop:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def _dead_letter(self, msg, kind: DeadLetterKind, error: str) -> DeadLetter:
-        return DeadLetter.of(
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            timestamp_ms=msg.timestamp,
-            key=msg.key,
-            value=msg.value,
-            group=self.group_id,
-            kind=kind,
-            error=error,
-            keep_bytes=DEAD_LETTER_KEEP_BYTES,
-        )
-
-    def _handle(self, valid: list[Received], raw: dict) -> tuple[list, list[DeadLetter]]:
-        """The handler's results for `valid`; records it keeps failing on become dead letters."""
-        try:
-            return list(self.handle(valid)), []
-        except Exception as exc:  # noqa: BLE001 - any handler bug: isolate the record, never crash-loop
-            first = exc
-            self.stats.handler_errors += 1
-            log.warning(
-                "handler raised on a batch of %d records (%s: %s); handing them over one at a time",
-                len(valid),
-                type(exc).__name__,
-                exc,
-            )
-        # A lone record's first try was the call above; in a batch each record gets all its tries.
-        tries = self.handler_retries + 1 if len(valid) > 1 else self.handler_retries
-        out: list = []
-        dead: list[DeadLetter] = []
-        for item in valid:
-            error = first
-            for _ in range(tries):
-                try:
-                    out.extend(self.handle([item]))
-                    break
-                except Exception as exc:  # noqa: BLE001
-                    self.stats.handler_errors += 1
-                    error = exc
-            else:
-                dead.append(self._handler_dead_letter(item, raw, error))
-        return out, dead
-
-    def _handler_dead_letter(self, item: Received, raw: dict, exc: BaseException) -> DeadLetter:
-        msg = raw[(item.topic, item.partition, item.offset)]
-        reason = f"handler raised {type(exc).__name__} (tried {self.handler_retries + 1} times): {exc}"
-        log.error("dead letter %s[%d]@%d: %s", item.topic, item.partition, item.offset, reason)
-        self.stats.dead_letters_by_kind["handler"] = self.stats.dead_letters_by_kind.get("handler", 0) + 1
-        return self._dead_letter(msg, "handler", reason)
-
     def run_once(self) -> int:
         """One poll-process-commit cycle; returns the number of records consumed."""
-        if self.restoring:
-            self._restore_pending()
+        if self.handoff.restoring:
+            self.handoff.restore_pending()
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         if not polled:
             self._observe()
             return 0
-        valid: list[Received] = []
-        raw: dict = {}
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        letters: list[DeadLetter] = []
-        for tp, messages in polled.items():
-            model = self.models[tp.topic]
-            for msg in messages:
-                try:
-                    record = decode(model, msg.value, self.settings.max_record_bytes)
-                except DecodeError as exc:
-                    log.warning("dead letter %s[%d]@%d: %s: %s", msg.topic, msg.partition, msg.offset, exc.kind, exc)
-                    letters.append(self._dead_letter(msg, exc.kind, str(exc)))
-                    self.stats.dead_letters_by_kind[exc.kind] = self.stats.dead_letters_by_kind.get(exc.kind, 0) + 1
-                    continue
-                raw[(msg.topic, msg.partition, msg.offset)] = msg
-                valid.append(Received(record, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key))
-            offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
-        results, failed = self._handle(valid, raw) if valid else ([], [])
+        decoded, offsets, letters = decode_batch(
+            polled, self.models, self.settings.max_record_bytes, self.group_id, self.stats
+        )
+        raw = {(msg.topic, msg.partition, msg.offset): msg for _, msg in decoded}
+        valid = [Received(rec, msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key) for rec, msg in decoded]
+        results, failed = handle_isolated(
+            self.handle, valid, raw, retries=self.handler_retries, group=self.group_id, stats=self.stats
+        )
         letters.extend(failed)
         if self.transactional:
             self.producer.begin()
@@ -588,16 +433,7 @@ class ConsumerLoop:
                 "the transaction could not be aborted (%s: %s): renewing the producer", type(again).__name__, again
             )
             self.producer.renew()
-        assigned = set(self.consumer.assignment())
-        if self.on_lost:
-            self.on_lost(assigned)
-        for tp in assigned:
-            committed = self.consumer.committed(tp)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
-        self._assigned(assigned)  # as if newly assigned: restore (paused) before processing
+        self.handoff.rewind()
 
     def produce_now(self, outgoing: Iterable[Contract | Outgoing]) -> int:
         """Produce records outside a batch (checkpoints, timers), durably: its own transaction
@@ -615,7 +451,7 @@ class ConsumerLoop:
             except Exception:  # metrics must never stop the loop
                 log.exception("loop observer failed")
 
-    def service_loop(self, **hooks) -> ServiceLoop:
+    def service_loop(self, **hooks: Any) -> ServiceLoop:
         """This loop's `run_once` as the step of a `fleetmedic.lifecycle.ServiceLoop` that shares
         its stop flag (`stop()` and SIGTERM/SIGINT end it); `hooks` are the ServiceLoop's."""
         from .lifecycle import ServiceLoop  # lifecycle's readers import this module

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("all", "fleetmedic demo")
@@ -34,7 +35,7 @@ def cmd_demo(args) -> int:
     )
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the main job: fleet → detectors → remediator → real playbooks, with timelines",

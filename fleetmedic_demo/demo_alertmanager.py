@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 BINARY = "prometheus-alertmanager"
@@ -72,7 +73,8 @@ class DemoAlertmanager:
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{urllib.parse.urlencode(query)}", timeout=5) as resp:
             return [a for a in json.loads(resp.read()) if a["status"]["state"] != "resolved"]
 
-    def wait(self, condition, timeout_s: float) -> bool:
+    def wait(self, condition: Callable[[], object], timeout_s: float) -> bool:
+        """True once `condition()` is truthy (polled every 0.3 s), False after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if condition():

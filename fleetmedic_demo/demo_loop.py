@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,7 +122,7 @@ class Follower:
             else:
                 self.remediations.append(record)
 
-    def wait(self, condition, timeout_s: float, what: str) -> None:
+    def wait(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         def polled() -> bool:
             self.poll()
             return condition()

@@ -293,8 +293,8 @@ def write_approval(
 
 def refusal_record(item: Received, group: str, reason: str) -> DeadLetter:
     """The dead letter that records why an approval (a `Received`) was refused."""
+    from fleetmedic.deadletter import DEAD_LETTER_KEEP_BYTES
     from fleetmedic.schemas import DeadLetter
-    from fleetmedic.transport import DEAD_LETTER_KEEP_BYTES
 
     return DeadLetter.of(
         topic=item.topic,

@@ -112,7 +112,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay",
         help="re-run the detectors over a recorded range and diff against what happened",

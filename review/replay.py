@@ -117,8 +117,8 @@ class IncidentDiff:
 def diff(recorded: list[Incident], replayed: list[Incident]) -> IncidentDiff:
     """Compare lifecycle records by (incident id, status, event time); bytes decide 'changed'."""
 
-    def index(records):
-        out = {}
+    def index(records: list[Incident]) -> dict[tuple, Incident]:
+        out: dict[tuple, Incident] = {}
         for r in records:
             out[(r.id, r.status, r.time)] = r
         return out

@@ -19,7 +19,7 @@ from kafka_helpers import free_port
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import Producer
-from review.doctor import Doctor
+from review.doctor.runner import Doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 

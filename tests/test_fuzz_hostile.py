@@ -43,8 +43,9 @@ from hypothesis import strategies as st
 
 from detectors.config import DetectorConfig, load_config
 from detectors.engine import Engine
+from fleetmedic.deadletter import DecodeError, decode
 from fleetmedic.schemas import Approval, DetectorState, Incident, LogEvent, MetricBatch, Remediation
-from fleetmedic.transport import DecodeError, Received, decode
+from fleetmedic.transport import Received
 from fleetmedic.yamlfile import ConfigFileError
 from remediator.approvals import public_key_text
 

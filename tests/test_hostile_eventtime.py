@@ -75,8 +75,8 @@ def test_the_dead_letter_names_the_reason_and_keeps_the_record(tmp_path):
 
 def test_a_time_past_the_end_of_the_calendar_in_utc_is_a_validation_error_not_a_crash():
     """Found by the fuzz suite: 9999-12-31T23:59:59-14:00 overflowed in astimezone and escaped decode."""
+    from fleetmedic.deadletter import DecodeError, decode
     from fleetmedic.schemas import MetricBatch
-    from fleetmedic.transport import DecodeError, decode
 
     raw = b'{"host":"h","time":"9999-12-31T23:59:59-14:00","source":"s","values":{"a":1}}'
     try:
