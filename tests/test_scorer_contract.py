@@ -20,10 +20,11 @@ from detectors.engine import SeriesRule
 from detectors.multivariate import ForestRule
 from detectors.scorer import PartitionRule, Scorer
 
-# Fields a rule kind cannot be built without (its defaults cover the rest), and short warm-ups so
-# the checks below run on warm scorers: 120 values, the first 20 or so being warm-up.
+# Fields a rule kind cannot be built without (its defaults cover the rest), and short warm-ups (and
+# refractory periods: one alarm must not silence a bank for the rest of the run) so the checks
+# below run on warm scorers: 120 values, the first 20 or so being warm-up.
 REQUIRED: dict[type, dict[str, Any]] = {StaticRuleConfig: {"threshold": 60.0, "clear_threshold": 55.0}}
-SHORT_WARMUP: dict[str, Any] = {"warmup": 5, "params": {"warmup": 10}}
+SHORT_WARMUP: dict[str, Any] = {"warmup": 5, "params": {"warmup": 10, "refractory": 5}}
 
 T0 = 1_700_000_000.0  # event time of the first value (a fixed instant, not "now")
 STEP = 60.0
