@@ -68,7 +68,18 @@ def test_every_scorer_kind_is_found():
 @pytest.fixture(params=CONFIGS, ids=_name)
 def make(request):
     """A factory of fresh scorers, built the engine's way from one rule configuration."""
-    return lambda: SeriesRule.from_config(request.param, 600.0).scorer
+    factory = lambda: SeriesRule.from_config(request.param, 600.0).scorer
+    factory.cfg = request.param
+    return factory
+
+
+def _warmup(cfg: SeriesRuleConfig) -> int | None:
+    """The rule's warm-up (values learned before it may alert), where it has one: a field of its
+    own or one of its detector's parameters."""
+    if "warmup" in type(cfg).model_fields:
+        return int(cfg.warmup)
+    params = getattr(cfg, "params", {})
+    return int(params["warmup"]) if "warmup" in params else None
 
 
 def _grown(make, n: int = N_SLOTS) -> Scorer:
@@ -202,6 +213,21 @@ def test_a_value_is_scored_before_it_is_learned(make):
     assert breach.all()
     after = _state(flat, slice(0, N_SLOTS))
     assert any(not np.array_equal(before[f], after[f]) for f in after)
+
+
+def test_no_value_of_the_warm_up_alerts_not_even_a_spike_as_the_last_one(make):
+    # A value is scored against the values learned before it: with a warm-up of W, the W-th value
+    # is scored with W - 1 learned, so nothing up to it may breach, a spike included. (A scorer
+    # that learned first would count W and could alert on it.)
+    warmup = _warmup(make.cfg)
+    if warmup is None:
+        pytest.skip("no warm-up: a stateless rule")
+    scorer = _grown(make, warmup)
+    for j in range(warmup):  # slot j: j flat values, then a spike as its (j + 1)-th value
+        times = T0 + STEP * np.arange(j + 1)
+        values = np.r_[np.full(j, 50.0), 1e3]
+        breach = [scorer.update(np.array([j]), values[i : i + 1], times[i : i + 1])[1][0] for i in range(j + 1)]
+        assert not any(breach), j
 
 
 def test_snapshot_round_trip_continues_exactly_even_at_other_slots(make):
