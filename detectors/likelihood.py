@@ -216,7 +216,7 @@ class LikelihoodBank(SlotBank):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score, then learn, one value per series. ``rows`` must not repeat within a call.
 
-        ``times`` is accepted for the scorer interface and not used (the models count values).
+        ``times`` is accepted for the `Scorer` contract and used only by the time-of-day predictor.
         Returns per row ``(score in [0, 1], alarm = score >= threshold, clear = score < 0.5 *
         threshold)``; "clear" is the engine's hysteresis signal.
         """
