@@ -1,20 +1,8 @@
 """Per-series alert lifecycle, vectorised: normal → pending → firing → (quiet long enough) → normal.
 
-Every per-series detector kind (EWMA, static threshold, the NAB univariate scorer) is a *scorer*
-plus this lifecycle. A scorer turns one value per series slot into three arrays:
-
-    score  (float)  what goes into the incident as evidence
-    breach (bool)   the value is anomalous
-    clear  (bool)   the value is normal enough to count towards resolving (hysteresis: a value
-                    may be neither breaching nor clear)
-
-The scorer interface every per-series kind follows (slots are unique within one call, so a
-whole round of values is one numpy operation)::
-
-    class Scorer:
-        state_fields: tuple[str, ...]          # names of its per-slot numpy arrays
-        def grow(self, n_slots: int) -> None   # make room for slots 0..n_slots-1
-        def update(self, slots, values, times) -> (score, breach, clear)   # score, then learn
+Every per-series detector kind (EWMA, static threshold, the surprise-record and likelihood banks)
+is a *scorer* plus this lifecycle: the scorer (the contract: `detectors.scorer.Scorer`) says per
+value whether it breaches and whether it is clear, and the lifecycle turns that into incidents.
 
 `Lifecycle.step` then applies Prometheus-like `for` (pending until breaching for `for_s` of event
 time) and resolve-after-quiet (`resolve_after_s` of consecutive clear values), and returns which
@@ -57,7 +45,7 @@ class Lifecycle:
 
     state_fields = ("status", "pending_since", "pending_offset", "firing_since", "clear_since")
 
-    def __init__(self, for_s: float = 0.0, resolve_after_s: float = 60.0, max_gap_s: float = float("inf")):
+    def __init__(self, for_s: float = 0.0, resolve_after_s: float = 60.0, max_gap_s: float = float("inf")) -> None:
         self.for_s = float(for_s)
         self.resolve_after_s = float(resolve_after_s)
         self.max_gap_s = float(max_gap_s)
@@ -78,6 +66,7 @@ class Lifecycle:
         self.last_time[slots] = -np.inf
 
     def grow(self, n: int) -> None:
+        """Make slots 0..n-1 exist; new ones start normal."""
         self.status = grown(self.status, n, NORMAL)
         self.pending_since = grown(self.pending_since, n, np.nan)
         self.pending_offset = grown(self.pending_offset, n, -1)

@@ -1,6 +1,6 @@
 """EWMA deviation and static thresholds per series, one numpy operation for a whole round of values.
 
-Both are *scorers* (see `detectors.alerting`): they score a value, say whether it breaches and
+Both are *scorers* (`detectors.scorer.Scorer`): they score a value, say whether it breaches and
 whether it is clear (for hysteresis), and learn. State lives in arrays indexed by slot.
 
 EWMA: exponentially weighted mean and variance (West's incremental form); the score is the
@@ -17,8 +17,8 @@ fault keeps firing while a real new normal is still absorbed eventually.
 >>> score, breach, clear = ew.update(np.array([0, 1]), np.array([50.5, 70.0]), np.array([50.0, 50.0]))
 >>> breach.tolist(), clear.tolist()
 ([False, True], [True, False])
->>> ew.nbytes_per_slot
-20
+>>> ew.nbytes_per_slot == sum(getattr(ew, f)[:1].nbytes for f in ew.state_fields)  # 8 + 8 + 4
+True
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class EwmaScorer:
         min_std: float = 1e-6,
         min_rel_std: float = 1e-3,
         anomalous_alpha_factor: float = 0.1,
-    ):
+    ) -> None:
         if not 0 < alpha < 1:
             raise ValueError("alpha must be in (0, 1)")
         if direction not in ("up", "down", "both"):
@@ -91,7 +91,7 @@ class EwmaScorer:
         self.count[slots] = np.minimum(count.astype(np.uint64) + 1, np.iinfo(np.uint32).max)
         return np.where(warm, score, 0.0), breach, clear
 
-    def details(self, slot: int) -> dict:
+    def details(self, slot: int) -> dict[str, float]:
         return {
             "ewma_mean": round(float(self.mean[slot]), 6),
             "ewma_std": round(float(np.sqrt(self.var[slot])), 6),
@@ -112,7 +112,7 @@ class StaticScorer:
     state_fields: tuple[str, ...] = ()
     nbytes_per_slot = 0
 
-    def __init__(self, op: str, threshold: float, clear_threshold: float | None = None):
+    def __init__(self, op: str, threshold: float, clear_threshold: float | None = None) -> None:
         if op not in _OPS:
             raise ValueError(f"op must be one of {sorted(_OPS)}")
         self.op = _OPS[op]
@@ -127,5 +127,5 @@ class StaticScorer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return values, self.op(values, self.threshold), ~self.op(values, self.clear_threshold)
 
-    def details(self, slot: int) -> dict:
+    def details(self, slot: int) -> dict[str, float]:
         return {}

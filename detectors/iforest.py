@@ -99,7 +99,7 @@ class PackedForest:
     True
     """
 
-    def __init__(self, model: IsolationForest):
+    def __init__(self, model: IsolationForest) -> None:
         lefts, rights, feats, thresholds, leaf_values, roots = [], [], [], [], [], []
         offset = 0
         for k, (est, features) in enumerate(zip(model.estimators_, model.estimators_features_, strict=True)):
@@ -136,6 +136,8 @@ class PackedForest:
 
 
 class ClassForest:
+    """One forest over one stream of vectors: score, then learn, refitted by event time (the rule above)."""
+
     def __init__(
         self,
         features: list[str],
@@ -151,7 +153,7 @@ class ClassForest:
         threshold: float = 0.65,
         seed: int = 0,
         exclude_s: float = 0.0,
-    ):
+    ) -> None:
         if not features:
             raise ValueError("at least one feature is needed")
         if min_train > window:
@@ -251,7 +253,7 @@ class ClassForest:
         self.n_seen_ += n
         self.clock_ = max(self.clock_, float(times.max()))
 
-    def _excluded(self, alarms: np.ndarray, times: np.ndarray, hosts) -> np.ndarray:
+    def _excluded(self, alarms: np.ndarray, times: np.ndarray, hosts: list[str] | None) -> np.ndarray:
         """Rows kept out of the training window: alarming rows, and rows of a host (given) that
         alarmed less than `exclude_s` before (its incident is pending or open: a fault that lasts
         is not learned as normal). A pure function of the rows in order, so batching cannot change it."""

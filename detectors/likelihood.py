@@ -44,8 +44,8 @@ predictor (``season_buckets`` slots per ``season_period_s``, off by default) com
 smoothed value with the same slot's EW mean on earlier days.
 
 ``LikelihoodBank`` holds the state of many series as numpy arrays; ``update(rows, values,
-times)`` scores and learns one value for each of several series at once (the engine's scorer
-interface: ``grow``, ``update``, ``details``, ``state_fields``, ``nbytes_per_slot``).
+times)`` scores and learns one value for each of several series at once: a
+`detectors.scorer.Scorer`, a slot being a row.
 
 >>> bank = LikelihoodBank(warmup=20, threshold=0.5)
 >>> rows = bank.add_series(1)
@@ -61,9 +61,12 @@ True
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import log_ndtr
+
+from .scorer import SlotBank
 
 _TINY = 1e-12
 _LN10 = float(np.log(10.0))
@@ -112,7 +115,7 @@ class LikelihoodParams:
     # 0.28 to 0.33 (docs/evaluation.md)
     threshold: float = 0.3
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "alphas", tuple(float(a) for a in np.atleast_1d(self.alphas)))
         for name in ("alpha_scale", "alpha_short", "alpha_long", *(f"alphas[{i}]" for i in range(len(self.alphas)))):
             value = self.alphas[int(name[7:-1])] if name.startswith("alphas[") else getattr(self, name)
@@ -134,7 +137,7 @@ class LikelihoodParams:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
 
-class LikelihoodBank:
+class LikelihoodBank(SlotBank):
     """Likelihood-detector state for ``capacity`` series, grown on demand; row i is one series.
 
     Learned state (trailing underscore): ``count_`` values learned, ``pred_``/``scale_`` one
@@ -172,7 +175,7 @@ class LikelihoodBank:
     season_scale_: np.ndarray
     season_n_: np.ndarray
 
-    def __init__(self, params: LikelihoodParams | None = None, capacity: int = 16, **overrides) -> None:
+    def __init__(self, params: LikelihoodParams | None = None, capacity: int = 16, **overrides: Any) -> None:
         self.params = LikelihoodParams(**{**(asdict(params) if params else {}), **overrides})
         p = self.params
         self._alpha = np.array(p.alphas)
@@ -182,9 +185,9 @@ class LikelihoodBank:
         self.n_series = 0
         self._alloc(max(1, capacity))
 
-    def _alloc(self, capacity: int) -> None:
+    def _fresh(self, capacity: int) -> dict[str, np.ndarray]:
         p, k = self.params, len(self.params.alphas)
-        fresh: dict[str, np.ndarray] = {
+        return {
             "count_": np.zeros(capacity, np.int64),
             "pred_": np.zeros((capacity, k)),
             "scale_": np.zeros((capacity, k)),
@@ -199,31 +202,8 @@ class LikelihoodBank:
             "season_scale_": np.zeros(capacity),
             "season_n_": np.zeros(capacity, np.int64),
         }
-        for name, arr in fresh.items():
-            old = getattr(self, name, None)
-            if old is not None:
-                arr[: len(old)] = old
-            setattr(self, name, arr)
-        self.capacity = capacity
 
-    def add_series(self, n: int = 1) -> np.ndarray:
-        """Rows for ``n`` new series (state starts empty: each warms up on its own)."""
-        if self.n_series + n > self.capacity:
-            self._alloc(max(2 * self.capacity, self.n_series + n))
-        rows = np.arange(self.n_series, self.n_series + n)
-        self.n_series += n
-        return rows
-
-    @property
-    def nbytes_per_slot(self) -> int:
-        return sum(getattr(self, f)[:1].nbytes for f in self.state_fields)
-
-    def grow(self, n: int) -> None:
-        """Make sure rows 0..n-1 exist."""
-        if n > self.n_series:
-            self.add_series(n - self.n_series)
-
-    def details(self, slot: int) -> dict:
+    def details(self, slot: int) -> dict[str, float]:
         """Flat scalars for an incident's evidence: values learned, predictions and scales."""
         out: dict[str, float] = {"count": int(self.count_[slot])}
         for i, a in enumerate(self.params.alphas):
@@ -236,7 +216,7 @@ class LikelihoodBank:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score, then learn, one value per series. ``rows`` must not repeat within a call.
 
-        ``times`` is accepted for the scorer interface and not used (the models count values).
+        ``times`` is accepted for the `Scorer` contract and used only by the time-of-day predictor.
         Returns per row ``(score in [0, 1], alarm = score >= threshold, clear = score < 0.5 *
         threshold)``; "clear" is the engine's hysteresis signal.
         """

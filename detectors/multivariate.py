@@ -15,7 +15,8 @@ Pieces, one job each:
 - `ForestStream`: one (class, partition): the `ClassForest`, a `Lifecycle` slot per host, the
   incidents, and its own checkpoint (`DetectorState` keyed `iforest:p<partition>:<class>`);
 - `ForestRule`: routes records to streams, collects a batch's vectors and runs them at the end of
-  the batch (one scikit-learn call per stream between refit points), checkpoints and restores.
+  the batch (one scikit-learn call per stream between refit points), checkpoints and restores;
+  the engine's contract with it is `detectors.scorer.PartitionRule`.
 
 >>> from detectors.config import ForestFeatureConfig
 >>> b = VectorBuilder([ForestFeatureConfig(name="temp", match=["gpu*.temperature_c"], agg="max"),
@@ -60,7 +61,7 @@ class VectorBuilder:
     between hosts.
     """
 
-    def __init__(self, features: list[ForestFeatureConfig]):
+    def __init__(self, features: list[ForestFeatureConfig]) -> None:
         self.features = list(features)
         self.layouts_: dict[tuple, list[np.ndarray]] = {}
 
@@ -116,7 +117,9 @@ class _Offer:
 class ForestStream:
     """One forest (host class × source partition), its hosts' incident lifecycles and its checkpoint."""
 
-    def __init__(self, cfg: IsolationForestConfig, host_class: str, topic: str, partition: int, max_gap_s: float):
+    def __init__(
+        self, cfg: IsolationForestConfig, host_class: str, topic: str, partition: int, max_gap_s: float
+    ) -> None:
         self.cfg = cfg
         self.host_class = host_class
         self.topic = topic
@@ -365,9 +368,12 @@ def state_key(partition: int, host_class: str) -> str:
 
 
 class ForestRule:
-    """All forests of one engine: route each metric batch to its (class, partition) forest; score at flush."""
+    """All forests of one engine: route each metric batch to its (class, partition) forest; score at flush.
 
-    def __init__(self, cfg: IsolationForestConfig, max_gap_s: float):
+    A `detectors.scorer.PartitionRule`.
+    """
+
+    def __init__(self, cfg: IsolationForestConfig, max_gap_s: float) -> None:
         self.cfg = cfg
         self.max_gap_s = max_gap_s
         self.builder = VectorBuilder(cfg.features)
@@ -376,7 +382,7 @@ class ForestRule:
         self._pending: dict[tuple[str, int, str], ForestStream] = {}
 
     def offer(
-        self, item: Received, record: MetricBatch, values: np.ndarray, host_labels: dict | None, emit: bool
+        self, item: Received, record: MetricBatch, values: np.ndarray, host_labels: dict[str, str] | None, emit: bool
     ) -> None:
         """Note one metric batch (in offset order; `values` = its values as floats); nothing is scored before `flush`.
 
@@ -397,7 +403,9 @@ class ForestRule:
         self._pending.clear()
         return out
 
-    def take_dirty(self, detector: str, positions: dict, partitions: set[int] | None = None) -> list[DetectorState]:
+    def take_dirty(
+        self, detector: str, positions: dict[tuple[str, int], int], partitions: set[int] | None = None
+    ) -> list[DetectorState]:
         out = []
         for key in sorted(self.streams):
             stream = self.streams[key]

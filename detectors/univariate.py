@@ -44,8 +44,8 @@ models count values, not seconds.
 Two entry points that compute exactly the same numbers:
 
 - ``SurpriseRecordBank``: state for many series as numpy arrays; ``update(rows, values, times)``
-  scores and learns one value for each of several series at once (the live engine's hot path;
-  it follows the engine's scorer interface: ``grow``, ``update``, ``details``, ``state_fields``).
+  scores and learns one value for each of several series at once (the live engine's hot path:
+  a `detectors.scorer.Scorer`, a slot being a row).
 - ``SurpriseRecord``: one series, River-like ``score_one`` / ``learn_one`` (a bank of one).
 
 >>> det = SurpriseRecord(warmup=20, season_buckets=0)
@@ -64,6 +64,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from .scorer import SlotBank
 
 FEATURES = ("level", "shift", "season", "density")
 _TINY = 1e-12
@@ -119,7 +121,7 @@ class SurpriseRecordParams:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
 
-class SurpriseRecordBank:
+class SurpriseRecordBank(SlotBank):
     """Surprise-record state for ``capacity`` series, grown on demand; row i is one series.
 
     The learned state is public (trailing underscore, scikit-learn style): ``count_`` values
@@ -151,9 +153,9 @@ class SurpriseRecordBank:
         self.n_series = 0
         self._alloc(max(1, capacity))
 
-    def _alloc(self, capacity: int) -> None:
+    def _fresh(self, capacity: int) -> dict[str, np.ndarray]:
         b = max(1, self.params.season_buckets)
-        fresh: dict[str, np.ndarray] = {
+        return {
             "count_": np.zeros(capacity, np.int64),
             "mean_": np.zeros(capacity),
             "var_": np.zeros(capacity),
@@ -172,23 +174,7 @@ class SurpriseRecordBank:
             "record_": np.zeros((capacity, len(FEATURES))),
             "feature_count_": np.zeros((capacity, len(FEATURES)), np.int64),
         }
-        for name, arr in fresh.items():
-            old = getattr(self, name, None)
-            if old is not None:
-                arr[: len(old)] = old
-            setattr(self, name, arr)
-        self.capacity = capacity
 
-    def add_series(self, n: int = 1) -> np.ndarray:
-        """Rows for ``n`` new series (state starts empty: each warms up on its own)."""
-        if self.n_series + n > self.capacity:
-            self._alloc(max(2 * self.capacity, self.n_series + n))
-        rows = np.arange(self.n_series, self.n_series + n)
-        self.n_series += n
-        return rows
-
-    # The live engine's scorer interface (detectors/engine.py): grow, update, details,
-    # state_fields, nbytes_per_slot; a slot is a row here.
     state_fields = (
         "count_",
         "mean_",
@@ -208,16 +194,7 @@ class SurpriseRecordBank:
         "feature_count_",
     )
 
-    @property
-    def nbytes_per_slot(self) -> int:
-        return sum(getattr(self, f)[:1].nbytes for f in self.state_fields)
-
-    def grow(self, n: int) -> None:
-        """Make sure rows 0..n-1 exist."""
-        if n > self.n_series:
-            self.add_series(n - self.n_series)
-
-    def details(self, slot: int) -> dict:
+    def details(self, slot: int) -> dict[str, float]:
         """Flat scalars for an incident's evidence: values learned, level mean, record per feature."""
         out = {"count": int(self.count_[slot]), "mean": round(float(self.mean_[slot]), 6)}
         out.update({f"record_{f}": round(float(r), 6) for f, r in zip(FEATURES, self.record_[slot], strict=True)})
