@@ -24,7 +24,8 @@ def cmd_detect(args) -> int:
     from fleetmedic.transport import freeze_heap
 
     from .config import load_config
-    from .engine import DetectService, Engine
+    from .engine import Engine
+    from .service import DetectService
 
     config = load_config(args.detectors)
     try:

@@ -37,7 +37,7 @@ DEFAULT_RULE = {"name": "nab", "match": ["*"], "for_s": 0, "resolve_after_s": 0}
 def build_rule(config_path: str | None):
     """The univariate rule of a detector YAML (its first `univariate:` entry), or the default one."""
     from .config import UnivariateRuleConfig, load_config
-    from .engine import SeriesRule
+    from .series_rule import SeriesRule
 
     if config_path:
         cfg = load_config(config_path)
