@@ -18,6 +18,7 @@ from fleetmedic.schemas import Incident, LogEvent, MetricBatch
 from fleetmedic.transport import Received
 
 from .alerting import Lifecycle
+from .config import FaultModelConfig
 from .incidents import make_incident, source
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class FaultRule:
     detector = "fault_model"
     kind = "fault_risk"
 
-    def __init__(self, cfg, max_gap_s: float):
+    def __init__(self, cfg: FaultModelConfig, max_gap_s: float):
         from .fault_model import FEATURE_NAMES, FeatureState, XidHistory
 
         try:

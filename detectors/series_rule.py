@@ -9,11 +9,21 @@ same way for `fleetmedic detect csv` and `eval nab`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .alerting import Lifecycle
-from .config import EwmaRuleConfig, StaticRuleConfig, UnivariateRuleConfig
+from .config import EwmaRuleConfig, SeriesRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
+
+if TYPE_CHECKING:
+    from .likelihood import LikelihoodBank
+    from .univariate import SurpriseRecordBank
+
+    # every per-series scorer: grow, update, details, state_fields
+    SeriesScorer = EwmaScorer | StaticScorer | LikelihoodBank | SurpriseRecordBank
 
 
 class SeriesRule:
@@ -24,7 +34,7 @@ class SeriesRule:
     incident opens): `fleetmedic detect csv` uses it.
     """
 
-    def __init__(self, cfg, scorer, max_gap_s: float, detector: str, threshold: float):
+    def __init__(self, cfg: SeriesRuleConfig, scorer: SeriesScorer, max_gap_s: float, detector: str, threshold: float):
         self.cfg = cfg
         self.scorer = scorer
         self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
@@ -33,7 +43,7 @@ class SeriesRule:
         self.n = 0
 
     @classmethod
-    def from_config(cls, cfg, max_gap_s: float) -> SeriesRule:
+    def from_config(cls, cfg: SeriesRuleConfig, max_gap_s: float) -> SeriesRule:
         if isinstance(cfg, EwmaRuleConfig):
             scorer = EwmaScorer(
                 cfg.alpha,
@@ -68,7 +78,7 @@ class SeriesRule:
             return cls(cfg, bank, max_gap_s, f"univariate:{cfg.name}", bank.params.threshold)
         raise TypeError(f"no per-series rule for {type(cfg).__name__}")
 
-    def run_series(self, times, values) -> tuple[np.ndarray, np.ndarray]:
+    def run_series(self, times: ArrayLike, values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """A whole series, value by value in order (NaN = gap): (scores, alarms) per value."""
         times = np.asarray(times, np.float64)
         values = np.asarray(values, np.float64)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time as wall
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from kafka import TopicPartition
 
@@ -18,7 +20,7 @@ from fleetmedic import metrics
 from fleetmedic.config import Settings
 from fleetmedic.lifecycle import ReadProgress, TopicReader
 from fleetmedic.logfmt import incident_fields
-from fleetmedic.schemas import DetectorState, Incident, LogEvent, MetricBatch
+from fleetmedic.schemas import Contract, DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
 from fleetmedic.transport import ConsumerLoop, Outgoing, Received
 
@@ -57,7 +59,7 @@ class DetectService:
         group_id: str = "detectors",
         *,
         restore_timeout_s: float = 60.0,
-        **loop_kwargs,
+        **loop_kwargs: Any,
     ):
         self.settings = settings
         self.engine = engine
@@ -86,7 +88,7 @@ class DetectService:
         self.restore_progress = ReadProgress()  # of the last restore's read
         metrics.watch_loop(self.loop, "detect")
 
-    def handle(self, batch: list[Received]):
+    def handle(self, batch: list[Received]) -> list[Contract | Outgoing]:
         out: list = self.engine.process(batch)
         metrics.values("detect", sum(len(r.record.values) for r in batch if isinstance(r.record, MetricBatch)))
         for inc in out:
@@ -272,7 +274,7 @@ class DetectService:
         parts = {tp.partition for tp in inputs} if self._same_layout else None
         newest: dict[str, DetectorState] = {}
 
-        def unreadable(msg, exc) -> None:
+        def unreadable(msg: Any, exc: Exception) -> None:
             log.warning("unreadable state at %s:%d@%d: %s", msg.topic, msg.partition, msg.offset, exc)
 
         with TopicReader(self.settings, [self.state_topic], partitions=parts, require=False, name="state") as reader:
@@ -291,7 +293,7 @@ class DetectService:
         if self.engine.dirty and wall.monotonic() - self._last_checkpoint >= self.engine.config.checkpoint_interval_s:
             self.checkpoint()
 
-    def run(self, until=None, install_signals: bool = True) -> EngineStats:
+    def run(self, until: Callable[[DetectService], bool] | None = None, install_signals: bool = True) -> EngineStats:
         """Until SIGTERM/SIGINT, `loop.stop()` or `until(self)`; a clean stop checkpoints every host."""
         self.loop.service_loop(on_idle=self._idle_checkpoint, on_exit=self.checkpoint, close=self.loop.close).run(
             until=until and (lambda: until(self)), install_signals=install_signals
