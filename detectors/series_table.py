@@ -31,6 +31,8 @@ MAX_RULE_CACHE = 1 << 20  # cached name → rules entries (a cache: cleared when
 
 
 class HostState:
+    """One host in the series table: its series' slots, cached layouts, newest event times, labels, inputs."""
+
     __slots__ = ("host", "names", "layouts", "max_time", "log_max_time", "labels", "tps", "snapshot_index")
 
     def __init__(self, host: str):
