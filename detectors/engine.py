@@ -52,6 +52,8 @@ STATE_DETECTOR = "engine"
 
 @dataclass
 class EngineStats:
+    """The engine's counters: records and values processed, and what was dropped, skipped, suppressed or raised."""
+
     records: int = 0
     values: int = 0
     null_values: int = 0
