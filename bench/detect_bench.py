@@ -58,7 +58,8 @@ import psutil
 from kafka import KafkaConsumer
 
 from detectors.config import DetectorConfig
-from detectors.engine import DetectService, Engine
+from detectors.engine import Engine
+from detectors.service import DetectService
 from fleetmedic.config import TopicSettings, load_settings
 from fleetmedic.schemas import DetectorState, Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name

@@ -7,6 +7,7 @@ through `register_detect`) in `detectors.eval_cli`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Any
@@ -16,7 +17,7 @@ from . import eval_cli, fault_model
 log = logging.getLogger(__name__)
 
 
-def cmd_detect(args) -> int:
+def cmd_detect(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("detect", "fleetmedic detect")
@@ -24,7 +25,8 @@ def cmd_detect(args) -> int:
     from fleetmedic.transport import freeze_heap
 
     from .config import load_config
-    from .engine import DetectService, Engine
+    from .engine import Engine
+    from .service import DetectService
 
     config = load_config(args.detectors)
     try:
@@ -63,7 +65,7 @@ def cmd_detect(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "detect",
         help="run the streaming detectors (metrics and logs in, incidents out)",

@@ -23,21 +23,28 @@ import html
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from . import nab
 
+if TYPE_CHECKING:
+    from .series_rule import SeriesRule
+
+# a fresh live rule per series: its scorer and lifecycle start empty
+NewRule = Callable[[], "SeriesRule"]
+
 DEFAULT_RULE = {"name": "nab", "match": ["*"], "for_s": 0, "resolve_after_s": 0}
 
 
-def build_rule(config_path: str | None):
+def build_rule(config_path: str | None) -> NewRule:
     """The univariate rule of a detector YAML (its first `univariate:` entry), or the default one."""
     from .config import UnivariateRuleConfig, load_config
-    from .engine import SeriesRule
+    from .series_rule import SeriesRule
 
     if config_path:
         cfg = load_config(config_path)
@@ -52,7 +59,7 @@ def build_rule(config_path: str | None):
     return lambda: SeriesRule.from_config(rule_cfg, max_gap)
 
 
-def detect_series(new_rule, series: nab.Series) -> tuple[np.ndarray, np.ndarray]:
+def detect_series(new_rule: NewRule, series: nab.Series) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly score, alarm) per row, exactly as a fresh live rule computes them."""
     return new_rule().run_series(series.epoch_s.astype(np.float64), series.values)
 
@@ -102,7 +109,7 @@ class Detected:
     windows: list[tuple[int, int]]
 
 
-def run_corpus(data_dir: str | Path, labels_path: str | Path, new_rule) -> list[Detected]:
+def run_corpus(data_dir: str | Path, labels_path: str | Path, new_rule: NewRule) -> list[Detected]:
     """Run the detector over every file named in the labels (missing files are an error)."""
     data_dir = Path(data_dir)
     labels = nab.load_windows(labels_path)
@@ -127,7 +134,9 @@ def score_corpus(runs: list[Detected], profiles: dict[str, nab.Profile]) -> dict
     }
 
 
-def format_report(runs: list[Detected], results, profiles) -> str:
+def format_report(
+    runs: list[Detected], results: dict[str, dict[str, nab.ProfileResult]], profiles: dict[str, nab.Profile]
+) -> str:
     names = list(profiles)
     short = {"standard": "standard", "reward_low_FP_rate": "low_FP", "reward_low_FN_rate": "low_FN"}
     lines = []
@@ -268,7 +277,7 @@ def format_protocol(runs: list[Detected], profiles: dict[str, nab.Profile]) -> s
     return "\n".join(lines)
 
 
-def write_plots(runs: list[Detected], results, folder: str | Path) -> Path:
+def write_plots(runs: list[Detected], results: dict[str, dict[str, nab.ProfileResult]], folder: str | Path) -> Path:
     """One PNG per file (value, windows, score, alarms) and an index.html listing them."""
     import matplotlib
 
@@ -376,7 +385,7 @@ def _add_config_option(p) -> None:
     )
 
 
-def register_detect(detect_sub) -> None:
+def register_detect(detect_sub: argparse._SubParsersAction) -> None:
     """Add `csv` under the `fleetmedic detect` command's subparsers."""
     p = detect_sub.add_parser(
         "csv",
@@ -390,7 +399,7 @@ def register_detect(detect_sub) -> None:
     p.set_defaults(func=cmd_detect_csv)
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `fleetmedic eval nab`."""
     p = sub.add_parser(
         "eval",

@@ -61,7 +61,7 @@ import json
 import sys
 from bisect import bisect_right, insort
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -70,7 +70,7 @@ import numpy as np
 
 from fleetmedic.schemas import LogEvent, MetricBatch
 
-from .log_rules import load_table, xid_of
+from .log_rules import LogTable, load_table, xid_of
 
 # (feature name, series glob, rate?)
 FEATURES: list[tuple[str, str, bool]] = [
@@ -98,7 +98,7 @@ class XidHistory:
     names = ("xid_1h", "xid_24h", "xid_hours_since")
     HOUR, DAY = 3600.0, 86400.0
 
-    def __init__(self, lag_s: float = 120.0, ignored_codes=()):
+    def __init__(self, lag_s: float = 120.0, ignored_codes: Iterable[int] = ()):
         self.lag_s = float(lag_s)
         self.ignored_codes = frozenset(int(c) for c in ignored_codes)
         self.times_: dict[str, list[float]] = {}  # host → XID event times, sorted
@@ -109,7 +109,7 @@ class XidHistory:
         return cls(saved.get("lag_s", 120.0), saved.get("ignored_codes", ()))
 
     @staticmethod
-    def benign_codes(table=None) -> list[int]:
+    def benign_codes(table: LogTable | None = None) -> list[int]:
         """The codes whose action class is `none` in the XID table (default: the packaged one)."""
         table = table or load_table()
         return sorted(code for code, m in table.xids.items() if m.action_class == "none")
@@ -243,7 +243,7 @@ def labels(hosts: list[str], times: np.ndarray, faults: dict[str, list[float]], 
     return y
 
 
-def read_history(path: str | Path, model=MetricBatch) -> list:
+def read_history(path: str | Path, model: type[MetricBatch] | type[LogEvent] = MetricBatch) -> list:
     """Records of one contract (metric batches, or log events), one JSON per line, sorted by time."""
     what = "a metric batch" if model is MetricBatch else "a log event"
     out = []
@@ -464,7 +464,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "model",
         help="train or explain the logistic fault model",

@@ -10,7 +10,9 @@ import pytest
 from detector_scenarios import T0, fleet, received, write_config, xid
 
 from detectors.config import load_config
-from detectors.engine import STATE_VERSION, Engine, SeriesRule
+from detectors.engine import Engine
+from detectors.engine_state import STATE_VERSION
+from detectors.series_rule import SeriesRule
 from fleetmedic.config import Settings
 from fleetmedic.schemas import DetectorState, MetricBatch
 from fleetmedic.yamlfile import ConfigFileError

@@ -16,7 +16,8 @@ from detector_scenarios import STEP_S, T0, fleet, loaded_fleet, write_config, wr
 from kafka_helpers import caught_up, read_topic
 
 from detectors.config import load_config
-from detectors.engine import DetectService, Engine
+from detectors.engine import Engine
+from detectors.service import DetectService
 from fleetmedic.schemas import Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
 from fleetmedic.transport import Producer, Received, wait_until

@@ -40,7 +40,7 @@ def test_hosts_beyond_the_cap_are_counted_not_kept():
 
 
 def test_ever_new_layouts_do_not_grow_the_layout_cache_without_bound():
-    from detectors.engine import MAX_LAYOUTS_PER_HOST
+    from detectors.series_table import MAX_LAYOUTS_PER_HOST
 
     engine = Engine(DetectorConfig())
     names = [f"s{k}" for k in range(12)]
@@ -103,7 +103,7 @@ def test_a_snapshot_at_the_series_cap_fits_the_state_record_limit():
 def test_a_snapshot_over_the_record_limit_is_counted_and_left_out_not_sent():
     from types import SimpleNamespace
 
-    from detectors.engine import DetectService
+    from detectors.service import DetectService
     from fleetmedic.config import Settings
 
     engine = Engine(DetectorConfig(ewma=[{"name": "e", "match": ["*"]}]))

@@ -7,8 +7,8 @@ import pytest
 
 from detectors import likelihood
 from detectors.config import UnivariateRuleConfig
-from detectors.engine import SeriesRule
 from detectors.likelihood import LikelihoodBank
+from detectors.series_rule import SeriesRule
 
 T0 = 1_700_000_000
 STEP = 300

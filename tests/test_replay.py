@@ -8,7 +8,8 @@ from datetime import timedelta
 from detector_scenarios import fleet, loaded_fleet, write_config, write_forest_config, xid
 
 from detectors.config import load_config
-from detectors.engine import DetectService, Engine
+from detectors.engine import Engine
+from detectors.service import DetectService
 from fleetmedic.transport import Producer
 from review.collect import collect, incident_window
 from review.replay import diff, plan, recorded_incidents, replay
