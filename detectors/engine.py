@@ -74,6 +74,10 @@ class EngineStats:
 class Engine(RoundProcessing, EngineState):
     """Event-time detection over metric batches and log events; deterministic for a given input order."""
 
+    # the parts see the forests as a PartitionRule (detectors/scorer.py); the engine's owner also
+    # reads the concrete rule's counters (`fleetmedic detect` prints them at the end)
+    forests: ForestRule | None
+
     def __init__(self, config: DetectorConfig, state_name: str = STATE_DETECTOR):
         self.config = config
         self.state_name = state_name  # the `detector` of its state records: one per consumer group

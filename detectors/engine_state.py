@@ -24,7 +24,7 @@ from fleetmedic.schemas import DetectorState
 from . import state_codec
 from .fault_rule import FaultRule
 from .log_rules import LogRules
-from .multivariate import ForestRule
+from .scorer import PartitionRule
 from .series_rule import SeriesRule
 from .series_table import HostState, SeriesTable
 
@@ -70,7 +70,7 @@ class EngineState(SeriesTable):
     dirty: set[str]
     logs: LogRules | None
     fault: FaultRule | None
-    forests: ForestRule | None
+    forests: PartitionRule | None
 
     def snapshot(self, host: str) -> DetectorState:
         """The host's whole detector state as one record for the compacted state topic.

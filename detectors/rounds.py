@@ -26,7 +26,7 @@ from .fault_rule import FaultRule
 from .gpu_identity import series_gpu
 from .incidents import make_incident, source
 from .log_rules import LogRules
-from .multivariate import ForestRule
+from .scorer import PartitionRule
 from .series_rule import SeriesRule
 from .series_table import HostState, SeriesTable
 
@@ -56,7 +56,7 @@ class RoundProcessing(SeriesTable):
     out_of_skew: list[tuple[Received, float]]  # (record, event time) to dead-letter; taken by the service
     logs: LogRules | None
     fault: FaultRule | None
-    forests: ForestRule | None
+    forests: PartitionRule | None
 
     def process(self, batch: list[Received]) -> list[Incident]:
         """Records in offset order → the incident records they cause (open, update, resolve)."""

@@ -17,13 +17,11 @@ from numpy.typing import ArrayLike
 from .alerting import Lifecycle
 from .config import EwmaRuleConfig, SeriesRuleConfig, StaticRuleConfig, UnivariateRuleConfig
 from .ewma import EwmaScorer, StaticScorer
+from .scorer import Scorer
 
 if TYPE_CHECKING:
     from .likelihood import LikelihoodBank
     from .univariate import SurpriseRecordBank
-
-    # every per-series scorer: grow, update, details, state_fields
-    SeriesScorer = EwmaScorer | StaticScorer | LikelihoodBank | SurpriseRecordBank
 
 
 class SeriesRule:
@@ -34,7 +32,7 @@ class SeriesRule:
     incident opens): `fleetmedic detect csv` uses it.
     """
 
-    def __init__(self, cfg: SeriesRuleConfig, scorer: SeriesScorer, max_gap_s: float, detector: str, threshold: float):
+    def __init__(self, cfg: SeriesRuleConfig, scorer: Scorer, max_gap_s: float, detector: str, threshold: float):
         self.cfg = cfg
         self.scorer = scorer
         self.lifecycle = Lifecycle(cfg.for_s, cfg.resolve_after_s, max_gap_s)
@@ -65,7 +63,7 @@ class SeriesRule:
                 cfg.threshold,
             )
         if isinstance(cfg, UnivariateRuleConfig):
-            # Both banks follow the same scorer interface (grow, update, details, state_fields).
+            # Both banks are Scorers (detectors/scorer.py); the shared checks run over each.
             bank: LikelihoodBank | SurpriseRecordBank
             if getattr(cfg, "detector", "surprise") == "likelihood":
                 from .likelihood import LikelihoodBank

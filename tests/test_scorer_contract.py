@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from detectors.config import DetectorConfig, SeriesRuleConfig, StaticRuleConfig
-from detectors.engine import SeriesRule
 from detectors.multivariate import ForestRule
 from detectors.scorer import PartitionRule, Scorer
+from detectors.series_rule import SeriesRule
 
 # Fields a rule kind cannot be built without (its defaults cover the rest), and short warm-ups (and
 # refractory periods: one alarm must not silence a bank for the rest of the run) so the checks
