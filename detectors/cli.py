@@ -1,7 +1,7 @@
 """`fleetmedic detect` (the detection consumer), and the detector stage's commands (`COMMANDS`).
 
 The stage's other commands live beside what they drive: `fleetmedic model train|explain` in
-`detectors.fault_model`, `fleetmedic eval nab` and `fleetmedic detect csv` (added under `detect`
+`detectors.model_cli`, `fleetmedic eval nab` and `fleetmedic detect csv` (added under `detect`
 through `register_detect`) in `detectors.eval_cli`.
 """
 
@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from . import eval_cli, fault_model
+from . import eval_cli, model_cli
 
 log = logging.getLogger(__name__)
 
@@ -104,4 +104,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # The stage's top-level commands, in the order `fleetmedic --help` lists them.
-COMMANDS = (register, fault_model.register, eval_cli.register)
+COMMANDS = (register, model_cli.register, eval_cli.register)
