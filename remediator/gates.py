@@ -40,7 +40,9 @@ from fleetmedic.schemas import Incident, Remediation
 
 from .claims import CLOSED_LOOP_GATE, Entry, Ledger, remediation_id
 from .control import describe_matchers
-from .policy import Gates, Policy, PolicyError, Rule, Step
+from .policy import Policy, Rule, Step
+from .policy_gates import Gates
+from .policy_vars import PolicyError
 
 
 @dataclass(frozen=True)
