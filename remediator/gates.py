@@ -57,6 +57,8 @@ class Proposal:
     extra_vars: dict
     dry_run: bool
     needs_approval: bool
+    # the approvers' verdict (`approved by alice: ...`) when this proposal answers its wait for approval
+    approved: str | None = None
 
     @property
     def host(self) -> str:
