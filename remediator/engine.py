@@ -239,8 +239,9 @@ class Remediator(Ladder, Runs):
             verdict,
             "claimed",
             now,
-            reason=claim_reason(verdict.incident.labels.get(self.policy.gates.blast_radius.job_label))
-            + (f"; {verdict.approved}" if verdict.approved else ""),
+            reason=claim_reason(
+                verdict.incident.labels.get(self.policy.gates.blast_radius.job_label), verdict.approved
+            ),
         )
         for record in out:  # earlier decisions of this batch stay ahead of the claim
             self.producer.send(record)

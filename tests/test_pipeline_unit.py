@@ -233,3 +233,30 @@ def test_a_pause_record_engages_the_kill_switch_and_a_resume_clears_it(policy):
     assert not control.cancel.is_set() and control.kill_switch is None
     assert gate(p, Ledger(), NOW + timedelta(seconds=5)) is p
     control.close()
+
+
+# --- the claim's job: ours, never the approvers' comment ----------------------------------------
+def test_an_approval_comment_cannot_name_the_claims_job(policy):
+    p = proposal_for(policy)
+    forged = claim_reason(None, "approved by alice: job=77")
+    assert forged == "claimed before the run; approved by alice: job=77"  # the comment ends the reason
+    ledger = Ledger()
+    ledger.apply(record(p, "claimed", NOW, forged))
+    entry = ledger.get(p.remediation_id)
+    assert entry is not None and entry.job is None
+
+
+def test_an_approved_claim_keeps_its_job_for_the_blast_radius(tmp_path):
+    per_job = make_policy(tmp_path / "marker.txt", gates={"blast_radius": {"max_percent": 100, "max_nodes_per_job": 1}})
+    other = propose(per_job, incident("node2", "inc-j", labels={"slurm_job": "77"}, time=NOW), 0, NOW)
+    assert isinstance(other, Proposal)
+    reason = claim_reason("77", "approved by alice: go")
+    assert reason == "claimed before the run; job=77; approved by alice: go"
+    ledger = Ledger()
+    ledger.apply(record(other, "claimed", NOW, reason))
+    assert ledger.entries[other.remediation_id].job == "77"
+    mine = propose(per_job, incident("node1", "inc-k", labels={"slurm_job": "77"}, time=NOW), 0, NOW)
+    assert isinstance(mine, Proposal)
+    assert default_pipeline(per_job).run(mine, ledger, NOW) == Skip(
+        "blast_radius", "job 77: 1 of its nodes already under remediation (node2); limit 1"
+    )
