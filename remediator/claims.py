@@ -176,7 +176,7 @@ class Ledger:
 class LedgerReader:
     """Reads the remediations topic into a Ledger: to its end at start, then what is new."""
 
-    def __init__(self, settings: Settings, ledger: Ledger | None = None):
+    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
         self.settings = settings
         self.ledger = ledger or Ledger()
         self.topic = topic_name(settings, Remediation.topic)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kafka import TopicPartition
 from kafka.partitioner.default import murmur2
@@ -59,6 +60,9 @@ from .policy import Policy
 from .policy_reload import PolicyWatcher
 from .runs import Runs, crash_point
 from .stages import Hold, Stop, decision_pipeline
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +93,14 @@ class Remediator(Ladder, Runs):
         group_id: str = "fleetmedic-remediator",
         pipeline: Pipeline | None = None,
         clock: Callable[[], datetime] = utcnow,
-        run_playbook=None,
+        run_playbook: Callable[..., Any] | None = None,
         tick_s: float = 0.5,
         session_timeout_ms: int = 10_000,
         orphan_grace_s: float = ORPHAN_GRACE_S,
         control: ControlState | None = None,
         policy_path: str | Path | None = None,
-        inventory=None,
-    ):
+        inventory: Inventory | None = None,
+    ) -> None:
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings

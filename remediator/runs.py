@@ -63,23 +63,24 @@ class Runs:
         from .runner import PlaybookRefused, PlaybookRun, where_it_runs
 
         target = self.inventory.target(p.host) if self.inventory is not None else None
+        assert p.step.playbook is not None, "only `action: human` has no playbook (policy.Step), and it never runs"
+        playbook = p.step.playbook
 
-        def on_start():
+        def on_start() -> None:
             self.producer.send(
                 self._record(
                     p,
                     "running",
                     self.clock(),
                     started_at=self.clock(),
-                    reason=where_it_runs(p.step.playbook, self.runner.playbooks_dir, target),
+                    reason=where_it_runs(playbook, self.runner.playbooks_dir, target),
                 )
             )
             self.started += 1
             crash_point("started")
 
-        assert p.step.playbook is not None, "only `action: human` has no playbook (policy.Step), and it never runs"
         run = PlaybookRun(
-            playbook=p.step.playbook,
+            playbook=playbook,
             extra_vars=p.extra_vars,
             check=p.dry_run,
             timeout_s=p.step.timeout_s,
