@@ -2,7 +2,8 @@
 
 One `Remediator` is a member of a consumer group reading incidents.v1 and approvals.v1 through
 the shared `ConsumerLoop`. For each incident it picks a rule (first match in the policy file),
-renders the step's typed variables, and passes the action through the gates. Then:
+renders the step's typed variables, and passes the action through the decision pipeline (dedup,
+claim, human, the gates, approval: remediator/stages.py). Then:
 
 1. `claimed` is written and acknowledged by the broker (flush) BEFORE anything runs; the
    remediation id is derived from (incident id, action, step), so a claim is recognised after
@@ -27,6 +28,9 @@ the resolved incident's ladder had claimed an `out_of_service` step (drain, cord
 `return_to_service` step (resume, uncordon) is proposed next, through the gates (and an approval
 where it asks for one). With an inventory (`remediator.inventory`), each run targets the incident's
 inventory host.
+
+This module is the consumer and the decisions; the ladder's timers and close are in
+`remediator.ladder`, the runs in `remediator.runs` (both parts of `Remediator`).
 """
 
 from __future__ import annotations
