@@ -34,7 +34,7 @@ CLAIMS_PARTITION = 0
 FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated", "unreachable"})
 # Outcomes of a run that was started (the closed loop watches these).
 RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled", "unreachable"})
-# The gate of the record that closes an incident's ladder when the incident resolves (engine.py).
+# The gate of the record that closes an incident's ladder when the incident resolves (ladder.py).
 CLOSED_LOOP_GATE = "closed_loop"
 # A claim whose outcome never arrived (its process died) stops counting as "running" after this.
 ORPHAN_AFTER_S = 3600.0
