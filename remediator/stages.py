@@ -20,11 +20,11 @@ claims log (remediator/agreement.py); those side effects stay in the engine.
 
 Example::
 
-    >>> from datetime import datetime, timezone
-    >>> from remediator.claims import Ledger
-    >>> pipeline = DecisionPipeline([HandToHuman()])
-    >>> pipeline.names
-    ['human']
+    >>> from remediator.gates import default_pipeline
+    >>> from remediator.policy import Policy
+    >>> policy = Policy.model_validate({})
+    >>> decision_pipeline(policy, default_pipeline(policy)).names
+    ['dedup', 'claim', 'human', 'gates', 'approval']
 """
 
 from __future__ import annotations
