@@ -34,11 +34,15 @@ CLAIMS_PARTITION = 0
 FINAL = frozenset({"skipped", "succeeded", "failed", "dry_run", "cancelled", "timed_out", "escalated", "unreachable"})
 # Outcomes of a run that was started (the closed loop watches these).
 RUN_OUTCOMES = frozenset({"succeeded", "failed", "dry_run", "timed_out", "cancelled", "unreachable"})
-# The gate of the record that closes an incident's ladder when the incident resolves (engine.py).
+# The gate of the record that closes an incident's ladder when the incident resolves (ladder.py).
 CLOSED_LOOP_GATE = "closed_loop"
 # A claim whose outcome never arrived (its process died) stops counting as "running" after this.
 ORPHAN_AFTER_S = 3600.0
-_JOB = re.compile(r"\bjob=([A-Za-z0-9._:/-]{1,128})$")
+# A claim's reason is ours up to its job field; what follows (the approvers' verdict and comment)
+# is their text. So the job is read only where we write it: never from the approvers' part.
+_CLAIMED = "claimed before the run"
+_JOB_NAME = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
+_JOB = re.compile(r"^claimed before the run; job=([A-Za-z0-9._:/-]{1,128})(?:;|$)")
 
 
 def remediation_id(incident_id: str, action: str, step: int) -> str:
@@ -66,14 +70,15 @@ RELEASED = "released: "
 
 
 def is_released(record: Remediation) -> bool:
+    """Is `record` the release of a claim that lost the race (remediator/agreement.py)?"""
     return record.status == "skipped" and (record.reason or "").startswith(RELEASED)
 
 
-def claim_reason(job: str | None) -> str:
-    """The claim record's reason; it carries the job so blast radius per job survives restarts."""
-    if job and _JOB.search(f"job={job}"):
-        return f"claimed before the run; job={job}"
-    return "claimed before the run"
+def claim_reason(job: str | None, approved: str | None = None) -> str:
+    """The claim record's reason; it carries the job so blast radius per job survives restarts,
+    ahead of the approvers' verdict (`approved`) so that their comment cannot name the job."""
+    reason = f"{_CLAIMED}; job={job}" if job and _JOB_NAME.fullmatch(job) else _CLAIMED
+    return f"{reason}; {approved}" if approved else reason
 
 
 @dataclass
@@ -171,7 +176,7 @@ class Ledger:
 class LedgerReader:
     """Reads the remediations topic into a Ledger: to its end at start, then what is new."""
 
-    def __init__(self, settings: Settings, ledger: Ledger | None = None):
+    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
         self.settings = settings
         self.ledger = ledger or Ledger()
         self.topic = topic_name(settings, Remediation.topic)

@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -107,6 +108,7 @@ def incident_labels(incident: Incident) -> dict[str, str]:
 
 
 def describe_matchers(matchers: list[Matcher]) -> str:
+    """Matchers as `name="value"` pairs joined by commas (as the records and reasons show them)."""
     return ",".join(f"{m.name}{m.op}{json.dumps(m.value)}" for m in matchers)
 
 
@@ -122,6 +124,7 @@ class ActiveStop:
     matchers: tuple[Matcher, ...]
 
     def describe(self) -> str:
+        """Where the stop comes from, what it matches, who set it, until when, and why."""
         src = "Alertmanager silence" if self.source == "alertmanager" else "silence"
         note = f": {self.reason}" if self.reason else ""
         return (
@@ -168,11 +171,21 @@ class ControlState:
     `start()` reads the topic to its end before returning (so a pause written before this process
     started is honoured by its first decision), then follows it. Thread-safe: the follower thread
     replaces whole values; readers take them as they are.
+
+    The topic's consumer (`reader`, or the one passed in) is opened on first use (`start`,
+    `catch_up`, `poll`), not here: a state fed records with `apply` needs no broker (the gates'
+    unit tests).
     """
 
     def __init__(
-        self, settings: Settings, *, poll_ms: int = 200, read_alertmanager: bool = True, clock=lambda: datetime.now(UTC)
-    ):
+        self,
+        settings: Settings,
+        *,
+        poll_ms: int = 200,
+        read_alertmanager: bool = True,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        reader: TopicReader | None = None,
+    ) -> None:
         self.settings = settings
         self.poll_ms = poll_ms
         self.clock = clock
@@ -185,10 +198,18 @@ class ControlState:
         self.applied = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.reader = TopicReader(settings, [self.topic], name="control", fetch_max_wait_ms=100)
+        self._reader = reader
+
+    @property
+    def reader(self) -> TopicReader:
+        """The control topic's consumer, opened on first use."""
+        if self._reader is None:
+            self._reader = TopicReader(self.settings, [self.topic], name="control", fetch_max_wait_ms=100)
+        return self._reader
 
     # --- reading ---------------------------------------------------------------------------
     def apply(self, record: Control) -> None:
+        """Take one control record (the newest per id wins; an engaged kill switch sets `cancel`)."""
         old = self.records.get(record.id)
         if old is not None and old.time > record.time:
             return  # an older decision arriving late never overrides a newer one
@@ -203,6 +224,7 @@ class ControlState:
                 log.warning("kill switch released by %s", record.by)
 
     def poll(self, timeout_ms: int = 0) -> int:
+        """Apply what is new on the topic (waiting up to `timeout_ms`); returns the records read."""
         return self._apply_all(self.reader.poll(timeout_ms))
 
     def _apply_all(self, batch: list) -> int:
@@ -212,10 +234,12 @@ class ControlState:
         return len(records)
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Apply everything written to the topic up to now."""
         for batch in self.reader.read_to_end(timeout_s=timeout_s):
             self._apply_all(batch)
 
     def refresh_alertmanager(self) -> None:
+        """Re-read Alertmanager's active silences (kept as they were when it cannot be read)."""
         if not self.am_url:
             return
         try:
@@ -234,6 +258,7 @@ class ControlState:
             self.am_error = str(exc)
 
     def start(self) -> ControlState:
+        """Read the topic to its end, then follow it in a thread; returns self."""
         self.catch_up()
         self.refresh_alertmanager()
         refresh = (
@@ -257,10 +282,12 @@ class ControlState:
             return 0
 
     def close(self) -> None:
+        """Stop the follower thread and close the consumer (when one was opened)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.reader.close()
+        if self._reader is not None:
+            self._reader.close()
 
     # --- what the gates ask -----------------------------------------------------------------
     @property

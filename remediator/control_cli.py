@@ -50,7 +50,7 @@ def _state(settings):
     try:
         state.catch_up()
     finally:
-        state.reader.close()
+        state.close()
     return state
 
 

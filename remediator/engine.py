@@ -2,7 +2,8 @@
 
 One `Remediator` is a member of a consumer group reading incidents.v1 and approvals.v1 through
 the shared `ConsumerLoop`. For each incident it picks a rule (first match in the policy file),
-renders the step's typed variables, and passes the action through the gates. Then:
+renders the step's typed variables, and passes the action through the decision pipeline (dedup,
+claim, human, the gates, approval: remediator/stages.py). Then:
 
 1. `claimed` is written and acknowledged by the broker (flush) BEFORE anything runs; the
    remediation id is derived from (incident id, action, step), so a claim is recognised after
@@ -27,25 +28,27 @@ the resolved incident's ladder had claimed an `out_of_service` step (drain, cord
 `return_to_service` step (resume, uncordon) is proposed next, through the gates (and an approval
 where it asks for one). With an inventory (`remediator.inventory`), each run targets the incident's
 inventory host.
+
+This module is the consumer and the decisions; the ladder's timers and close are in
+`remediator.ladder`, the runs in `remediator.runs` (both parts of `Remediator`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kafka import TopicPartition
 from kafka.partitioner.default import murmur2
 
 from fleetmedic import metrics
 from fleetmedic.config import Settings
-from fleetmedic.lifecycle import Periodic, TopicReader
+from fleetmedic.lifecycle import Periodic
 from fleetmedic.logfmt import incident_fields
 from fleetmedic.schemas import Approval, Incident, Remediation
 from fleetmedic.topics import topic_name
@@ -53,41 +56,36 @@ from fleetmedic.transport import ConsumerLoop, Producer, Received
 
 from . import approvals
 from .agreement import Agreement
-from .claims import CLAIMS_PARTITION, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason, remediation_id
+from .claims import CLAIMS_PARTITION, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason
 from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
-from .policy import HUMAN, Policy
+from .ladder import CLOSED_LOOP, ORPHAN_GRACE_S, Ladder
+from .policy import Policy
 from .policy_reload import PolicyWatcher
+from .runs import Runs, crash_point
+from .stages import Hold, Stop, decision_pipeline
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 log = logging.getLogger(__name__)
-
-# Tests kill the process (SIGKILL) at one of these points to show that no run happens twice.
-# (not FLEETMEDIC_*: that prefix is reserved for settings)
-CRASH_ENV = "FM_REMEDIATOR_CRASH_AT"
-CRASH_POINTS = ("claimed", "started", "ran", "produced")
-# A claim with no outcome (its process died mid-run) is escalated this long after its timeout.
-ORPHAN_GRACE_S = 30.0
-CLOSED_LOOP = "closed_loop"
-
-
-def _crash_point(point: str) -> None:
-    if os.environ.get(CRASH_ENV) == point:
-        log.warning("crash point %s: SIGKILL", point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
 class RunnerConfig:
+    """Where the playbooks are, where each run's artifacts go, and how many runs' artifacts are kept."""
+
     playbooks_dir: Path
     artifacts_dir: Path
     keep_artifacts: int = 50
 
 
 def utcnow() -> datetime:
+    """The remediator's default clock: now, in UTC."""
     return datetime.now(UTC)
 
 
-class Remediator:
+class Remediator(Ladder, Runs):
     """The `fleetmedic remediate` consumer (see the module docstring for the protocol)."""
 
     def __init__(
@@ -99,14 +97,14 @@ class Remediator:
         group_id: str = "fleetmedic-remediator",
         pipeline: Pipeline | None = None,
         clock: Callable[[], datetime] = utcnow,
-        run_playbook=None,
+        run_playbook: Callable[..., Any] | None = None,
         tick_s: float = 0.5,
         session_timeout_ms: int = 10_000,
         orphan_grace_s: float = ORPHAN_GRACE_S,
         control: ControlState | None = None,
         policy_path: str | Path | None = None,
-        inventory=None,
-    ):
+        inventory: Inventory | None = None,
+    ) -> None:
         if run_playbook is None:
             from .runner import run_playbook
         self.settings = settings
@@ -118,7 +116,9 @@ class Remediator:
         self._own_control = control is None
         self.control = control if control is not None else ControlState(settings).start()
         self._default_pipeline = pipeline is None
+        # the gates (remediator/gates.py), inside the decision stages (remediator/stages.py)
         self.pipeline = pipeline or default_pipeline(policy, self.control, inventory)
+        self.decision = decision_pipeline(policy, self.pipeline)
         self.policy_watcher = PolicyWatcher(policy_path, policy) if policy_path is not None else None
         self.clock = clock
         self.tick_s = tick_s
@@ -142,7 +142,7 @@ class Remediator:
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_restore=self._on_restore,
-            after_flush=lambda stats: _crash_point("produced"),
+            after_flush=lambda stats: crash_point("produced"),
             max_records=100,
             # a batch waits for its playbook runs before the commit: allow long runs between polls
             max_poll_interval_ms=3_600_000,
@@ -227,44 +227,29 @@ class Remediator:
         return propose(self.policy, incident, step_index, self.clock())
 
     def _decide(self, proposal: Proposal, out: list, runs: list, *, approved: str | None = None) -> None:
-        """Gates, then: skip record, approval request, hand to a human, or claim for a run."""
+        """The decision stages (remediator/stages.py), then: nothing (already decided), a skip record,
+        a record of the stage's own status (a human, an approval request), or a claim for a run;
+        `approved`: the approvers' verdict when this proposal answers its wait for approval."""
         now = self.clock()
-        if proposal.action == HUMAN:
-            self._emit(
-                self._record(
-                    proposal,
-                    "escalated",
-                    now,
-                    reason=f"rule {proposal.rule.name}: "
-                    f"handed to a human ({proposal.incident.summary or proposal.incident.kind})",
-                ),
-                out,
-            )
+        if approved is not None:
+            proposal = replace(proposal, approved=approved)
+        verdict = self.decision.run(proposal, self.ledger, now)
+        if isinstance(verdict, Hold):
             return
-        verdict = self.pipeline.run(proposal, self.ledger, now)
         if isinstance(verdict, Skip):
             self._emit(self._record(proposal, "skipped", now, gate=verdict.gate, reason=verdict.reason), out)
             return
-        if verdict.needs_approval and approved is None:
-            self._emit(
-                self._record(
-                    verdict,
-                    "awaiting_approval",
-                    now,
-                    reason=f"rule {proposal.rule.name} needs approval: fleetmedic approve "
-                    f"{proposal.remediation_id} (or --deny); expires in "
-                    f"{self.policy.approvals.expire_s:g}s",
-                ),
-                out,
-            )
+        if isinstance(verdict, Stop):
+            self._emit(self._record(proposal, verdict.status, now, reason=verdict.reason), out)
             return
         # The claim must be on the broker before the run: flush what is pending, then claim.
         claim = self._record(
             verdict,
             "claimed",
             now,
-            reason=claim_reason(verdict.incident.labels.get(self.policy.gates.blast_radius.job_label))
-            + (f"; {approved}" if approved else ""),
+            reason=claim_reason(
+                verdict.incident.labels.get(self.policy.gates.blast_radius.job_label), verdict.approved
+            ),
         )
         for record in out:  # earlier decisions of this batch stay ahead of the claim
             self.producer.send(record)
@@ -276,7 +261,7 @@ class Remediator:
         self.producer.flush()
         offset = future.get(timeout=0).offset
         self.ledger.apply(claim, offset)
-        _crash_point("claimed")
+        crash_point("claimed")
         lost = self.agreement.check(proposal, claim, offset, now)
         if lost is not None:
             release = Agreement.release(claim, lost, self.clock())
@@ -316,64 +301,7 @@ class Remediator:
             if not self.ledger.get(proposal.id):
                 self._emit(proposal, out)
         elif proposal is not None:
-            entry = self.ledger.get(proposal.remediation_id)
-            if entry is not None and (entry.claimed_at is not None or entry.latest.status == "awaiting_approval"):
-                return  # claimed once already (at most once), or waiting for a person
-            self._decide(proposal, out, runs)
-
-    def _close_ladder(self, incident: Incident, out: list) -> bool:
-        """Close the incident's ladder (once); True when this call closed it."""
-        entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP]
-        if not entries or self.ledger.get(remediation_id(incident.id, CLOSED_LOOP, 0)) is not None:
-            return False
-        now = self.clock()
-        for e in entries:
-            if e.latest.status == "awaiting_approval":
-                self._emit(
-                    e.latest.model_copy(
-                        update={
-                            "status": "cancelled",
-                            "time": now,
-                            "gate": CLOSED_LOOP,
-                            "reason": "incident resolved before approval",
-                        }
-                    ),
-                    out,
-                )
-        top = max(entries, key=lambda e: e.first.step)
-        close_id = remediation_id(incident.id, CLOSED_LOOP, 0)
-        if self.ledger.get(close_id) is None:
-            self._emit(
-                Remediation(
-                    id=close_id,
-                    incident_id=incident.id,
-                    fingerprint=incident.fingerprint,
-                    host=incident.host,
-                    action=top.first.action,
-                    playbook=top.first.playbook,
-                    status="cancelled",
-                    gate=CLOSED_LOOP,
-                    step=top.first.step,
-                    time=now,
-                    reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
-                    f"ladder stops after step {top.first.step} ({top.first.action})",
-                ),
-                out,
-            )
-        return True
-
-    def _return_to_service(self, incident: Incident, out: list, runs: list) -> None:
-        """After a resolve: the rule's return-to-service step, when an out_of_service step was claimed."""
-        from .gates import return_step_due
-
-        if return_step_due(self.policy, self.ledger, incident):
-            rule = self.policy.rule_for(incident.model_copy(update={"status": "open"}))
-            assert rule is not None, "return_step_due found the rule"
-            proposal = self.propose(incident, len(rule.steps))
-            if isinstance(proposal, Remediation):
-                self._emit(proposal, out)
-            elif proposal is not None and self.ledger.get(proposal.remediation_id) is None:
-                self._decide(proposal, out, runs)
+            self._decide(proposal, out, runs)  # dedup and claim hold one claimed or waiting for a person
 
     def _on_approval(self, item: Received, out: list, runs: list) -> None:
         approval: Approval = item.record
@@ -420,84 +348,6 @@ class Remediator:
         return rule.approvers_required if rule else 1
 
     # --- running --------------------------------------------------------------------------
-    def _execute(self, p: Proposal) -> Remediation:
-        from .runner import PlaybookRefused, PlaybookRun, where_it_runs
-
-        target = self.inventory.target(p.host) if self.inventory is not None else None
-
-        def on_start():
-            self.producer.send(
-                self._record(
-                    p,
-                    "running",
-                    self.clock(),
-                    started_at=self.clock(),
-                    reason=where_it_runs(p.step.playbook, self.runner.playbooks_dir, target),
-                )
-            )
-            self.started += 1
-            _crash_point("started")
-
-        assert p.step.playbook is not None, "only `action: human` has no playbook (policy.Step), and it never runs"
-        run = PlaybookRun(
-            playbook=p.step.playbook,
-            extra_vars=p.extra_vars,
-            check=p.dry_run,
-            timeout_s=p.step.timeout_s,
-            target=target,
-        )
-        try:
-            result = self._run_playbook(
-                run,
-                playbooks_dir=self.runner.playbooks_dir,
-                artifacts_dir=self.runner.artifacts_dir,
-                on_start=on_start,
-                keep_artifacts=self.runner.keep_artifacts,
-                cancel=self.control.cancel,
-            )
-        except PlaybookRefused as exc:
-            return self._record(p, "failed", self.clock(), reason=f"refused before the run: {exc}")
-        except Exception as exc:  # the run's outcome must be recorded whatever went wrong
-            log.exception(
-                "run of %s failed to complete",
-                p.remediation_id,
-                extra={"incident_id": p.incident.id, "host": p.host, "remediation_id": p.remediation_id},
-            )
-            return self._record(p, "failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
-        _crash_point("ran")
-        status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
-        reason = gate = None
-        if getattr(result, "unreachable_reason", None):
-            reason = f"unreachable: {result.unreachable_reason}"
-        elif result.summary.failed_tasks:
-            reason = "failed tasks: " + ", ".join(result.summary.failed_tasks)
-        engaged = self.control.kill_switch
-        if status == "cancelled" and engaged is not None:
-            # stopped by `fleetmedic pause`: the ladder stops here too (no escalation past a person's stop)
-            gate = "kill_switch"
-            reason = f"cancelled by the kill switch (fleetmedic pause by {engaged.by}: {engaged.reason or 'no reason'})"
-        return self._record(
-            p,
-            status,
-            self.clock(),
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            rc=result.rc,
-            run=result.summary,
-            reason=reason,
-            gate=gate,
-        )
-
-    def _run_all(self, runs: list[Proposal], out: list) -> None:
-        if not runs:
-            return
-        if len(runs) == 1:
-            results = [self._execute(runs[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=min(len(runs), self.policy.gates.max_concurrent)) as pool:
-                results = list(pool.map(self._execute, runs))
-        for record in results:
-            self._emit(record, out)
 
     # --- the loop -------------------------------------------------------------------------
     def handle(self, batch: list[Received]) -> list[Remediation]:
@@ -512,156 +362,6 @@ class Remediator:
         self._run_all(runs, out)
         return out
 
-    def tick(self) -> list[Remediation]:
-        """Timers: approval expiry and escalation deadlines, for the incidents this process owns."""
-        self.reader.poll(0)
-        now = self.clock()
-        out: list[Remediation] = []
-        runs: list[Proposal] = []
-        returns = self.policy.return_actions()
-        for incident_id, ids in list(self.ledger.by_incident.items()):
-            entries = [self.ledger.entries[i] for i in ids]
-            if any(e.first.gate == CLOSED_LOOP for e in entries) or incident_id in self.resolved:
-                if returns:  # a closed ladder's return-to-service step may still wait for a person
-                    self._expire_approvals([e for e in entries if e.first.action in returns], now, out)
-                continue
-            if not self.owns(entries[0].first.host):
-                continue
-            self._expire_approvals(entries, now, out)
-            top = max(entries, key=lambda e: e.first.step)
-            if top.latest.status == "escalated" and top.first.action != HUMAN:
-                self._next_step_after_crash(incident_id, top, out, runs)
-                continue
-            due = self._escalation_due(top, now)
-            if due is not None:
-                self._escalate(incident_id, top, due, now, out, runs)
-        self._run_all(runs, out)
-        return out
-
-    def _expire_approvals(self, entries: list[Entry], now: datetime, out: list) -> None:
-        if not entries or not self.owns(entries[0].first.host):
-            return
-        for e in entries:
-            if approvals.expired(e, now, self.policy.approvals.expire_s):
-                self._emit(
-                    e.latest.model_copy(
-                        update={
-                            "status": "cancelled",
-                            "time": now,
-                            "gate": "approval",
-                            "reason": f"no answer within {self.policy.approvals.expire_s:g}s: denied by default",
-                        }
-                    ),
-                    out,
-                )
-
-    def _escalation_due(self, top: Entry, now: datetime) -> str | None:
-        """Why the ladder must move on from `top`, or None while it waits."""
-        status = top.latest.status
-        incident = self.incidents.get(top.first.incident_id)
-        rule = self.policy.rule_for(incident) if incident else None
-        step = rule.steps[top.first.step] if rule and top.first.step < len(rule.steps) else None
-        if step is None:
-            return None
-        if status in ("succeeded", "dry_run"):
-            done = top.latest.finished_at or top.latest.time
-            if now >= done + timedelta(seconds=step.resolve_within_s):
-                return f"not resolved {step.resolve_within_s:g}s after {top.first.action} finished"
-        elif (
-            status in ("failed", "timed_out", "cancelled", "unreachable")
-            and top.claimed_at is not None
-            and top.latest.gate is None
-        ):
-            return f"{top.first.action} ended {status}"
-        elif status in ("claimed", "running") and top.claimed_at is not None:
-            if now >= top.claimed_at + timedelta(seconds=step.timeout_s + self.orphan_grace_s):
-                return (
-                    f"{top.first.action} was claimed at {top.claimed_at.isoformat()} but no outcome was "
-                    f"recorded (the remediator stopped during the run); not run again"
-                )
-        return None
-
-    def _next_step_after_crash(self, incident_id: str, top: Entry, out: list, runs: list) -> None:
-        """A step was marked escalated but the process stopped before the next step was recorded."""
-        incident = self.incidents.get(incident_id)
-        rule = self.policy.rule_for(incident) if incident else None
-        if incident is None or rule is None or top.first.step + 1 >= len(rule.steps):
-            return  # the ladder ended with that escalation (a human has it)
-        proposal = self.propose(incident, top.first.step + 1)
-        if isinstance(proposal, Remediation):
-            self._emit(proposal, out)
-        elif proposal is not None:
-            self._decide(proposal, out, runs)
-
-    def _escalate(self, incident_id: str, top: Entry, why: str, now: datetime, out: list, runs: list) -> None:
-        incident = self.incidents[incident_id]
-        rule = self.policy.rule_for(incident)
-        assert rule is not None, "only a claimed step of a known rule escalates"
-        nxt = top.first.step + 1
-        if nxt >= len(rule.steps):
-            self._emit(
-                top.latest.model_copy(
-                    update={
-                        "status": "escalated",
-                        "time": now,
-                        "gate": None,
-                        "reason": f"{why}; rule {rule.name} has no further step: handed to a human",
-                    }
-                ),
-                out,
-            )
-            return
-        self._emit(
-            top.latest.model_copy(
-                update={
-                    "status": "escalated",
-                    "time": now,
-                    "gate": None,
-                    "reason": f"{why}; next: step {nxt} ({rule.steps[nxt].action})",
-                }
-            ),
-            out,
-        )
-        proposal = self.propose(incident, nxt)
-        if isinstance(proposal, Remediation):
-            self._emit(proposal, out)
-        elif proposal is not None:
-            self._decide(proposal, out, runs)
-
-    def incident(self, incident_id: str) -> Incident | None:
-        if incident_id not in self.incidents:
-            self._recover_incidents({incident_id})
-        return self.incidents.get(incident_id)
-
-    def _recover_incidents(self, wanted: set[str] | None = None) -> None:
-        """Read back the incidents that the ledger shows in progress (their offsets are committed)."""
-        if wanted is None:
-            wanted = {i for i, ids in self.ledger.by_incident.items() if self._in_progress(ids)}
-        wanted -= set(self.incidents)
-        if not wanted:
-            return
-        with TopicReader(self.settings, [self.incidents_topic], require=False, name="incidents") as reader:
-            try:
-                for batch in reader.read_to_end(timeout_s=60):
-                    for item in reader.records(batch, Incident):
-                        rec = item.record
-                        if rec.id in wanted:
-                            if rec.status == "resolve":
-                                self.resolved.add(rec.id)
-                            self.incidents[rec.id] = rec
-            except TimeoutError as exc:  # what was read is kept; the rest is read when asked for
-                log.warning("recovering incidents: %s", exc)
-
-    def _in_progress(self, ids: list[str]) -> bool:
-        """Can this incident's ladder still move (a timer, a retry, an answer)? Ended ladders need no incident."""
-        entries = [self.ledger.entries[x] for x in ids]
-        if any(e.first.gate == CLOSED_LOOP for e in entries):
-            return False
-        top = max(entries, key=lambda e: e.first.step).latest
-        if top.status == "cancelled" or (top.status == "escalated" and top.action == HUMAN):
-            return False
-        return not (top.status == "skipped" and top.gate not in RETRYABLE)
-
     def reload_policy(self) -> bool:
         """Take a changed (or SIGHUP-requested) policy file if it validates; True when one was taken."""
         if self.policy_watcher is None:
@@ -672,6 +372,7 @@ class Remediator:
         self.policy = new
         if self._default_pipeline:
             self.pipeline = default_pipeline(new, self.control, self.inventory)
+        self.decision = decision_pipeline(new, self.pipeline)
         return True
 
     def _on_tick(self) -> None:
@@ -711,4 +412,4 @@ class Remediator:
                         self.control.close()
 
 
-__all__ = ["Remediator", "RunnerConfig", "CRASH_ENV", "CRASH_POINTS"]
+__all__ = ["Remediator", "RunnerConfig"]

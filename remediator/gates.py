@@ -34,13 +34,18 @@ import fnmatch
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fleetmedic.schemas import Incident, Remediation
 
 from .claims import CLOSED_LOOP_GATE, Entry, Ledger, remediation_id
-from .control import describe_matchers
-from .policy import Gates, Policy, PolicyError, Rule, Step
+from .control import ControlState, describe_matchers
+from .policy import Policy, Rule, Step
+from .policy_gates import Gates
+from .policy_vars import PolicyError
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Proposal:
     extra_vars: dict
     dry_run: bool
     needs_approval: bool
+    # the approvers' verdict (`approved by alice: ...`) when this proposal answers its wait for approval
+    approved: str | None = None
 
     @property
     def host(self) -> str:
@@ -82,11 +89,11 @@ class KillSwitch:
 
     name = "kill_switch"
 
-    def __init__(self, gates: Gates, control=None):
+    def __init__(self, gates: Gates, control: ControlState | None = None) -> None:
         self.gates = gates
         self.control = control  # remediator.control.ControlState: `fleetmedic pause` records
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         engaged = self.control.kill_switch if self.control is not None else None
         if engaged is not None:
             note = f": {engaged.reason}" if engaged.reason else ""
@@ -110,11 +117,11 @@ class Silences:
 
     name = "silence"
 
-    def __init__(self, policy: Policy, control=None):
+    def __init__(self, policy: Policy, control: ControlState | None = None) -> None:
         self.policy = policy
         self.control = control
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         if self.control is not None:
             found = self.control.stop_for("silence", proposal.incident, now)
             if found is not None:
@@ -138,11 +145,11 @@ class Maintenance:
 
     name = "maintenance"
 
-    def __init__(self, policy: Policy, control=None):
+    def __init__(self, policy: Policy, control: ControlState | None = None) -> None:
         self.policy = policy
         self.control = control
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         if self.control is not None:
             found = self.control.stop_for("maintenance", proposal.incident, now)
             if found is not None:
@@ -163,10 +170,10 @@ class Flapping:
 
     name = "flapping"
 
-    def __init__(self, gates: Gates):
+    def __init__(self, gates: Gates) -> None:
         self.limit = gates.flapping
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         since = now - timedelta(seconds=self.limit.within_s)
         runs = [e for e in ledger.claims_since(since, real_only=True) if e.first.host == proposal.host]
         if len(runs) >= self.limit.max_runs:
@@ -183,17 +190,17 @@ class Cooldown:
 
     name = "cooldown"
 
-    def __init__(self, gates: Gates):
+    def __init__(self, gates: Gates) -> None:
         self.cooldown_s = gates.cooldown_s
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         if self.cooldown_s <= 0:
             return proposal
         since = now - timedelta(seconds=self.cooldown_s)
         last = [
             e.claimed_at
             for e in ledger.claims_since(since, real_only=True)
-            if e.first.host == proposal.host and e.first.action == proposal.action
+            if e.claimed_at is not None and e.first.host == proposal.host and e.first.action == proposal.action
         ]
         if last:
             ready = max(last) + timedelta(seconds=self.cooldown_s)
@@ -258,11 +265,11 @@ class BlastRadius:
 
     name = "blast_radius"
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.limit = policy.gates.blast_radius
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         if proposal.dry_run:
             return proposal
         active = impaired(ledger, self.policy) + ledger.running(now)
@@ -298,10 +305,10 @@ class InInventory:
 
     name = "inventory"
 
-    def __init__(self, inventory):
+    def __init__(self, inventory: Inventory | None) -> None:
         self.inventory = inventory
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         if self.inventory is None:
             return proposal
         self.inventory.maybe_refresh()
@@ -319,10 +326,10 @@ class MaxConcurrent:
 
     name = "max_concurrent"
 
-    def __init__(self, gates: Gates):
+    def __init__(self, gates: Gates) -> None:
         self.max = gates.max_concurrent
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         running = ledger.running(now)
         if len(running) >= self.max:
             return Skip(self.name, f"{len(running)} runs in flight (limit {self.max})")
@@ -334,10 +341,10 @@ class RateLimit:
 
     name = "rate_limit"
 
-    def __init__(self, gates: Gates):
+    def __init__(self, gates: Gates) -> None:
         self.limit = gates.rate_limit
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         recent = ledger.claims_since(now - timedelta(seconds=self.limit.per_s))
         if len(recent) >= self.limit.max_runs:
             return Skip(
@@ -351,7 +358,7 @@ class DryRun:
 
     name = "dry_run"
 
-    def __call__(self, proposal, ledger, now):
+    def __call__(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
         wanted = proposal.step.dry_run if proposal.step.dry_run is not None else proposal.rule.dry_run
         return replace(proposal, dry_run=True) if wanted and not proposal.dry_run else proposal
 
@@ -366,7 +373,7 @@ RETRYABLE = frozenset(
 class Pipeline:
     """The gates in order; `run` returns the proposal that passed all of them, or the first Skip."""
 
-    def __init__(self, gates: list[Gate]):
+    def __init__(self, gates: list[Gate]) -> None:
         self.gates = gates
 
     def run(self, proposal: Proposal, ledger: Ledger, now: datetime) -> Proposal | Skip:
@@ -420,7 +427,9 @@ def propose(policy: Policy, incident: Incident, step_index: int, now: datetime) 
     )
 
 
-def default_pipeline(policy: Policy, control=None, inventory=None) -> Pipeline:
+def default_pipeline(
+    policy: Policy, control: ControlState | None = None, inventory: Inventory | None = None
+) -> Pipeline:
     """The gates in their order; `control` (a remediator.control.ControlState) adds the control topic's
     kill switch, silences and maintenance records and Alertmanager's silences; with an `inventory`
     (also attached to the policy's host groups) an incident of a host outside it is skipped first

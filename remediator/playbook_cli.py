@@ -95,7 +95,8 @@ def cmd_try(args: argparse.Namespace) -> int:
     from fleetmedic.extras import require
 
     require("remediate", "fleetmedic playbook try")
-    from .policy import PolicyError, load_policy
+    from .policy import load_policy
+    from .policy_vars import PolicyError
     from .runner import PlaybookRefused, PlaybookRun, run_playbook
 
     policy = load_policy(args.policy)

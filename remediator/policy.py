@@ -7,8 +7,11 @@ ladder (`steps`): step 0 is the first action; the remediator takes step N+1 when
 not resolved `resolve_within_s` after step N finished (or at once when step N failed).
 
 A step's extra variables are typed and come only from an allow-list of incident fields
-(`ALLOWED_SOURCES`, plus `labels.<name>` and `details.<name>` for evidence details) or from
-constants written in the policy. Nothing else of an incident can reach a playbook.
+(`policy_vars.ALLOWED_SOURCES`, plus `labels.<name>` and `details.<name>` for evidence details) or
+from constants written in the policy. Nothing else of an incident can reach a playbook.
+
+This module holds the rules (`Step`, `Rule`) and the whole file (`Policy`); the variables are in
+`remediator.policy_vars`, `match` and the `gates` and `approvals` sections in `remediator.policy_gates`.
 
 Example::
 
@@ -23,193 +26,22 @@ Example::
 from __future__ import annotations
 
 import fnmatch
-import math
-import re
 from collections.abc import Callable
-from datetime import datetime, time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
-from fleetmedic.schemas import ActionClass, Incident
+from fleetmedic.schemas import Incident
 from fleetmedic.yamlfile import load_model
+
+from .policy_gates import Approvals, Gates, Match
+from .policy_vars import Ident, PolicyError, VarName, VarSpec, _Strict
 
 if TYPE_CHECKING:
     from .inventory import Inventory
-    from .runner import ExtraVar
 
-# Incident fields a policy may copy into a playbook variable.
-ALLOWED_SOURCES = (
-    "id",
-    "fingerprint",
-    "host",
-    "kind",
-    "subject",
-    "severity",
-    "detector",
-    "action_class",
-    "score",
-    "summary",
-)
-_SOURCE = re.compile(
-    r"^(id|fingerprint|host|kind|subject|severity|detector|action_class|score|summary"
-    r"|labels\.[A-Za-z0-9_.-]{1,128}|details\.[A-Za-z0-9_.-]{1,128})$"
-)
-_IDENT = r"^[a-z][a-z0-9_]{0,63}$"
 HUMAN = "human"  # the action name of a ladder's last rung: hand the incident to a person
-
-Ident = Annotated[str, StringConstraints(pattern=_IDENT)]
-VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-
-
-class PolicyError(ValueError):
-    """A variable could not be rendered from an incident (missing field, wrong type)."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HostUrl(_Strict):
-    """A URL on the incident host's own address (remediator/hostaddr.py), never one from the incident."""
-
-    scheme: Literal["http", "https"] = "http"
-    port: int = Field(ge=1, le=65535)
-    path: str = Field("/", pattern=r"^/[A-Za-z0-9._~/%-]{0,200}$")
-
-
-# `extract` runs on an incident field (labels and details are unbounded strings): longer ones are refused.
-EXTRACT_MAX_CHARS = 4096
-
-
-def _regex(field: str, pattern: str) -> re.Pattern:
-    """`pattern` compiled, or a ValueError naming the field (re.error is no ValueError: pydantic would
-    let it escape the policy loader as a crash; found by make fuzz)."""
-    try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ValueError(f"`{field}: {pattern[:200]}` is not a valid regular expression: {exc}") from None
-
-
-class VarSpec(_Strict):
-    """One playbook variable: `from` an allowed incident field, a constant `value`, or a `host_url`; typed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    source: str | None = Field(None, alias="from", description="allowed incident field, labels.X or details.X")
-    value: str | int | float | bool | None = None
-    type: Literal["str", "int", "float", "bool"] = "str"
-    default: str | int | float | bool | None = None
-    extract: str | None = Field(
-        None,
-        description="regex with one group: the value is what the group captured "
-        "(e.g. `^service\\.(.+)\\.up$` on a subject)",
-    )
-    pattern: str | None = Field(None, description="a str value must fully match this regex")
-    max_length: int = Field(256, ge=1, le=4096)
-    host_url: HostUrl | None = Field(None, description="a URL on the incident host's own address")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> VarSpec:
-        if sum(x is not None for x in (self.source, self.value, self.host_url)) != 1:
-            raise ValueError("give exactly one of `from` (an incident field), `value` (a constant) or `host_url`")
-        if self.host_url is not None:
-            return self
-        if self.source is not None and not _SOURCE.match(self.source):
-            raise ValueError(
-                f"`from: {self.source}` is not an allowed incident field; allowed: "
-                f"{', '.join(ALLOWED_SOURCES)}, labels.<name>, details.<name>"
-            )
-        if self.pattern is not None:
-            _regex("pattern", self.pattern)
-        if self.extract is not None:
-            if self.source is None:
-                raise ValueError("`extract` applies to a value taken `from` an incident field")
-            if _regex("extract", self.extract).groups != 1:
-                raise ValueError(f"`extract: {self.extract}` must have exactly one group")
-        if self.value is not None:
-            self.convert(self.value)
-        return self
-
-    def convert(self, raw: Any) -> ExtraVar:
-        if self.type == "str":
-            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-                raise PolicyError(f"{raw!r} is not a string")
-            out = str(raw)
-            if len(out) > self.max_length:
-                raise PolicyError(f"{len(out)} characters exceeds max_length {self.max_length}")
-            if self.pattern is not None and not re.fullmatch(self.pattern, out):
-                raise PolicyError(f"{out!r} does not match {self.pattern!r}")
-            return out
-        if self.type == "bool":
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, str) and raw.lower() in ("true", "false"):
-                return raw.lower() == "true"
-            raise PolicyError(f"{raw!r} is not a bool")
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            number = int(raw) if self.type == "int" else float(raw)
-        except (TypeError, ValueError):
-            raise PolicyError(f"{raw!r} is not {'an int' if self.type == 'int' else 'a float'}") from None
-        if self.type == "int" and isinstance(raw, float) and raw != number:
-            raise PolicyError(f"{raw!r} is not an int")
-        if isinstance(number, float) and not math.isfinite(number):
-            raise PolicyError(f"{raw!r} is not finite")
-        return number
-
-    def render(
-        self, incident: Incident, address_of: Callable[[str], str | None] | None = None, url_allow: tuple[str, ...] = ()
-    ) -> ExtraVar:
-        if self.value is not None:
-            return self.convert(self.value)
-        if self.host_url is not None:
-            from .hostaddr import checked
-
-            address = address_of(incident.host) if address_of else None
-            if not address:
-                raise PolicyError(f"no address for host {incident.host} (policy inventory or address source)")
-            try:
-                url = f"{self.host_url.scheme}://{checked(address)}:{self.host_url.port}{self.host_url.path}"
-            except ValueError as exc:
-                raise PolicyError(f"host {incident.host}: {exc}") from None
-            if url_allow and not any(fnmatch.fnmatchcase(url, glob) for glob in url_allow):
-                raise PolicyError(f"{url} is not in the policy's url_allow")
-            return url
-        assert self.source is not None  # _one_source: exactly one of `from`, `value`, `host_url`
-        raw = _lookup(incident, self.source)
-        if raw is None:
-            if self.default is None:
-                raise PolicyError(f"incident has no {self.source}")
-            raw = self.default
-        elif self.extract is not None:
-            if len(str(raw)) > EXTRACT_MAX_CHARS:  # the pattern is the author's, the field is not: bound its input
-                raise PolicyError(
-                    f"{self.source}: {len(str(raw))} characters is more than extract reads ({EXTRACT_MAX_CHARS})"
-                )
-            found = re.search(self.extract, str(raw))
-            if found is None or found.group(1) is None:
-                raise PolicyError(f"{self.source} {raw!r} does not match extract {self.extract!r}")
-            raw = found.group(1)
-        return self.convert(raw)
-
-
-def _lookup(incident: Incident, source: str):
-    if source.startswith("labels."):
-        return incident.labels.get(source[len("labels.") :])
-    if source.startswith("details."):
-        return incident.evidence.details.get(source[len("details.") :])
-    return getattr(incident, source)
 
 
 class Step(_Strict):
@@ -264,33 +96,6 @@ class Step(_Strict):
         return out
 
 
-class Match(_Strict):
-    """All given conditions must hold (an empty match holds for every incident)."""
-
-    kinds: list[str] | None = None
-    severities: list[Literal["info", "warning", "critical"]] | None = None
-    action_classes: list[ActionClass] | None = None
-    labels: dict[str, str] = Field(default_factory=dict, description="label → glob")
-    host_groups: list[str] | None = Field(None, description="the host is in at least one of these groups")
-    statuses: list[Literal["open", "update"]] = ["open", "update"]
-
-    def holds(self, incident: Incident, policy: Policy) -> bool:
-        if incident.status not in self.statuses:
-            return False
-        if self.kinds is not None and incident.kind not in self.kinds:
-            return False
-        if self.severities is not None and incident.severity not in self.severities:
-            return False
-        if self.action_classes is not None and incident.action_class not in self.action_classes:
-            return False
-        for name, glob in self.labels.items():
-            if name not in incident.labels or not fnmatch.fnmatchcase(incident.labels[name], glob):
-                return False
-        if self.host_groups is not None and not any(policy.in_group(incident.host, g) for g in self.host_groups):
-            return False
-        return True
-
-
 class Rule(_Strict):
     name: Ident
     match: Match = Match()
@@ -317,104 +122,6 @@ class Rule(_Strict):
         if index == len(self.steps):
             return self.return_to_service
         return None
-
-
-class Silence(_Strict):
-    """No remediation for matching incidents between `starts_at` and `ends_at`."""
-
-    match: Match = Match()
-    hosts: list[str] = Field(default_factory=list, description="host globs (empty: any host)")
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    comment: str = ""
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Silence:
-        if self.ends_at <= self.starts_at:
-            raise ValueError("ends_at must be after starts_at")
-        return self
-
-
-class MaintenanceWindow(_Strict):
-    """A recurring UTC window (e.g. Sundays 02:00 for 120 minutes) during which a group is left alone."""
-
-    name: Ident
-    host_groups: list[str] = Field(min_length=1)
-    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
-        "mon",
-        "tue",
-        "wed",
-        "thu",
-        "fri",
-        "sat",
-        "sun",
-    ]
-    start: time = Field(description="UTC time of day, HH:MM")
-    duration_min: int = Field(gt=0, le=7 * 24 * 60)
-
-    def active(self, now: datetime) -> bool:
-        days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        for back in range(0, 8):  # a window may have started on an earlier day
-            day = now.date().toordinal() - back
-            start_day = datetime.fromordinal(day).replace(tzinfo=now.tzinfo)
-            if days[start_day.weekday()] not in self.weekdays:
-                continue
-            begin = start_day.replace(hour=self.start.hour, minute=self.start.minute)
-            if 0 <= (now - begin).total_seconds() < self.duration_min * 60:
-                return True
-        return False
-
-
-class RateLimit(_Strict):
-    max_runs: int = Field(10, ge=1)
-    per_s: float = Field(600.0, gt=0)
-
-
-class BlastRadius(_Strict):
-    max_percent: float = Field(25.0, gt=0, le=100, description="of a host group under remediation at once")
-    job_label: str = Field("slurm_job", description="incident label naming the job a host runs")
-    max_nodes_per_job: int = Field(1, ge=1)
-    active_s: float = Field(
-        1800.0,
-        gt=0,
-        description="ignored (kept so older policy files load): "
-        "a host counts from its claim until it is back in service",
-    )
-
-
-class Flapping(_Strict):
-    max_runs: int = Field(3, ge=1, description="runs of one host allowed within `within_s`")
-    within_s: float = Field(3600.0, gt=0)
-
-
-class Gates(_Strict):
-    kill_switch: bool = False
-    kill_switch_file: Path | None = Field(None, description="when this file exists, nothing runs")
-    silences: list[Silence] = Field(default_factory=list)
-    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
-    cooldown_s: float = Field(600.0, ge=0, description="per (host, action)")
-    rate_limit: RateLimit = RateLimit()
-    max_concurrent: int = Field(4, ge=1)
-    blast_radius: BlastRadius = BlastRadius()
-    flapping: Flapping = Flapping()
-
-
-class Approvals(_Strict):
-    expire_s: float = Field(3600.0, gt=0, description="an unanswered request is denied after this long")
-    approvers: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], str] = Field(
-        default_factory=dict, description="approver name → Ed25519 public key (base64, `fleetmedic approver-key`)"
-    )
-
-    @model_validator(mode="after")
-    def _keys(self) -> Approvals:
-        from .approvals import parse_public_key
-
-        for name, text in self.approvers.items():
-            try:
-                parse_public_key(text)
-            except ValueError as exc:
-                raise ValueError(f"approvers.{name}: not an Ed25519 public key: {exc}") from None
-        return self
 
 
 class Policy(_Strict):

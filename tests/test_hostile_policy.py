@@ -6,7 +6,7 @@ import pytest
 from examples import T0
 
 from fleetmedic.schemas import Incident
-from remediator.policy import EXTRACT_MAX_CHARS, PolicyError, VarSpec
+from remediator.policy_vars import EXTRACT_MAX_CHARS, PolicyError, VarSpec
 
 
 def _incident(job: str) -> Incident:

@@ -9,7 +9,9 @@ import pytest
 from examples import examples
 
 from fleetmedic.yamlfile import ConfigFileError
-from remediator.policy import MaintenanceWindow, PolicyError, load_policy
+from remediator.policy import load_policy
+from remediator.policy_gates import MaintenanceWindow
+from remediator.policy_vars import PolicyError
 
 INCIDENT = next(r for r in examples() if type(r).__name__ == "Incident")
 

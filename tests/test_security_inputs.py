@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from remediator_kit import incident
 
 from remediator.hostaddr import use_address_source
-from remediator.policy import Policy, PolicyError
+from remediator.policy import Policy
+from remediator.policy_vars import PolicyError
 
 
 def _policy(var: dict, **extra) -> Policy:
