@@ -6,7 +6,7 @@ both see the last free slot of a blast radius (or of the fleet's concurrency or 
 both claim it. So every claim goes to one partition of the remediations topic
 (`claims.CLAIMS_PARTITION`), which gives all claims one order that every member reads alike.
 After its claim is acknowledged, a member reads that partition up to its claim and runs the
-gates again over a view of the ledger holding only the claims before its own (`Ledger.before`).
+gates again over a view of the ledger holding only the claims before its own (`before`, below).
 If they no longer pass, an earlier claim took the slot: it does not run, and records `skipped`
 with a reason starting `released: ` (also on the claims partition, so it follows the claim),
 which un-claims the id so the incident is tried again when the gate lifts. The first claim in

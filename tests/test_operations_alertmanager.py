@@ -489,4 +489,4 @@ def test_an_unreachable_alertmanager_is_survived_and_said(settings):
         control.refresh_alertmanager()
         assert control.am_silences == [kept] and control.am_error  # the last silences read are kept
     finally:
-        control.reader.close()
+        control.close()
