@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -359,6 +360,47 @@ def _scrub(artifact: Path) -> None:
     shutil.rmtree(artifact / "env", ignore_errors=True)
 
 
+class PlayStopper:
+    """ansible-runner's cancel callback for one run: stops it when `cancel` is set ("cancelled") or
+    at `deadline` on the monotonic clock (`timed_out` set), killing the play's processes first.
+
+    ansible-runner itself only SIGKILLs ansible-playbook's process group, and the processes that
+    do the work are not in it (ansible starts each module in a session of its own): a cancelled or
+    timed-out `sleep 60` task went on for its 60 s after the run had "stopped". So before saying
+    stop, this kills every descendant of this run's ansible-playbook process (found among this
+    process's children by `marker`, a path only its command line holds), while the tree is still
+    whole. A remote command's own processes are beyond reach: their SSH connection is what ends.
+    """
+
+    def __init__(self, cancel: threading.Event, deadline: float, marker: str):
+        self.cancel, self.deadline, self.marker = cancel, deadline, marker
+        self.timed_out = False
+
+    def __call__(self) -> bool:
+        if not self.cancel.is_set():
+            if time.monotonic() < self.deadline:
+                return False
+            self.timed_out = True
+        self.kill_play()
+        return True
+
+    def kill_play(self) -> int:
+        """SIGKILL every descendant of this run's ansible-playbook; returns how many were signalled."""
+        import psutil
+
+        killed = 0
+        for child in psutil.Process().children():
+            try:
+                if not any(self.marker in arg for arg in child.cmdline()):
+                    continue
+                for proc in child.children(recursive=True):
+                    proc.kill()
+                    killed += 1
+            except psutil.Error:  # gone meanwhile: nothing left to stop
+                continue
+        return killed
+
+
 def run_playbook(
     run: PlaybookRun,
     *,
@@ -428,6 +470,7 @@ def run_playbook(
         if on_start is not None:
             on_start()
         started_at = datetime.now(UTC)
+        stopper = PlayStopper(cancel, time.monotonic() + run.timeout_s, str(vars_file))
         outcome = ansible_runner.run(
             private_data_dir=private,
             project_dir=str(playbook.parent),
@@ -437,8 +480,9 @@ def run_playbook(
             cmdline=cmdline,
             artifact_dir=str(artifacts_dir),
             ident=ident,
-            timeout=max(1, math.ceil(run.timeout_s)),
-            cancel_callback=cancel.is_set,  # also keeps ansible-runner off our signal handlers
+            # the stopper ends the run at timeout_s; ansible-runner's own timeout is only a backstop
+            timeout=max(1, math.ceil(run.timeout_s)) + 30,
+            cancel_callback=stopper,  # also keeps ansible-runner off our signal handlers
             event_handler=events,
             suppress_env_files=True,
             quiet=True,
@@ -451,6 +495,8 @@ def run_playbook(
         _scrub(artifact)
     prune_artifacts(artifacts_dir, keep_artifacts)
     status = _STATUS.get(outcome.status, "failed")
+    if status == "cancelled" and stopper.timed_out:
+        status = "timed_out"
     summary = events.summary()
     if summary.unreachable and status == "failed":
         status = "unreachable"
