@@ -3,7 +3,8 @@
 Everything the remediator executes goes through `run_playbook`. It refuses a playbook that does
 not resolve to a file inside the allowed directory, passes variables as data (a YAML file that
 ansible-playbook reads with `-e @file`), never as text on a command line, honours a timeout and a
-cancel event, summarises the runner's events into a `RunSummary`, and keeps only the newest
+cancel event (killing the play's processes, `PlayStopper`), summarises the runner's events into a
+`RunSummary` (remediator/run_events.py), and keeps only the newest
 artifact directories, without the environment in them.
 
 Where a playbook runs is declared by the playbook, never guessed: every play's `hosts:` is either
@@ -49,7 +50,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from fleetmedic.schemas import MAX_OUTPUT_CHARS, RunSummary
+from fleetmedic.schemas import RunSummary
+
+from .run_events import EventSummary
 
 if TYPE_CHECKING:
     from .inventory import HostTarget
@@ -75,7 +78,6 @@ TARGET_VAR = "fleetmedic_host"  # every run's variable naming the target's inven
 # the connection of a target without an inventory (single-machine mode) and of the controller
 _LOCAL = {"ansible_connection": "local"}
 DEFAULT_KEEP_ARTIFACTS = 50
-MAX_FAILED_TASKS = 20
 CANCEL_POLL_S = 0.2  # how often a running play's cancel event is looked at
 
 
@@ -251,82 +253,6 @@ def ansible_bin_dir() -> Path:
     return Path(found).parent
 
 
-class _EventSummary:
-    """Counts task results from ansible-runner's events; the final stats win when present."""
-
-    def __init__(self) -> None:
-        self.ok = self.changed = self.failed = self.skipped = self.unreachable = 0
-        self.failed_tasks: list[str] = []
-        self.stats: dict | None = None
-        self.unreachable_msg: str | None = None
-
-    def __call__(self, event: dict) -> bool:
-        kind = event.get("event", "")
-        data = event.get("event_data") or {}
-        if kind == "runner_on_ok":
-            self.ok += 1
-            self.changed += bool((data.get("res") or {}).get("changed"))
-        elif kind == "runner_on_failed":
-            if data.get("ignore_errors"):
-                self.ok += 1
-            else:
-                self.failed += 1
-                self._failed_task(data)
-        elif kind == "runner_on_skipped":
-            self.skipped += 1
-        elif kind == "runner_on_unreachable":
-            self.unreachable += 1
-            self._failed_task(data)
-            if self.unreachable_msg is None:
-                msg = (data.get("res") or {}).get("msg") or "unreachable"
-                self.unreachable_msg = f"{data.get('host', '?')}: {str(msg).strip()}"[:1000]
-        elif kind == "playbook_on_stats":
-            self.stats = data
-        return True  # keep the event in the artifacts
-
-    def _failed_task(self, data: dict) -> None:
-        name = str(data.get("task") or data.get("task_action") or "?")
-        if len(self.failed_tasks) < MAX_FAILED_TASKS and name not in self.failed_tasks:
-            self.failed_tasks.append(name[:512])
-
-    def outputs(self) -> dict[str, str]:
-        """The play's set_stats data, one JSON text per key, bounded to fit the record."""
-        data = (self.stats or {}).get("artifact_data") or {}
-        out = {}
-        for key in sorted(data)[:32]:
-            text = json.dumps(data[key], sort_keys=True, default=str)
-            out[str(key)[:128]] = (
-                text if len(text) <= MAX_OUTPUT_CHARS else text[: MAX_OUTPUT_CHARS - 14] + "...(truncated)"
-            )
-        return out
-
-    def summary(self) -> RunSummary:
-        stats = self.stats
-        if stats is not None:
-
-            def total(key: str) -> int:
-                return sum(int(v) for v in (stats.get(key) or {}).values())
-
-            # Ansible's "ok" includes the changed results; so does ours.
-            return RunSummary(
-                ok=total("ok"),
-                changed=total("changed"),
-                failed=total("failures"),
-                skipped=total("skipped"),
-                unreachable=total("dark"),
-                failed_tasks=self.failed_tasks,
-                outputs=self.outputs(),
-            )
-        return RunSummary(
-            ok=self.ok,
-            changed=self.changed,
-            failed=self.failed,
-            skipped=self.skipped,
-            unreachable=self.unreachable,
-            failed_tasks=self.failed_tasks,
-        )
-
-
 def prune_artifacts(artifacts_dir: Path, keep: int) -> None:
     """Keep the newest `keep` run directories (by modification time), delete the rest."""
     runs = []
@@ -431,7 +357,7 @@ def run_playbook(
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = ansible_bin_dir()
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
-    events = _EventSummary()
+    events = EventSummary()
     cancel = cancel or threading.Event()
 
     from fleetmedic.secrets import scrub_environment
