@@ -25,12 +25,29 @@ def stage_commands() -> tuple[Callable[[argparse._SubParsersAction], None], ...]
     handler, so `--help` works on the base install."""
     from detectors.cli import COMMANDS as detect
     from fleetmedic_demo.cli import COMMANDS as demo
+    from ingest.cli import ALERT_ACTIONS as alerts_in
     from ingest.cli import COMMANDS as ingest
+    from remediator.cli import ALERT_ACTIONS as alerts_out
     from remediator.cli import COMMANDS as remediate
     from review.cli import COMMANDS as review
     from review.doctor import runner as doctor
 
-    return (doctor.register, *ingest, *detect, *review, *remediate, *demo)
+    def alerts(sub: argparse._SubParsersAction) -> None:
+        # one group, two stages: receive is ingest's, notify the remediator's (stages never import
+        # each other, so the group is put together here)
+        p = sub.add_parser(
+            "alerts",
+            help="Alertmanager in (webhook receiver) and out (alerts for people)",
+            description="receive: turn Alertmanager webhook notifications into incidents (firing opens, "
+            "resolved resolves), so existing Prometheus alert rules drive the policy. "
+            "notify: push incidents that need a person (awaiting approval, escalated, failed, "
+            "unreachable, kill switch) to Alertmanager's v2 API, resolved when the need ends.",
+        )
+        actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+        for add in (*alerts_in, *alerts_out):
+            add(actions)
+
+    return (doctor.register, *ingest, *detect, *review, *remediate, alerts, *demo)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import bridge_cli, node_cli, simulate_cli
+from . import alerts_cli, bridge_cli, node_cli, simulate_cli
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,3 +25,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # The stage's top-level commands, in the order `fleetmedic --help` lists them.
 COMMANDS = (register, simulate_cli.register)
+# This stage's actions of the shared `fleetmedic alerts` group (composed in fleetmedic/cli.py).
+ALERT_ACTIONS = (alerts_cli.add_receive,)

@@ -1,5 +1,5 @@
 """The remediator's commands: `fleetmedic remediate` and `fleetmedic approve ID` here, and the stage's
-others from their modules (`COMMANDS`: playbook, pause/silence/maintenance, alerts)."""
+others from their modules (`COMMANDS`: playbook, pause/silence/maintenance; `ALERT_ACTIONS`: alerts notify)."""
 
 from __future__ import annotations
 
@@ -220,4 +220,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # The stage's top-level commands, in the order `fleetmedic --help` lists them.
-COMMANDS = (register, playbook_cli.register, control_cli.register, alerts_cli.register)
+COMMANDS = (register, playbook_cli.register, control_cli.register)
+# This stage's actions of the shared `fleetmedic alerts` group (composed in fleetmedic/cli.py).
+ALERT_ACTIONS = (alerts_cli.add_notify,)
