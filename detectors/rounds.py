@@ -175,35 +175,43 @@ class RoundProcessing(SeriesTable):
             mine = local >= 0
             if not mine.any():
                 continue
-            ls = local[mine]
-            v, t, o, rr = values[mine], times[mine], offsets[mine], row_of[mine]
-            score, breach, clear = rule.scorer.update(ls, v, t)
-            opened, resolved, since = rule.lifecycle.step(ls, t, breach, clear, o)
+            rule_slots = local[mine]
+            rule_values, rule_times = values[mine], times[mine]
+            rule_offsets, rule_rows = offsets[mine], row_of[mine]
+            score, breach, clear = rule.scorer.update(rule_slots, rule_values, rule_times)
+            opened, resolved, since = rule.lifecycle.step(rule_slots, rule_times, breach, clear, rule_offsets)
             for j in opened:
-                row = rows[rr[j]]
+                row = rows[rule_rows[j]]
                 self._emit(
                     out,
                     [
                         self._series_incident(
-                            rule, int(ls[j]), row, "open", float(t[j]), float(t[j]), float(v[j]), float(score[j])
+                            rule,
+                            int(rule_slots[j]),
+                            row,
+                            "open",
+                            float(rule_times[j]),
+                            float(rule_times[j]),
+                            float(rule_values[j]),
+                            float(score[j]),
                         )
                     ],
                     row.item,
                     row.emit,
                 )
             for j, opened_at in zip(resolved, since, strict=True):
-                row = rows[rr[j]]
+                row = rows[rule_rows[j]]
                 self._emit(
                     out,
                     [
                         self._series_incident(
                             rule,
-                            int(ls[j]),
+                            int(rule_slots[j]),
                             row,
                             "resolve",
-                            float(t[j]),
+                            float(rule_times[j]),
                             float(opened_at),
-                            float(v[j]),
+                            float(rule_values[j]),
                             float(score[j]),
                         )
                     ],
