@@ -61,9 +61,10 @@ from detectors.config import DetectorConfig
 from detectors.engine import Engine
 from detectors.service import DetectService
 from fleetmedic.config import TopicSettings, load_settings
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import DetectorState, Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import Producer, Received, freeze_heap
+from fleetmedic.transport import Received, freeze_heap
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 

@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fleetmedic.config import Settings, TopicSettings  # noqa: E402
+from fleetmedic.producer import Producer  # noqa: E402
 from fleetmedic.schemas import Control, Incident  # noqa: E402
 from fleetmedic.topics import create_topics  # noqa: E402
-from fleetmedic.transport import Producer, wait_until  # noqa: E402
+from fleetmedic.transport import wait_until  # noqa: E402
 from remediator.control import ControlState  # noqa: E402
 from remediator.engine import Remediator, RunnerConfig  # noqa: E402
 from remediator.policy import Policy  # noqa: E402

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from detectors.config import load_config
 from fleetmedic.config import TopicSettings, load_settings
+from fleetmedic.producer import Producer
 from fleetmedic.topics import create_topics
-from fleetmedic.transport import Producer
 from ingest.sim_run import run_simulation
 from ingest.simulator import SimConfig
 from review.replay import diff, replay

@@ -20,9 +20,10 @@ from fleetmedic import metrics
 from fleetmedic.config import Settings
 from fleetmedic.lifecycle import ReadProgress, TopicReader
 from fleetmedic.logfmt import incident_fields
+from fleetmedic.producer import Outgoing
 from fleetmedic.schemas import Contract, DetectorState, Incident, LogEvent, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Outgoing, Received
+from fleetmedic.transport import ConsumerLoop, Received
 
 from . import eventtime
 from .engine import STATE_DETECTOR, Engine, EngineStats

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from .schemas import Contract, DeadLetter, DeadLetterKind
 
 if TYPE_CHECKING:
-    from .transport import LoopStats, Outgoing, Received
+    from .producer import Outgoing
+    from .transport import LoopStats, Received
 
 log = logging.getLogger("fleetmedic.transport")  # the loop's logger: its refusals are part of it
 # Any pydantic model: fleetmedic's contracts, and foreign records a bridge reads (ECS from shippers).

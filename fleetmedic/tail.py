@@ -6,8 +6,9 @@ import time
 import uuid
 
 from .config import Settings
+from .producer import Producer
 from .schemas import CONTRACTS, Contract
-from .transport import ConsumerLoop, LoopStats, Producer, Received
+from .transport import ConsumerLoop, LoopStats, Received
 
 BY_TOPIC: dict[str, type[Contract]] = {model.topic: model for model in CONTRACTS.values()}
 SHORT = {name.split(".")[0]: name for name in BY_TOPIC}

@@ -40,9 +40,9 @@ from pydantic import ValidationError
 
 from fleetmedic.config import AlertsSettings, Settings
 from fleetmedic.lifecycle import TopicReader
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Evidence, Incident
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer
 
 log = logging.getLogger(__name__)
 DETECTOR = "alertmanager"

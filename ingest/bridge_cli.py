@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 def cmd_export_ecs(args: argparse.Namespace) -> int:
     """Shippers' ECS JSON records on an existing topic → logs.v1, through the shared consumer loop."""
     from fleetmedic import metrics
-    from fleetmedic.transport import ConsumerLoop, Producer
+    from fleetmedic.producer import Producer
+    from fleetmedic.transport import ConsumerLoop
 
     from .shipped import EcsRecord, ecs_events
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from fleetmedic.config import Settings
 from fleetmedic.lifecycle import TopicReader
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Contract
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer
 
 from .split import fit
 from .spool import Spool

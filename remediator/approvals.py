@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetmedic.config import Settings
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Approval, Remediation
-from fleetmedic.transport import Producer
 
 from .claims import Entry, LedgerReader
 

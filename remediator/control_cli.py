@@ -36,7 +36,7 @@ def _who(args) -> str:
 
 
 def _write(settings, record) -> None:
-    from fleetmedic.transport import Producer
+    from fleetmedic.producer import Producer
 
     with Producer(settings) as producer:
         producer.send(record)

@@ -50,9 +50,10 @@ from fleetmedic import metrics
 from fleetmedic.config import Settings
 from fleetmedic.lifecycle import Periodic
 from fleetmedic.logfmt import incident_fields
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Approval, Incident, Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Producer, Received
+from fleetmedic.transport import ConsumerLoop, Received
 
 from . import approvals
 from .agreement import Agreement

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Remediation
-from fleetmedic.transport import Producer
 
 from .control import ControlState
 from .gates import Proposal

@@ -64,7 +64,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from detectors.config import load_config
     from fleetmedic.cli import settings_from
-    from fleetmedic.transport import Producer
+    from fleetmedic.producer import Producer
 
     from .replay import diff, print_diff, recorded_incidents, replay
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from kafka_helpers import read_topic
 
 from fleetmedic.config import Settings
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Evidence, Incident, Remediation
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer, wait_until
+from fleetmedic.transport import wait_until
 from remediator.approvals import generate_key
 from remediator.engine import Remediator, RunnerConfig
 from remediator.policy import Policy

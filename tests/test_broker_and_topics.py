@@ -10,9 +10,9 @@ from kafka_helpers import free_port, read_topic, topic_config
 
 from fleetmedic.broker import BrokerError, EmbeddedBroker
 from fleetmedic.config import BrokerSettings
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name, topic_specs
-from fleetmedic.transport import Producer
 
 
 def test_topics_create_is_idempotent_and_configures_each_topic(settings):

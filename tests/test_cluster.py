@@ -19,9 +19,10 @@ from kafka_helpers import free_port, read_topic, topic_config
 from fleetmedic.broker import BrokerError, _port_free
 from fleetmedic.cluster import EmbeddedCluster
 from fleetmedic.config import BrokerSettings
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import ConsumerLoop, Producer, wait_until
+from fleetmedic.transport import ConsumerLoop, wait_until
 
 
 def test_node_properties_name_every_voter_and_replicate_internal_topics(tmp_path):

@@ -17,9 +17,9 @@ from kafka.structs import OffsetAndMetadata
 from kafka_helpers import free_port
 
 from fleetmedic.cli import main
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import Producer
 from review.doctor.runner import Doctor
 
 ROOT = Path(__file__).resolve().parent.parent

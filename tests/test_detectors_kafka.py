@@ -18,9 +18,10 @@ from kafka_helpers import caught_up, read_topic
 from detectors.config import load_config
 from detectors.engine import Engine
 from detectors.service import DetectService
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Incident, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import Producer, Received, wait_until
+from fleetmedic.transport import Received, wait_until
 
 HERE = Path(__file__).resolve().parent
 

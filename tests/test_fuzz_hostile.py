@@ -789,8 +789,9 @@ def wire_sample(bootstrap: str, seed: int = 13, per_topic: int = 60) -> None:
     are dead-lettered. The handlers' side of the same records is the in-process targets above."""
     from conftest import make_settings
 
+    from fleetmedic.producer import Producer
     from fleetmedic.topics import create_topics, topic_name
-    from fleetmedic.transport import ConsumerLoop, Producer
+    from fleetmedic.transport import ConsumerLoop
 
     settings = make_settings(bootstrap)
     create_topics(settings)

@@ -15,9 +15,10 @@ from kafka_helpers import free_port, read_topic
 
 from fleetmedic.broker import EmbeddedBroker
 from fleetmedic.config import BrokerSettings
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import Producer, wait_until
+from fleetmedic.transport import wait_until
 from ingest.promtext import parse
 from ingest.publisher import ExporterHealth, Publisher
 from ingest.runner import Exporter, ExporterOptions

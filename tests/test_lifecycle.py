@@ -10,9 +10,9 @@ import pytest
 from examples import metric_batch
 
 from fleetmedic.lifecycle import Periodic, ServiceLoop, TopicReader
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer
 
 
 class Steps:

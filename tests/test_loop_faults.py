@@ -9,9 +9,10 @@ from examples import metric_batch
 from kafka import KafkaConsumer, TopicPartition
 from kafka_helpers import committed, read_topic
 
+from fleetmedic.producer import Outgoing, Producer
 from fleetmedic.schemas import DEAD_LETTER_KEY_BYTES, DeadLetter, Incident, MetricBatch
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import ConsumerLoop, Outgoing, Producer
+from fleetmedic.transport import ConsumerLoop
 
 
 def _send(settings, *records, key=b"gpu-node-07"):

@@ -23,9 +23,10 @@ from kafka_helpers import read_topic
 from prom_helpers import Service
 
 from fleetmedic.cli import main
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Incident, LogEvent
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer, wait_until
+from fleetmedic.transport import wait_until
 from ingest.shipped import journal_event
 
 DATA = Path(__file__).parent / "data"

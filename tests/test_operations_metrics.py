@@ -20,9 +20,10 @@ from prom_helpers import NODE_EXPORTER, Prometheus, Service, http_get
 from remediator_kit import TEST_PLAYBOOKS, marker_lines
 
 from fleetmedic import metrics
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import Evidence, Incident
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer, wait_until
+from fleetmedic.transport import wait_until
 
 XID = "Nov 25 04:00:01 node1 kernel: [1234.5678] NVRM: Xid (PCI:0000:3b:00): 79, pid=1911, GPU has fallen off the bus."
 

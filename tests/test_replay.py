@@ -10,7 +10,7 @@ from detector_scenarios import fleet, loaded_fleet, write_config, write_forest_c
 from detectors.config import load_config
 from detectors.engine import Engine
 from detectors.service import DetectService
-from fleetmedic.transport import Producer
+from fleetmedic.producer import Producer
 from review.collect import collect, incident_window
 from review.replay import diff, plan, recorded_incidents, replay
 from review.report import render

@@ -10,10 +10,10 @@ from datetime import timedelta
 from examples import T0
 
 from fleetmedic.cli import main
+from fleetmedic.producer import Producer
 from fleetmedic.ranges import RangeSpec, RangeStats, read_range
 from fleetmedic.schemas import Evidence, Incident, LogEvent, MetricBatch, Remediation, RunSummary
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer
 
 
 def _record_an_incident(settings):

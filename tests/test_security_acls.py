@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from kafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 
+from fleetmedic.producer import Producer
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer
 
 
 def _write(settings, topic: str):

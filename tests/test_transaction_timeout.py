@@ -11,8 +11,8 @@ from kafka.errors import KafkaTimeoutError
 from kafka.producer.transaction_manager import TransactionalRequestResult
 from kafka_helpers import read_topic
 
+from fleetmedic.producer import Producer
 from fleetmedic.topics import topic_name
-from fleetmedic.transport import Producer
 
 
 def test_an_unanswered_commit_times_out_and_a_renewed_producer_settles_it(settings, monkeypatch):

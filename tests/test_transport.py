@@ -17,9 +17,10 @@ from conftest import make_settings
 from examples import examples, metric_batch
 from kafka_helpers import caught_up, committed, free_port, read_topic
 
+from fleetmedic.producer import Producer
 from fleetmedic.schemas import DeadLetter, LogEvent, MetricBatch
 from fleetmedic.topics import create_topics, topic_name
-from fleetmedic.transport import ConsumerLoop, Producer, wait_until
+from fleetmedic.transport import ConsumerLoop, wait_until
 
 HERE = Path(__file__).resolve().parent
 
