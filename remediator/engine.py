@@ -182,22 +182,6 @@ class Remediator(Ladder, Runs):
         return p in self.assigned and TopicPartition(self.incidents_topic, p) not in self.loop.restoring
 
     # --- the records ----------------------------------------------------------------------
-    def _record(self, p: Proposal, status: str, now: datetime, **fields) -> Remediation:
-        if fields.get("reason") is not None:
-            fields["reason"] = clip_reason(fields["reason"])
-        return Remediation(
-            id=p.remediation_id,
-            incident_id=p.incident.id,
-            fingerprint=p.incident.fingerprint,
-            host=p.host,
-            action=p.action,
-            playbook=p.step.playbook,
-            status=status,
-            step=p.step_index,
-            time=now,
-            extra_vars=p.extra_vars,
-            **fields,
-        )
 
     def _emit(self, record: Remediation, out: list) -> None:
         if record.reason is not None and len(record.reason) > REASON_MAX:  # model_copy does not validate
@@ -238,14 +222,13 @@ class Remediator(Ladder, Runs):
         if isinstance(verdict, Hold):
             return
         if isinstance(verdict, Skip):
-            self._emit(self._record(proposal, "skipped", now, gate=verdict.gate, reason=verdict.reason), out)
+            self._emit(proposal.record("skipped", now, gate=verdict.gate, reason=verdict.reason), out)
             return
         if isinstance(verdict, Stop):
-            self._emit(self._record(proposal, verdict.status, now, reason=verdict.reason), out)
+            self._emit(proposal.record(verdict.status, now, reason=verdict.reason), out)
             return
         # The claim must be on the broker before the run: flush what is pending, then claim.
-        claim = self._record(
-            verdict,
+        claim = verdict.record(
             "claimed",
             now,
             reason=claim_reason(

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fleetmedic.schemas import Incident, Remediation
 
-from .claims import CLOSED_LOOP_GATE, Entry, Ledger, remediation_id
+from .claims import CLOSED_LOOP_GATE, Entry, Ledger, clip_reason, remediation_id
 from .control import ControlState, describe_matchers
 from .policy import Policy, Rule, Step
 from .policy_gates import Gates
@@ -70,6 +70,25 @@ class Proposal:
     @property
     def action(self) -> str:
         return self.step.action
+
+    def record(self, status: str, when: datetime, **fields: object) -> Remediation:
+        """The remediations.v1 record of this proposal in `status` at `when` (a reason is clipped
+        to what a record holds); `fields` are the record's other fields (gate, reason, run, ...)."""
+        if fields.get("reason") is not None:
+            fields["reason"] = clip_reason(str(fields["reason"]))
+        return Remediation(
+            id=self.remediation_id,
+            incident_id=self.incident.id,
+            fingerprint=self.incident.fingerprint,
+            host=self.host,
+            action=self.action,
+            playbook=self.step.playbook,
+            status=status,
+            step=self.step_index,
+            time=when,
+            extra_vars=self.extra_vars,
+            **fields,
+        )
 
 
 @dataclass(frozen=True)

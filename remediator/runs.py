@@ -55,8 +55,6 @@ class Runs:
         started: int
         _run_playbook: Any
 
-        def _record(self, p: Proposal, status: str, now: datetime, **fields: Any) -> Remediation: ...
-
         def _emit(self, record: Remediation, out: list) -> None: ...
 
     def _execute(self, p: Proposal) -> Remediation:
@@ -68,8 +66,7 @@ class Runs:
 
         def on_start() -> None:
             self.producer.send(
-                self._record(
-                    p,
+                p.record(
                     "running",
                     self.clock(),
                     started_at=self.clock(),
@@ -96,14 +93,14 @@ class Runs:
                 cancel=self.control.cancel,
             )
         except PlaybookRefused as exc:
-            return self._record(p, "failed", self.clock(), reason=f"refused before the run: {exc}")
+            return p.record("failed", self.clock(), reason=f"refused before the run: {exc}")
         except Exception as exc:  # the run's outcome must be recorded whatever went wrong
             log.exception(
                 "run of %s failed to complete",
                 p.remediation_id,
                 extra={"incident_id": p.incident.id, "host": p.host, "remediation_id": p.remediation_id},
             )
-            return self._record(p, "failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
+            return p.record("failed", self.clock(), reason=f"runner error: {type(exc).__name__}: {exc}")
         crash_point("ran")
         status = "dry_run" if p.dry_run and result.status == "succeeded" else result.status
         reason = gate = None
@@ -116,8 +113,7 @@ class Runs:
             # stopped by `fleetmedic pause`: the ladder stops here too (no escalation past a person's stop)
             gate = "kill_switch"
             reason = f"cancelled by the kill switch (fleetmedic pause by {engaged.by}: {engaged.reason or 'no reason'})"
-        return self._record(
-            p,
+        return p.record(
             status,
             self.clock(),
             started_at=result.started_at,

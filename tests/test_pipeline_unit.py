@@ -43,20 +43,8 @@ def proposal_for(policy, inc_id: str = "inc-p") -> Proposal:
 
 
 def record(p: Proposal, status: str, when: datetime, reason: str | None = None) -> Remediation:
-    """The record the engine writes for `p` (its `_record`)."""
-    return Remediation(
-        id=p.remediation_id,
-        incident_id=p.incident.id,
-        fingerprint=p.incident.fingerprint,
-        host=p.host,
-        action=p.action,
-        playbook=p.step.playbook,
-        status=status,
-        step=p.step_index,
-        time=when,
-        extra_vars=p.extra_vars,
-        reason=reason,
-    )
+    """The record the engine writes for `p`."""
+    return p.record(status, when, reason=reason)
 
 
 @pytest.fixture
