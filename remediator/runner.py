@@ -291,7 +291,8 @@ class PlayStopper:
     at `deadline` on the monotonic clock (`timed_out` set), killing the play's processes first.
 
     ansible-runner itself only SIGKILLs ansible-playbook's process group, and the processes that
-    do the work are not in it (ansible starts each module in a session of its own): a cancelled or
+    do the work are not in it (ansible-playbook's task worker starts a session of its own, and the
+    module's processes run in it): a cancelled or
     timed-out `sleep 60` task went on for its 60 s after the run had "stopped". So before saying
     stop, this kills every descendant of this run's ansible-playbook process (found among this
     process's children by `marker`, a path only its command line holds), while the tree is still
