@@ -1,4 +1,4 @@
-"""The Kafka plumbing every stage uses: one producer and one consumer loop, written once.
+"""The Kafka plumbing every stage uses: the one consumer loop (its producer: fleetmedic/producer.py), written once.
 
 The producer (acks=all, idempotent, compressed, keyed by host so a host's records stay in order)
 is `fleetmedic.producer`.
