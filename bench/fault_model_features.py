@@ -1,4 +1,4 @@
-"""Fault-model PR-AUC with and without the windowed rates: the same split as `model train`.
+"""Fault-model PR-AUC with and without the windowed and rising rates: the same split as `model train`.
 
     PYTHONPATH=. python bench/fault_model_features.py [FOLDER]
 
@@ -20,13 +20,19 @@ from sklearn.preprocessing import StandardScaler
 
 from detectors import fault_model as fm
 
-# The model's features no longer include the windowed rates (docs/evaluation.md); this measurement
-# is about them, so it computes the three `_1h` columns as main had them (the row code reads these
-# module names when it runs).
+# The model's features no longer include the windowed `_1h` rates (docs/evaluation.md); this
+# measurement is about them too, so it computes the three `_1h` columns as stop 19's main had them,
+# beside the `_rise` columns (the row code reads these module names when it runs).
 fm.WINDOWED = ["ecc_corrected_rate", "pcie_replay_rate", "nvlink_crc_rate"]
 fm._WINDOWED_AT = {name: len(fm.FEATURES) + k for k, name in enumerate(fm.WINDOWED)}
-fm.FEATURE_NAMES = [f[0] for f in fm.FEATURES] + [f"{n}_1h" for n in fm.WINDOWED] + list(fm.XidHistory.names)
-fm._XID_AT = len(fm.FEATURES) + len(fm.WINDOWED)
+fm._RISING_AT = {name: len(fm.FEATURES) + len(fm.WINDOWED) + k for k, name in enumerate(fm.RISING)}
+fm.FEATURE_NAMES = (
+    [f[0] for f in fm.FEATURES]
+    + [f"{n}_1h" for n in fm.WINDOWED]
+    + [f"{n}_rise" for n in fm.RISING]
+    + list(fm.XidHistory.names)
+)
+fm._XID_AT = len(fm.FEATURES) + len(fm.WINDOWED) + len(fm.RISING)
 
 D = sys.argv[1] if len(sys.argv) > 1 else "/tmp/d16/fmsim"
 t0 = time.time()
@@ -46,8 +52,10 @@ after = np.array(
 tr, te = (times < cut) & healthy, (times >= cut) & healthy
 names = fm.FEATURE_NAMES
 win = [i for i, n in enumerate(names) if n.endswith("_1h") and not n.startswith("xid")]
+rising = [i for i, n in enumerate(names) if n.endswith("_rise")]
 xidc = [i for i, n in enumerate(names) if n.startswith("xid")]
-base = [i for i in range(len(names)) if i not in win and i not in xidc]
+base = [i for i in range(len(names)) if i not in win and i not in rising and i not in xidc]
+base_without_rates = [i for i in base if names[i] not in fm.RISING]
 
 
 def fit(cols, train_rows, transform=None):
@@ -74,6 +82,9 @@ for label, cols, rows, tf in [
     ("with _1h, log1p of every column (negatives clipped to 0)", base + win, tr, np.log1p),
     ("with _1h, train rows within 1 h after a fault's end left out", base + win, tr & ~after, None),
     ("per-batch only, train rows within 1 h after a fault's end left out", base, tr & ~after, None),
+    ("with the _rise columns (the model's features now)", base + rising, tr, None),
+    ("_rise instead of the per-batch ECC, PCIe and NVLink rates", base_without_rates + rising, tr, None),
+    ("with _rise and _1h", base + rising + win, tr, None),
 ]:
     try:
         auc, p = fit(cols, rows, tf if tf is None else (lambda Z: np.log1p(np.maximum(Z, 0))))

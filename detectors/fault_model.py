@@ -161,8 +161,36 @@ WINDOWED: list[str] = []
 WINDOW_S = 3600.0
 _WINDOWED_AT = {name: len(FEATURES) + k for k, name in enumerate(WINDOWED)}
 
-FEATURE_NAMES: list[str] = [f[0] for f in FEATURES] + [f"{n}_1h" for n in WINDOWED] + list(XidHistory.names)
-_XID_AT = len(FEATURES) + len(WINDOWED)
+# Rising rates: what the `_1h` columns lacked is the series' own baseline. A GPU that has counted
+# errors all day is not about to fail because it counted some this hour; one whose hourly rate
+# climbs above its own day-long rate may be. So the `_rise` column of a rate is, per series and
+# then the maximum over GPUs and links, max(0, hourly rate − day-long rate), each an exponential
+# window (time constants WINDOW_S and BASELINE_S) normalised by the time the series has been seen
+# (1 − e^(−seen/τ): the same bias correction as an EWMA's warm-up), so a new series is compared with
+# the rate it has shown so far rather than with zero. A steady rate, however high, gives about 0.
+RISING: list[str] = ["ecc_corrected_rate", "pcie_replay_rate", "nvlink_crc_rate"]
+BASELINE_S = 86400.0
+_RISING_AT = {name: len(FEATURES) + len(WINDOWED) + k for k, name in enumerate(RISING)}
+
+FEATURE_NAMES: list[str] = (
+    [f[0] for f in FEATURES] + [f"{n}_1h" for n in WINDOWED] + [f"{n}_rise" for n in RISING] + list(XidHistory.names)
+)
+_XID_AT = len(FEATURES) + len(WINDOWED) + len(RISING)
+
+
+def rise(window: float, baseline: float, seen_s: float) -> float:
+    """max(0, hourly − day-long rate) from the two windows and the seconds the series has been seen.
+
+    >>> rise(0.01, 0.01, 864000.0)  # 0.01 errors/s for days: the hour is not above the day
+    0.0
+    >>> round(rise(0.0356, 0.0103, 176400.0), 4)  # that GPU after an hour at 0.05/s
+    0.0238
+    """
+    if seen_s <= 0:
+        return 0.0
+    hourly = window / -np.expm1(-seen_s / WINDOW_S)
+    daily = baseline / -np.expm1(-seen_s / BASELINE_S)
+    return max(0.0, float(hourly - daily))
 
 
 class FeatureState:
@@ -192,19 +220,24 @@ class FeatureState:
                 match = self._match[name] = tuple(j for j, f in enumerate(FEATURES) if fnmatchcase(name, f[1]))
             if not match:
                 continue
-            # one increase per counter series, whatever features it feeds (prev: [time, value, windowed])
+            # one increase per counter series, whatever features it feeds
+            # (prev: [time, value, hourly window, day-long window, first time])
             last = prev.get(name)
-            rate = window = None
+            rate = window = rising = None
             if any(FEATURES[j][2] for j in match) and (last is None or t > last[0]):
                 if last is None:
-                    prev[name] = [t, value, 0.0]
+                    prev[name] = [t, value, 0.0, 0.0, t]
                 else:
                     dt = t - last[0]
                     increase = value if value < last[1] else value - last[1]  # a decrease is a reset
                     rate = increase / dt
-                    decayed = (last[2] if len(last) > 2 else 0.0) * float(np.exp(-dt / WINDOW_S))
-                    window = decayed + increase / WINDOW_S  # per second, over about the last WINDOW_S
-                    prev[name] = [t, value, window]
+                    # a snapshot from before the day-long window ([time, value(, window)]) starts both
+                    # windows afresh, together, so their comparison stays fair
+                    w, base, first = last[2:5] if len(last) >= 5 else (0.0, 0.0, last[0])
+                    window = w * float(np.exp(-dt / WINDOW_S)) + increase / WINDOW_S  # per s, about the last hour
+                    base = base * float(np.exp(-dt / BASELINE_S)) + increase / BASELINE_S
+                    rising = rise(window, base, t - first)
+                    prev[name] = [t, value, window, base, first]
             for j in match:
                 if FEATURES[j][2]:
                     if rate is None:
@@ -213,6 +246,9 @@ class FeatureState:
                     k = _WINDOWED_AT.get(FEATURES[j][0])
                     if k is not None:
                         row[k] = max(row[k], window)
+                    k = _RISING_AT.get(FEATURES[j][0])
+                    if k is not None:
+                        row[k] = max(row[k], rising)
                 else:
                     row[j] = max(row[j], value)
         return row

@@ -81,6 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     test_idx = np.flatnonzero(test_rows)
     lt = lead_times([hosts[i] for i in test_idx], times[test_idx], p, faults, args.horizon_s, args.threshold, cut)
     print(format_lead_times(lt, args.threshold))
+    # The policy, not training, picks the live threshold (a `fault_model:` rule's `threshold`), so
+    # the fault-level figures come for a range of them: the lead time a threshold buys, at its cost.
+    for th in sorted(set(args.lead_thresholds) - {args.threshold}):
+        lt = lead_times([hosts[i] for i in test_idx], times[test_idx], p, faults, args.horizon_s, th, cut)
+        print(format_lead_times(lt, th))
     print(f"saved {out}")
     return 0
 
@@ -102,6 +107,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  {name:22s} {c:+.4f}")
     print(f"  {'(intercept)':22s} {intercept:+.4f}")
     return 0
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of probabilities: {text!r}") from None
+    if any(not 0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"thresholds are probabilities between 0 and 1: {text!r}")
+    return values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -126,6 +141,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--horizon-s", type=float, default=3600.0)
     t.add_argument("--test-fraction", type=float, default=0.3, help="latest share of the time range held out")
     t.add_argument("--threshold", type=float, default=0.5)
+    t.add_argument(
+        "--lead-thresholds",
+        type=_thresholds,
+        default=_thresholds("0.05,0.1,0.2,0.3"),
+        metavar="P,P,...",
+        help="further thresholds to print held-out lead times, recall and precision at",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="models", metavar="DIR")
     t.set_defaults(func=cmd_train)

@@ -135,6 +135,9 @@ def test_train_reports_held_out_scores_saves_a_model_and_explains_it(tmp_path, c
     line = next(ln for ln in text.splitlines() if ln.startswith("held-out"))
     precision, recall, prauc = (float(line.split(k)[1].split()[0]) for k in ("precision", "recall", "PR-AUC"))
     assert precision > 0.5 and recall > 0.5 and prauc > 0.6
+    # fault-level figures at the model's threshold, then at each further one, lowest first
+    warned = [ln.split(":")[0] for ln in text.splitlines() if ln.startswith("held-out faults warned")]
+    assert warned == [f"held-out faults warned at threshold {p}" for p in ("0.5", "0.05", "0.1", "0.2", "0.3")]
     [saved] = out.glob("fault-model-*.json")
     model = json.loads(saved.read_text())
     assert saved.name == f"fault-model-{model['version']}.json"
@@ -412,6 +415,42 @@ def test_windowed_rates_sum_the_last_hours_increases_with_an_exponential_window(
     assert np.isclose(w[3], 60 / 3600 * np.exp(-1.0))
     assert np.isclose(w[4], w[3] * np.exp(-60 / 3600) + 2.0 / 3600)  # a reset: the increase from zero
     assert not [n for n in names if n.endswith("_rate_1h")]
+
+
+def test_rising_rate_is_the_hour_above_the_series_own_day_and_zero_for_a_steady_noisy_gpu():
+    # gpu0 counts 0.6 corrected errors a minute for two days (a chronically noisy GPU, no fault);
+    # gpu1 counts nothing, then 3 a minute for the last hour (a precursor's climb). Per batch both
+    # look alike at the end; the `_rise` column tells them apart: ~0 for gpu0, clearly up for gpu1.
+    names = fault_model.FEATURE_NAMES
+    col = names.index("ecc_corrected_rate_rise")
+
+    def run(step):
+        state, out = fault_model.FeatureState(), []
+        for k in range(2941):
+            v = step(k)
+            b = MetricBatch(
+                host="h",
+                time=T0 + timedelta(seconds=60 * k),
+                source="t",
+                values={"gpu0.ecc.volatile.corrected": v},
+                counters=["gpu0.ecc.volatile.corrected"],
+            )
+            out.append(state.row(b)[col])
+        return np.array(out), state
+
+    steady, _ = run(lambda k: 0.6 * k)
+    climb, state = run(lambda k: 3.0 * max(0, k - 2880))
+    assert steady.max() < 1e-4  # a steady 0.01/s: under 1 % of its own rate, ever
+    assert climb[:2881].max() == 0.0 and climb[-1] > 0.02  # after the climbing hour: well up
+    assert np.isclose(climb[-1], fault_model.rise(*state.prev["h"]["gpu0.ecc.volatile.corrected"][2:4], 2940 * 60))
+    # a snapshot from before the day-long window restarts both windows together: no jump
+    old = fault_model.FeatureState()
+    old.prev["h"] = {"gpu0.ecc.volatile.corrected": [T0.timestamp(), 0.0, 0.5]}
+    b = lambda s, v: MetricBatch(
+        host="h", time=T0 + timedelta(seconds=s), source="t",
+        values={"gpu0.ecc.volatile.corrected": v}, counters=["gpu0.ecc.volatile.corrected"],
+    )  # fmt: skip
+    assert old.row(b(60, 0.6))[col] < 1e-3 and len(old.prev["h"]["gpu0.ecc.volatile.corrected"]) == 5
 
 
 def test_lead_times_count_warnings_before_faults_and_warnings_without_one():

@@ -47,6 +47,8 @@ def test_eval_nab_prints_per_file_and_overall_scores_and_plots(corpus, tmp_path,
     assert lines[FILES[1]][2] == "1.583"
     assert lines["best"][2:5] == ["90.7", "88.9", "93.8"]
     assert lines["engine"][2:5] == ["90.7", "88.8", "93.8"]
+    # the sweep's scoring at the rule's own threshold (0.529): what splits a gap between the two above
+    assert lines["configured"][4] == "0.5290," and lines["configured"][1:4] == ["90.7", "88.8", "93.8"]
     pngs = sorted(p.name for p in plots.glob("*.png"))
     assert pngs == ["artificialWithAnomaly__art_daily_jumpsup.png", "realAWSCloudwatch__rds_cpu_utilization_e47b3b.png"]
     assert "art_daily_jumpsup" in (plots / "index.html").read_text()
