@@ -57,10 +57,10 @@ from fleetmedic.transport import ConsumerLoop, Received
 
 from . import approvals
 from .agreement import Agreement
-from .claims import CLAIMS_PARTITION, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason
+from .claims import CLAIMS_PARTITION, CLOSED_LOOP_GATE, REASON_MAX, Entry, LedgerReader, claim_reason, clip_reason
 from .control import ControlState
 from .gates import RETRYABLE, Pipeline, Proposal, Skip, default_pipeline, propose
-from .ladder import CLOSED_LOOP, ORPHAN_GRACE_S, Ladder
+from .ladder import ORPHAN_GRACE_S, Ladder
 from .policy import Policy
 from .policy_reload import PolicyWatcher
 from .runs import Runs, crash_point
@@ -271,7 +271,7 @@ class Remediator(Ladder, Runs):
         self.incidents[incident.id] = incident
         if incident.id in self.resolved:
             return
-        entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP]
+        entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP_GATE]
         if entries:
             top = max(entries, key=lambda e: e.first.step)
             retry = top.latest.status == "skipped" and top.latest.gate in RETRYABLE

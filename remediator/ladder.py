@@ -21,7 +21,7 @@ from fleetmedic.lifecycle import TopicReader
 from fleetmedic.schemas import Incident, Remediation
 
 from . import approvals
-from .claims import Entry, Ledger, LedgerReader, remediation_id
+from .claims import CLOSED_LOOP_GATE, Entry, Ledger, LedgerReader, remediation_id
 from .gates import RETRYABLE, Proposal
 from .policy import HUMAN, Policy
 
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 # A claim with no outcome (its process died mid-run) is escalated this long after its timeout.
 ORPHAN_GRACE_S = 30.0
-CLOSED_LOOP = "closed_loop"
 
 
 class Ladder:
@@ -65,7 +64,7 @@ class Ladder:
         returns = self.policy.return_actions()
         for incident_id, ids in list(self.ledger.by_incident.items()):
             entries = [self.ledger.entries[i] for i in ids]
-            if any(e.first.gate == CLOSED_LOOP for e in entries) or incident_id in self.resolved:
+            if any(e.first.gate == CLOSED_LOOP_GATE for e in entries) or incident_id in self.resolved:
                 if returns:  # a closed ladder's return-to-service step may still wait for a person
                     self._expire_approvals([e for e in entries if e.first.action in returns], now, out)
                 continue
@@ -174,8 +173,8 @@ class Ladder:
 
     def _close_ladder(self, incident: Incident, out: list) -> bool:
         """Close the incident's ladder (once); True when this call closed it."""
-        entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP]
-        if not entries or self.ledger.get(remediation_id(incident.id, CLOSED_LOOP, 0)) is not None:
+        entries = [e for e in self.ledger.incident_entries(incident.id) if e.first.gate != CLOSED_LOOP_GATE]
+        if not entries or self.ledger.get(remediation_id(incident.id, CLOSED_LOOP_GATE, 0)) is not None:
             return False
         now = self.clock()
         for e in entries:
@@ -185,14 +184,14 @@ class Ladder:
                         update={
                             "status": "cancelled",
                             "time": now,
-                            "gate": CLOSED_LOOP,
+                            "gate": CLOSED_LOOP_GATE,
                             "reason": "incident resolved before approval",
                         }
                     ),
                     out,
                 )
         top = max(entries, key=lambda e: e.first.step)
-        close_id = remediation_id(incident.id, CLOSED_LOOP, 0)
+        close_id = remediation_id(incident.id, CLOSED_LOOP_GATE, 0)
         if self.ledger.get(close_id) is None:
             self._emit(
                 Remediation(
@@ -203,7 +202,7 @@ class Ladder:
                     action=top.first.action,
                     playbook=top.first.playbook,
                     status="cancelled",
-                    gate=CLOSED_LOOP,
+                    gate=CLOSED_LOOP_GATE,
                     step=top.first.step,
                     time=now,
                     reason=f"incident resolved at {incident.time.isoformat()}: the escalation "
@@ -253,7 +252,7 @@ class Ladder:
     def _in_progress(self, ids: list[str]) -> bool:
         """Can this incident's ladder still move (a timer, a retry, an answer)? Ended ladders need no incident."""
         entries = [self.ledger.entries[x] for x in ids]
-        if any(e.first.gate == CLOSED_LOOP for e in entries):
+        if any(e.first.gate == CLOSED_LOOP_GATE for e in entries):
             return False
         top = max(entries, key=lambda e: e.first.step).latest
         if top.status == "cancelled" or (top.status == "escalated" and top.action == HUMAN):
