@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from detectors import fault_model as fm
 
 # The model's features no longer include the windowed `_1h` rates (docs/evaluation.md); this
-# measurement is about them too, so it computes the three `_1h` columns as stop 19's main had them,
+# measurement is about them too, so it computes the three `_1h` columns as an earlier main had them,
 # beside the `_rise` columns (the row code reads these module names when it runs).
 fm.WINDOWED = ["ecc_corrected_rate", "pcie_replay_rate", "nvlink_crc_rate"]
 fm._WINDOWED_AT = {name: len(fm.FEATURES) + k for k, name in enumerate(fm.WINDOWED)}

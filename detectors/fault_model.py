@@ -27,7 +27,8 @@ below it.
 
 Features (each the maximum over the GPUs matching the pattern; counters as per-second rates,
 reset-aware): corrected and uncorrected ECC rates, remapped rows, temperature, power, PCIe
-replay rate, throttle-reason bits, XID count rate when the exporter counts them; and the host's
+replay rate, throttle-reason bits, XID count rate when the exporter counts them; the rising ECC,
+PCIe and NVLink rates (`RISING`: a series' hourly rate above its own day-long rate); and the host's
 XID history from its log events (`XidHistory`): XIDs in the last hour, in the last 24 hours, and
 hours since the last one.
 
@@ -58,6 +59,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from bisect import bisect_right, insort
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -188,16 +190,17 @@ def rise(window: float, baseline: float, seen_s: float) -> float:
     """
     if seen_s <= 0:
         return 0.0
-    hourly = window / -np.expm1(-seen_s / WINDOW_S)
-    daily = baseline / -np.expm1(-seen_s / BASELINE_S)
-    return max(0.0, float(hourly - daily))
+    hourly = window / -math.expm1(-seen_s / WINDOW_S)
+    daily = baseline / -math.expm1(-seen_s / BASELINE_S)
+    return max(0.0, hourly - daily)
 
 
 class FeatureState:
     """Features of one metric batch after another; the same code serves training and live scoring.
 
     State per host: the last (time, value) of each rate series, so rates are reset-aware and
-    never cross hosts, and the host's XID history (`xid`, fed with `xid.observe(log_event)`).
+    never cross hosts, with its hourly and day-long windows and when it was first seen (the
+    `_1h` and `_rise` columns), and the host's XID history (`xid`, fed with `xid.observe(log_event)`).
     The matching of series names to features is cached per name. A row has one column per
     name of `FEATURE_NAMES`.
     """
@@ -234,8 +237,8 @@ class FeatureState:
                     # a snapshot from before the day-long window ([time, value(, window)]) starts both
                     # windows afresh, together, so their comparison stays fair
                     w, base, first = last[2:5] if len(last) >= 5 else (0.0, 0.0, last[0])
-                    window = w * float(np.exp(-dt / WINDOW_S)) + increase / WINDOW_S  # per s, about the last hour
-                    base = base * float(np.exp(-dt / BASELINE_S)) + increase / BASELINE_S
+                    window = w * math.exp(-dt / WINDOW_S) + increase / WINDOW_S  # per s, about the last hour
+                    base = base * math.exp(-dt / BASELINE_S) + increase / BASELINE_S
                     rising = rise(window, base, t - first)
                     prev[name] = [t, value, window, base, first]
             for j in match:
