@@ -1,6 +1,7 @@
 """The host exporter on this machine, for real, into the real broker; its health endpoint."""
 
 import os
+import time
 import urllib.request
 from datetime import UTC
 
@@ -19,7 +20,12 @@ from ingest.runner import Exporter, ExporterOptions
 def test_host_metrics_of_this_machine_are_plausible():
     me = psutil.Process().name()
     collector = HostCollector(watch=[me, "no-such-daemon-fm"])
-    sum(i * i for i in range(200_000))  # some CPU time between the two readings
+    # The CPU percentages need the kernel's CPU-time counters (clock ticks) to have moved since the
+    # collector's first reading: work until they have (a fixed amount of work took less than one
+    # tick on a fast machine, and the interval then has no CPU figures, by design).
+    deadline = time.monotonic() + 10
+    while sum(psutil.cpu_times()) <= sum(collector.cpu_times_) and time.monotonic() < deadline:
+        sum(i * i for i in range(20_000))
     values, counters = collector.collect()
     modes = [v for k, v in values.items() if k.startswith("cpu.") and k.endswith("_pct") and k != "cpu.util_pct"]
     assert abs(sum(modes) - 100) < 1.0
