@@ -17,15 +17,19 @@ from ingest.promtext import parse
 from ingest.runner import Exporter, ExporterOptions
 
 
-def test_host_metrics_of_this_machine_are_plausible():
-    me = psutil.Process().name()
-    collector = HostCollector(watch=[me, "no-such-daemon-fm"])
-    # The CPU percentages need the kernel's CPU-time counters (clock ticks) to have moved since the
-    # collector's first reading: work until they have (a fixed amount of work took less than one
-    # tick on a fast machine, and the interval then has no CPU figures, by design).
+def until_cpu_ticks_move(collector: HostCollector) -> None:
+    """Work until the kernel's CPU-time counters (clock ticks) have moved since the collector's last
+    reading. Its CPU percentages need that; an interval shorter than one tick has no CPU figures, by
+    design. A fixed amount of work took less than one tick on a fast machine."""
     deadline = time.monotonic() + 10
     while sum(psutil.cpu_times()) <= sum(collector.cpu_times_) and time.monotonic() < deadline:
         sum(i * i for i in range(20_000))
+
+
+def test_host_metrics_of_this_machine_are_plausible():
+    me = psutil.Process().name()
+    collector = HostCollector(watch=[me, "no-such-daemon-fm"])
+    until_cpu_ticks_move(collector)
     values, counters = collector.collect()
     modes = [v for k, v in values.items() if k.startswith("cpu.") and k.endswith("_pct") and k != "cpu.util_pct"]
     assert abs(sum(modes) - 100) < 1.0
@@ -59,6 +63,7 @@ def test_host_exporter_publishes_one_batch_per_interval_and_reports_health(setti
         def wait(seconds):
             waits.append(seconds)
             now[0] += seconds
+            until_cpu_ticks_move(collector)  # the interval's CPU figures need a tick of real time
             return []
 
         def paced():
