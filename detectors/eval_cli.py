@@ -370,7 +370,7 @@ def cmd_eval_nab(args: argparse.Namespace, command: str = "eval nab") -> int:
     except (OSError, ValueError) as exc:
         print(f"fleetmedic {command}: {exc}", file=sys.stderr)
         return 2
-    results = score_corpus(runs, profiles, getattr(new_rule(), "threshold", None))
+    results = score_corpus(runs, profiles, new_rule().threshold)
     print(format_report(runs, results, profiles))
     print()
     print(format_protocol(runs, profiles))

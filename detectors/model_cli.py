@@ -79,12 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"PR-AUC {average_precision_score(y[test_rows], p):.3f}  (threshold {args.threshold:g})"
     )
     test_idx = np.flatnonzero(test_rows)
-    lt = lead_times([hosts[i] for i in test_idx], times[test_idx], p, faults, args.horizon_s, args.threshold, cut)
-    print(format_lead_times(lt, args.threshold))
-    # The policy, not training, picks the live threshold (a `fault_model:` rule's `threshold`), so
-    # the fault-level figures come for a range of them: the lead time a threshold buys, at its cost.
-    for th in sorted(set(args.lead_thresholds) - {args.threshold}):
-        lt = lead_times([hosts[i] for i in test_idx], times[test_idx], p, faults, args.horizon_s, th, cut)
+    test_hosts = [hosts[i] for i in test_idx]
+    # The model's threshold first, then the others: the policy, not training, picks the live one (a
+    # `fault_model:` rule's `threshold`), so these show the lead time a threshold buys, at its cost.
+    for th in [args.threshold, *sorted(set(args.lead_thresholds) - {args.threshold})]:
+        lt = lead_times(test_hosts, times[test_idx], p, faults, args.horizon_s, th, cut)
         print(format_lead_times(lt, th))
     print(f"saved {out}")
     return 0
